@@ -1,0 +1,78 @@
+//! What the control API asks of the event loop, and how it wakes it.
+//!
+//! Threads meet only here: the control threads send plain [`Command`] values over a
+//! crossbeam channel and wake the loop's `mio::Poll` through its [`mio::Waker`]; the loop answers
+//! each command on the one-shot channel the command carries. No state is shared otherwise.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+/// Who a push goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every socket subscribed to this user id.
+    User(String),
+    /// Every socket subscribed to any of these user ids, each socket once.
+    Users(Vec<String>),
+    /// Every open socket.
+    All,
+}
+
+/// A request to the event loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Deliver `notification` (a serialized JSON object, timestamp included) to `target`.
+    Push {
+        target: Target,
+        notification: Bytes,
+        reply: Sender<PushReply>,
+    },
+    /// Is this user online, and with how many sockets?
+    UserInfo {
+        user_id: String,
+        reply: Sender<UserInfo>,
+    },
+    /// The loop's counters, rendered in the Prometheus text format.
+    Metrics { reply: Sender<String> },
+    /// Stop accepting, close every client with 1001, flush, and return.
+    Shutdown,
+}
+
+/// The loop's answer to [`Command::Push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushReply {
+    /// Sockets the notification was handed to (written or queued for writing).
+    pub sockets: usize,
+}
+
+/// The loop's answer to [`Command::UserInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserInfo {
+    /// Sockets currently subscribed to the user.
+    pub sockets: usize,
+}
+
+/// The loop has stopped; nothing will answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopGone;
+
+/// The sending side of the loop's command channel, cheap to clone, one per control thread.
+#[derive(Clone)]
+pub struct LoopHandle {
+    tx: Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl LoopHandle {
+    pub fn new(tx: Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+        LoopHandle { tx, waker }
+    }
+
+    /// Queues `cmd` and wakes the loop.
+    pub fn send(&self, cmd: Command) -> Result<(), LoopGone> {
+        self.tx.send(cmd).map_err(|_| LoopGone)?;
+        self.waker.wake().map_err(|_| LoopGone)
+    }
+}

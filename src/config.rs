@@ -1,0 +1,88 @@
+//! Every address, limit and timer herald has, with its default, its flag and its `HERALD_*`
+//! environment twin. `herald --help` prints this table.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// herald: a real-time notification gateway.
+///
+/// Clients hold a WebSocket (`ws://HOST:5000/ws`) and subscribe to user ids with
+/// `{"event":"subscribe","data":"<userId>"}`; services push notifications over the HTTP control
+/// API (`POST http://127.0.0.1:5001/v1/users/<userId>/notifications`), and every socket
+/// subscribed to that user receives them. Durations take units: `500ms`, `10s`, `2m`.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "herald", version, about, long_about)]
+pub struct Config {
+    /// Address of the public WebSocket listener.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:5000")]
+    pub listen: SocketAddr,
+
+    /// Address of the HTTP control API. Keep it on loopback: it has no authentication yet.
+    #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001")]
+    pub control: SocketAddr,
+
+    /// Path of the raw JSON WebSocket endpoint.
+    #[arg(long, env = "HERALD_WS_PATH", default_value = "/ws")]
+    pub ws_path: String,
+
+    /// Largest WebSocket message a client may send, in bytes, summed over its fragments.
+    /// A larger one is refused from its frame header and closed with 1009.
+    #[arg(long, env = "HERALD_MAX_MESSAGE", default_value_t = 64 * 1024)]
+    pub max_message: usize,
+
+    /// Largest HTTP request head (request line and headers) of a WebSocket handshake, in bytes.
+    /// A larger one is answered 431.
+    #[arg(long, env = "HERALD_MAX_HANDSHAKE", default_value_t = 8 * 1024)]
+    pub max_handshake: usize,
+
+    /// A connection that has not completed its WebSocket handshake by then is closed.
+    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// A connection silent for this long is sent a ping.
+    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection that sends nothing (no pong, no message) this long after a ping is closed.
+    #[arg(long, env = "HERALD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// After herald sends a close frame, how long it waits for the client to finish the close
+    /// handshake before it drops the TCP connection.
+    #[arg(long, env = "HERALD_CLOSE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub close_timeout: Duration,
+
+    /// How many user ids one connection may subscribe to.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    pub max_subscriptions: usize,
+
+    /// On SIGINT/SIGTERM, how long herald waits for clients to acknowledge close 1001 and for
+    /// queued bytes to drain before it exits anyway.
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Largest control API request body, in bytes; a larger one is answered 413.
+    #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024)]
+    pub control_max_body: usize,
+
+    /// How many control API connections are served at once (a thread each); more are answered 503.
+    #[arg(long, env = "HERALD_CONTROL_MAX_CONNECTIONS", default_value_t = 256)]
+    pub control_max_connections: usize,
+
+    /// A keep-alive control API connection idle this long is closed.
+    #[arg(long, env = "HERALD_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub control_idle_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults, as `herald` with no flags would run, except that both listeners take
+    /// ephemeral loopback ports: what tests and embedders start from.
+    pub fn for_tests() -> Self {
+        let mut c = Config::parse_from(["herald"]);
+        c.listen = ([127, 0, 0, 1], 0).into();
+        c.control = ([127, 0, 0, 1], 0).into();
+        c
+    }
+}

@@ -1,0 +1,31 @@
+//! herald: a real-time notification gateway.
+//!
+//! Browsers and apps hold a WebSocket to herald and subscribe to user ids; backend services push
+//! notifications over an HTTP control API, and every socket subscribed to the user gets each one.
+//!
+//! The data path is one straight line, and the modules follow it:
+//!
+//! ```text
+//! bytes ─▶ ws::Decoder ─▶ ws::Event ─▶ protocol::raw ─▶ subscribe / unsubscribe ─▶ rooms
+//! control HTTP ─▶ Command ─▶ crossbeam channel + mio Waker ─▶ server loop ─▶ rooms ─▶ one shared frame ─▶ sockets
+//! ```
+//!
+//! - [`ws`]: RFC 6455 codec: opening handshake, frame decoder and encoder, close codes. No I/O.
+//! - [`protocol`]: the application protocols spoken over a WebSocket (the raw `{"event","data"}`
+//!   envelope). No I/O.
+//! - [`rooms`]: user ids interned to room indices, membership kept both ways.
+//! - [`fanout`]: a push serialized and framed once, shared by every recipient.
+//! - [`command`]: the values the control API sends to the event loop.
+//! - [`control`]: the HTTP/1.1 control API, on its own threads.
+//! - [`server`]: the mio event loop that owns every connection.
+//! - [`config`]: every limit and address, with its default.
+
+pub mod command;
+pub mod config;
+pub mod control;
+pub mod fanout;
+pub mod protocol;
+pub mod rooms;
+pub mod server;
+pub mod time;
+pub mod ws;

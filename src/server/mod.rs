@@ -1,0 +1,1 @@
+//! Event loop (in progress).
