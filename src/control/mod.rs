@@ -1,1 +1,62 @@
-//! HTTP control API (in progress).
+//! The HTTP/1.1 control API through which backends push notifications, on its own threads.
+//!
+//! One thread accepts; each connection gets a thread of its own (at most `max_connections`, more
+//! are answered 503) that reads requests with blocking I/O, answers them in order (keep-alive and
+//! pipelining included), and closes after an idle timeout. A request becomes a [`Command`] sent
+//! to the event loop over [`LoopHandle`], and the answer waits for the loop's reply. Parsing
+//! ([`http`]) and routing ([`api`]) do no I/O; only [`server`] touches sockets.
+//!
+//! It does not authenticate (bind it to loopback), speak TLS or HTTP/2, or accept chunked
+//! request bodies: every body comes with `Content-Length`. It never touches the rooms itself;
+//! the event loop is the only owner of connection state.
+//!
+//! [`Command`]: crate::command::Command
+
+use std::io;
+use std::net::TcpListener;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::command::LoopHandle;
+use crate::config::Config;
+
+pub mod api;
+pub mod http;
+mod server;
+
+/// How long a request waits for the event loop's answer before it is answered 503.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The control API's limits.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// Largest request body, in bytes; larger is answered 413 from its `Content-Length`.
+    pub max_body: usize,
+    /// Connections served at once, a thread each; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A connection idle this long between requests is closed. Zero means never.
+    pub idle_timeout: Duration,
+    /// How long a request waits for the event loop's answer.
+    pub reply_timeout: Duration,
+}
+
+impl From<&Config> for ControlOptions {
+    fn from(c: &Config) -> Self {
+        ControlOptions {
+            max_body: c.control_max_body,
+            max_connections: c.control_max_connections,
+            idle_timeout: c.control_idle_timeout,
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        }
+    }
+}
+
+/// Serves the control API on `listener` until the process exits. Returns the accept thread's
+/// handle.
+pub fn spawn(
+    listener: TcpListener,
+    handle: LoopHandle,
+    opts: ControlOptions,
+) -> io::Result<JoinHandle<()>> {
+    server::spawn(listener, handle, opts)
+}

@@ -1,0 +1,700 @@
+//! Routes and handlers of the control API. No sockets: [`handle`] takes a parsed request and a
+//! way to reach the event loop, and returns the response.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::{json, Map, Value};
+
+use super::http::{Method, Request, Response};
+use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
+use crate::rooms::{self, UserIdError};
+use crate::time;
+
+/// Content type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// How a handler reaches the event loop. [`LoopHandle`] in the server; a fake loop in tests.
+pub trait Dispatch {
+    fn dispatch(&self, cmd: Command) -> Result<(), LoopGone>;
+}
+
+impl Dispatch for LoopHandle {
+    fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
+        self.send(cmd)
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub enum ApiError {
+    NoRoute {
+        path: String,
+    },
+    /// The path exists; `allow` lists the methods it takes.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    /// A `%` not followed by two hex digits.
+    BadPercentEncoding,
+    /// The percent-decoded path is not UTF-8.
+    PathNotUtf8,
+    BadUserId(UserIdError),
+    InvalidJson(serde_json::Error),
+    /// A JSON value that had to be an object was not; names it.
+    NotAnObject {
+        what: &'static str,
+    },
+    /// `notification` missing from a batch or broadcast body.
+    MissingNotification,
+    /// `userIds` missing, not an array, or empty.
+    UserIdsNotAList,
+    /// `userIds[index]` is not a valid user id.
+    BadUserIdAt {
+        index: usize,
+        err: UserIdError,
+    },
+    /// The loop has stopped (or dropped the command without answering).
+    LoopGone,
+    /// The loop did not answer within the reply timeout.
+    NoAnswer,
+}
+
+impl ApiError {
+    /// The status answered for this error; the one place that decides it.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NoRoute { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::BadPercentEncoding
+            | ApiError::PathNotUtf8
+            | ApiError::BadUserId(_)
+            | ApiError::InvalidJson(_)
+            | ApiError::NotAnObject { .. }
+            | ApiError::MissingNotification
+            | ApiError::UserIdsNotAList
+            | ApiError::BadUserIdAt { .. } => 400,
+            ApiError::LoopGone | ApiError::NoAnswer => 503,
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::NoRoute { path } => write!(f, "no route for {path}"),
+            ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
+            ApiError::BadPercentEncoding => f.write_str("invalid percent-encoding in path"),
+            ApiError::PathNotUtf8 => f.write_str("path is not valid UTF-8 once decoded"),
+            ApiError::BadUserId(e) => e.fmt(f),
+            ApiError::InvalidJson(e) => write!(f, "invalid JSON: {e}"),
+            ApiError::NotAnObject { what } => write!(f, "{what} must be a JSON object"),
+            ApiError::MissingNotification => f.write_str("notification is required"),
+            ApiError::UserIdsNotAList => {
+                f.write_str("userIds must be a non-empty array of strings or integers")
+            }
+            ApiError::BadUserIdAt { index, err } => write!(f, "userIds[{index}]: {err}"),
+            ApiError::LoopGone => f.write_str("gateway is shutting down"),
+            ApiError::NoAnswer => f.write_str("gateway did not answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<&ApiError> for Response {
+    fn from(e: &ApiError) -> Self {
+        let resp = Response::error(e.status(), &e.to_string());
+        match e {
+            // RFC 9110 §15.5.6: a 405 MUST carry Allow.
+            ApiError::MethodNotAllowed { allow } => resp.with_header("Allow", (*allow).into()),
+            _ => resp,
+        }
+    }
+}
+
+impl From<UserIdError> for ApiError {
+    fn from(e: UserIdError) -> Self {
+        ApiError::BadUserId(e)
+    }
+}
+
+/// Answers one request. `now` stamps notifications that carry no `timestamp` of their own.
+pub fn handle(
+    req: &Request,
+    loop_: &impl Dispatch,
+    reply_timeout: Duration,
+    now: SystemTime,
+) -> Response {
+    let ctx = Ctx {
+        loop_,
+        reply_timeout,
+        now,
+    };
+    match route(req, &ctx) {
+        Ok(resp) => resp,
+        Err(e) => Response::from(&e),
+    }
+}
+
+struct Ctx<'a, D> {
+    loop_: &'a D,
+    reply_timeout: Duration,
+    now: SystemTime,
+}
+
+const GET: &str = "GET, HEAD";
+const POST: &str = "POST";
+
+fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+    let segments = decode_segments(&req.path)?;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // HEAD is answered as GET; the server leaves the body out.
+    let get = matches!(req.method, Method::Get | Method::Head);
+    let post = req.method == Method::Post;
+    match segs.as_slice() {
+        ["healthz"] if get => Ok(Response::json(200, &json!({ "status": "ok" }))),
+        ["metrics"] if get => metrics(ctx),
+        ["v1", "users", user_id] if get => user_info(user_id, ctx),
+        ["v1", "users", user_id, "notifications"] if post => {
+            rooms::validate_user_id(user_id)?;
+            let notification = notification_object(parse_json(&req.body)?)?;
+            push(Target::User((*user_id).to_owned()), notification, ctx)
+        }
+        ["v1", "notifications"] if post => {
+            let mut body = body_object(&req.body)?;
+            let user_ids = user_ids(body.get("userIds"))?;
+            let notification = notification_object(take_notification(&mut body)?)?;
+            push(Target::Users(user_ids), notification, ctx)
+        }
+        ["v1", "broadcast"] if post => {
+            let mut body = body_object(&req.body)?;
+            let notification = notification_object(take_notification(&mut body)?)?;
+            push(Target::All, notification, ctx)
+        }
+        ["healthz"] | ["metrics"] | ["v1", "users", _] => {
+            Err(ApiError::MethodNotAllowed { allow: GET })
+        }
+        ["v1", "users", _, "notifications"] | ["v1", "notifications"] | ["v1", "broadcast"] => {
+            Err(ApiError::MethodNotAllowed { allow: POST })
+        }
+        _ => Err(ApiError::NoRoute {
+            path: req.path.clone(),
+        }),
+    }
+}
+
+fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    ctx.loop_
+        .dispatch(Command::Metrics { reply })
+        .map_err(|LoopGone| ApiError::LoopGone)?;
+    let text = wait(&rx, ctx.reply_timeout)?;
+    Ok(Response::text(200, METRICS_CONTENT_TYPE, text))
+}
+
+fn user_info<D: Dispatch>(user_id: &str, ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+    rooms::validate_user_id(user_id)?;
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    ctx.loop_
+        .dispatch(Command::UserInfo {
+            user_id: user_id.to_owned(),
+            reply,
+        })
+        .map_err(|LoopGone| ApiError::LoopGone)?;
+    let UserInfo { sockets } = wait(&rx, ctx.reply_timeout)?;
+    Ok(Response::json(
+        200,
+        &json!({ "userId": user_id, "online": sockets > 0, "sockets": sockets }),
+    ))
+}
+
+/// Stamps, serializes once and sends a notification, then waits for the loop's count.
+fn push<D: Dispatch>(
+    target: Target,
+    mut notification: Map<String, Value>,
+    ctx: &Ctx<'_, D>,
+) -> Result<Response, ApiError> {
+    // The original gateway stamped every notification but kept a sender's own timestamp.
+    if !notification.contains_key("timestamp") {
+        notification.insert(
+            "timestamp".to_owned(),
+            Value::String(time::rfc3339_millis(ctx.now)),
+        );
+    }
+    // Serialized here, once: the loop frames these bytes once and shares them with every socket.
+    let notification = Bytes::from(Value::Object(notification).to_string());
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    ctx.loop_
+        .dispatch(Command::Push {
+            target,
+            notification,
+            reply,
+        })
+        .map_err(|LoopGone| ApiError::LoopGone)?;
+    // On a timeout the push may still be delivered later; the caller only learns it was not
+    // confirmed.
+    let PushReply { sockets } = wait(&rx, ctx.reply_timeout)?;
+    Ok(Response::json(202, &json!({ "sockets": sockets })))
+}
+
+fn wait<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, ApiError> {
+    rx.recv_timeout(timeout).map_err(|e| match e {
+        RecvTimeoutError::Timeout => ApiError::NoAnswer,
+        // The loop dropped the reply sender unanswered: it is stopping.
+        RecvTimeoutError::Disconnected => ApiError::LoopGone,
+    })
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::InvalidJson)
+}
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match parse_json(body)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::NotAnObject { what: "body" }),
+    }
+}
+
+fn notification_object(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::NotAnObject {
+            what: "notification",
+        }),
+    }
+}
+
+fn take_notification(body: &mut Map<String, Value>) -> Result<Value, ApiError> {
+    body.remove("notification")
+        .ok_or(ApiError::MissingNotification)
+}
+
+/// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order.
+fn user_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let Some(Value::Array(items)) = v else {
+        return Err(ApiError::UserIdsNotAList);
+    };
+    if items.is_empty() {
+        return Err(ApiError::UserIdsNotAList);
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let id =
+            rooms::user_id_from_json(item).map_err(|err| ApiError::BadUserIdAt { index, err })?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Splits the path on `/` and percent-decodes each segment, so an encoded `%2F` stays inside
+/// its segment. The leading `/` yields no segment.
+fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.split('/').map(percent_decode).collect()
+}
+
+fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = b.get(i + 1).and_then(|&c| hex(c));
+            let lo = b.get(i + 2).and_then(|&c| hex(c));
+            let (Some(hi), Some(lo)) = (hi, lo) else {
+                return Err(ApiError::BadPercentEncoding);
+            };
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ApiError::PathNotUtf8)
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    /// A command as the fake loop saw it (commands themselves hold channels).
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Push(Target, String),
+        UserInfo(String),
+        Metrics,
+    }
+
+    enum Behaviour {
+        /// Answer every command at once.
+        Answer,
+        /// Refuse to take commands.
+        Gone,
+        /// Take commands and drop them unanswered.
+        Drop,
+        /// Take commands and keep them, never answering.
+        Hold,
+    }
+
+    struct FakeLoop {
+        behaviour: Behaviour,
+        sockets: usize,
+        seen: RefCell<Vec<Seen>>,
+        held: RefCell<Vec<Command>>,
+    }
+
+    impl FakeLoop {
+        fn new(behaviour: Behaviour) -> Self {
+            FakeLoop {
+                behaviour,
+                sockets: 3,
+                seen: RefCell::new(Vec::new()),
+                held: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Dispatch for FakeLoop {
+        fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
+            match self.behaviour {
+                Behaviour::Gone => return Err(LoopGone),
+                Behaviour::Drop => return Ok(()),
+                Behaviour::Hold => {
+                    self.held.borrow_mut().push(cmd);
+                    return Ok(());
+                }
+                Behaviour::Answer => {}
+            }
+            let sockets = self.sockets;
+            let seen = match cmd {
+                Command::Push {
+                    target,
+                    notification,
+                    reply,
+                } => {
+                    let _ = reply.send(PushReply { sockets });
+                    Seen::Push(target, String::from_utf8(notification.to_vec()).unwrap())
+                }
+                Command::UserInfo { user_id, reply } => {
+                    let _ = reply.send(UserInfo { sockets });
+                    Seen::UserInfo(user_id)
+                }
+                Command::Metrics { reply } => {
+                    let _ = reply.send("herald_sockets 3\n".to_owned());
+                    Seen::Metrics
+                }
+                Command::Shutdown => panic!("the API never sends Shutdown"),
+            };
+            self.seen.borrow_mut().push(seen);
+            Ok(())
+        }
+    }
+
+    /// 2026-11-26T04:57:06.123Z
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_795_669_026_123)
+    }
+    const NOW: &str = "2026-11-26T04:57:06.123Z";
+
+    fn request(method: Method, path: &str, body: &str) -> Request {
+        Request {
+            method,
+            path: path.to_owned(),
+            query: None,
+            keep_alive: true,
+            expect_continue: false,
+            content_type: Some("application/json".to_owned()),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn call(fake: &FakeLoop, method: Method, path: &str, body: &str) -> (u16, Value) {
+        let resp = handle(
+            &request(method, path, body),
+            fake,
+            Duration::from_millis(20),
+            now(),
+        );
+        let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        (resp.status, v)
+    }
+
+    fn error_of(fake: &FakeLoop, method: Method, path: &str, body: &str) -> (u16, String) {
+        let (status, v) = call(fake, method, path, body);
+        (status, v["error"].as_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn push_to_one_user_adds_a_timestamp() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, v) = call(
+            &fake,
+            Method::Post,
+            "/v1/users/42/notifications",
+            r#"{"title":"hi","n":1}"#,
+        );
+        assert_eq!((status, v), (202, json!({ "sockets": 3 })));
+        assert_eq!(
+            fake.seen.borrow()[0],
+            Seen::Push(
+                Target::User("42".into()),
+                format!(r#"{{"title":"hi","n":1,"timestamp":"{NOW}"}}"#)
+            )
+        );
+    }
+
+    #[test]
+    fn a_senders_timestamp_is_kept() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let body = r#"{"timestamp":"yesterday","title":"hi"}"#;
+        let (status, _) = call(&fake, Method::Post, "/v1/users/42/notifications", body);
+        assert_eq!(status, 202);
+        assert_eq!(
+            fake.seen.borrow()[0],
+            Seen::Push(Target::User("42".into()), body.into())
+        );
+    }
+
+    #[test]
+    fn user_id_in_path_is_percent_decoded() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, _) = call(
+            &fake,
+            Method::Post,
+            "/v1/users/user%40x/notifications",
+            "{}",
+        );
+        assert_eq!(status, 202);
+        let (status, _) = call(&fake, Method::Get, "/v1/users/a%2Fb%20c", "");
+        assert_eq!(status, 200);
+        let seen = fake.seen.borrow();
+        assert!(matches!(&seen[0], Seen::Push(Target::User(u), _) if u == "user@x"));
+        assert_eq!(seen[1], Seen::UserInfo("a/b c".into()));
+    }
+
+    #[test]
+    fn bad_percent_encoding_is_400() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        for path in [
+            "/v1/users/a%4/notifications",
+            "/v1/users/%zz",
+            "/v1/users/%ff",
+        ] {
+            assert_eq!(call(&fake, Method::Get, path, "").0, 400, "{path}");
+        }
+        assert!(fake.seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn bad_user_id_in_path_is_400() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, msg) = error_of(&fake, Method::Post, "/v1/users//notifications", "{}");
+        assert_eq!((status, msg.as_str()), (400, "userId must not be empty"));
+        let long = "x".repeat(rooms::MAX_USER_ID_LEN + 1);
+        assert_eq!(
+            call(&fake, Method::Get, &format!("/v1/users/{long}"), "").0,
+            400
+        );
+    }
+
+    #[test]
+    fn push_to_many_users_dedupes() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let body = r#"{"userIds":["a",7,"a","7","b"],"notification":{"x":1}}"#;
+        let (status, v) = call(&fake, Method::Post, "/v1/notifications", body);
+        assert_eq!((status, v), (202, json!({ "sockets": 3 })));
+        assert_eq!(
+            fake.seen.borrow()[0],
+            Seen::Push(
+                Target::Users(vec!["a".into(), "7".into(), "b".into()]),
+                format!(r#"{{"x":1,"timestamp":"{NOW}"}}"#)
+            )
+        );
+    }
+
+    #[test]
+    fn bad_user_ids_are_400_and_named() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let cases = [
+            (
+                r#"{"userIds":["a","b","c",""],"notification":{}}"#,
+                "userIds[3]: userId must not be empty",
+            ),
+            (
+                r#"{"userIds":["a",1.5],"notification":{}}"#,
+                "userIds[1]: userId must be a string or an integer",
+            ),
+            (
+                r#"{"userIds":[],"notification":{}}"#,
+                "userIds must be a non-empty array of strings or integers",
+            ),
+            (
+                r#"{"userIds":"a","notification":{}}"#,
+                "userIds must be a non-empty array of strings or integers",
+            ),
+            (
+                r#"{"notification":{}}"#,
+                "userIds must be a non-empty array of strings or integers",
+            ),
+            (r#"{"userIds":["a"]}"#, "notification is required"),
+            (
+                r#"{"userIds":["a"],"notification":[1]}"#,
+                "notification must be a JSON object",
+            ),
+            (r#"["a"]"#, "body must be a JSON object"),
+        ];
+        for (body, want) in cases {
+            let (status, msg) = error_of(&fake, Method::Post, "/v1/notifications", body);
+            assert_eq!((status, msg.as_str()), (400, want), "{body}");
+        }
+        assert!(fake.seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn broadcast() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, _) = call(
+            &fake,
+            Method::Post,
+            "/v1/broadcast",
+            r#"{"notification":{"m":"down at 5"}}"#,
+        );
+        assert_eq!(status, 202);
+        assert_eq!(
+            fake.seen.borrow()[0],
+            Seen::Push(
+                Target::All,
+                format!(r#"{{"m":"down at 5","timestamp":"{NOW}"}}"#)
+            )
+        );
+    }
+
+    #[test]
+    fn notification_must_be_an_object() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        for body in ["[1]", "\"hi\"", "null", "3"] {
+            let (status, msg) = error_of(&fake, Method::Post, "/v1/users/1/notifications", body);
+            assert_eq!(
+                (status, msg.as_str()),
+                (400, "notification must be a JSON object")
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_400() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        for body in ["{", "", "{\"a\":}"] {
+            let (status, msg) = error_of(&fake, Method::Post, "/v1/users/1/notifications", body);
+            assert_eq!(status, 400);
+            assert!(msg.starts_with("invalid JSON: "), "{msg}");
+        }
+    }
+
+    #[test]
+    fn user_info() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, v) = call(&fake, Method::Get, "/v1/users/42", "");
+        assert_eq!(status, 200);
+        assert_eq!(v, json!({ "userId": "42", "online": true, "sockets": 3 }));
+        let mut offline = FakeLoop::new(Behaviour::Answer);
+        offline.sockets = 0;
+        let (_, v) = call(&offline, Method::Get, "/v1/users/42", "");
+        assert_eq!(v, json!({ "userId": "42", "online": false, "sockets": 0 }));
+    }
+
+    #[test]
+    fn healthz_and_metrics() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        assert_eq!(
+            call(&fake, Method::Get, "/healthz", ""),
+            (200, json!({ "status": "ok" }))
+        );
+        let resp = handle(
+            &request(Method::Get, "/metrics", ""),
+            &fake,
+            Duration::from_secs(1),
+            now(),
+        );
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.content_type, METRICS_CONTENT_TYPE);
+        assert_eq!(resp.body, b"herald_sockets 3\n");
+    }
+
+    #[test]
+    fn unknown_path_is_404() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let (status, msg) = error_of(&fake, Method::Get, "/v2/things", "");
+        assert_eq!((status, msg.as_str()), (404, "no route for /v2/things"));
+        assert_eq!(call(&fake, Method::Get, "/healthz/", "").0, 404);
+        assert_eq!(call(&fake, Method::Get, "*", "").0, 404);
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let cases = [
+            (Method::Get, "/v1/broadcast", "POST"),
+            (Method::Put, "/v1/users/1/notifications", "POST"),
+            (Method::Post, "/healthz", "GET, HEAD"),
+            (Method::Delete, "/v1/users/1", "GET, HEAD"),
+        ];
+        for (method, path, allow) in cases {
+            let resp = handle(
+                &request(method, path, ""),
+                &fake,
+                Duration::from_secs(1),
+                now(),
+            );
+            assert_eq!(resp.status, 405, "{path}");
+            assert_eq!(resp.content_type, "application/json");
+            assert_eq!(resp.headers, vec![("Allow", allow.to_owned())]);
+        }
+    }
+
+    #[test]
+    fn loop_gone_is_503() {
+        for behaviour in [Behaviour::Gone, Behaviour::Drop] {
+            let fake = FakeLoop::new(behaviour);
+            let (status, msg) = error_of(
+                &fake,
+                Method::Post,
+                "/v1/broadcast",
+                r#"{"notification":{}}"#,
+            );
+            assert_eq!((status, msg.as_str()), (503, "gateway is shutting down"));
+        }
+    }
+
+    #[test]
+    fn no_answer_is_503() {
+        let fake = FakeLoop::new(Behaviour::Hold);
+        let (status, msg) = error_of(&fake, Method::Get, "/v1/users/1", "");
+        assert_eq!(
+            (status, msg.as_str()),
+            (503, "gateway did not answer in time")
+        );
+        assert_eq!(fake.held.borrow().len(), 1);
+    }
+}
