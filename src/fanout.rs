@@ -1,1 +1,75 @@
-//! Fan-out (in progress).
+//! A push prepared once and shared by every recipient.
+//!
+//! The control API serializes a notification to JSON once; the event loop wraps it in each wire
+//! form a recipient needs (today the raw protocol's `{"event":"notification","data":...}` text
+//! frame), built the first time a recipient of that form is met and then handed to every such
+//! socket as a clone of one [`Bytes`]: a reference-count increment, never a copy. Later wire forms
+//! (Socket.IO, compressed, MessagePack) join as further lazily built fields.
+
+use std::cell::OnceCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::ws::frame::{self, opcode};
+
+const RAW_PREFIX: &[u8] = b"{\"event\":\"notification\",\"data\":";
+const RAW_SUFFIX: &[u8] = b"}";
+
+/// One push: the notification's JSON and the frames built from it.
+pub struct Payload {
+    /// The notification object, serialized once by the control API.
+    notification: Bytes,
+    /// The raw protocol text frame, header included.
+    raw_frame: OnceCell<Bytes>,
+}
+
+impl Payload {
+    pub fn new(notification: Bytes) -> Self {
+        Payload {
+            notification,
+            raw_frame: OnceCell::new(),
+        }
+    }
+
+    /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame.
+    pub fn raw_frame(&self) -> &Bytes {
+        self.raw_frame.get_or_init(|| {
+            let len = RAW_PREFIX.len() + self.notification.len() + RAW_SUFFIX.len();
+            let mut head = Vec::with_capacity(10);
+            frame::write_header(&mut head, true, opcode::TEXT, len);
+            let mut out = BytesMut::with_capacity(head.len() + len);
+            out.put_slice(&head);
+            out.put_slice(RAW_PREFIX);
+            out.put_slice(&self.notification);
+            out.put_slice(RAW_SUFFIX);
+            out.freeze()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_frame_is_built_once_and_shared() {
+        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#));
+        let a = p.raw_frame().clone();
+        let b = p.raw_frame().clone();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "both recipients share one buffer");
+        let text = br#"{"event":"notification","data":{"type":"LIKE"}}"#;
+        assert_eq!(a[0], 0x81);
+        assert_eq!(a[1] as usize, text.len());
+        assert_eq!(&a[2..], text);
+    }
+
+    #[test]
+    fn long_payload_uses_16_bit_length() {
+        let body = format!("{{\"m\":\"{}\"}}", "x".repeat(300));
+        let p = Payload::new(Bytes::from(body.clone()));
+        let f = p.raw_frame();
+        let len = RAW_PREFIX.len() + body.len() + 1;
+        assert_eq!(&f[..4], &[0x81, 0x7E, (len >> 8) as u8, len as u8]);
+        assert_eq!(f.len(), 4 + len);
+    }
+}

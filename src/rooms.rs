@@ -27,7 +27,9 @@ pub struct RoomId(u32);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserIdError {
     Empty,
-    TooLong { len: usize },
+    TooLong {
+        len: usize,
+    },
     /// Neither a string nor an integer.
     NotAString,
 }
@@ -37,7 +39,10 @@ impl fmt::Display for UserIdError {
         match self {
             UserIdError::Empty => f.write_str("userId must not be empty"),
             UserIdError::TooLong { len } => {
-                write!(f, "userId is {len} bytes, at most {MAX_USER_ID_LEN} are allowed")
+                write!(
+                    f,
+                    "userId is {len} bytes, at most {MAX_USER_ID_LEN} are allowed"
+                )
             }
             UserIdError::NotAString => f.write_str("userId must be a string or an integer"),
         }
@@ -307,7 +312,10 @@ mod tests {
             r.remove_conn(i % 7);
         }
         assert!(r.is_empty());
-        assert_eq!(r.index.capacity() < 64, true, "index shrinks back or stays small");
+        assert!(
+            r.index.capacity() < 64,
+            "the index stays as small as its peak"
+        );
         r.check_invariants();
     }
 
@@ -317,7 +325,11 @@ mod tests {
         r.subscribe(0, "a").unwrap();
         r.subscribe(0, "b").unwrap();
         assert_eq!(r.subscribe(0, "c"), Err(SubscribeError::TooMany { max: 2 }));
-        assert_eq!(r.subscribe(0, "a"), Ok(false), "already a member is not over the cap");
+        assert_eq!(
+            r.subscribe(0, "a"),
+            Ok(false),
+            "already a member is not over the cap"
+        );
         r.check_invariants();
     }
 
@@ -329,7 +341,10 @@ mod tests {
         assert_eq!(user_id_from_json(&json!(-5)).unwrap(), "-5");
         assert_eq!(user_id_from_json(&json!("")), Err(UserIdError::Empty));
         assert_eq!(user_id_from_json(&json!(1.5)), Err(UserIdError::NotAString));
-        assert_eq!(user_id_from_json(&json!(null)), Err(UserIdError::NotAString));
+        assert_eq!(
+            user_id_from_json(&json!(null)),
+            Err(UserIdError::NotAString)
+        );
         let long = "x".repeat(129);
         assert_eq!(
             user_id_from_json(&json!(long)),
