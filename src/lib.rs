@@ -24,6 +24,8 @@ pub mod command;
 pub mod config;
 pub mod control;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod rooms;
 pub mod server;

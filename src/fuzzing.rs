@@ -1,0 +1,96 @@
+//! Entry points for the fuzz targets in `fuzz/`, one per parser, each a whole check in itself so
+//! a target is one line. Also run on a few inputs by the test suite so they cannot rot.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::command::{Command, LoopGone, PushReply, UserInfo};
+use crate::control::{api, http};
+use crate::protocol::raw;
+use crate::ws::{handshake, Decoder, Event};
+
+/// Decodes `data` once whole and once split into chunks sized by its first byte, and requires
+/// the same events and the same verdict either way.
+pub fn frame_decoder(data: &[u8]) {
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
+    let whole = decode_all(stream, stream.len().max(1));
+    let chunked = decode_all(stream, usize::from(split % 32) + 1);
+    assert_eq!(whole, chunked, "the split changed the result");
+}
+
+fn decode_all(stream: &[u8], chunk: usize) -> (Vec<Event>, Option<crate::ws::Error>) {
+    let mut dec = Decoder::new(64 * 1024);
+    let mut events = Vec::new();
+    for mut input in stream.chunks(chunk) {
+        while !input.is_empty() {
+            match dec.decode(input) {
+                Ok((n, ev)) => {
+                    assert!(
+                        n > 0 && n <= input.len(),
+                        "decode consumed {n} of {}",
+                        input.len()
+                    );
+                    input = &input[n..];
+                    if let Some(ev) = ev {
+                        let closed = matches!(ev, Event::Close(_));
+                        events.push(ev);
+                        if closed {
+                            return (events, None);
+                        }
+                    }
+                }
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+/// Parses an HTTP request head and validates it as a WebSocket upgrade.
+pub fn handshake(data: &[u8]) {
+    if let Ok(Some((req, used))) = handshake::parse_request(data, 8 * 1024) {
+        assert!(used <= data.len());
+        if let Ok(hs) = handshake::validate_upgrade(&req) {
+            let mut out = Vec::new();
+            handshake::write_accept(&hs, &mut out);
+        }
+    }
+}
+
+/// Parses a client message of the raw `/ws` protocol.
+pub fn raw_protocol(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = raw::parse(text);
+    }
+}
+
+/// A loop stand-in that answers every command at once.
+struct Answer;
+
+impl api::Dispatch for Answer {
+    fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
+        match cmd {
+            Command::Push { reply, .. } => {
+                reply.send(PushReply { sockets: 1 }).map_err(|_| LoopGone)
+            }
+            Command::UserInfo { reply, .. } => {
+                reply.send(UserInfo { sockets: 1 }).map_err(|_| LoopGone)
+            }
+            Command::Metrics { reply } => reply.send(String::new()).map_err(|_| LoopGone),
+            Command::Shutdown => Ok(()),
+        }
+    }
+}
+
+/// Parses pipelined control API requests and routes each one.
+pub fn control_http(data: &[u8]) {
+    let mut input = data;
+    while let Ok(Some((req, used))) = http::parse(input, 64 * 1024) {
+        assert!(used > 0 && used <= input.len());
+        input = &input[used..];
+        let resp = api::handle(&req, &Answer, Duration::from_secs(1), UNIX_EPOCH);
+        let mut out = Vec::new();
+        resp.write(req.keep_alive, &mut out);
+    }
+}

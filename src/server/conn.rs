@@ -1,0 +1,140 @@
+//! One client connection as the event loop holds it: the socket, where it stands in its life, and
+//! the bytes that could not be written yet.
+//!
+//! Memory: an idle open connection holds no heap buffer. The handshake buffer exists only until the
+//! request is complete; the decoder frees its message buffer when a message completes; the write
+//! queue is empty (and unallocated) unless the socket pushed back.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use mio::net::TcpStream;
+
+use crate::ws::Decoder;
+
+/// Where a connection stands.
+pub enum Phase {
+    /// Reading the HTTP upgrade request. `head` holds what arrived so far.
+    Handshake { head: Vec<u8>, deadline: Instant },
+    /// WebSocket open.
+    Open,
+    /// herald sent its last bytes (a close frame or an HTTP error) and shuts its write side once
+    /// they are flushed; it discards input until the peer closes or `deadline` passes.
+    Closing { deadline: Instant },
+    /// Closed; removed from the slab after the current batch of events, so a slab key is never
+    /// reused while events for it may still be pending.
+    Dead,
+}
+
+/// A socket id as clients see it: 20 characters of URL-safe base64 (120 random bits).
+pub type SocketId = [u8; 20];
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub phase: Phase,
+    pub decoder: Decoder,
+    /// Bytes not yet written, in order; the front may be partly written (it is advanced in place).
+    pub out: VecDeque<Bytes>,
+    /// Whether `WRITABLE` interest is registered; true exactly while `out` is non-empty.
+    pub writable_interest: bool,
+    /// Shut the write side down once `out` drains (set when entering [`Phase::Closing`]).
+    pub shutdown_when_flushed: bool,
+    /// When the peer last sent anything.
+    pub last_heard: Instant,
+    /// When herald sent a ping still unanswered, if it did.
+    pub ping_sent: Option<Instant>,
+    pub id: SocketId,
+    /// The sequence number of the last multi-user push this socket was handed, so a socket
+    /// subscribed to several of its users receives it once.
+    pub push_mark: u64,
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        id: SocketId,
+        now: Instant,
+        deadline: Instant,
+        max_message: usize,
+    ) -> Self {
+        Conn {
+            stream,
+            phase: Phase::Handshake {
+                head: Vec::new(),
+                deadline,
+            },
+            decoder: Decoder::new(max_message),
+            out: VecDeque::new(),
+            writable_interest: false,
+            shutdown_when_flushed: false,
+            last_heard: now,
+            ping_sent: None,
+            id,
+            push_mark: 0,
+        }
+    }
+
+    pub fn id_str(&self) -> &str {
+        // The id is generated from the URL-safe base64 alphabet, always ASCII.
+        std::str::from_utf8(&self.id).unwrap_or("")
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    /// Writes `bytes` now if nothing is queued before it, and queues what the socket would not
+    /// take. Returns the bytes written now. The fast path (socket accepts it all) neither
+    /// allocates nor touches the reference count.
+    pub fn send(&mut self, bytes: &Bytes) -> io::Result<usize> {
+        if !self.out.is_empty() {
+            self.out.push_back(bytes.clone());
+            return Ok(0);
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.write(&bytes[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if written < bytes.len() {
+            self.out.push_back(bytes.slice(written..));
+        }
+        Ok(written)
+    }
+
+    /// Writes queued bytes until the socket pushes back or the queue is empty. Returns the bytes
+    /// written. Frees the queue's memory once drained and performs a pending write shutdown.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut written = 0;
+        while let Some(front) = self.out.front_mut() {
+            match self.stream.write(front) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    front.advance(n);
+                    if front.is_empty() {
+                        self.out.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.out = VecDeque::new();
+        if self.shutdown_when_flushed {
+            self.shutdown_when_flushed = false;
+            // The peer sees FIN after our last frame; an error here means it is gone already.
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,143 @@
+//! The event loop's counters, owned by the loop thread and rendered on request: no atomics and no
+//! locks on the hot path; `GET /metrics` asks the loop over the command channel.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Counters since start. Gauges (connections, rooms) are read from the loop's state at render time.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_accepted: u64,
+    pub handshakes_completed: u64,
+    /// Rejected handshakes by HTTP status.
+    pub handshakes_rejected: BTreeMap<u16, u64>,
+    pub handshake_timeouts: u64,
+    pub ping_timeouts: u64,
+    pub pushes_user: u64,
+    pub pushes_users: u64,
+    pub pushes_broadcast: u64,
+    /// Notifications handed to a socket (written or queued).
+    pub deliveries: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: u64,
+    pub messages_received: u64,
+    /// Closed WebSocket connections by close code; 1006 where none was exchanged (the peer vanished
+    /// or timed out).
+    pub closes: BTreeMap<u16, u64>,
+}
+
+/// Gauges sampled from the loop's state.
+pub struct Gauges {
+    pub connections: usize,
+    pub websockets: usize,
+    pub rooms: usize,
+    pub subscriptions: usize,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut s = String::with_capacity(2048);
+        let gauge = |s: &mut String, name: &str, help: &str, v: usize| {
+            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+        };
+        gauge(
+            &mut s,
+            "herald_connections",
+            "Open TCP connections on the public port.",
+            g.connections,
+        );
+        gauge(
+            &mut s,
+            "herald_websockets",
+            "Connections past the WebSocket handshake.",
+            g.websockets,
+        );
+        gauge(
+            &mut s,
+            "herald_subscribed_users",
+            "User ids with at least one subscribed socket.",
+            g.rooms,
+        );
+        gauge(
+            &mut s,
+            "herald_rooms",
+            "Rooms held (empty rooms are freed).",
+            g.rooms,
+        );
+        gauge(
+            &mut s,
+            "herald_subscriptions",
+            "Socket-to-user subscriptions.",
+            g.subscriptions,
+        );
+        let counter = |s: &mut String, name: &str, help: &str, v: u64| {
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
+        };
+        counter(
+            &mut s,
+            "herald_connections_accepted_total",
+            "TCP connections accepted.",
+            self.connections_accepted,
+        );
+        counter(
+            &mut s,
+            "herald_handshakes_total",
+            "WebSocket handshakes completed.",
+            self.handshakes_completed,
+        );
+        counter(
+            &mut s,
+            "herald_handshake_timeouts_total",
+            "Connections closed for not completing the handshake in time.",
+            self.handshake_timeouts,
+        );
+        counter(
+            &mut s,
+            "herald_ping_timeouts_total",
+            "Connections closed for not answering a ping in time.",
+            self.ping_timeouts,
+        );
+        counter(
+            &mut s,
+            "herald_deliveries_total",
+            "Notifications handed to a socket.",
+            self.deliveries,
+        );
+        counter(
+            &mut s,
+            "herald_bytes_sent_total",
+            "Bytes written to client sockets.",
+            self.bytes_sent,
+        );
+        counter(
+            &mut s,
+            "herald_messages_received_total",
+            "WebSocket messages received from clients.",
+            self.messages_received,
+        );
+        let _ = write!(s, "# HELP herald_pushes_total Pushes received from the control API.\n# TYPE herald_pushes_total counter\n");
+        for (kind, v) in [
+            ("user", self.pushes_user),
+            ("users", self.pushes_users),
+            ("broadcast", self.pushes_broadcast),
+        ] {
+            let _ = writeln!(s, "herald_pushes_total{{kind=\"{kind}\"}} {v}");
+        }
+        let _ = write!(s, "# HELP herald_handshakes_rejected_total Handshakes answered with an HTTP error.\n# TYPE herald_handshakes_rejected_total counter\n");
+        for (status, v) in &self.handshakes_rejected {
+            let _ = writeln!(
+                s,
+                "herald_handshakes_rejected_total{{status=\"{status}\"}} {v}"
+            );
+        }
+        let _ = write!(s, "# HELP herald_closes_total Closed WebSocket connections by close code (1006: none exchanged).\n# TYPE herald_closes_total counter\n");
+        for (code, v) in &self.closes {
+            let _ = writeln!(s, "herald_closes_total{{code=\"{code}\"}} {v}");
+        }
+        s
+    }
+}
