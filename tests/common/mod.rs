@@ -1,0 +1,253 @@
+//! Shared helpers: a gateway on ephemeral loopback ports, a tungstenite client, a raw frame
+//! client, and a small HTTP client for the control API.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use herald::config::Config;
+use herald::server::{self, Running};
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+/// How long a test waits for something that should happen at once before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocket<TcpStream>;
+
+/// Starts a gateway on `127.0.0.1:0` (both ports) with the default limits.
+pub fn start_server() -> Running {
+    start_server_with(|_| {})
+}
+
+/// Starts a gateway after letting `tweak` change its configuration.
+pub fn start_server_with(tweak: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config::for_tests();
+    tweak(&mut config);
+    server::start(config).expect("gateway starts")
+}
+
+/// Opens a WebSocket to `/ws`.
+pub fn connect(srv: &Running) -> Client {
+    connect_path(srv.public_addr, "/ws")
+}
+
+pub fn connect_path(addr: SocketAddr, path: &str) -> Client {
+    let stream = TcpStream::connect(addr).expect("tcp connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let url = format!("ws://{addr}{path}");
+    let (ws, resp) = tungstenite::client(url, stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Reads the next text message as JSON, answering pings on the way.
+pub fn recv_json(ws: &mut Client) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            Message::Text(t) => return serde_json::from_str(&t).expect("server sends JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+pub fn send_json(ws: &mut Client, v: Value) {
+    ws.send(Message::Text(v.to_string())).expect("send");
+}
+
+/// Subscribes `ws` to `user` and returns the `subscribed` reply's data.
+pub fn subscribe(ws: &mut Client, user: &str) -> Value {
+    send_json(ws, json!({"event": "subscribe", "data": user}));
+    let reply = recv_json(ws);
+    assert_eq!(reply["event"], "subscribed", "{reply}");
+    assert_eq!(reply["data"]["userId"], user);
+    reply["data"].clone()
+}
+
+/// A connected and subscribed client.
+pub fn client_for(srv: &Running, user: &str) -> Client {
+    let mut ws = connect(srv);
+    subscribe(&mut ws, user);
+    ws
+}
+
+/// Reads notifications until one whose `message` is `until`; returns the `data` of each before it,
+/// so "exactly once" is checked by order (a sentinel pushed last), not by waiting for silence.
+pub fn notifications_until(ws: &mut Client, until: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = recv_json(ws);
+        assert_eq!(m["event"], "notification", "{m}");
+        if m["data"]["message"] == until {
+            return seen;
+        }
+        seen.push(m["data"].clone());
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status, headers and body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String, String) {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        );
+    }
+    req += "\r\n";
+    if let Some(b) = body {
+        req += b;
+    }
+    raw_http(addr, req.as_bytes())
+}
+
+/// Sends `request` as is and reads the response until the server closes.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// `POST` JSON to the control API; returns the status and the JSON body.
+pub fn post(srv: &Running, path: &str, body: Value) -> (u16, Value) {
+    let (status, _, body) = http(srv.control_addr, "POST", path, Some(&body.to_string()));
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+pub fn get(srv: &Running, path: &str) -> (u16, String) {
+    let (status, _, body) = http(srv.control_addr, "GET", path, None);
+    (status, body)
+}
+
+/// Pushes a notification with `message` to `user`; returns how many sockets took it.
+pub fn push_to(srv: &Running, user: &str, message: &str) -> u64 {
+    let (status, body) = post(
+        srv,
+        &format!("/v1/users/{user}/notifications"),
+        json!({"type": "TEST", "message": message}),
+    );
+    assert_eq!(status, 202, "{body}");
+    body["sockets"].as_u64().unwrap()
+}
+
+/// Reads one metric's value from `/metrics` (the first sample whose name and labels start with
+/// `series`).
+pub fn metric(srv: &Running, series: &str) -> f64 {
+    let (status, body) = get(srv, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+}
+
+/// Polls `cond` until it holds or [`PATIENCE`] runs out.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A raw WebSocket client speaking bytes, for frames tungstenite would refuse to send.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    /// Connects and completes the opening handshake by hand.
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        write!(
+            stream,
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("handshake response");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        RawClient { stream }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one whole server frame: (opcode, payload). Server frames are never masked.
+    pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut h = [0u8; 2];
+        self.stream.read_exact(&mut h).ok()?;
+        assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
+        let len = match h[1] & 0x7F {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).ok()?;
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).ok()?;
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).ok()?;
+        Some((h[0] & 0x0F, payload))
+    }
+
+    /// Reads frames until a close frame and returns its code, then checks the server ends the
+    /// TCP connection.
+    pub fn expect_close(&mut self) -> u16 {
+        loop {
+            let (op, payload) = self.read_frame().expect("a close frame before EOF");
+            if op == 0x8 {
+                assert!(payload.len() >= 2, "close frame carries a code");
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                let mut rest = Vec::new();
+                let _ = self.stream.read_to_end(&mut rest);
+                assert!(rest.is_empty(), "nothing after the close frame: {rest:?}");
+                return code;
+            }
+        }
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    herald::ws::frame::encode_masked(fin, opcode, 0, payload, [0x37, 0xfa, 0x21, 0x3d])
+}

@@ -1,0 +1,39 @@
+//! The fuzz targets' entry points run on a few hand-made inputs, so a change that breaks one
+//! fails here rather than in a fuzzing run.
+
+use herald::fuzzing;
+use herald::ws::frame::encode_masked;
+
+#[test]
+fn frame_decoder_agrees_with_itself_split_or_whole() {
+    let mask = [9, 8, 7, 6];
+    let stream = [
+        encode_masked(false, 0x1, 0, "héllo ".as_bytes(), mask),
+        encode_masked(true, 0x9, 0, b"ping", mask),
+        encode_masked(true, 0x0, 0, "wörld".as_bytes(), mask),
+        encode_masked(true, 0x2, 0, &[0u8; 300], mask),
+        encode_masked(true, 0x1, 0, &[0xCE, 0xFF], mask),
+    ]
+    .concat();
+    for split in 0..=255u8 {
+        let mut data = vec![split];
+        data.extend_from_slice(&stream);
+        fuzzing::frame_decoder(&data);
+    }
+}
+
+#[test]
+fn other_entry_points_take_any_bytes() {
+    let inputs: [&[u8]; 5] = [
+        b"",
+        b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        b"POST /v1/users/u/notifications HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /metrics HTTP/1.1\r\n\r\n",
+        br#"{"event":"subscribe","data":"u"}"#,
+        &[0xFF, 0x00, 0x80],
+    ];
+    for data in inputs {
+        fuzzing::handshake(data);
+        fuzzing::raw_protocol(data);
+        fuzzing::control_http(data);
+    }
+}
