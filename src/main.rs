@@ -1,5 +1,6 @@
 //! The `herald` binary: flags, logging, signals. Everything else lives in the library.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,6 +17,8 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,9 +43,20 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     std::thread::Builder::new()
         .name("herald-signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                info!(signal = sig, "signal received; shutting down");
+            let mut signals = signals.forever();
+            if let Some(sig) = signals.next() {
+                info!(
+                    signal = sig,
+                    "signal received; shutting down (again to exit at once)"
+                );
                 let _ = handle.send(herald::command::Command::Shutdown);
+            }
+            if let Some(sig) = signals.next() {
+                error!(
+                    signal = sig,
+                    "second signal: exiting without waiting for clients"
+                );
+                std::process::exit(130);
             }
         })?;
     running.join()?;

@@ -591,53 +591,33 @@ impl Io {
     /// Writes `bytes` to open-or-closing connection `k`; false when `k` is gone or the write failed
     /// (then `k` is closed).
     fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
-        let Some(conn) = self.conns.get_mut(k) else {
-            return false;
-        };
-        if matches!(conn.phase, Phase::Dead) {
-            return false;
-        }
-        match conn.send(bytes) {
-            Ok(n) => {
-                self.metrics.bytes_sent += n as u64;
-                if !conn.out.is_empty() && !conn.writable_interest {
-                    conn.writable_interest = true;
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if self
-                        .registry
-                        .reregister(&mut conn.stream, Token(k), interest)
-                        .is_err()
-                    {
-                        self.kill(k);
-                        return false;
-                    }
-                }
-                true
-            }
-            Err(e) => {
-                debug!(conn = k, error = %e, "write failed");
-                if conn.is_open() {
-                    *self
-                        .metrics
-                        .closes
-                        .entry(CloseCode::ABNORMAL.0)
-                        .or_default() += 1;
-                }
-                self.kill(k);
-                false
-            }
+        let Io {
+            registry,
+            conns,
+            metrics,
+            dead,
+        } = self;
+        match conns.get_mut(k) {
+            Some(conn) => send_to(registry, metrics, dead, k, conn, bytes),
+            None => false,
         }
     }
 
     /// Hands `frame` to every open connection; returns how many took it.
     fn broadcast(&mut self, frame: &Bytes) -> usize {
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.is_open())
-            .map(|(k, _)| k)
-            .collect();
-        keys.into_iter().map(|k| self.send(k, frame) as usize).sum()
+        let Io {
+            registry,
+            conns,
+            metrics,
+            dead,
+        } = self;
+        let mut sockets = 0;
+        for (k, conn) in conns.iter_mut() {
+            if conn.is_open() {
+                sockets += send_to(registry, metrics, dead, k, conn, frame) as usize;
+            }
+        }
+        sockets
     }
 
     /// Writes what `k` has queued; drops `WRITABLE` interest once drained.
@@ -684,4 +664,44 @@ impl Io {
             }
         }
     }
+}
+
+/// [`Io::send`] on borrowed parts, so [`Io::broadcast`] can walk the slab while it writes.
+fn send_to(
+    registry: &Registry,
+    metrics: &mut Metrics,
+    dead: &mut Vec<usize>,
+    k: usize,
+    conn: &mut Conn,
+    bytes: &Bytes,
+) -> bool {
+    if matches!(conn.phase, Phase::Dead) {
+        return false;
+    }
+    let failed = match conn.send(bytes) {
+        Ok(n) => {
+            metrics.bytes_sent += n as u64;
+            if !conn.out.is_empty() && !conn.writable_interest {
+                conn.writable_interest = true;
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                registry
+                    .reregister(&mut conn.stream, Token(k), interest)
+                    .is_err()
+            } else {
+                false
+            }
+        }
+        Err(e) => {
+            debug!(conn = k, error = %e, "write failed");
+            if conn.is_open() {
+                *metrics.closes.entry(CloseCode::ABNORMAL.0).or_default() += 1;
+            }
+            true
+        }
+    };
+    if failed {
+        conn.phase = Phase::Dead;
+        dead.push(k);
+    }
+    !failed
 }

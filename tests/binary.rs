@@ -1,0 +1,101 @@
+//! The `herald` binary itself: flags, the listening log line, and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use serde_json::json;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::Message;
+
+fn herald(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(args).env_remove("RUST_LOG");
+    cmd
+}
+
+/// Starts the binary on ephemeral ports and reads the addresses from its log.
+fn spawn() -> (Child, SocketAddr, SocketAddr) {
+    let mut child = herald(&["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("herald listening"))
+        .expect("a listening line");
+    let addr = |key: &str| -> SocketAddr {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (public, control) = (addr("websocket="), addr("control="));
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, public, control)
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = herald(&["--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--control",
+        "--ws-path",
+        "--max-message",
+        "--max-handshake",
+        "--handshake-timeout",
+        "--ping-interval",
+        "--ping-timeout",
+        "--close-timeout",
+        "--max-subscriptions",
+        "--shutdown-timeout",
+        "--control-max-body",
+        "--control-max-connections",
+        "--control-idle-timeout",
+    ] {
+        assert!(text.contains(flag), "{flag} in --help");
+    }
+    assert!(text.contains("HERALD_LISTEN"), "env twins are listed");
+}
+
+#[test]
+fn a_bad_flag_is_refused() {
+    let out = herald(&["--listen", "not-an-address"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits() {
+    let (mut child, public, control) = spawn();
+    let mut ws = connect_path(public, "/ws");
+    send_json(&mut ws, json!({"event": "subscribe", "data": "u"}));
+    assert_eq!(recv_json(&mut ws)["event"], "subscribed");
+    let (status, _, body) = http(
+        control,
+        "POST",
+        "/v1/users/u/notifications",
+        Some(r#"{"message":"before"}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(recv_json(&mut ws)["data"]["message"], "before");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    match ws.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    drop(ws);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
