@@ -413,7 +413,7 @@ impl State {
                     Some((code, _reason)) => (code, frame::encode_close(code, "")),
                     None => (CloseCode::NO_STATUS, frame::encode(opcode::CLOSE, &[])),
                 };
-                *self.io.metrics.closes.entry(code.0).or_default() += 1;
+                self.io.metrics.count_close(code);
                 debug!(conn = k, code = code.0, "client closed");
                 if self.io.send(k, &reply) {
                     self.enter_closing(k, now);
@@ -424,7 +424,7 @@ impl State {
 
     /// Sends a close frame with `code` and waits for the client's answer.
     fn start_close(&mut self, k: usize, code: CloseCode, reason: &str, now: Instant) {
-        *self.io.metrics.closes.entry(code.0).or_default() += 1;
+        self.io.metrics.count_close(code);
         if self.io.send(k, &frame::encode_close(code, reason)) {
             self.enter_closing(k, now);
         }
@@ -453,12 +453,7 @@ impl State {
         if let Some(conn) = self.io.conns.get(k) {
             if conn.is_open() {
                 // The peer left without a close frame: RFC 6455 §7.1.5 calls that 1006.
-                *self
-                    .io
-                    .metrics
-                    .closes
-                    .entry(CloseCode::ABNORMAL.0)
-                    .or_default() += 1;
+                self.io.metrics.count_close(CloseCode::ABNORMAL);
             }
         }
         self.io.kill(k);
@@ -517,12 +512,7 @@ impl State {
                 Phase::Open => match conn.ping_sent {
                     Some(sent) if now.duration_since(sent) >= timeout => {
                         self.io.metrics.ping_timeouts += 1;
-                        *self
-                            .io
-                            .metrics
-                            .closes
-                            .entry(CloseCode::ABNORMAL.0)
-                            .or_default() += 1;
+                        self.io.metrics.count_close(CloseCode::ABNORMAL);
                         true
                     }
                     None if now.duration_since(conn.last_heard) >= interval => {
@@ -644,11 +634,7 @@ impl Io {
             }
             Err(_) => {
                 if conn.is_open() {
-                    *self
-                        .metrics
-                        .closes
-                        .entry(CloseCode::ABNORMAL.0)
-                        .or_default() += 1;
+                    self.metrics.count_close(CloseCode::ABNORMAL);
                 }
                 self.kill(k);
             }
@@ -694,7 +680,7 @@ fn send_to(
         Err(e) => {
             debug!(conn = k, error = %e, "write failed");
             if conn.is_open() {
-                *metrics.closes.entry(CloseCode::ABNORMAL.0).or_default() += 1;
+                metrics.count_close(CloseCode::ABNORMAL);
             }
             true
         }

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::ws::CloseCode;
+
 /// Counters since start. Gauges (connections, rooms) are read from the loop's state at render time.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -35,6 +37,11 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// Counts one WebSocket connection ending with `code`.
+    pub fn count_close(&mut self, code: CloseCode) {
+        *self.closes.entry(code.0).or_default() += 1;
+    }
+
     /// The Prometheus text exposition format, version 0.0.4.
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
