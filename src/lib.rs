@@ -11,6 +11,8 @@
 //! ```
 //!
 //! - [`ws`]: RFC 6455 codec: opening handshake, frame decoder and encoder, close codes. No I/O.
+//! - [`engineio`]: Engine.IO v4 codec: packets, polling payloads, handshake, HTTP errors. No I/O.
+//! - [`socketio`]: Socket.IO v5 codec: packets in Engine.IO messages, attachments. No I/O.
 //! - [`protocol`]: the application protocols spoken over a WebSocket (the raw `{"event","data"}`
 //!   envelope). No I/O.
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
@@ -23,11 +25,13 @@
 pub mod command;
 pub mod config;
 pub mod control;
+pub mod engineio;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+pub mod socketio;
 pub mod time;
 pub mod ws;
