@@ -27,6 +27,32 @@ pub struct Config {
     #[arg(long, env = "HERALD_WS_PATH", default_value = "/ws")]
     pub ws_path: String,
 
+    /// Path of the Socket.IO (Engine.IO v4) endpoint, for socket.io-client front ends.
+    #[arg(long, env = "HERALD_SOCKETIO_PATH", default_value = "/socket.io/")]
+    pub socketio_path: String,
+
+    /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated
+    /// (`https://app.example.com,http://localhost:3000`), exact scheme://host:port. A request whose
+    /// `Origin` is listed gets it back in `Access-Control-Allow-Origin` (credentials allowed); any
+    /// other gets no CORS headers, so browsers refuse cross-origin polling. Empty: same-origin
+    /// pages and non-browser clients only. WebSocket connections are not subject to CORS.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Engine.IO `maxPayload`: the largest polling request body and Socket.IO WebSocket message
+    /// a client may send, in bytes.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub max_payload: usize,
+
+    /// A Socket.IO client that has not connected to a namespace this long after its Engine.IO
+    /// session opened is closed.
+    #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Most binary attachments one Socket.IO packet may announce.
+    #[arg(long, env = "HERALD_MAX_ATTACHMENTS", default_value_t = 10)]
+    pub max_attachments: usize,
+
     /// Largest WebSocket message a client may send, in bytes, summed over its fragments.
     /// A larger one is refused from its frame header and closed with 1009.
     #[arg(long, env = "HERALD_MAX_MESSAGE", default_value_t = 64 * 1024)]
@@ -37,15 +63,18 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_HANDSHAKE", default_value_t = 8 * 1024)]
     pub max_handshake: usize,
 
-    /// A connection that has not completed its WebSocket handshake by then is closed.
+    /// A connection that has not completed its WebSocket handshake (or, for HTTP long-polling,
+    /// sent its next request) by then is closed.
     #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
-    /// A connection silent for this long is sent a ping.
+    /// A connection silent for this long is sent a ping. Also the Engine.IO `pingInterval`:
+    /// how often Socket.IO sessions are pinged.
     #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
 
     /// A connection that sends nothing (no pong, no message) this long after a ping is closed.
+    /// Also the Engine.IO `pingTimeout`.
     #[arg(long, env = "HERALD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub ping_timeout: Duration,
 

@@ -14,6 +14,9 @@ use crate::ws::frame::{self, opcode};
 
 const RAW_PREFIX: &[u8] = b"{\"event\":\"notification\",\"data\":";
 const RAW_SUFFIX: &[u8] = b"}";
+/// Engine.IO message (`4`) carrying a Socket.IO EVENT (`2`) on `/`: `42["notification",{...}]`.
+const SIO_PREFIX: &[u8] = b"42[\"notification\",";
+const SIO_SUFFIX: &[u8] = b"]";
 
 /// One push: the notification's JSON and the frames built from it.
 pub struct Payload {
@@ -21,6 +24,10 @@ pub struct Payload {
     notification: Bytes,
     /// The raw protocol text frame, header included.
     raw_frame: OnceCell<Bytes>,
+    /// The Engine.IO packet `42["notification",...]`, as a polling response carries it.
+    sio_packet: OnceCell<Bytes>,
+    /// The same packet as a WebSocket text frame.
+    sio_frame: OnceCell<Bytes>,
 }
 
 impl Payload {
@@ -28,23 +35,47 @@ impl Payload {
         Payload {
             notification,
             raw_frame: OnceCell::new(),
+            sio_packet: OnceCell::new(),
+            sio_frame: OnceCell::new(),
         }
     }
 
     /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame.
     pub fn raw_frame(&self) -> &Bytes {
-        self.raw_frame.get_or_init(|| {
-            let len = RAW_PREFIX.len() + self.notification.len() + RAW_SUFFIX.len();
-            let mut head = Vec::with_capacity(10);
-            frame::write_header(&mut head, true, opcode::TEXT, len);
-            let mut out = BytesMut::with_capacity(head.len() + len);
-            out.put_slice(&head);
-            out.put_slice(RAW_PREFIX);
+        self.raw_frame
+            .get_or_init(|| text_frame(&[RAW_PREFIX, &self.notification, RAW_SUFFIX]))
+    }
+
+    /// The notification as a Socket.IO client on HTTP long-polling receives it: one Engine.IO
+    /// packet, to be joined with others into a polling response.
+    pub fn sio_packet(&self) -> &Bytes {
+        self.sio_packet.get_or_init(|| {
+            let mut out = BytesMut::with_capacity(SIO_PREFIX.len() + self.notification.len() + 1);
+            out.put_slice(SIO_PREFIX);
             out.put_slice(&self.notification);
-            out.put_slice(RAW_SUFFIX);
+            out.put_slice(SIO_SUFFIX);
             out.freeze()
         })
     }
+
+    /// The notification as a Socket.IO client on WebSocket receives it: one text frame.
+    pub fn sio_frame(&self) -> &Bytes {
+        self.sio_frame
+            .get_or_init(|| text_frame(&[SIO_PREFIX, &self.notification, SIO_SUFFIX]))
+    }
+}
+
+/// One unfragmented server text frame whose payload is `parts` joined, in one allocation.
+pub fn text_frame(parts: &[&[u8]]) -> Bytes {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let mut head = Vec::with_capacity(10);
+    frame::write_header(&mut head, true, opcode::TEXT, len);
+    let mut out = BytesMut::with_capacity(head.len() + len);
+    out.put_slice(&head);
+    for p in parts {
+        out.put_slice(p);
+    }
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -61,6 +92,15 @@ mod tests {
         assert_eq!(a[0], 0x81);
         assert_eq!(a[1] as usize, text.len());
         assert_eq!(&a[2..], text);
+    }
+
+    #[test]
+    fn socketio_forms() {
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#));
+        assert_eq!(&p.sio_packet()[..], br#"42["notification",{"m":1}]"#);
+        let f = p.sio_frame();
+        assert_eq!(&f[..2], &[0x81, p.sio_packet().len() as u8]);
+        assert_eq!(&f[2..], &p.sio_packet()[..]);
     }
 
     #[test]

@@ -17,16 +17,48 @@ use crate::ws::Decoder;
 
 /// Where a connection stands.
 pub enum Phase {
-    /// Reading the HTTP upgrade request. `head` holds what arrived so far.
-    Handshake { head: Vec<u8>, deadline: Instant },
-    /// WebSocket open.
-    Open,
+    /// Reading an HTTP request head: a WebSocket handshake, or an Engine.IO long-polling request
+    /// (a keep-alive connection comes back here after each response). `head` holds what arrived
+    /// so far; the connection is closed if the request is not complete by `deadline`.
+    Http { head: Vec<u8>, deadline: Instant },
+    /// Reading the body of an Engine.IO polling POST for session `sid` (named by id, not slab
+    /// key: the session may close while the body is in flight).
+    Body {
+        body: Vec<u8>,
+        need: usize,
+        meta: HttpMeta,
+        deadline: Instant,
+        sid: SocketId,
+    },
+    /// An Engine.IO polling GET held open until [`Conn::session`] has packets to send. Bytes the
+    /// client sends meanwhile wait in `pending` for the next request.
+    Poll { meta: HttpMeta, pending: Vec<u8> },
+    /// WebSocket open, speaking `Proto`.
+    Open(Proto),
     /// herald sent its last bytes (a close frame or an HTTP error) and shuts its write side once
     /// they are flushed; it discards input until the peer closes or `deadline` passes.
     Closing { deadline: Instant },
     /// Closed; removed from the slab after the current batch of events, so a slab key is never
     /// reused while events for it may still be pending.
     Dead,
+}
+
+/// What an open WebSocket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// The `{"event","data"}` protocol at `/ws`.
+    Raw,
+    /// Engine.IO v4 packets of the session in [`Conn::session`].
+    EngineIo,
+}
+
+/// What an HTTP response to a polling request needs to know of its request.
+#[derive(Debug, Clone, Default)]
+pub struct HttpMeta {
+    /// The request's `Origin` when it is allowed: echoed in `Access-Control-Allow-Origin`.
+    pub cors: Option<Box<str>>,
+    /// The client did not ask to close the connection after the response.
+    pub keep_alive: bool,
 }
 
 /// A socket id as clients see it: 20 characters of URL-safe base64 (120 random bits).
@@ -50,6 +82,13 @@ pub struct Conn {
     /// The sequence number of the last multi-user push this socket was handed, so a socket
     /// subscribed to several of its users receives it once.
     pub push_mark: u64,
+    /// The Engine.IO session this connection carries (as its WebSocket, its upgrade probe, or
+    /// with a polling request in flight). The session points back at it; both links are cut
+    /// together.
+    pub session: Option<usize>,
+    /// Whether any request on this connection was answered (a keep-alive polling connection);
+    /// one that never was and times out counts as a handshake timeout.
+    pub served: bool,
 }
 
 impl Conn {
@@ -62,7 +101,7 @@ impl Conn {
     ) -> Self {
         Conn {
             stream,
-            phase: Phase::Handshake {
+            phase: Phase::Http {
                 head: Vec::new(),
                 deadline,
             },
@@ -74,6 +113,8 @@ impl Conn {
             ping_sent: None,
             id,
             push_mark: 0,
+            session: None,
+            served: false,
         }
     }
 
@@ -82,8 +123,14 @@ impl Conn {
         std::str::from_utf8(&self.id).unwrap_or("")
     }
 
+    /// A WebSocket past its handshake, not closing.
     pub fn is_open(&self) -> bool {
-        matches!(self.phase, Phase::Open)
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// An open raw-protocol WebSocket: a direct recipient of pushes.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.phase, Phase::Open(Proto::Raw))
     }
 
     /// Writes `bytes` now if nothing is queued before it, and queues what the socket would not

@@ -1,11 +1,13 @@
-//! The event loop: one thread, one `mio::Poll`, every connection in one `Slab`.
+//! The event loop: one thread, one `mio::Poll`, every connection and Engine.IO session in one
+//! `Slab`.
 //!
-//! It reads until `WouldBlock` and feeds the WebSocket decoder, hands decoded events to the raw
-//! protocol and the rooms, drains the command channel when the control API wakes it, and writes.
-//! Writes go straight to the socket; only what would block is queued, and `WRITABLE` interest is
-//! registered only while something is queued. Timers (handshake, ping, close) are checked by a
-//! sweep every [`tick`] rather than one timer per connection: O(connections) per tick, a few
-//! nanoseconds each, and no per-connection timer state beyond two instants.
+//! It reads until `WouldBlock` and feeds the protocol of each connection's phase, drains the
+//! command channel when the control API wakes it, and writes. Writes go straight to the socket;
+//! only what would block is queued, and `WRITABLE` interest is registered only while something
+//! is queued. Timers (handshake, ping, close, Engine.IO heartbeats) are checked by a sweep every
+//! [`tick`] rather than one timer per connection: O(entries) per tick, a few nanoseconds each.
+//!
+//! The Engine.IO and Socket.IO side of the loop is in [`super::engine`].
 
 use std::io::{self, Read};
 use std::mem;
@@ -18,6 +20,7 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
+use std::collections::HashMap;
 use tracing::{debug, info, warn};
 
 use crate::command::{Command, PushReply, Target, UserInfo};
@@ -25,8 +28,9 @@ use crate::config::Config;
 use crate::fanout::Payload;
 use crate::protocol::raw;
 use crate::rooms::Rooms;
-use crate::server::conn::{Conn, Phase, SocketId};
+use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::metrics::{Gauges, Metrics};
+use crate::server::session::{Session, Transport};
 use crate::ws::frame::{self, opcode};
 use crate::ws::handshake::{self, HandshakeError};
 use crate::ws::{CloseCode, Event};
@@ -46,11 +50,19 @@ pub fn tick(c: &Config) -> Duration {
         c.ping_interval,
         c.ping_timeout,
         c.close_timeout,
+        c.connect_timeout,
     ]
     .into_iter()
     .min()
     .unwrap_or(Duration::from_secs(1));
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// What a slab slot holds: a TCP connection, or an Engine.IO session (which outlives the HTTP
+/// requests and WebSocket that carry it). Both are room members by their key.
+pub enum Entry {
+    Conn(Conn),
+    Session(Session),
 }
 
 pub struct EventLoop {
@@ -67,23 +79,33 @@ pub struct EventLoop {
 }
 
 /// Everything the handlers touch, apart from the poll and the listener.
-struct State {
-    config: Config,
-    io: Io,
-    rooms: Rooms,
+pub(super) struct State {
+    pub(super) config: Config,
+    pub(super) io: Io,
+    pub(super) rooms: Rooms,
+    /// Engine.IO session ids to their slab keys.
+    pub(super) sids: HashMap<SocketId, usize>,
     /// Incremented per multi-user push; see [`Conn::push_mark`].
     push_seq: u64,
-    shutdown_deadline: Option<Instant>,
+    pub(super) shutdown_deadline: Option<Instant>,
 }
 
-/// The connections and what writing to them needs, split from [`Rooms`] so a push can walk a
-/// room's members while writing to them.
-struct Io {
-    registry: Registry,
-    conns: Slab<Conn>,
-    metrics: Metrics,
-    /// Connections closed during this batch of events, removed from the slab after it.
-    dead: Vec<usize>,
+/// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
+/// members while writing to them.
+pub(super) struct Io {
+    pub(super) registry: Registry,
+    pub(super) entries: Slab<Entry>,
+    pub(super) metrics: Metrics,
+    /// Entries closed during this batch of events, removed from the slab after it.
+    pub(super) dead: Vec<usize>,
+    /// Keep-alive connections whose next request arrived while a GET was held: parsed after
+    /// this batch.
+    pub(super) reparse: Vec<usize>,
+    /// How long a keep-alive HTTP connection may sit between requests.
+    pub(super) idle: Duration,
+    pub(super) close_timeout: Duration,
+    /// Shutting down: HTTP answers close their connections.
+    pub(super) closing_all: bool,
 }
 
 impl EventLoop {
@@ -105,13 +127,18 @@ impl EventLoop {
             more_to_read: Vec::new(),
             state: State {
                 rooms: Rooms::new(config.max_subscriptions),
-                config,
                 io: Io {
                     registry,
-                    conns: Slab::new(),
+                    entries: Slab::new(),
                     metrics: Metrics::default(),
                     dead: Vec::new(),
+                    reparse: Vec::new(),
+                    idle: config.handshake_timeout,
+                    close_timeout: config.close_timeout,
+                    closing_all: false,
                 },
+                config,
+                sids: HashMap::new(),
                 push_seq: 0,
                 shutdown_deadline: None,
             },
@@ -154,18 +181,18 @@ impl EventLoop {
                 }
             }
             self.drain_commands(now);
-            self.state.reap();
+            self.state.reap(now);
             if now >= next_tick {
                 if self.accept_paused {
                     self.accept(now);
                 }
                 self.state.sweep(now);
-                self.state.reap();
+                self.state.reap(now);
                 next_tick = now + tick;
             }
             if let Some(deadline) = self.state.shutdown_deadline {
-                if self.state.io.conns.is_empty() || now >= deadline {
-                    info!(left = self.state.io.conns.len(), "shutdown complete");
+                if self.state.io.entries.is_empty() || now >= deadline {
+                    info!(left = self.state.io.entries.len(), "shutdown complete");
                     return Ok(());
                 }
             }
@@ -183,7 +210,7 @@ impl EventLoop {
                     // Notifications are small and latency is the point: no Nagle delay.
                     let _ = stream.set_nodelay(true);
                     let io = &mut self.state.io;
-                    let entry = io.conns.vacant_entry();
+                    let entry = io.entries.vacant_entry();
                     if let Err(e) =
                         io.registry
                             .register(&mut stream, Token(entry.key()), Interest::READABLE)
@@ -193,13 +220,13 @@ impl EventLoop {
                     }
                     let c = &self.state.config;
                     debug!(%peer, conn = entry.key(), "connection accepted");
-                    entry.insert(Conn::new(
+                    entry.insert(Entry::Conn(Conn::new(
                         stream,
-                        new_socket_id(),
+                        new_id(),
                         now,
                         now + c.handshake_timeout,
                         c.max_message,
-                    ));
+                    )));
                     io.metrics.connections_accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -218,7 +245,7 @@ impl EventLoop {
     /// Reads what connection `k` has, up to [`READS_PER_TURN`] chunks.
     fn read(&mut self, k: usize, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.state.io.conns.get_mut(k) else {
+            let Some(conn) = self.state.io.conn_mut(k) else {
                 return;
             };
             if matches!(conn.phase, Phase::Dead) {
@@ -234,7 +261,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!(conn = k, error = %e, "read failed");
-                    self.state.io.kill(k);
+                    self.state.peer_closed(k);
                     return;
                 }
             }
@@ -250,7 +277,7 @@ impl EventLoop {
                     notification,
                     reply,
                 } => {
-                    let sockets = self.state.push(target, notification);
+                    let sockets = self.state.push(target, notification, now);
                     let _ = reply.send(PushReply { sockets });
                 }
                 Command::UserInfo { user_id, reply } => {
@@ -271,7 +298,8 @@ impl EventLoop {
     }
 }
 
-fn new_socket_id() -> SocketId {
+/// 120 random bits as 20 URL-safe base64 characters: socket ids and Engine.IO session ids.
+pub(super) fn new_id() -> SocketId {
     let mut raw = [0u8; 15];
     // The OS generator does not fail on the platforms mio supports; were it to, a zero id still
     // works as an id and only loses its unguessability.
@@ -282,50 +310,84 @@ fn new_socket_id() -> SocketId {
 }
 
 impl State {
-    fn on_bytes(&mut self, k: usize, data: &[u8], now: Instant) {
-        let Some(conn) = self.io.conns.get_mut(k) else {
+    pub(super) fn on_bytes(&mut self, k: usize, data: &[u8], now: Instant) {
+        let Some(conn) = self.io.conn_mut(k) else {
             return;
         };
         conn.last_heard = now;
         conn.ping_sent = None;
         match &mut conn.phase {
-            Phase::Handshake { head, .. } => {
+            Phase::Http { head, .. } => {
                 head.extend_from_slice(data);
-                match handshake::parse_request(head, self.config.max_handshake) {
-                    Ok(None) => {}
-                    Err(e) => self.reject(k, &e, now),
-                    Ok(Some((req, used))) => {
-                        let head = mem::take(head);
-                        let upgrade = if req.path == self.config.ws_path {
-                            handshake::validate_upgrade(&req)
-                        } else {
-                            Err(HandshakeError::NotFound)
-                        };
-                        match upgrade {
-                            Err(e) => self.reject(k, &e, now),
-                            Ok(hs) => {
-                                let mut out = Vec::with_capacity(160);
-                                handshake::write_accept(&hs, &mut out);
-                                conn.phase = Phase::Open;
-                                self.io.metrics.handshakes_completed += 1;
-                                debug!(conn = k, socket = conn.id_str(), "websocket open");
-                                if self.io.send(k, &Bytes::from(out)) {
-                                    self.on_frames(k, &head[used..], now);
-                                }
-                            }
-                        }
-                    }
-                }
+                self.on_http(k, now);
             }
-            Phase::Open => self.on_frames(k, data, now),
+            Phase::Body { .. } => self.on_body(k, data, now),
+            Phase::Poll { pending, .. } => pending.extend_from_slice(data),
+            Phase::Open(_) => self.on_frames(k, data, now),
             Phase::Closing { .. } | Phase::Dead => {}
         }
     }
 
+    /// Parses the request head buffered on `k`, if it is complete, and routes it.
+    pub(super) fn on_http(&mut self, k: usize, now: Instant) {
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
+        };
+        let Phase::Http { head, .. } = &mut conn.phase else {
+            return;
+        };
+        match handshake::parse_request(head, self.config.max_handshake) {
+            Ok(None) => {}
+            Err(e) => self.reject(k, &e, now),
+            Ok(Some((req, used))) => {
+                let rest = head.split_off(used);
+                *head = Vec::new();
+                if req.path == self.config.ws_path {
+                    match handshake::validate_upgrade(&req) {
+                        Err(e) => self.reject(k, &e, now),
+                        Ok(hs) => {
+                            let mut out = Vec::with_capacity(160);
+                            handshake::write_accept(&hs, &mut out);
+                            self.open_websocket(k, Proto::Raw, out, &rest, now);
+                        }
+                    }
+                } else if req.path == self.config.socketio_path {
+                    self.on_engine_request(k, req, rest, now);
+                } else {
+                    self.reject(k, &HandshakeError::NotFound, now);
+                }
+            }
+        }
+    }
+
+    /// Completes a WebSocket handshake with `response` and feeds the frames that followed it.
+    pub(super) fn open_websocket(
+        &mut self,
+        k: usize,
+        proto: Proto,
+        response: Vec<u8>,
+        rest: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(conn) = self.io.conn_mut(k) else {
+            return false;
+        };
+        conn.phase = Phase::Open(proto);
+        self.io.metrics.handshakes_completed += 1;
+        debug!(conn = k, ?proto, "websocket open");
+        if !self.io.send(k, &Bytes::from(response)) {
+            return false;
+        }
+        if !rest.is_empty() {
+            self.on_frames(k, rest, now);
+        }
+        true
+    }
+
     /// Answers a failed handshake with its HTTP status and closes.
-    fn reject(&mut self, k: usize, e: &HandshakeError, now: Instant) {
+    pub(super) fn reject(&mut self, k: usize, e: &HandshakeError, now: Instant) {
         let status = e.status();
-        if let Some(conn) = self.io.conns.get(k) {
+        if let Some(conn) = self.io.conn_mut(k) {
             let peer = conn.stream.peer_addr().ok();
             warn!(?peer, status, error = %e, "handshake rejected");
         }
@@ -344,17 +406,32 @@ impl State {
 
     fn on_frames(&mut self, k: usize, mut input: &[u8], now: Instant) {
         while !input.is_empty() {
-            let Some(conn) = self.io.conns.get_mut(k) else {
+            let Some(conn) = self.io.conn_mut(k) else {
                 return;
             };
-            if !conn.is_open() {
+            let Phase::Open(proto) = conn.phase else {
                 return;
-            }
+            };
             match conn.decoder.decode(input) {
                 Ok((n, event)) => {
                     input = &input[n..];
-                    if let Some(event) = event {
-                        self.on_event(k, event, now);
+                    match event {
+                        Some(Event::Ping(payload)) => {
+                            // RFC 6455 §5.5.2: upon receipt of a Ping frame, an endpoint MUST
+                            // send a Pong frame in response [...] with identical "Application
+                            // data".
+                            self.io.send(k, &frame::encode(opcode::PONG, &payload));
+                        }
+                        Some(Event::Pong(_)) => {}
+                        Some(Event::Close(close)) => self.on_close_frame(k, close, now),
+                        Some(message) => {
+                            self.io.metrics.messages_received += 1;
+                            match proto {
+                                Proto::Raw => self.on_raw_message(k, message),
+                                Proto::EngineIo => self.on_engine_message(k, message, now),
+                            }
+                        }
+                        None => {}
                     }
                 }
                 Err(e) => {
@@ -367,63 +444,51 @@ impl State {
         }
     }
 
-    fn on_event(&mut self, k: usize, event: Event, now: Instant) {
-        match event {
-            Event::Text(text) => {
-                self.io.metrics.messages_received += 1;
-                let reply = match raw::parse(&text) {
-                    Ok(raw::ClientEvent::Subscribe(user)) => match self.rooms.subscribe(k, &user) {
-                        Ok(_) => {
-                            let id = self.io.conns[k].id_str();
-                            debug!(conn = k, user = %user, "subscribed");
-                            raw::subscribed(&user, id)
-                        }
-                        Err(e) => raw::error(&format!("subscribe: {e}")),
-                    },
-                    Ok(raw::ClientEvent::Unsubscribe(user)) => {
-                        self.rooms.unsubscribe(k, &user);
-                        debug!(conn = k, user = %user, "unsubscribed");
-                        raw::unsubscribed(&user)
+    /// A text or binary message on the raw `/ws` protocol.
+    fn on_raw_message(&mut self, k: usize, message: Event) {
+        let reply = match message {
+            Event::Text(text) => match raw::parse(&text) {
+                Ok(raw::ClientEvent::Subscribe(user)) => match self.rooms.subscribe(k, &user) {
+                    Ok(_) => {
+                        let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
+                        debug!(conn = k, user = %user, "subscribed");
+                        raw::subscribed(&user, id)
                     }
-                    Err(e) => {
-                        debug!(conn = k, error = %e, "bad client message");
-                        raw::error(&e.to_string())
-                    }
-                };
-                self.io
-                    .send(k, &frame::encode(opcode::TEXT, reply.as_bytes()));
-            }
-            Event::Binary(_) => {
-                self.io.metrics.messages_received += 1;
-                let reply = raw::error(&raw::Error::BinaryMessage.to_string());
-                self.io
-                    .send(k, &frame::encode(opcode::TEXT, reply.as_bytes()));
-            }
-            // RFC 6455 §5.5.2: upon receipt of a Ping frame, an endpoint MUST send a Pong frame in
-            // response [...] with identical "Application data".
-            Event::Ping(payload) => {
-                self.io.send(k, &frame::encode(opcode::PONG, &payload));
-            }
-            Event::Pong(_) => {}
-            Event::Close(close) => {
-                // RFC 6455 §5.5.1: if an endpoint receives a Close frame and did not previously
-                // send a Close frame, the endpoint MUST send a Close frame in response (typically
-                // echoing the status code it received).
-                let (code, reply) = match close {
-                    Some((code, _reason)) => (code, frame::encode_close(code, "")),
-                    None => (CloseCode::NO_STATUS, frame::encode(opcode::CLOSE, &[])),
-                };
-                self.io.metrics.count_close(code);
-                debug!(conn = k, code = code.0, "client closed");
-                if self.io.send(k, &reply) {
-                    self.enter_closing(k, now);
+                    Err(e) => raw::error(&format!("subscribe: {e}")),
+                },
+                Ok(raw::ClientEvent::Unsubscribe(user)) => {
+                    self.rooms.unsubscribe(k, &user);
+                    debug!(conn = k, user = %user, "unsubscribed");
+                    raw::unsubscribed(&user)
                 }
-            }
+                Err(e) => {
+                    debug!(conn = k, error = %e, "bad client message");
+                    raw::error(&e.to_string())
+                }
+            },
+            _ => raw::error(&raw::Error::BinaryMessage.to_string()),
+        };
+        self.io
+            .send(k, &frame::encode(opcode::TEXT, reply.as_bytes()));
+    }
+
+    fn on_close_frame(&mut self, k: usize, close: Option<(CloseCode, String)>, now: Instant) {
+        // RFC 6455 §5.5.1: if an endpoint receives a Close frame and did not previously send a
+        // Close frame, the endpoint MUST send a Close frame in response (typically echoing the
+        // status code it received).
+        let (code, reply) = match close {
+            Some((code, _reason)) => (code, frame::encode_close(code, "")),
+            None => (CloseCode::NO_STATUS, frame::encode(opcode::CLOSE, &[])),
+        };
+        self.io.metrics.count_close(code);
+        debug!(conn = k, code = code.0, "client closed");
+        if self.io.send(k, &reply) {
+            self.enter_closing(k, now);
         }
     }
 
     /// Sends a close frame with `code` and waits for the client's answer.
-    fn start_close(&mut self, k: usize, code: CloseCode, reason: &str, now: Instant) {
+    pub(super) fn start_close(&mut self, k: usize, code: CloseCode, reason: &str, now: Instant) {
         self.io.metrics.count_close(code);
         if self.io.send(k, &frame::encode_close(code, reason)) {
             self.enter_closing(k, now);
@@ -435,11 +500,15 @@ impl State {
     /// RFC 6455 §7.1.1: the underlying TCP connection, in most normal cases, SHOULD be closed
     /// first by the server; shutting down our write side after the last frame does that while
     /// still letting the client's own close frame arrive.
-    fn enter_closing(&mut self, k: usize, now: Instant) {
+    pub(super) fn enter_closing(&mut self, k: usize, now: Instant) {
         self.rooms.remove_conn(k);
-        let Some(conn) = self.io.conns.get_mut(k) else {
+        self.unlink(k, now);
+        let Some(conn) = self.io.conn_mut(k) else {
             return;
         };
+        if matches!(conn.phase, Phase::Dead) {
+            return;
+        }
         conn.phase = Phase::Closing {
             deadline: now + self.config.close_timeout,
         };
@@ -450,7 +519,7 @@ impl State {
     }
 
     fn peer_closed(&mut self, k: usize) {
-        if let Some(conn) = self.io.conns.get(k) {
+        if let Some(conn) = self.io.conn_mut(k) {
             if conn.is_open() {
                 // The peer left without a close frame: RFC 6455 §7.1.5 calls that 1006.
                 self.io.metrics.count_close(CloseCode::ABNORMAL);
@@ -460,7 +529,7 @@ impl State {
     }
 
     /// Hands one notification to every recipient of `target`; returns how many sockets took it.
-    fn push(&mut self, target: Target, notification: Bytes) -> usize {
+    fn push(&mut self, target: Target, notification: Bytes, now: Instant) -> usize {
         let payload = Payload::new(notification);
         let io = &mut self.io;
         let mut sockets = 0;
@@ -468,7 +537,7 @@ impl State {
             Target::User(user) => {
                 io.metrics.pushes_user += 1;
                 for &k in self.rooms.members(user) {
-                    sockets += io.send(k, payload.raw_frame()) as usize;
+                    sockets += io.deliver(k, &payload, now) as usize;
                 }
             }
             Target::Users(users) => {
@@ -476,20 +545,15 @@ impl State {
                 self.push_seq += 1;
                 for user in users {
                     for &k in self.rooms.members(user) {
-                        let Some(conn) = io.conns.get_mut(k) else {
-                            continue;
-                        };
-                        if conn.push_mark == self.push_seq {
-                            continue;
+                        if io.mark(k, self.push_seq) {
+                            sockets += io.deliver(k, &payload, now) as usize;
                         }
-                        conn.push_mark = self.push_seq;
-                        sockets += io.send(k, payload.raw_frame()) as usize;
                     }
                 }
             }
             Target::All => {
                 io.metrics.pushes_broadcast += 1;
-                sockets = io.broadcast(payload.raw_frame());
+                sockets = io.broadcast(&payload, now);
             }
         }
         io.metrics.deliveries += sockets as u64;
@@ -497,31 +561,64 @@ impl State {
         sockets
     }
 
-    /// Checks every connection's timers.
+    /// Checks every entry's timers.
     fn sweep(&mut self, now: Instant) {
-        let (interval, timeout) = (self.config.ping_interval, self.config.ping_timeout);
+        let c = &self.config;
         let mut ping = Vec::new();
-        for (k, conn) in self.io.conns.iter_mut() {
+        let mut engine_ping = Vec::new();
+        let mut expired_sessions = Vec::new();
+        for (k, entry) in self.io.entries.iter_mut() {
+            let conn = match entry {
+                Entry::Session(s) => {
+                    if s.closed {
+                        continue;
+                    }
+                    let polling = matches!(s.transport, Transport::Polling { get: None });
+                    let why = if s.socket.is_none() && now >= s.connect_deadline {
+                        Some("connect timeout")
+                    } else if s.awaiting_pong && now.duration_since(s.last_ping) >= c.ping_timeout {
+                        Some("ping timeout")
+                    } else if polling
+                        && now.duration_since(s.last_poll) >= c.ping_interval + c.ping_timeout
+                    {
+                        Some("not polled")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        expired_sessions.push((k, why));
+                    } else if !s.awaiting_pong && now.duration_since(s.last_ping) >= c.ping_interval
+                    {
+                        s.awaiting_pong = true;
+                        s.last_ping = now;
+                        engine_ping.push(k);
+                    }
+                    continue;
+                }
+                Entry::Conn(conn) => conn,
+            };
             let expired = match conn.phase {
-                Phase::Handshake { deadline, .. } => {
-                    if now >= deadline {
+                Phase::Http { deadline, .. } | Phase::Body { deadline, .. } => {
+                    if now >= deadline && !conn.served {
                         self.io.metrics.handshake_timeouts += 1;
                     }
                     now >= deadline
                 }
-                Phase::Open => match conn.ping_sent {
-                    Some(sent) if now.duration_since(sent) >= timeout => {
+                Phase::Open(Proto::Raw) => match conn.ping_sent {
+                    Some(sent) if now.duration_since(sent) >= c.ping_timeout => {
                         self.io.metrics.ping_timeouts += 1;
                         self.io.metrics.count_close(CloseCode::ABNORMAL);
                         true
                     }
-                    None if now.duration_since(conn.last_heard) >= interval => {
+                    None if now.duration_since(conn.last_heard) >= c.ping_interval => {
                         conn.ping_sent = Some(now);
                         ping.push(k);
                         false
                     }
                     _ => false,
                 },
+                // Engine.IO sessions keep their own heartbeat; a held GET waits on its session.
+                Phase::Open(Proto::EngineIo) | Phase::Poll { .. } => false,
                 Phase::Closing { deadline } => now >= deadline,
                 Phase::Dead => false,
             };
@@ -535,42 +632,87 @@ impl State {
         for k in ping {
             self.io.send(k, &frame);
         }
+        for k in engine_ping {
+            self.session_send(k, &Bytes::from_static(b"2"), now);
+        }
+        for (k, why) in expired_sessions {
+            if why == "ping timeout" {
+                self.io.metrics.ping_timeouts += 1;
+            }
+            self.close_session(k, why, None, now);
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
         info!(
-            connections = self.io.conns.len(),
+            entries = self.io.entries.len(),
             "shutting down: closing every client with 1001"
         );
         self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
-        let keys: Vec<usize> = self.io.conns.iter().map(|(k, _)| k).collect();
+        self.io.closing_all = true;
+        let keys: Vec<usize> = self.io.entries.iter().map(|(k, _)| k).collect();
         for k in keys {
-            match self.io.conns[k].phase {
-                Phase::Open => {
-                    self.start_close(k, CloseCode::GOING_AWAY, "server shutting down", now)
+            match self.io.entries.get(k) {
+                Some(Entry::Session(s)) if !s.closed => {
+                    self.close_session(k, "server shutting down", Some(CloseCode::GOING_AWAY), now)
                 }
-                Phase::Handshake { .. } => self.io.kill(k),
-                Phase::Closing { .. } | Phase::Dead => {}
+                Some(Entry::Conn(c)) => match c.phase {
+                    Phase::Open(Proto::Raw) => {
+                        self.start_close(k, CloseCode::GOING_AWAY, "server shutting down", now)
+                    }
+                    Phase::Http { .. } | Phase::Body { .. } if c.session.is_none() => {
+                        self.io.kill(k)
+                    }
+                    _ => {}
+                },
+                _ => {}
             }
         }
     }
 
-    /// Removes the connections closed during this batch.
-    fn reap(&mut self) {
-        for k in mem::take(&mut self.io.dead) {
-            if let Some(mut conn) = self.io.conns.try_remove(k) {
-                let _ = self.io.registry.deregister(&mut conn.stream);
-                self.rooms.remove_conn(k);
-                debug!(conn = k, "connection closed");
+    /// Removes the entries closed during this batch, cutting the links sessions and connections
+    /// hold to each other.
+    fn reap(&mut self, now: Instant) {
+        for k in mem::take(&mut self.io.reparse) {
+            self.on_http(k, now);
+        }
+        while !self.io.dead.is_empty() {
+            for k in mem::take(&mut self.io.dead) {
+                self.unlink(k, now);
+                match self.io.entries.try_remove(k) {
+                    Some(Entry::Conn(mut conn)) => {
+                        let _ = self.io.registry.deregister(&mut conn.stream);
+                        self.rooms.remove_conn(k);
+                        debug!(conn = k, "connection closed");
+                    }
+                    Some(Entry::Session(s)) => {
+                        self.rooms.remove_conn(k);
+                        self.sids.remove(&s.sid);
+                        debug!(session = k, "session closed");
+                    }
+                    None => {}
+                }
             }
         }
     }
 
     fn render_metrics(&self) -> String {
-        let websockets = self.io.conns.iter().filter(|(_, c)| c.is_open()).count();
+        let mut websockets = 0;
+        let mut connections = 0;
+        let mut sessions = 0;
+        for (_, e) in &self.io.entries {
+            match e {
+                Entry::Conn(c) => {
+                    connections += 1;
+                    websockets += c.is_open() as usize;
+                }
+                Entry::Session(_) => sessions += 1,
+            }
+        }
         self.io.metrics.render(&Gauges {
-            connections: self.io.conns.len(),
+            connections,
             websockets,
+            sessions,
             rooms: self.rooms.len(),
             subscriptions: self.rooms.subscriptions(),
         })
@@ -578,41 +720,78 @@ impl State {
 }
 
 impl Io {
-    /// Writes `bytes` to open-or-closing connection `k`; false when `k` is gone or the write failed
-    /// (then `k` is closed).
-    fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
-        let Io {
-            registry,
-            conns,
-            metrics,
-            dead,
-        } = self;
-        match conns.get_mut(k) {
-            Some(conn) => send_to(registry, metrics, dead, k, conn, bytes),
-            None => false,
+    pub(super) fn conn_mut(&mut self, k: usize) -> Option<&mut Conn> {
+        match self.entries.get_mut(k) {
+            Some(Entry::Conn(c)) => Some(c),
+            _ => None,
         }
     }
 
-    /// Hands `frame` to every open connection; returns how many took it.
-    fn broadcast(&mut self, frame: &Bytes) -> usize {
+    pub(super) fn session_mut(&mut self, k: usize) -> Option<&mut Session> {
+        match self.entries.get_mut(k) {
+            Some(Entry::Session(s)) if !s.closed => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Writes `bytes` to connection `k`; false when `k` is gone or the write failed (then `k`
+    /// is closed).
+    pub(super) fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
         let Io {
             registry,
-            conns,
+            entries,
             metrics,
             dead,
+            ..
         } = self;
+        match entries.get_mut(k) {
+            Some(Entry::Conn(conn)) => send_to(registry, metrics, dead, k, conn, bytes),
+            _ => false,
+        }
+    }
+
+    /// Marks `k` as handed push `seq`; false when it already was (a socket of two listed users).
+    fn mark(&mut self, k: usize, seq: u64) -> bool {
+        let mark = match self.entries.get_mut(k) {
+            Some(Entry::Conn(c)) => &mut c.push_mark,
+            Some(Entry::Session(s)) => &mut s.push_mark,
+            None => return false,
+        };
+        mem::replace(mark, seq) != seq
+    }
+
+    /// Hands a push to room member `k` in the wire form it speaks.
+    fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
+        match self.entries.get(k) {
+            Some(Entry::Conn(c)) if c.is_raw() => self.send(k, payload.raw_frame()),
+            Some(Entry::Session(s)) if !s.closed => {
+                self.session_send(k, payload.sio_packet(), Some(payload.sio_frame()), now)
+            }
+            _ => false,
+        }
+    }
+
+    /// Hands a push to every raw socket and every connected Socket.IO socket; returns how many.
+    fn broadcast(&mut self, payload: &Payload, now: Instant) -> usize {
         let mut sockets = 0;
-        for (k, conn) in conns.iter_mut() {
-            if conn.is_open() {
-                sockets += send_to(registry, metrics, dead, k, conn, frame) as usize;
+        // Walks the slab by index: a session's delivery writes to another entry (its WebSocket),
+        // which an iterator's borrow would forbid.
+        for k in 0..self.entries.capacity() {
+            let wanted = match self.entries.get(k) {
+                Some(Entry::Conn(c)) => c.is_raw(),
+                Some(Entry::Session(s)) => !s.closed && s.socket.is_some(),
+                None => false,
+            };
+            if wanted {
+                sockets += self.deliver(k, payload, now) as usize;
             }
         }
         sockets
     }
 
     /// Writes what `k` has queued; drops `WRITABLE` interest once drained.
-    fn flush(&mut self, k: usize) {
-        let Some(conn) = self.conns.get_mut(k) else {
+    pub(super) fn flush(&mut self, k: usize) {
+        let Some(Entry::Conn(conn)) = self.entries.get_mut(k) else {
             return;
         };
         if matches!(conn.phase, Phase::Dead) {
@@ -641,18 +820,23 @@ impl Io {
         }
     }
 
-    /// Marks `k` closed; it leaves the slab (and its socket closes) after this batch of events.
-    fn kill(&mut self, k: usize) {
-        if let Some(conn) = self.conns.get_mut(k) {
-            if !matches!(conn.phase, Phase::Dead) {
-                conn.phase = Phase::Dead;
-                self.dead.push(k);
+    /// Marks `k` closed; it leaves the slab (and a connection's socket closes) after this batch
+    /// of events.
+    pub(super) fn kill(&mut self, k: usize) {
+        let newly = match self.entries.get_mut(k) {
+            Some(Entry::Conn(conn)) => {
+                !matches!(mem::replace(&mut conn.phase, Phase::Dead), Phase::Dead)
             }
+            Some(Entry::Session(s)) => !mem::replace(&mut s.closed, true),
+            None => false,
+        };
+        if newly {
+            self.dead.push(k);
         }
     }
 }
 
-/// [`Io::send`] on borrowed parts, so [`Io::broadcast`] can walk the slab while it writes.
+/// [`Io::send`] on borrowed parts.
 fn send_to(
     registry: &Registry,
     metrics: &mut Metrics,

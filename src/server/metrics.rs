@@ -14,6 +14,8 @@ pub struct Metrics {
     /// Rejected handshakes by HTTP status.
     pub handshakes_rejected: BTreeMap<u16, u64>,
     pub handshake_timeouts: u64,
+    /// Engine.IO sessions opened (Socket.IO clients), on either transport.
+    pub sessions_opened: u64,
     pub ping_timeouts: u64,
     pub pushes_user: u64,
     pub pushes_users: u64,
@@ -32,6 +34,7 @@ pub struct Metrics {
 pub struct Gauges {
     pub connections: usize,
     pub websockets: usize,
+    pub sessions: usize,
     pub rooms: usize,
     pub subscriptions: usize,
 }
@@ -62,6 +65,12 @@ impl Metrics {
         );
         gauge(
             &mut s,
+            "herald_socketio_sessions",
+            "Engine.IO sessions (Socket.IO clients) on either transport.",
+            g.sessions,
+        );
+        gauge(
+            &mut s,
             "herald_subscribed_users",
             "User ids with at least one subscribed socket.",
             g.rooms,
@@ -89,6 +98,12 @@ impl Metrics {
             "herald_connections_accepted_total",
             "TCP connections accepted.",
             self.connections_accepted,
+        );
+        counter(
+            &mut s,
+            "herald_socketio_sessions_total",
+            "Engine.IO sessions opened.",
+            self.sessions_opened,
         );
         counter(
             &mut s,

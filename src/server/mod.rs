@@ -3,11 +3,17 @@
 //!
 //! - [`event_loop`]: the thin loop: poll, accept, read, write, timers, commands.
 //! - [`conn`]: one connection's socket, phase and write queue.
+//! - `engine`: Engine.IO sessions (long-polling, WebSocket, the upgrade) and Socket.IO events.
+//! - [`session`]: an Engine.IO session, a slab entry beside the connections.
+//! - `http`: the public port's plain HTTP answers (polling, CORS, Engine.IO errors).
 //! - [`metrics`]: the loop's counters and their Prometheus rendering.
 
 pub mod conn;
+mod engine;
 pub mod event_loop;
+mod http;
 pub mod metrics;
+pub mod session;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,705 @@
+//! The event loop's Engine.IO v4 and Socket.IO v5 side: sessions over HTTP long-polling and
+//! WebSocket, the upgrade between them, and the `subscribe`/`unsubscribe` events.
+//!
+//! A session is a slab entry of its own ([`Entry::Session`]); the connections carrying it point
+//! at it through [`Conn::session`] and it points back through its [`Transport`]. Every change
+//! cuts or sets both links together (`close_session`, `unlink`), so neither ever names a slab
+//! key that was freed and reused.
+
+use std::mem;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use crate::engineio::{self, Data, OpenParams, Packet};
+use crate::fanout::text_frame;
+use crate::protocol::raw;
+use crate::rooms;
+use crate::server::conn::{HttpMeta, Phase, Proto, SocketId};
+use crate::server::event_loop::{new_id, Entry, Io, State};
+use crate::server::http;
+use crate::server::session::{Session, Transport};
+use crate::socketio::{self, PacketType, Reassembler};
+use crate::ws::handshake::{self, Request};
+use crate::ws::{CloseCode, Decoder, Event};
+
+impl State {
+    /// Routes a request on the Socket.IO path: a polling GET or POST, a CORS preflight, or a
+    /// WebSocket upgrade (new session, or the upgrade of a polling one).
+    pub(super) fn on_engine_request(
+        &mut self,
+        k: usize,
+        req: Request,
+        rest: Vec<u8>,
+        now: Instant,
+    ) {
+        let meta = HttpMeta {
+            cors: http::allowed_origin(&req, &self.config.cors_origins),
+            keep_alive: http::keep_alive(&req) && self.shutdown_deadline.is_none(),
+        };
+        let query = match engineio::parse_query(req.query.as_deref()) {
+            Ok(q) => q,
+            Err(e) => return self.engine_error(k, &e, &meta, now),
+        };
+        if req.method == "OPTIONS" {
+            let mut out = Vec::new();
+            http::write_preflight(&mut out, &req, &meta);
+            return self.answer(k, out, rest, &meta, now);
+        }
+        let session = match &query.sid {
+            None => None,
+            Some(sid) => match self.session_by_sid(sid) {
+                Some(s) => Some(s),
+                None => return self.engine_error(k, &engineio::Error::UnknownSid, &meta, now),
+            },
+        };
+        match query.transport {
+            engineio::Transport::WebSocket => self.engine_upgrade(k, &req, session, rest, now),
+            engineio::Transport::Polling => match (req.method.as_str(), session) {
+                ("GET", None) => {
+                    let s = self.new_session(Transport::Polling { get: None }, now);
+                    let open = self.open_packet(s, &["websocket"]);
+                    let mut out = Vec::new();
+                    http::write_packets(&mut out, [open.as_bytes()].into_iter(), &meta);
+                    self.answer(k, out, rest, &meta, now);
+                }
+                ("GET", Some(s)) => self.engine_poll(k, s, meta, rest, now),
+                ("POST", Some(s)) => self.engine_post(k, s, &req, meta, rest, now),
+                (_, None) => self.engine_error(k, &engineio::Error::BadHandshakeMethod, &meta, now),
+                (_, Some(_)) => self.engine_error(k, &engineio::Error::BadRequest, &meta, now),
+            },
+        }
+    }
+
+    fn session_by_sid(&self, sid: &str) -> Option<usize> {
+        let key: SocketId = sid.as_bytes().try_into().ok()?;
+        self.sids.get(&key).copied()
+    }
+
+    fn new_session(&mut self, transport: Transport, now: Instant) -> usize {
+        let sid = new_id();
+        let deadline = now + self.config.connect_timeout;
+        let s = self
+            .io
+            .entries
+            .insert(Entry::Session(Session::new(sid, transport, now, deadline)));
+        self.sids.insert(sid, s);
+        self.io.metrics.sessions_opened += 1;
+        debug!(session = s, "engine.io session open");
+        s
+    }
+
+    fn open_packet(&mut self, s: usize, upgrades: &[&str]) -> String {
+        let sid = match self.io.session_mut(s) {
+            Some(sess) => sess.sid,
+            None => return String::new(),
+        };
+        engineio::open_packet(&OpenParams {
+            sid: std::str::from_utf8(&sid).unwrap_or(""),
+            upgrades,
+            ping_interval_ms: self.config.ping_interval.as_millis() as u64,
+            ping_timeout_ms: self.config.ping_timeout.as_millis() as u64,
+            max_payload: self.config.max_payload as u64,
+        })
+    }
+
+    /// Answers an Engine.IO protocol error as the reference server does and closes.
+    fn engine_error(&mut self, k: usize, e: &engineio::Error, meta: &HttpMeta, now: Instant) {
+        debug!(conn = k, error = %e, "engine.io request refused");
+        *self
+            .io
+            .metrics
+            .handshakes_rejected
+            .entry(e.status())
+            .or_default() += 1;
+        let mut out = Vec::new();
+        let meta = HttpMeta {
+            keep_alive: false,
+            ..meta.clone()
+        };
+        http::write_engine_error(&mut out, e, &meta);
+        if self.io.send(k, &Bytes::from(out)) {
+            self.enter_closing(k, now);
+        }
+    }
+
+    /// Writes a complete HTTP answer to `k`, then reads its next request (or closes).
+    fn answer(&mut self, k: usize, out: Vec<u8>, rest: Vec<u8>, meta: &HttpMeta, now: Instant) {
+        if let Some(conn) = self.io.conn_mut(k) {
+            conn.served = true;
+        }
+        if !self.io.send(k, &Bytes::from(out)) {
+            return;
+        }
+        if !meta.keep_alive {
+            return self.enter_closing(k, now);
+        }
+        let deadline = now + self.config.handshake_timeout;
+        if let Some(conn) = self.io.conn_mut(k) {
+            conn.phase = Phase::Http {
+                head: rest,
+                deadline,
+            };
+        }
+        self.on_http(k, now);
+    }
+
+    /// A WebSocket on the Socket.IO path: a new session (`sid` absent) or a polling session's
+    /// upgrade probe.
+    fn engine_upgrade(
+        &mut self,
+        k: usize,
+        req: &Request,
+        session: Option<usize>,
+        rest: Vec<u8>,
+        now: Instant,
+    ) {
+        let hs = match handshake::validate_upgrade(req) {
+            Ok(hs) => hs,
+            Err(e) => return self.reject(k, &e, now),
+        };
+        let s = match session {
+            None => self.new_session(Transport::WebSocket { ws: k }, now),
+            Some(s) => {
+                let Some(sess) = self.io.session_mut(s) else {
+                    return;
+                };
+                // Engine.IO: only a polling session upgrades, and only once at a time.
+                let Transport::Polling { get } = sess.transport else {
+                    let meta = HttpMeta::default();
+                    return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
+                };
+                sess.transport = Transport::Upgrading { get, ws: k };
+                s
+            }
+        };
+        let max_payload = self.config.max_payload;
+        if let Some(conn) = self.io.conn_mut(k) {
+            conn.session = Some(s);
+            conn.served = true;
+            // Socket.IO messages may be as large as Engine.IO's maxPayload.
+            conn.decoder = Decoder::new(max_payload);
+        }
+        let mut out = Vec::with_capacity(160);
+        handshake::write_accept(&hs, &mut out);
+        if session.is_none() {
+            let open = self.open_packet(s, &[]);
+            out.extend_from_slice(&text_frame(&[open.as_bytes()]));
+        }
+        self.open_websocket(k, Proto::EngineIo, out, &rest, now);
+    }
+
+    /// A polling GET: answered at once when packets wait, else held until some do.
+    fn engine_poll(&mut self, k: usize, s: usize, meta: HttpMeta, rest: Vec<u8>, now: Instant) {
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        match sess.transport {
+            Transport::WebSocket { .. } => {
+                self.engine_error(k, &engineio::Error::BadRequest, &meta, now)
+            }
+            // Engine.IO: a second GET while one is pending is an error that closes the session.
+            Transport::Polling { get: Some(_) } | Transport::Upgrading { get: Some(_), .. } => {
+                warn!(session = s, "overlapping polling GET; closing the session");
+                self.close_session(s, "overlapping GET", None, now);
+                self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
+            }
+            Transport::Polling { get: None } | Transport::Upgrading { get: None, .. } => {
+                match &mut sess.transport {
+                    Transport::Polling { get } | Transport::Upgrading { get, .. } => *get = Some(k),
+                    Transport::WebSocket { .. } => {}
+                }
+                let ready = !sess.queue.is_empty();
+                if let Some(conn) = self.io.conn_mut(k) {
+                    conn.session = Some(s);
+                    conn.served = true;
+                    conn.phase = Phase::Poll {
+                        meta,
+                        pending: rest,
+                    };
+                }
+                if ready {
+                    self.io.flush_poll(s, now);
+                }
+            }
+        }
+    }
+
+    /// A polling POST: its body carries client packets.
+    fn engine_post(
+        &mut self,
+        k: usize,
+        s: usize,
+        req: &Request,
+        meta: HttpMeta,
+        rest: Vec<u8>,
+        now: Instant,
+    ) {
+        let len = req
+            .header("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let Some(need) = len else {
+            return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
+        };
+        if need > self.config.max_payload {
+            let e = engineio::Error::PayloadTooLarge {
+                len: need as u64,
+                max: self.config.max_payload as u64,
+            };
+            self.close_session(s, "payload too large", None, now);
+            return self.engine_error(k, &e, &meta, now);
+        }
+        let Some(sid) = self.io.session_mut(s).map(|sess| sess.sid) else {
+            return;
+        };
+        let deadline = now + self.config.handshake_timeout;
+        if let Some(conn) = self.io.conn_mut(k) {
+            conn.served = true;
+            conn.phase = Phase::Body {
+                body: Vec::with_capacity(need.min(rest.len().max(64))),
+                need,
+                meta,
+                deadline,
+                sid,
+            };
+        }
+        self.on_body(k, &rest, now);
+    }
+
+    /// Body bytes of a polling POST; once complete, its packets are handled and it is answered.
+    pub(super) fn on_body(&mut self, k: usize, data: &[u8], now: Instant) {
+        let idle = self.config.handshake_timeout;
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
+        };
+        let Phase::Body { body, need, .. } = &mut conn.phase else {
+            return;
+        };
+        body.extend_from_slice(data);
+        if body.len() < *need {
+            return;
+        }
+        let placeholder = Phase::Http {
+            head: Vec::new(),
+            deadline: now + idle,
+        };
+        let Phase::Body {
+            mut body,
+            need,
+            meta,
+            sid,
+            ..
+        } = mem::replace(&mut conn.phase, placeholder)
+        else {
+            return;
+        };
+        let rest = body.split_off(need);
+        let Some(&s) = self.sids.get(&sid) else {
+            return self.engine_error(k, &engineio::Error::UnknownSid, &meta, now);
+        };
+        let packets = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| engineio::decode_payload(text).ok());
+        let Some(packets) = packets else {
+            self.close_session(s, "invalid polling payload", None, now);
+            return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
+        };
+        for packet in packets {
+            self.on_engine_packet(s, packet, None, now);
+        }
+        let mut out = Vec::new();
+        http::write_ok(&mut out, &meta);
+        self.answer(k, out, rest, &meta, now);
+    }
+
+    /// A WebSocket message on a connection carrying an Engine.IO session.
+    pub(super) fn on_engine_message(&mut self, k: usize, message: Event, now: Instant) {
+        let Some(s) = self.io.conn_mut(k).and_then(|c| c.session) else {
+            return;
+        };
+        let packet = match message {
+            Event::Text(text) => engineio::decode_text(&text),
+            Event::Binary(bytes) => Ok(engineio::decode_binary(&bytes)),
+            _ => return,
+        };
+        match packet {
+            Ok(p) => self.on_engine_packet(s, p, Some(k), now),
+            Err(e) => {
+                debug!(session = s, error = %e, "invalid engine.io packet");
+                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
+            }
+        }
+    }
+
+    /// One Engine.IO packet from the client, via polling (`ws` None) or WebSocket `ws`.
+    fn on_engine_packet(&mut self, s: usize, packet: Packet, ws: Option<usize>, now: Instant) {
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        let probing = match (sess.transport, ws) {
+            (Transport::Upgrading { ws: w, .. }, Some(k)) => w == k,
+            _ => false,
+        };
+        match packet {
+            // Engine.IO v4 upgrade: the client probes the new WebSocket with `2probe`; the server
+            // answers `3probe` on it and sends a noop on the pending GET so polling pauses.
+            Packet::Ping(data) if data == "probe" && probing => {
+                if let Some(k) = ws {
+                    self.io.send(k, &text_frame(&[b"3probe"]));
+                }
+                self.session_send(s, &Bytes::from_static(b"6"), now);
+            }
+            Packet::Ping(data) => {
+                let pong = Bytes::from(format!("3{data}"));
+                self.session_send(s, &pong, now);
+            }
+            Packet::Pong(_) => sess.awaiting_pong = false,
+            // `5` on the probed WebSocket: it takes over; what polling had queued goes over it.
+            Packet::Upgrade if probing => {
+                let Transport::Upgrading { get, ws: w } = sess.transport else {
+                    return;
+                };
+                let queued = mem::take(&mut sess.queue);
+                sess.transport = Transport::WebSocket { ws: w };
+                if let Some(g) = get {
+                    self.io.answer_poll(g, [&b"6"[..]].into_iter(), now);
+                }
+                for p in queued {
+                    self.io.send(w, &text_frame(&[&p]));
+                }
+                debug!(session = s, "upgraded to websocket");
+            }
+            Packet::Message(Data::Text(text)) => self.on_socketio(s, &text, now),
+            Packet::Message(Data::Binary(bytes)) => self.on_socketio_binary(s, bytes, now),
+            Packet::Close => self.close_session(s, "client closed", Some(CloseCode::NORMAL), now),
+            Packet::Noop => {}
+            Packet::Open(_) | Packet::Upgrade => {
+                self.close_session(s, "unexpected packet", Some(CloseCode::PROTOCOL_ERROR), now)
+            }
+        }
+    }
+
+    fn on_socketio(&mut self, s: usize, text: &str, now: Instant) {
+        match socketio::decode(text, self.config.max_attachments) {
+            Ok(p) if p.attachments > 0 => {
+                if let Some(sess) = self.io.session_mut(s) {
+                    sess.binary = Some(Reassembler::new(p));
+                }
+            }
+            Ok(p) => self.on_socketio_packet(s, p, now),
+            Err(e) => {
+                warn!(session = s, error = %e, "invalid socket.io packet; closing");
+                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
+            }
+        }
+    }
+
+    fn on_socketio_binary(&mut self, s: usize, bytes: Vec<u8>, now: Instant) {
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        let Some(reassembler) = sess.binary.as_mut() else {
+            return self.close_session(
+                s,
+                "unexpected binary",
+                Some(CloseCode::PROTOCOL_ERROR),
+                now,
+            );
+        };
+        match reassembler.push(bytes) {
+            Ok(None) => {}
+            Ok(Some((packet, _attachments))) => {
+                sess.binary = None;
+                self.on_socketio_packet(s, packet, now);
+            }
+            Err(e) => {
+                warn!(session = s, error = %e, "invalid binary attachment; closing");
+                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
+            }
+        }
+    }
+
+    fn on_socketio_packet(&mut self, s: usize, p: socketio::Packet, now: Instant) {
+        let connect_timeout = self.config.connect_timeout;
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        let on_root = p.namespace == "/";
+        match p.kind {
+            PacketType::Connect if on_root => {
+                // Authentication payloads are accepted and not checked: herald has no auth yet.
+                let socket = *sess.socket.get_or_insert_with(new_id);
+                let reply = socketio::encode_connect(std::str::from_utf8(&socket).unwrap_or(""));
+                self.send_socketio(s, &reply, now);
+            }
+            PacketType::Connect => {
+                debug!(session = s, namespace = %p.namespace, "unknown namespace");
+                let reply = socketio::encode_connect_error(&p.namespace, "Invalid namespace");
+                self.send_socketio(s, &reply, now);
+            }
+            PacketType::Disconnect if on_root => {
+                sess.socket = None;
+                sess.connect_deadline = now + connect_timeout;
+                self.rooms.remove_conn(s);
+            }
+            PacketType::Event | PacketType::BinaryEvent if on_root && sess.socket.is_some() => {
+                self.on_socketio_event(s, p.id, p.data.unwrap_or(Value::Null), now)
+            }
+            PacketType::ConnectError => {
+                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now)
+            }
+            // herald asks for no acks, and serves no namespace but `/`.
+            _ => debug!(session = s, kind = ?p.kind, namespace = %p.namespace, "packet ignored"),
+        }
+    }
+
+    /// `subscribe` and `unsubscribe`; other events are ignored.
+    fn on_socketio_event(&mut self, s: usize, ack: Option<u64>, data: Value, now: Instant) {
+        let Value::Array(args) = data else {
+            return;
+        };
+        let (event, subscribe) = match args.first().and_then(Value::as_str) {
+            Some("subscribe") => ("subscribe", true),
+            Some("unsubscribe") => ("unsubscribe", false),
+            other => {
+                debug!(session = s, event = ?other, "unknown event ignored");
+                return;
+            }
+        };
+        let socket_id = match self.io.session_mut(s) {
+            Some(sess) => sess.socket_str().to_owned(),
+            None => return,
+        };
+        let user = match rooms::user_id_from_json(args.get(1).unwrap_or(&Value::Null)) {
+            Ok(user) => user,
+            Err(fault) => {
+                let message = raw::Error::BadUserId { event, fault }.to_string();
+                return self.refuse(s, ack, &message, now);
+            }
+        };
+        let (reply_event, reply) = if subscribe {
+            if let Err(e) = self.rooms.subscribe(s, &user) {
+                return self.refuse(s, ack, &format!("subscribe: {e}"), now);
+            }
+            debug!(session = s, user = %user, "subscribed");
+            ("subscribed", json!({"userId": user, "socketId": socket_id}))
+        } else {
+            self.rooms.unsubscribe(s, &user);
+            debug!(session = s, user = %user, "unsubscribed");
+            ("unsubscribed", json!({"userId": user}))
+        };
+        self.send_socketio(
+            s,
+            &socketio::encode_event(reply_event, std::slice::from_ref(&reply)),
+            now,
+        );
+        if let Some(id) = ack {
+            self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
+        }
+    }
+
+    /// Emits `error` `{message}`, and answers the ack with `{error}` so a callback never hangs.
+    fn refuse(&mut self, s: usize, ack: Option<u64>, message: &str, now: Instant) {
+        debug!(session = s, message, "event refused");
+        self.send_socketio(
+            s,
+            &socketio::encode_event("error", &[json!({"message": message})]),
+            now,
+        );
+        if let Some(id) = ack {
+            self.send_socketio(
+                s,
+                &socketio::encode_ack(id, &[json!({"error": message})]),
+                now,
+            );
+        }
+    }
+
+    /// Sends a Socket.IO packet (without Engine.IO's `4`) to session `s`.
+    fn send_socketio(&mut self, s: usize, packet: &str, now: Instant) {
+        let mut bytes = Vec::with_capacity(packet.len() + 1);
+        bytes.push(b'4');
+        bytes.extend_from_slice(packet.as_bytes());
+        self.session_send(s, &Bytes::from(bytes), now);
+    }
+
+    /// Sends an encoded Engine.IO packet to session `s` over whichever transport it has.
+    pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
+        self.io.session_send(s, packet, None, now)
+    }
+
+    /// Ends session `s`: leaves its rooms, answers a held GET with a close packet, and closes its
+    /// WebSocket with `ws_code` (or drops it at once when `None`).
+    pub(super) fn close_session(
+        &mut self,
+        s: usize,
+        why: &str,
+        ws_code: Option<CloseCode>,
+        now: Instant,
+    ) {
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        debug!(session = s, why, "closing engine.io session");
+        let transport = sess.transport;
+        self.io.kill(s);
+        self.rooms.remove_conn(s);
+        let (get, ws) = match transport {
+            Transport::Polling { get } => (get, None),
+            Transport::Upgrading { get, ws } => (get, Some(ws)),
+            Transport::WebSocket { ws } => (None, Some(ws)),
+        };
+        if let Some(g) = get {
+            self.io.answer_poll(g, [&b"1"[..]].into_iter(), now);
+        }
+        if let Some(w) = ws {
+            if let Some(conn) = self.io.conn_mut(w) {
+                conn.session = None;
+            }
+            match ws_code {
+                Some(code) => self.start_close(w, code, why, now),
+                None => {
+                    if self.io.conn_mut(w).is_some_and(|c| c.is_open()) {
+                        self.io.metrics.count_close(CloseCode::ABNORMAL);
+                    }
+                    self.io.kill(w);
+                }
+            }
+        }
+    }
+
+    /// Cuts the link between connection `k` and its session, when `k` stops carrying it.
+    pub(super) fn unlink(&mut self, k: usize, now: Instant) {
+        let Some(s) = self.io.conn_mut(k).and_then(|c| c.session.take()) else {
+            return;
+        };
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        match sess.transport {
+            Transport::Polling { get: Some(g) } if g == k => {
+                sess.transport = Transport::Polling { get: None };
+                sess.last_poll = now;
+            }
+            Transport::Upgrading { get, ws } if ws == k => {
+                sess.transport = Transport::Polling { get };
+            }
+            Transport::Upgrading { get: Some(g), ws } if g == k => {
+                sess.transport = Transport::Upgrading { get: None, ws };
+                sess.last_poll = now;
+            }
+            // The WebSocket was the session: the client reconnects with a new one. `k` is
+            // closing already, on its own terms; the session lets go of it first.
+            Transport::WebSocket { ws } if ws == k => {
+                sess.transport = Transport::Polling { get: None };
+                self.close_session(s, "transport closed", None, now);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Io {
+    /// Sends an encoded Engine.IO packet to session `s`: as a text frame on its WebSocket
+    /// (`frame` when already built), or queued for its next polling GET and flushed to a held one.
+    pub(super) fn session_send(
+        &mut self,
+        s: usize,
+        packet: &Bytes,
+        frame: Option<&Bytes>,
+        now: Instant,
+    ) -> bool {
+        let Some(sess) = self.session_mut(s) else {
+            return false;
+        };
+        match sess.transport {
+            Transport::WebSocket { ws } => match frame {
+                Some(f) => self.send(ws, f),
+                None => self.send(ws, &text_frame(&[packet])),
+            },
+            Transport::Polling { get } | Transport::Upgrading { get, .. } => {
+                sess.queue.push_back(packet.clone());
+                if get.is_some() {
+                    self.flush_poll(s, now);
+                }
+                true
+            }
+        }
+    }
+
+    /// Answers session `s`'s held GET with every queued packet.
+    pub(super) fn flush_poll(&mut self, s: usize, now: Instant) {
+        let Some(sess) = self.session_mut(s) else {
+            return;
+        };
+        let get = match &mut sess.transport {
+            Transport::Polling { get } | Transport::Upgrading { get, .. } => get.take(),
+            Transport::WebSocket { .. } => None,
+        };
+        let Some(g) = get else {
+            return;
+        };
+        sess.last_poll = now;
+        let queue = mem::take(&mut sess.queue);
+        self.answer_poll(g, queue.iter().map(|b| &b[..]), now);
+    }
+
+    /// Answers held GET `g` with `packets` and returns it to reading requests; cuts its link.
+    pub(super) fn answer_poll<'a>(
+        &mut self,
+        g: usize,
+        packets: impl Iterator<Item = &'a [u8]> + Clone,
+        now: Instant,
+    ) {
+        let (idle, close_timeout, closing_all) = (self.idle, self.close_timeout, self.closing_all);
+        let Some(conn) = self.conn_mut(g) else {
+            return;
+        };
+        let Phase::Poll { .. } = conn.phase else {
+            return;
+        };
+        conn.session = None;
+        let Phase::Poll { meta, pending } = mem::replace(
+            &mut conn.phase,
+            Phase::Http {
+                head: Vec::new(),
+                deadline: now + idle,
+            },
+        ) else {
+            return;
+        };
+        let keep_alive = meta.keep_alive && !closing_all;
+        let mut out = Vec::new();
+        let meta = HttpMeta { keep_alive, ..meta };
+        http::write_packets(&mut out, packets, &meta);
+        if let Phase::Http { head, .. } = &mut conn.phase {
+            *head = pending;
+        }
+        if !self.send(g, &Bytes::from(out)) {
+            return;
+        }
+        if !keep_alive {
+            self.close_after_flush(g, now + close_timeout);
+        } else if self
+            .conn_mut(g)
+            .is_some_and(|c| matches!(&c.phase, Phase::Http { head, .. } if !head.is_empty()))
+        {
+            self.reparse.push(g);
+        }
+    }
+
+    /// Shuts `k`'s write side once its queue drains and waits for its EOF until `deadline`.
+    pub(super) fn close_after_flush(&mut self, k: usize, deadline: Instant) {
+        let Some(conn) = self.conn_mut(k) else {
+            return;
+        };
+        conn.phase = Phase::Closing { deadline };
+        conn.shutdown_when_flushed = true;
+        if conn.out.is_empty() {
+            self.flush(k);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! An Engine.IO session: what outlives any one HTTP request or WebSocket of a Socket.IO client.
+//!
+//! A session lives in the event loop's slab beside the connections, and it, not a connection,
+//! is what joins rooms: a push to one of its users is queued here for the next long-polling GET,
+//! or written to its WebSocket once the client has upgraded.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::server::conn::SocketId;
+use crate::socketio::Reassembler;
+
+/// Which connections carry a session's packets. Each key here is a connection whose
+/// [`Conn::session`](crate::server::conn::Conn::session) names this session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling; `get` is the connection holding a GET open, if any.
+    Polling { get: Option<usize> },
+    /// Polling still, while WebSocket `ws` probes (`2probe`/`3probe`) before it takes over on `5`.
+    Upgrading { get: Option<usize>, ws: usize },
+    /// WebSocket `ws` carries every packet.
+    WebSocket { ws: usize },
+}
+
+pub struct Session {
+    /// The Engine.IO session id.
+    pub sid: SocketId,
+    pub transport: Transport,
+    /// Encoded Engine.IO packets (`42[...]`, `2`, ...) waiting for a polling GET.
+    pub queue: VecDeque<Bytes>,
+    /// When the last Engine.IO ping was sent (or the session opened).
+    pub last_ping: Instant,
+    /// Whether that ping still awaits its pong.
+    pub awaiting_pong: bool,
+    /// When a polling GET last ended; a polling client silent for pingInterval + pingTimeout is
+    /// gone.
+    pub last_poll: Instant,
+    /// The Socket.IO socket id, once the client connected to `/`.
+    pub socket: Option<SocketId>,
+    /// The client must connect to a namespace by then.
+    pub connect_deadline: Instant,
+    /// A binary Socket.IO packet waiting for its attachments.
+    pub binary: Option<Reassembler>,
+    /// See [`Conn::push_mark`](crate::server::conn::Conn::push_mark).
+    pub push_mark: u64,
+    /// Closed; removed from the slab after this batch of events.
+    pub closed: bool,
+}
+
+impl Session {
+    pub fn new(
+        sid: SocketId,
+        transport: Transport,
+        now: Instant,
+        connect_deadline: Instant,
+    ) -> Self {
+        Session {
+            sid,
+            transport,
+            queue: VecDeque::new(),
+            last_ping: now,
+            awaiting_pong: false,
+            last_poll: now,
+            socket: None,
+            connect_deadline,
+            binary: None,
+            push_mark: 0,
+            closed: false,
+        }
+    }
+
+    pub fn socket_str(&self) -> &str {
+        self.socket
+            .as_ref()
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .unwrap_or("")
+    }
+
+    /// The polling GET held open, if any.
+    pub fn get(&self) -> Option<usize> {
+        match self.transport {
+            Transport::Polling { get } | Transport::Upgrading { get, .. } => get,
+            Transport::WebSocket { .. } => None,
+        }
+    }
+}
