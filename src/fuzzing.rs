@@ -94,3 +94,35 @@ pub fn control_http(data: &[u8]) {
         resp.write(req.keep_alive, &mut out);
     }
 }
+
+/// Decodes an Engine.IO packet, a polling payload, and the handshake query.
+pub fn engineio(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::engineio::decode_text(text);
+        let _ = crate::engineio::decode_payload(text);
+        let _ = crate::engineio::parse_query(Some(text));
+    }
+    let _ = crate::engineio::decode_binary(data);
+}
+
+/// Decodes a Socket.IO packet and, when it announces attachments, feeds it the rest of `data`
+/// as attachments.
+pub fn socketio(data: &[u8]) {
+    let (text, rest) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return;
+    };
+    if let Ok(packet) = crate::socketio::decode(text, 10) {
+        if packet.attachments > 0 {
+            let mut r = crate::socketio::Reassembler::new(packet);
+            for chunk in rest.chunks(7) {
+                if !matches!(r.push(chunk.to_vec()), Ok(None)) {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -24,7 +24,10 @@ fn frame_decoder_agrees_with_itself_split_or_whole() {
 
 #[test]
 fn other_entry_points_take_any_bytes() {
-    let inputs: [&[u8]; 5] = [
+    let inputs: [&[u8]; 8] = [
+        b"EIO=4&transport=polling&sid=abc",
+        b"4hello\x1e2probe\x1ebAQIDBA==",
+        b"51-[\"x\",{\"_placeholder\":true,\"num\":0}]\0\x01\x02",
         b"",
         b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         b"POST /v1/users/u/notifications HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /metrics HTTP/1.1\r\n\r\n",
@@ -35,5 +38,7 @@ fn other_entry_points_take_any_bytes() {
         fuzzing::handshake(data);
         fuzzing::raw_protocol(data);
         fuzzing::control_http(data);
+        fuzzing::engineio(data);
+        fuzzing::socketio(data);
     }
 }
