@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must not turn every log line into a panic.
+        .log_internal_errors(false)
         .init();
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

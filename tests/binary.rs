@@ -19,6 +19,12 @@ fn herald(args: &[&str]) -> Command {
 
 /// Starts the binary on ephemeral ports and reads the addresses from its log.
 fn spawn() -> (Child, SocketAddr, SocketAddr) {
+    spawn_logging(true)
+}
+
+/// Starts the binary and reads the addresses from its log; then keeps draining the log so the
+/// child never blocks on a full pipe (`drain`), or closes the pipe.
+fn spawn_logging(drain: bool) -> (Child, SocketAddr, SocketAddr) {
     let mut child = herald(&["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
@@ -34,8 +40,9 @@ fn spawn() -> (Child, SocketAddr, SocketAddr) {
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
     let (public, control) = (addr("websocket="), addr("control="));
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    if drain {
+        std::thread::spawn(move || lines.for_each(drop));
+    }
     (child, public, control)
 }
 
@@ -98,4 +105,29 @@ fn sigterm_closes_clients_with_1001_and_exits() {
     drop(ws);
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// herald used to ignore SIGTERM once nothing read its stderr: the signal thread logged before
+/// it asked the loop to stop, the log write failed on the closed pipe, tracing reported that on
+/// stderr with `eprintln!`, which panicked, and the thread died without sending the shutdown.
+#[test]
+fn sigterm_works_when_stderr_is_gone() {
+    let (mut child, _public, _control) = spawn_logging(false);
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herald ignored SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
