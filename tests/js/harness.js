@@ -1,0 +1,275 @@
+// Shared helpers: a herald binary on loopback ports, Socket.IO and raw WebSocket clients that are
+// closed when their test ends, the control API, and waits that fail with a clear message.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+
+import { io } from 'socket.io-client';
+import WebSocket from 'ws';
+
+// How long a test waits for something that should happen at once before it fails.
+export const PATIENCE = 10_000;
+
+// The herald binary: `HERALD_BIN`, or the release build at the root of this repository.
+export const HERALD_BIN =
+  process.env.HERALD_BIN ?? fileURLToPath(new URL('../../target/release/herald', import.meta.url));
+
+// Each test's own time limit (`test(name, { timeout: TEST_TIMEOUT }, fn)`). The runner's
+// `--test-timeout` bounds a whole file on Node 20, so it stays a much larger backstop.
+export const TEST_TIMEOUT = 60_000;
+
+// Every herald still running, so that none outlives the test process, even one the runner ends
+// with a signal after a file times out.
+const running = new Set();
+const killAll = () => {
+  for (const child of running) child.kill('SIGKILL');
+};
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    killAll();
+    process.kill(process.pid, signal);
+  });
+}
+
+// Starts herald with `--listen 127.0.0.1:${port ?? 0} --control 127.0.0.1:0` plus `args`, and
+// resolves once its log says both listeners are bound.
+//
+// Returns `{ wsUrl, control, publicPort, controlPort, stop, log }`: `stop()` sends SIGTERM and
+// resolves with the exit `{ code, signal }`; `log()` is the tail of herald's stderr.
+export function startHerald({ args = [], port, env } = {}) {
+  const child = spawn(
+    HERALD_BIN,
+    ['--listen', `127.0.0.1:${port ?? 0}`, '--control', '127.0.0.1:0', ...args],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } },
+  );
+  running.add(child);
+  const tail = [];
+  const exited = new Promise((resolve) => {
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      resolve({ code, signal });
+    });
+  });
+  const log = () => tail.join('\n');
+
+  return new Promise((resolve, reject) => {
+    let started = false;
+    let timer;
+    const fail = (why) => {
+      if (started) return;
+      started = true;
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      reject(new Error(`herald (${HERALD_BIN}) did not start: ${why}\n${log()}`));
+    };
+    child.on('error', (err) => fail(err.message));
+    exited.then(({ code, signal }) => fail(`it exited (code ${code}, signal ${signal})`));
+    timer = setTimeout(() => fail('no listening line in its log'), PATIENCE);
+
+    // Reading on after the listening line keeps the pipe drained, so herald never blocks on it.
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      tail.push(line);
+      if (tail.length > 50) tail.shift();
+      if (started || !line.includes('herald listening')) return;
+      const publicAddr = /websocket=(\S+)/.exec(line)?.[1];
+      const controlAddr = /control=(\S+)/.exec(line)?.[1];
+      if (!publicAddr || !controlAddr) return fail(`cannot read the addresses in ${line}`);
+      started = true;
+      clearTimeout(timer);
+      resolve({
+        wsUrl: `http://${publicAddr}`,
+        control: `http://${controlAddr}`,
+        publicPort: Number(publicAddr.split(':').pop()),
+        controlPort: Number(controlAddr.split(':').pop()),
+        log,
+        // SIGTERM, then SIGKILL if herald is still there well after its shutdown timeout.
+        async stop() {
+          if (child.exitCode === null && child.signalCode === null) {
+            child.kill('SIGTERM');
+            const forced = setTimeout(() => child.kill('SIGKILL'), 20_000);
+            await exited;
+            clearTimeout(forced);
+          }
+          return exited;
+        },
+      });
+    });
+  });
+}
+
+// A test's resources, released when the test ends however it ends: clients are closed first,
+// then every herald the test started is stopped.
+export function scope(t) {
+  const clients = [];
+  const heralds = [];
+  t.after(async () => {
+    for (const close of clients) close();
+    await Promise.all(heralds.map((h) => h.stop()));
+  });
+  return {
+    // Starts herald (see `startHerald`).
+    async herald(opts) {
+      const h = await startHerald(opts);
+      heralds.push(h);
+      return h;
+    },
+    // A socket.io-client socket with its own connection.
+    io(url, opts = {}) {
+      const socket = io(url, { forceNew: true, ...opts });
+      clients.push(() => socket.disconnect());
+      return socket;
+    },
+    // A raw WebSocket to herald's `/ws` endpoint; resolves once open.
+    async ws(wsUrl, path = '/ws') {
+      const ws = new WebSocket(wsUrl.replace(/^http/, 'ws') + path);
+      clients.push(() => ws.terminate());
+      await once(ws, 'open');
+      return ws;
+    },
+    // Runs `close` when the test ends, before heralds are stopped.
+    defer(close) {
+      clients.push(close);
+    },
+  };
+}
+
+// Resolves with the first argument of the next `event` on `emitter` (a Socket.IO socket or
+// manager, an Engine.IO socket, a `ws` WebSocket, any EventEmitter); rejects after `timeoutMs`.
+export function once(emitter, event, timeoutMs = PATIENCE) {
+  return new Promise((resolve, reject) => {
+    const onEvent = (value) => {
+      clearTimeout(timer);
+      resolve(value);
+    };
+    const timer = setTimeout(() => {
+      emitter.off(event, onEvent);
+      reject(new Error(`no '${event}' event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    emitter.once(event, onEvent);
+  });
+}
+
+// Values arriving one by one, taken in order with `next`, so that a test can read what came
+// before a given value without waiting for silence.
+export class Queue {
+  #items = [];
+  #waiters = [];
+
+  constructor(what) {
+    this.what = what;
+  }
+
+  push(item) {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(item);
+    else this.#items.push(item);
+  }
+
+  // Resolves with the next value; rejects if none arrives within `timeoutMs`.
+  next(timeoutMs = PATIENCE) {
+    if (this.#items.length > 0) return Promise.resolve(this.#items.shift());
+    return new Promise((resolve, reject) => {
+      const waiter = (item) => {
+        clearTimeout(timer);
+        resolve(item);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+        reject(new Error(`no ${this.what} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiters.push(waiter);
+    });
+  }
+
+  // Values already received and not yet taken.
+  get pending() {
+    return [...this.#items];
+  }
+}
+
+// Every `event` the Socket.IO `socket` receives from now on, by its first argument.
+export function record(socket, event) {
+  const q = new Queue(`'${event}' event`);
+  socket.on(event, (value) => q.push(value));
+  return q;
+}
+
+// Every event the Socket.IO `socket` receives from now on, as `{ event, data }`.
+export function recordAll(socket) {
+  const q = new Queue('event');
+  socket.onAny((event, data) => q.push({ event, data }));
+  return q;
+}
+
+// Every message the raw WebSocket `ws` receives from now on, parsed as JSON.
+export function recordRaw(ws) {
+  const q = new Queue('message on the raw WebSocket');
+  ws.on('message', (data) => q.push(JSON.parse(data.toString())));
+  return q;
+}
+
+// Takes notifications from `queue` until the one whose `message` is `until`, and returns those
+// before it: "exactly once" is checked by order (a sentinel pushed last), not by a quiet period.
+export async function notificationsUntil(queue, until, timeoutMs = PATIENCE) {
+  const seen = [];
+  for (;;) {
+    const n = await queue.next(timeoutMs);
+    if (n?.message === until) return seen;
+    seen.push(n);
+  }
+}
+
+// Subscribes the raw WebSocket to `userId` and returns the `subscribed` data.
+export async function subscribeRaw(ws, messages, userId) {
+  ws.send(JSON.stringify({ event: 'subscribe', data: userId }));
+  const reply = await messages.next();
+  assert.equal(reply.event, 'subscribed', JSON.stringify(reply));
+  assert.equal(reply.data.userId, String(userId));
+  return reply.data;
+}
+
+// Pushes `notification` to `userId` over the control API; asserts 202 and returns the body
+// (`{ sockets }`).
+export async function push(control, userId, notification) {
+  const res = await fetch(`${control}/v1/users/${encodeURIComponent(userId)}/notifications`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(notification),
+  });
+  const text = await res.text();
+  assert.equal(res.status, 202, `push to ${userId}: ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+// `GET /v1/users/{userId}`: `{ userId, online, sockets }`.
+export async function user(control, userId) {
+  const res = await fetch(`${control}/v1/users/${encodeURIComponent(userId)}`);
+  const text = await res.text();
+  assert.equal(res.status, 200, `user ${userId}: ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+// Polls `check` (sync or async, truthy when done) until it holds; fails after `timeoutMs`,
+// with `what` and the last value `check` returned.
+export async function eventually(what, check, timeoutMs = PATIENCE) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last) return last;
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+// Asserts that `n` is `sent` plus an ISO 8601 `timestamp` string.
+export function assertNotification(n, sent) {
+  const { timestamp, ...rest } = n ?? {};
+  assert.deepEqual(rest, sent);
+  assert.equal(typeof timestamp, 'string', `timestamp in ${JSON.stringify(n)}`);
+  assert.match(timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/);
+  assert.ok(!Number.isNaN(Date.parse(timestamp)), `${timestamp} is a date`);
+}
