@@ -32,6 +32,8 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    // Before anything is announced: a signal from then on must reach the graceful path.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let (listen, control) = (config.listen, config.control);
     let running = herald::server::start(config)
         .map_err(|e| format!("cannot listen on {listen} / {control}: {e}"))?;
@@ -40,7 +42,6 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         control = %running.control_addr,
         "herald listening"
     );
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let handle = running.handle().clone();
     std::thread::Builder::new()
         .name("herald-signals".into())
