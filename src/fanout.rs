@@ -95,6 +95,17 @@ mod tests {
     }
 
     #[test]
+    fn a_form_no_recipient_uses_is_never_built() {
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#));
+        p.raw_frame();
+        assert!(p.raw_frame.get().is_some());
+        assert!(p.sio_packet.get().is_none() && p.sio_frame.get().is_none());
+        let q = Payload::new(Bytes::from_static(br#"{"m":1}"#));
+        q.sio_packet();
+        assert!(q.raw_frame.get().is_none() && q.sio_frame.get().is_none());
+    }
+
+    #[test]
     fn socketio_forms() {
         let p = Payload::new(Bytes::from_static(br#"{"m":1}"#));
         assert_eq!(&p.sio_packet()[..], br#"42["notification",{"m":1}]"#);
