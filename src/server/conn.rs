@@ -6,7 +6,7 @@
 //! queue is empty (and unallocated) unless the socket pushed back.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::time::Instant;
 
@@ -70,8 +70,10 @@ pub struct Conn {
     pub decoder: Decoder,
     /// Bytes not yet written, in order; the front may be partly written (it is advanced in place).
     pub out: VecDeque<Bytes>,
-    /// Whether `WRITABLE` interest is registered; true exactly while `out` is non-empty.
+    /// Whether `WRITABLE` interest is registered: while `out` holds bytes the socket refused.
     pub writable_interest: bool,
+    /// Listed in the loop's corked set: `out` holds frames to write at the end of this batch.
+    pub corked: bool,
     /// Shut the write side down once `out` drains (set when entering [`Phase::Closing`]).
     pub shutdown_when_flushed: bool,
     /// When the peer last sent anything.
@@ -91,6 +93,9 @@ pub struct Conn {
     pub served: bool,
 }
 
+/// Buffers handed to one `writev`.
+const WRITEV_MAX: usize = 64;
+
 impl Conn {
     pub fn new(
         stream: TcpStream,
@@ -108,6 +113,7 @@ impl Conn {
             decoder: Decoder::new(max_message),
             out: VecDeque::new(),
             writable_interest: false,
+            corked: false,
             shutdown_when_flushed: false,
             last_heard: now,
             ping_sent: None,
@@ -121,6 +127,22 @@ impl Conn {
     pub fn id_str(&self) -> &str {
         // The id is generated from the URL-safe base64 alphabet, always ASCII.
         std::str::from_utf8(&self.id).unwrap_or("")
+    }
+
+    /// Drops `n` written bytes from the front of the queue.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.out.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
     }
 
     /// A WebSocket past its handshake, not closing.
@@ -157,19 +179,28 @@ impl Conn {
         Ok(written)
     }
 
-    /// Writes queued bytes until the socket pushes back or the queue is empty. Returns the bytes
-    /// written. Frees the queue's memory once drained and performs a pending write shutdown.
+    /// Writes queued bytes until the socket pushes back or the queue is empty, several buffers
+    /// per `writev`. Returns the bytes written. Frees the queue's memory once drained and
+    /// performs a pending write shutdown.
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut written = 0;
-        while let Some(front) = self.out.front_mut() {
-            match self.stream.write(front) {
+        while !self.out.is_empty() {
+            let result = if self.out.len() == 1 {
+                self.stream.write(&self.out[0])
+            } else {
+                let mut slices = [IoSlice::new(&[]); WRITEV_MAX];
+                let count = slices
+                    .iter_mut()
+                    .zip(&self.out)
+                    .map(|(slice, bytes)| *slice = IoSlice::new(bytes))
+                    .count();
+                self.stream.write_vectored(&slices[..count])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     written += n;
-                    front.advance(n);
-                    if front.is_empty() {
-                        self.out.pop_front();
-                    }
+                    self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -106,6 +106,10 @@ pub(super) struct Io {
     pub(super) close_timeout: Duration,
     /// Shutting down: HTTP answers close their connections.
     pub(super) closing_all: bool,
+    /// While set, writes are queued and their connections listed in `corked_conns`, to be
+    /// written together by [`Io::uncork`].
+    pub(super) corked: bool,
+    pub(super) corked_conns: Vec<usize>,
 }
 
 impl EventLoop {
@@ -136,6 +140,8 @@ impl EventLoop {
                     idle: config.handshake_timeout,
                     close_timeout: config.close_timeout,
                     closing_all: false,
+                    corked: false,
+                    corked_conns: Vec::new(),
                 },
                 config,
                 sids: HashMap::new(),
@@ -270,6 +276,11 @@ impl EventLoop {
     }
 
     fn drain_commands(&mut self, now: Instant) {
+        // Several commands waiting at once (pushes arriving faster than one per turn): queue
+        // every frame and write each socket once, one `writev` for all its frames, after the
+        // batch. One command alone is written straight away.
+        let cork = self.rx.len() > 1;
+        self.state.io.corked = cork;
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::Push {
@@ -294,6 +305,10 @@ impl EventLoop {
                     self.state.begin_shutdown(now);
                 }
             }
+        }
+        if cork {
+            self.state.io.metrics.corked_batches += 1;
+            self.state.io.uncork();
         }
     }
 }
@@ -737,6 +752,9 @@ impl Io {
     /// Writes `bytes` to connection `k`; false when `k` is gone or the write failed (then `k`
     /// is closed).
     pub(super) fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
+        if self.corked {
+            return self.queue(k, bytes);
+        }
         let Io {
             registry,
             entries,
@@ -747,6 +765,33 @@ impl Io {
         match entries.get_mut(k) {
             Some(Entry::Conn(conn)) => send_to(registry, metrics, dead, k, conn, bytes),
             _ => false,
+        }
+    }
+
+    /// Queues `bytes` for connection `k` until [`Io::uncork`].
+    fn queue(&mut self, k: usize, bytes: &Bytes) -> bool {
+        let Some(conn) = self.conn_mut(k) else {
+            return false;
+        };
+        if matches!(conn.phase, Phase::Dead) {
+            return false;
+        }
+        conn.out.push_back(bytes.clone());
+        if !conn.corked {
+            conn.corked = true;
+            self.corked_conns.push(k);
+        }
+        true
+    }
+
+    /// Writes every connection that had frames queued while corked.
+    fn uncork(&mut self) {
+        self.corked = false;
+        for k in mem::take(&mut self.corked_conns) {
+            if let Some(conn) = self.conn_mut(k) {
+                conn.corked = false;
+            }
+            self.flush(k);
         }
     }
 
@@ -800,11 +845,17 @@ impl Io {
         match conn.flush() {
             Ok(n) => {
                 self.metrics.bytes_sent += n as u64;
-                if conn.out.is_empty() && conn.writable_interest {
-                    conn.writable_interest = false;
+                let want = !conn.out.is_empty();
+                if want != conn.writable_interest {
+                    conn.writable_interest = want;
+                    let interest = if want {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
                     if self
                         .registry
-                        .reregister(&mut conn.stream, Token(k), Interest::READABLE)
+                        .reregister(&mut conn.stream, Token(k), interest)
                         .is_err()
                     {
                         self.kill(k);

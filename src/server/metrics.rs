@@ -24,6 +24,8 @@ pub struct Metrics {
     pub deliveries: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+    /// Batches of several commands whose frames were written together, one write per socket.
+    pub corked_batches: u64,
     pub messages_received: u64,
     /// Closed WebSocket connections by close code; 1006 where none was exchanged (the peer vanished
     /// or timed out).
@@ -104,6 +106,12 @@ impl Metrics {
             "herald_socketio_sessions_total",
             "Engine.IO sessions opened.",
             self.sessions_opened,
+        );
+        counter(
+            &mut s,
+            "herald_corked_batches_total",
+            "Batches of commands whose frames were coalesced into one write per socket.",
+            self.corked_batches,
         );
         counter(
             &mut s,
