@@ -1,13 +1,17 @@
 //! Routes and handlers of the control API. No sockets: [`handle`] takes a parsed request and a
 //! way to reach the event loop, and returns the response.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde_json::{json, Map, Value};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::error::Category;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
@@ -161,19 +165,17 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Response, ApiEr
         ["v1", "users", user_id] if get => user_info(user_id, ctx),
         ["v1", "users", user_id, "notifications"] if post => {
             rooms::validate_user_id(user_id)?;
-            let notification = notification_object(parse_json(&req.body)?)?;
+            let notification = Notification::parse(json_text(&req.body)?, "notification")?;
             push(Target::User((*user_id).to_owned()), notification, ctx)
         }
         ["v1", "notifications"] if post => {
-            let mut body = body_object(&req.body)?;
-            let user_ids = user_ids(body.get("userIds"))?;
-            let notification = notification_object(take_notification(&mut body)?)?;
-            push(Target::Users(user_ids), notification, ctx)
+            let body = Envelope::parse(&req.body)?;
+            let user_ids = user_ids(body.user_ids.as_ref())?;
+            push(Target::Users(user_ids), body.notification()?, ctx)
         }
         ["v1", "broadcast"] if post => {
-            let mut body = body_object(&req.body)?;
-            let notification = notification_object(take_notification(&mut body)?)?;
-            push(Target::All, notification, ctx)
+            let body = Envelope::parse(&req.body)?;
+            push(Target::All, body.notification()?, ctx)
         }
         ["healthz"] | ["metrics"] | ["v1", "users", _] => {
             Err(ApiError::MethodNotAllowed { allow: GET })
@@ -212,21 +214,14 @@ fn user_info<D: Dispatch>(user_id: &str, ctx: &Ctx<'_, D>) -> Result<Response, A
     ))
 }
 
-/// Stamps, serializes once and sends a notification, then waits for the loop's count.
+/// Stamps and sends a notification, then waits for the loop's count.
 fn push<D: Dispatch>(
     target: Target,
-    mut notification: Map<String, Value>,
+    notification: Notification<'_>,
     ctx: &Ctx<'_, D>,
 ) -> Result<Response, ApiError> {
-    // The original gateway stamped every notification but kept a sender's own timestamp.
-    if !notification.contains_key("timestamp") {
-        notification.insert(
-            "timestamp".to_owned(),
-            Value::String(time::rfc3339_millis(ctx.now)),
-        );
-    }
     // Serialized here, once: the loop frames these bytes once and shares them with every socket.
-    let notification = Bytes::from(Value::Object(notification).to_string());
+    let notification = notification.stamped(ctx.now);
     let (reply, rx) = crossbeam_channel::bounded(1);
     ctx.loop_
         .dispatch(Command::Push {
@@ -241,37 +236,96 @@ fn push<D: Dispatch>(
     Ok(Response::json(202, &json!({ "sockets": sockets })))
 }
 
+/// A notification as a backend sent it: JSON text checked to be an object, never rebuilt. Its
+/// bytes go to clients as they came, with `timestamp` spliced in when it has none.
+struct Notification<'a> {
+    /// The object's text, outer white space trimmed: `{` ... `}`.
+    text: &'a str,
+    has_timestamp: bool,
+    is_empty: bool,
+}
+
+impl<'a> Notification<'a> {
+    /// Checks `text` is a JSON object and notes its top-level keys; `what` names it in errors.
+    fn parse(text: &'a str, what: &'static str) -> Result<Self, ApiError> {
+        // Values are skipped, not built: only the keys are kept.
+        let keys: HashMap<String, IgnoredAny> =
+            serde_json::from_str(text).map_err(|e| match e.classify() {
+                Category::Data => ApiError::NotAnObject { what },
+                _ => ApiError::InvalidJson(e),
+            })?;
+        Ok(Notification {
+            text: text.trim_matches(|c: char| c.is_ascii_whitespace()),
+            has_timestamp: keys.contains_key("timestamp"),
+            is_empty: keys.is_empty(),
+        })
+    }
+
+    /// The bytes to send: the original gateway stamped every notification but kept a sender's
+    /// own `timestamp`.
+    fn stamped(&self, now: SystemTime) -> Bytes {
+        if self.has_timestamp {
+            return Bytes::copy_from_slice(self.text.as_bytes());
+        }
+        // A JSON object's text ends with its closing brace.
+        let open = self.text.strip_suffix('}').unwrap_or(self.text).trim_end();
+        let ts = time::rfc3339_millis(now);
+        let mut out = String::with_capacity(open.len() + ts.len() + 16);
+        out.push_str(open);
+        if !self.is_empty {
+            out.push(',');
+        }
+        out.push_str("\"timestamp\":\"");
+        out.push_str(&ts);
+        out.push_str("\"}");
+        Bytes::from(out)
+    }
+}
+
+/// The body of a multi-user push or a broadcast: `{"userIds": [...], "notification": {...}}`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "userIds", default)]
+    user_ids: Option<Value>,
+    #[serde(borrow, default)]
+    notification: Option<&'a RawValue>,
+}
+
+impl<'a> Envelope<'a> {
+    fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
+        let text = json_text(body)?;
+        // A derived struct would also take a JSON array, field by field; a body is an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => ApiError::NotAnObject { what: "body" },
+                Err(e) => ApiError::InvalidJson(e),
+            });
+        }
+        serde_json::from_str(text).map_err(|e| match e.classify() {
+            Category::Data => ApiError::NotAnObject { what: "body" },
+            _ => ApiError::InvalidJson(e),
+        })
+    }
+
+    fn notification(&self) -> Result<Notification<'a>, ApiError> {
+        let raw = self.notification.ok_or(ApiError::MissingNotification)?;
+        Notification::parse(raw.get(), "notification")
+    }
+}
+
+/// The body as text: JSON is UTF-8.
+fn json_text(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| {
+        ApiError::InvalidJson(serde::de::Error::custom(format!("body is not UTF-8: {e}")))
+    })
+}
+
 fn wait<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, ApiError> {
     rx.recv_timeout(timeout).map_err(|e| match e {
         RecvTimeoutError::Timeout => ApiError::NoAnswer,
         // The loop dropped the reply sender unanswered: it is stopping.
         RecvTimeoutError::Disconnected => ApiError::LoopGone,
     })
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(ApiError::InvalidJson)
-}
-
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match parse_json(body)? {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::NotAnObject { what: "body" }),
-    }
-}
-
-fn notification_object(v: Value) -> Result<Map<String, Value>, ApiError> {
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => Err(ApiError::NotAnObject {
-            what: "notification",
-        }),
-    }
-}
-
-fn take_notification(body: &mut Map<String, Value>) -> Result<Value, ApiError> {
-    body.remove("notification")
-        .ok_or(ApiError::MissingNotification)
 }
 
 /// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order.
@@ -337,6 +391,26 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+
+    macro_rules! stamps {
+        ($($name:ident: $input:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let n = Notification::parse($input, "notification").unwrap();
+                let got = n.stamped(UNIX_EPOCH);
+                assert_eq!(std::str::from_utf8(&got).unwrap(), $want);
+                let _: Value = serde_json::from_slice(&got).expect("still JSON");
+            }
+        )*};
+    }
+
+    stamps! {
+        stamp_empty_object: " { } " => r#"{"timestamp":"1970-01-01T00:00:00.000Z"}"#;
+        stamp_spliced_before_the_brace: "{\"a\": 1 }\n" => r#"{"a": 1,"timestamp":"1970-01-01T00:00:00.000Z"}"#;
+        stamp_kept_when_given: r#"{"timestamp":"then","a":[1,{"b":"}"}]}"# => r#"{"timestamp":"then","a":[1,{"b":"}"}]}"#;
+        stamp_escaped_key_counts: r#"{"time\u0073tamp":1}"# => r#"{"time\u0073tamp":1}"#;
+        stamp_nested_key_does_not_count: r#"{"data":{"timestamp":1}}"# => r#"{"data":{"timestamp":1},"timestamp":"1970-01-01T00:00:00.000Z"}"#;
+    }
 
     /// A command as the fake loop saw it (commands themselves hold channels).
     #[derive(Debug, PartialEq)]
