@@ -1,0 +1,524 @@
+//! Client threads: each owns a mio `Poll` and a `Slab` of connections, opens them with bounded
+//! concurrency, walks each through the handshake and subscription, then records deliveries.
+//!
+//! A thread runs in two phases. Setup: open connections (at most `concurrency` unfinished at a
+//! time), each with a deadline covering connect, upgrade and subscription; when every one has
+//! subscribed or failed, the thread reports the subscribed indices on `ready`. Run: record every
+//! delivery's latency until `stop` is set, then hand back a [`ClientReport`].
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use crossbeam_channel::Sender;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use herald::ws::frame::{encode_masked, opcode};
+
+use crate::proto::{self, Fault, FrameReader, Meaning, Message, Protocol, Seen, SeqWindow};
+use crate::sys::{self, Clock, Rng};
+
+/// The bytes one `read` call may bring in; shared by all connections of a thread.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How often a thread wakes with nothing to do, to check deadlines and the stop flag.
+const TICK: Duration = Duration::from_millis(20);
+
+/// What one client thread is asked to do.
+pub struct Plan {
+    pub protocol: Protocol,
+    pub server: SocketAddr,
+    /// `Host` header and request target of the upgrade.
+    pub host: String,
+    pub path: String,
+    /// The global indices of this thread's connections; connection `i` subscribes to
+    /// `user-{i % users}` and binds to `source_ips[i % len]`.
+    pub connections: Vec<u32>,
+    pub users: u32,
+    pub source_ips: Vec<Ipv4Addr>,
+    /// Connections of this thread between connect and subscription at any time.
+    pub concurrency: usize,
+    pub connect_timeout: Duration,
+    /// The largest server message kept; a larger one fails the connection.
+    pub max_message: usize,
+    pub pin_cpu: Option<usize>,
+    pub clock: Clock,
+}
+
+/// Counters the main thread reads while the client threads run (progress, drain).
+#[derive(Default)]
+pub struct Progress {
+    pub subscribed: AtomicU64,
+    pub failed: AtomicU64,
+    /// First deliveries (duplicates excluded).
+    pub received: AtomicU64,
+    /// Unix ns of the latest delivery.
+    pub last_delivery_ns: AtomicU64,
+}
+
+/// What a client thread hands back when stopped.
+pub struct ClientReport {
+    pub histogram: Histogram<u64>,
+    pub received: u64,
+    pub duplicates: u64,
+    /// Deliveries too far out of order to check for duplication (counted as received).
+    pub unchecked: u64,
+    /// Notifications without the generator's `seq` and `t`.
+    pub unparsed: u64,
+    /// Subscribed connections the server closed during the run.
+    pub disconnected: u64,
+    /// Why connections failed during setup, with counts.
+    pub failures: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// TCP connect in progress.
+    Connecting,
+    /// Upgrade request sent, waiting for 101.
+    Upgrading,
+    /// Socket.IO: waiting for the Engine.IO open packet.
+    WaitOpen,
+    /// Socket.IO: CONNECT sent, waiting for its answer.
+    WaitConnect,
+    /// Subscription sent, waiting for its confirmation.
+    Subscribing,
+    /// Subscribed: deliveries count from here on.
+    Ready,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Connecting => "connect",
+            State::Upgrading => "upgrade",
+            State::WaitOpen => "engine.io open",
+            State::WaitConnect => "socket.io connect",
+            State::Subscribing => "subscribe",
+            State::Ready => "ready",
+        }
+    }
+}
+
+struct Conn {
+    index: u32,
+    stream: TcpStream,
+    state: State,
+    /// Setup must be done by then.
+    deadline: Instant,
+    /// `Sec-WebSocket-Key`, needed until the upgrade is checked.
+    key: String,
+    /// Received bytes not yet making a whole frame (or head); usually empty.
+    pending: Vec<u8>,
+    /// Bytes to send that would have blocked.
+    out: Vec<u8>,
+    frames: FrameReader,
+    seen: SeqWindow,
+}
+
+/// Per-thread tallies, folded into the [`ClientReport`].
+struct Tally {
+    histogram: Histogram<u64>,
+    received: u64,
+    duplicates: u64,
+    unchecked: u64,
+    unparsed: u64,
+    last_delivery_ns: u64,
+}
+
+/// Why a connection ended.
+enum End {
+    Fault(Fault),
+    Eof,
+    Io(io::Error),
+}
+
+impl End {
+    fn describe(&self, state: State) -> String {
+        match self {
+            End::Fault(f) => format!("{}: {f}", state.name()),
+            End::Eof => format!("{}: connection closed", state.name()),
+            End::Io(e) => format!("{}: {}", state.name(), e.kind()),
+        }
+    }
+}
+
+impl From<Fault> for End {
+    fn from(f: Fault) -> Self {
+        End::Fault(f)
+    }
+}
+
+/// Runs one client thread; see the module documentation for its phases.
+pub fn run(
+    plan: Plan,
+    progress: Arc<Progress>,
+    ready: Sender<Vec<u32>>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<ClientReport> {
+    sys::maybe_pin(plan.pin_cpu);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut conns: Slab<Conn> = Slab::with_capacity(plan.connections.len());
+    let mut scratch = vec![0u8; READ_CHUNK];
+    let mut rng = Rng::new();
+    let mut tally = Tally {
+        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        received: 0,
+        duplicates: 0,
+        unchecked: 0,
+        unparsed: 0,
+        last_delivery_ns: 0,
+    };
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut disconnected = 0u64;
+    let mut next = 0usize;
+    let mut unfinished = 0usize;
+    let mut subscribed: Vec<u32> = Vec::with_capacity(plan.connections.len());
+    let mut setup_done = false;
+    let mut last_scan = Instant::now();
+
+    loop {
+        // Setup: keep `concurrency` connections between connect and subscription.
+        while !setup_done && unfinished < plan.concurrency && next < plan.connections.len() {
+            let index = plan.connections[next];
+            next += 1;
+            match open(&plan, index, &mut rng, &poll, &mut conns) {
+                Ok(()) => unfinished += 1,
+                Err(e) => {
+                    *failures
+                        .entry(format!("connect: {}", e.kind()))
+                        .or_default() += 1;
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !setup_done && unfinished == 0 && next == plan.connections.len() {
+            setup_done = true;
+            let _ = ready.send(std::mem::take(&mut subscribed));
+        }
+        if setup_done && stop.load(Ordering::Relaxed) {
+            break;
+        }
+
+        match poll.poll(&mut events, Some(TICK)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let before = tally.received;
+        for event in events.iter() {
+            let key = event.token().0;
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let was = conn.state;
+            let result = drive(
+                conn,
+                &plan,
+                &mut scratch,
+                &mut tally,
+                &mut rng,
+                event.is_writable(),
+                event.is_read_closed(),
+            );
+            let now_state = conn.state;
+            match result {
+                Ok(()) => {
+                    if was != State::Ready && now_state == State::Ready {
+                        unfinished -= 1;
+                        subscribed.push(conn.index);
+                        progress.subscribed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(end) => {
+                    let conn = conns.remove(key);
+                    let _ = poll.registry().deregister(&mut { conn.stream });
+                    if was == State::Ready {
+                        disconnected += 1;
+                    } else {
+                        unfinished -= 1;
+                        *failures.entry(end.describe(was)).or_default() += 1;
+                        progress.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        if tally.received != before {
+            progress
+                .received
+                .fetch_add(tally.received - before, Ordering::Relaxed);
+            progress
+                .last_delivery_ns
+                .fetch_max(tally.last_delivery_ns, Ordering::Relaxed);
+        }
+
+        // Deadlines, checked a few times a second while setup is under way.
+        if !setup_done && last_scan.elapsed() >= Duration::from_millis(100) {
+            let now = Instant::now();
+            last_scan = now;
+            let late: Vec<usize> = conns
+                .iter()
+                .filter(|(_, c)| c.state != State::Ready && c.deadline <= now)
+                .map(|(k, _)| k)
+                .collect();
+            for key in late {
+                let conn = conns.remove(key);
+                *failures
+                    .entry(format!("{}: timeout", conn.state.name()))
+                    .or_default() += 1;
+                let _ = poll.registry().deregister(&mut { conn.stream });
+                unfinished -= 1;
+                progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    Ok(ClientReport {
+        histogram: tally.histogram,
+        received: tally.received,
+        duplicates: tally.duplicates,
+        unchecked: tally.unchecked,
+        unparsed: tally.unparsed,
+        disconnected,
+        failures,
+    })
+}
+
+/// Starts connection `index` and registers it.
+fn open(
+    plan: &Plan,
+    index: u32,
+    rng: &mut Rng,
+    poll: &Poll,
+    conns: &mut Slab<Conn>,
+) -> io::Result<()> {
+    let source = match plan.source_ips.len() {
+        0 => None,
+        n => Some(plan.source_ips[index as usize % n]),
+    };
+    let mut stream = sys::connect(source, plan.server)?;
+    let entry = conns.vacant_entry();
+    poll.registry().register(
+        &mut stream,
+        Token(entry.key()),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    let key = BASE64.encode(rng.next_u64().to_le_bytes().repeat(2));
+    entry.insert(Conn {
+        index,
+        stream,
+        state: State::Connecting,
+        deadline: Instant::now() + plan.connect_timeout,
+        key,
+        pending: Vec::new(),
+        out: Vec::new(),
+        frames: FrameReader::default(),
+        seen: SeqWindow::new(),
+    });
+    Ok(())
+}
+
+/// Handles one readiness event: finishes a connect, reads until `WouldBlock`, writes what is
+/// pending. Both interests stay registered: edge-triggered readiness makes a spare `WRITABLE`
+/// cheap, and no `reregister` call is ever needed.
+fn drive(
+    conn: &mut Conn,
+    plan: &Plan,
+    scratch: &mut [u8],
+    tally: &mut Tally,
+    rng: &mut Rng,
+    writable: bool,
+    read_closed: bool,
+) -> Result<(), End> {
+    if conn.state == State::Connecting {
+        if let Some(e) = conn.stream.take_error().map_err(End::Io)? {
+            return Err(End::Io(e));
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(End::Io(e)),
+        }
+        let _ = conn.stream.set_nodelay(true);
+        conn.state = State::Upgrading;
+        conn.out
+            .extend_from_slice(&proto::handshake_request(&plan.host, &plan.path, &conn.key));
+    }
+    loop {
+        match conn.stream.read(scratch) {
+            Ok(0) => return Err(End::Eof),
+            Ok(n) => {
+                let now_ns = plan.clock.now_ns();
+                feed(conn, plan, &scratch[..n], now_ns, tally, rng)?;
+                // A short read emptied the socket: bytes arriving later raise a new edge, so
+                // the usual read that ends in `WouldBlock` (a syscall per delivery) is skipped.
+                // Unless the peer closed: its FIN raises no further edge.
+                if n < scratch.len() && !read_closed {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    if writable || !conn.out.is_empty() {
+        flush(conn)?;
+    }
+    Ok(())
+}
+
+/// Writes pending output until done or `WouldBlock`.
+fn flush(conn: &mut Conn) -> Result<(), End> {
+    let mut written = 0;
+    while written < conn.out.len() {
+        match conn.stream.write(&conn.out[written..]) {
+            Ok(0) => return Err(End::Eof),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(End::Io(e)),
+        }
+    }
+    conn.out.drain(..written);
+    if conn.out.is_empty() && conn.out.capacity() > 4096 {
+        conn.out = Vec::new();
+    }
+    Ok(())
+}
+
+/// Takes freshly read bytes: straight from the shared buffer when nothing is pending, keeping
+/// only an unfinished tail.
+fn feed(
+    conn: &mut Conn,
+    plan: &Plan,
+    data: &[u8],
+    now_ns: u64,
+    tally: &mut Tally,
+    rng: &mut Rng,
+) -> Result<(), End> {
+    if conn.pending.is_empty() {
+        let used = consume(conn, plan, data, now_ns, tally, rng)?;
+        conn.pending.extend_from_slice(&data[used..]);
+    } else {
+        let mut buf = std::mem::take(&mut conn.pending);
+        buf.extend_from_slice(data);
+        let used = consume(conn, plan, &buf, now_ns, tally, rng)?;
+        buf.drain(..used);
+        if buf.is_empty() && buf.capacity() > READ_CHUNK {
+            buf = Vec::new();
+        }
+        conn.pending = buf;
+    }
+    Ok(())
+}
+
+/// Consumes the upgrade response head (while upgrading) and every whole frame of `buf`; returns
+/// how many bytes were used.
+fn consume(
+    conn: &mut Conn,
+    plan: &Plan,
+    buf: &[u8],
+    now_ns: u64,
+    tally: &mut Tally,
+    rng: &mut Rng,
+) -> Result<usize, End> {
+    let mut pos = 0;
+    if conn.state == State::Upgrading {
+        match proto::parse_upgrade_response(buf, &conn.key)? {
+            None => return Ok(0),
+            Some(head) => pos = head,
+        }
+        conn.key = String::new();
+        match plan.protocol {
+            Protocol::Raw => {
+                let user = format!("user-{}", conn.index % plan.users);
+                send_text(
+                    &mut conn.out,
+                    plan.protocol.subscribe(&user).as_bytes(),
+                    rng,
+                );
+                conn.state = State::Subscribing;
+            }
+            Protocol::Socketio => conn.state = State::WaitOpen,
+        }
+    }
+    let Conn {
+        index,
+        state,
+        out,
+        frames,
+        seen,
+        ..
+    } = conn;
+    let used = frames.decode(&buf[pos..], plan.max_message, |msg| {
+        match msg {
+            Message::Ping(payload) => {
+                // RFC 6455 §5.5.2: a Ping is answered with a Pong carrying the same data.
+                out.extend(encode_masked(true, opcode::PONG, 0, payload, mask(rng)));
+                Ok(())
+            }
+            Message::Close => {
+                out.extend(encode_masked(true, opcode::CLOSE, 0, &[], mask(rng)));
+                Err(Fault::ClosedByServer)
+            }
+            Message::Data(data) => {
+                let subscribing = *state != State::Ready;
+                match proto::classify(plan.protocol, data, subscribing) {
+                    Meaning::Notification { seq, t } if *state == State::Ready => {
+                        match seen.see(seq) {
+                            Seen::Duplicate => tally.duplicates += 1,
+                            first => {
+                                if first == Seen::TooOld {
+                                    tally.unchecked += 1;
+                                }
+                                tally.received += 1;
+                                tally.last_delivery_ns = now_ns;
+                                let us = now_ns.saturating_sub(t) / 1000;
+                                tally.histogram.saturating_record(us.max(1));
+                            }
+                        }
+                    }
+                    Meaning::EnginePing => send_text(out, b"3", rng),
+                    Meaning::Open if *state == State::WaitOpen => {
+                        send_text(out, b"40", rng);
+                        *state = State::WaitConnect;
+                    }
+                    Meaning::Connected if *state == State::WaitConnect => {
+                        let user = format!("user-{}", *index % plan.users);
+                        send_text(out, plan.protocol.subscribe(&user).as_bytes(), rng);
+                        *state = State::Subscribing;
+                    }
+                    Meaning::Subscribed if *state == State::Subscribing => *state = State::Ready,
+                    Meaning::Refused if subscribing => return Err(Fault::SubscribeRefused),
+                    Meaning::Closed => return Err(Fault::ClosedByServer),
+                    Meaning::Unparsed | Meaning::Notification { .. } if !subscribing => {
+                        tally.unparsed += 1
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+        }
+    })?;
+    Ok(pos + used)
+}
+
+fn send_text(out: &mut Vec<u8>, text: &[u8], rng: &mut Rng) {
+    // RFC 6455 §5.3: the masking key MUST be unpredictable, fresh for each frame.
+    out.extend(encode_masked(true, opcode::TEXT, 0, text, mask(rng)));
+}
+
+fn mask(rng: &mut Rng) -> [u8; 4] {
+    (rng.next_u64() as u32).to_ne_bytes()
+}

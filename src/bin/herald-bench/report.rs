@@ -1,0 +1,220 @@
+//! The run's results: the JSON report, the one-line summary, the latency distribution as CSV.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+/// Everything measured in one run. Byte and nanosecond figures are `None` when not measured
+/// (no `--server-pid`, or an `--idle-only` run for the push figures).
+pub struct Report {
+    pub label: String,
+    pub protocol: &'static str,
+    pub pattern: &'static str,
+    pub rate: f64,
+    pub users: u32,
+    pub connections_requested: u64,
+    pub connections_ok: u64,
+    pub connections_failed: u64,
+    /// Why connections failed, with counts.
+    pub connect_failures: BTreeMap<String, u64>,
+    pub connect_seconds: f64,
+    /// Subscribed connections the server closed during the run.
+    pub disconnected: u64,
+    pub pushes_planned: u64,
+    pub pushes_sent: u64,
+    pub push_statuses: BTreeMap<u16, u64>,
+    /// Pushes planned that got no HTTP answer (unsent or unanswered).
+    pub push_errors: u64,
+    pub push_error_messages: Vec<String>,
+    /// How late the pusher sent its most delayed request, in µs.
+    pub push_lag_max_us: u64,
+    pub push_seconds: f64,
+    pub deliveries_expected: u64,
+    pub deliveries_received: u64,
+    pub deliveries_duplicates: u64,
+    pub deliveries_unchecked: u64,
+    pub deliveries_unparsed: u64,
+    pub latency: Histogram<u64>,
+    pub server_cpu_ns: Option<u64>,
+    pub rss_baseline: Option<u64>,
+    pub rss_idle: Option<u64>,
+    pub rss_after: Option<u64>,
+}
+
+impl Report {
+    pub fn lost(&self) -> u64 {
+        self.deliveries_expected
+            .saturating_sub(self.deliveries_received)
+    }
+
+    pub fn deliveries_per_sec(&self) -> f64 {
+        if self.push_seconds > 0.0 {
+            self.deliveries_received as f64 / self.push_seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn cpu_ns_per_delivery(&self) -> Option<f64> {
+        let cpu = self.server_cpu_ns?;
+        (self.deliveries_received > 0).then(|| cpu as f64 / self.deliveries_received as f64)
+    }
+
+    pub fn rss_per_connection(&self) -> Option<f64> {
+        let (base, idle) = (self.rss_baseline?, self.rss_idle?);
+        (self.connections_ok > 0).then(|| (idle as f64 - base as f64) / self.connections_ok as f64)
+    }
+
+    /// Whether anything went wrong: the exit status is nonzero then.
+    pub fn failed(&self) -> bool {
+        self.lost() > 0
+            || self.connections_failed > 0
+            || self.disconnected > 0
+            || self.push_errors > 0
+            || self.push_statuses.keys().any(|s| !(200..300).contains(s))
+    }
+
+    pub fn to_json(&self) -> Value {
+        let h = &self.latency;
+        let q = |p: f64| h.value_at_quantile(p);
+        let statuses: serde_json::Map<String, Value> = self
+            .push_statuses
+            .iter()
+            .map(|(s, n)| (s.to_string(), json!(n)))
+            .collect();
+        json!({
+            "label": self.label,
+            "protocol": self.protocol,
+            "pattern": self.pattern,
+            "rate": self.rate,
+            "users": self.users,
+            "connections_requested": self.connections_requested,
+            "connections_ok": self.connections_ok,
+            "connections_failed": self.connections_failed,
+            "connect_failures": self.connect_failures,
+            "connect_seconds": round3(self.connect_seconds),
+            "disconnected": self.disconnected,
+            "pushes_planned": self.pushes_planned,
+            "pushes_sent": self.pushes_sent,
+            "push_statuses": statuses,
+            "push_errors": self.push_errors,
+            "push_error_messages": self.push_error_messages,
+            "push_lag_max_us": self.push_lag_max_us,
+            "push_seconds": round3(self.push_seconds),
+            "deliveries_expected": self.deliveries_expected,
+            "deliveries_received": self.deliveries_received,
+            "deliveries_duplicates": self.deliveries_duplicates,
+            "deliveries_lost": self.lost(),
+            "deliveries_unchecked": self.deliveries_unchecked,
+            "deliveries_unparsed": self.deliveries_unparsed,
+            "deliveries_per_sec": round3(self.deliveries_per_sec()),
+            "latency_us": {
+                "p50": q(0.5),
+                "p90": q(0.9),
+                "p99": q(0.99),
+                "p999": q(0.999),
+                "max": h.max(),
+                "mean": round3(h.mean()),
+                "count": h.len(),
+            },
+            "server_cpu_ns": self.server_cpu_ns,
+            "cpu_ns_per_delivery": self.cpu_ns_per_delivery().map(round3),
+            "rss_baseline": self.rss_baseline,
+            "rss_idle": self.rss_idle,
+            "rss_per_connection": self.rss_per_connection().map(round3),
+            "rss_after": self.rss_after,
+        })
+    }
+
+    /// One line for a human: what ran, how fast, how late, what was lost, what it cost.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {} {}: {} conns",
+            self.label, self.protocol, self.pattern, self.connections_ok
+        );
+        if self.connections_failed > 0 {
+            let _ = write!(s, " ({} failed)", self.connections_failed);
+        }
+        if self.pushes_planned > 0 {
+            let h = &self.latency;
+            let _ = write!(
+                s,
+                ", {} pushes, {} deliveries/s, p50 {} p99 {} p99.9 {} max {}, {} lost",
+                self.pushes_sent,
+                si(self.deliveries_per_sec()),
+                micros(h.value_at_quantile(0.5)),
+                micros(h.value_at_quantile(0.99)),
+                micros(h.value_at_quantile(0.999)),
+                micros(h.max()),
+                self.lost()
+            );
+            if self.deliveries_duplicates > 0 {
+                let _ = write!(s, ", {} duplicates", self.deliveries_duplicates);
+            }
+            if let Some(cpu) = self.cpu_ns_per_delivery() {
+                let _ = write!(s, ", {cpu:.0} ns CPU/delivery");
+            }
+        }
+        if let Some(per) = self.rss_per_connection() {
+            let _ = write!(s, ", {:.1} KiB RSS/conn", per / 1024.0);
+        }
+        s
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `12345678.0` as `12.3M`.
+fn si(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.1}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.1}M", x / 1e6),
+        x if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// Microseconds as `850us`, `1.2ms` or `3.40s`.
+fn micros(us: u64) -> String {
+    match us {
+        us if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
+        us if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
+        us => format!("{us}us"),
+    }
+}
+
+/// Writes the latency distribution as `percentile,latency_us`, one row per quantile step
+/// (finer towards the tail), for plotting.
+pub fn write_latency_csv(path: &Path, h: &Histogram<u64>) -> io::Result<()> {
+    let mut out = String::from("percentile,latency_us\n");
+    if !h.is_empty() {
+        for v in h.iter_quantiles(2) {
+            let _ = writeln!(
+                out,
+                "{:.6},{}",
+                v.quantile_iterated_to() * 100.0,
+                h.highest_equivalent(v.value_iterated_to())
+            );
+        }
+    }
+    std::fs::write(path, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(si(40_000_000.0), "40.0M");
+        assert_eq!(si(950.0), "950");
+        assert_eq!(micros(1_200), "1.2ms");
+        assert_eq!(micros(85), "85us");
+    }
+}

@@ -1,0 +1,131 @@
+//! The load generator end to end: `herald-bench` on its smallest setting against a gateway in
+//! this process, over both protocols, must see every delivery it expects and say so in its JSON
+//! and its exit status.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use common::start_server;
+
+const CONNECTIONS: u64 = 50;
+const PUSHES: u64 = 20;
+
+fn bench(args: &[&str]) -> (Output, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+        .args(args)
+        .args(["--quiet", "--json", "-", "--connect-timeout", "5s"])
+        .output()
+        .expect("herald-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON report on stdout ({e}); stderr: {stderr}"));
+    (out, report)
+}
+
+fn tiny_broadcast_loses_nothing(protocol: &str) {
+    let srv = start_server();
+    let (url, control) = (srv.public_addr.to_string(), srv.control_addr.to_string());
+    let (out, r) = bench(&[
+        "--url",
+        &url,
+        "--control",
+        &control,
+        "--protocol",
+        protocol,
+        "--connections",
+        &CONNECTIONS.to_string(),
+        "--pushes",
+        &PUSHES.to_string(),
+        "--rate",
+        "200",
+        "--pattern",
+        "broadcast",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{r:#}");
+    assert!(!stderr.contains("LOSS:"), "{stderr}");
+    assert_eq!(r["protocol"], protocol);
+    assert_eq!(r["connections_ok"], CONNECTIONS);
+    assert_eq!(r["connections_failed"], 0);
+    assert_eq!(r["pushes_sent"], PUSHES);
+    assert_eq!(r["push_statuses"]["202"], PUSHES);
+    assert_eq!(r["push_errors"], 0);
+    assert_eq!(r["deliveries_expected"], CONNECTIONS * PUSHES);
+    assert_eq!(r["deliveries_received"], CONNECTIONS * PUSHES);
+    assert_eq!(r["deliveries_lost"], 0);
+    assert_eq!(r["deliveries_duplicates"], 0);
+    assert_eq!(r["latency_us"]["count"], CONNECTIONS * PUSHES);
+}
+
+#[test]
+fn raw_clients_get_every_broadcast() {
+    tiny_broadcast_loses_nothing("raw");
+}
+
+#[test]
+fn socketio_clients_get_every_broadcast() {
+    tiny_broadcast_loses_nothing("socketio");
+}
+
+#[test]
+fn multicast_expectations_come_from_the_subscription_map() {
+    let srv = start_server();
+    let (url, control) = (srv.public_addr.to_string(), srv.control_addr.to_string());
+    // 50 connections over 10 users: every user has 5 sockets, so each push of 3 users reaches 15.
+    let (out, r) = bench(&[
+        "--url",
+        &url,
+        "--control",
+        &control,
+        "--connections",
+        "50",
+        "--users",
+        "10",
+        "--pattern",
+        "multicast",
+        "--k",
+        "3",
+        "--pushes",
+        "20",
+        "--rate",
+        "500",
+        "--control-connections",
+        "2",
+        "--client-threads",
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["deliveries_expected"], 20 * 15);
+    assert_eq!(r["deliveries_received"], 20 * 15);
+}
+
+#[test]
+fn connections_that_fail_make_the_run_fail() {
+    let srv = start_server();
+    // A port nobody listens on: bound, then released.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (out, r) = bench(&[
+        "--url",
+        &closed.to_string(),
+        "--control",
+        &srv.control_addr.to_string(),
+        "--connections",
+        "5",
+        "--pushes",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(r["connections_failed"], 5);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED:"));
+}
