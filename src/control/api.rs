@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -133,14 +133,69 @@ pub fn handle(
     reply_timeout: Duration,
     now: SystemTime,
 ) -> Response {
+    start(req, loop_, reply_timeout, now).finish()
+}
+
+/// Starts answering one request: validates it and hands its command to the loop, without
+/// waiting for the loop's answer. A connection with several pipelined requests starts them all,
+/// then finishes them in order, so the loop takes them in one batch.
+pub fn start(
+    req: &Request,
+    loop_: &impl Dispatch,
+    reply_timeout: Duration,
+    now: SystemTime,
+) -> Pending {
     let ctx = Ctx {
         loop_,
         reply_timeout,
         now,
     };
     match route(req, &ctx) {
-        Ok(resp) => resp,
-        Err(e) => Response::from(&e),
+        Ok(pending) => pending,
+        Err(e) => Pending::Ready(Response::from(&e)),
+    }
+}
+
+/// A request whose answer may still be on its way from the loop.
+pub enum Pending {
+    Ready(Response),
+    Push {
+        rx: Receiver<PushReply>,
+        deadline: Instant,
+    },
+    UserInfo {
+        user_id: String,
+        rx: Receiver<UserInfo>,
+        deadline: Instant,
+    },
+    Metrics {
+        rx: Receiver<String>,
+        deadline: Instant,
+    },
+}
+
+impl Pending {
+    /// Waits for the loop's answer (until the request's reply deadline) and builds the response.
+    pub fn finish(self) -> Response {
+        let result = match self {
+            Pending::Ready(resp) => return resp,
+            Pending::Push { rx, deadline } => wait(&rx, deadline)
+                .map(|PushReply { sockets }| Response::json(202, &json!({ "sockets": sockets }))),
+            Pending::UserInfo {
+                user_id,
+                rx,
+                deadline,
+            } => wait(&rx, deadline).map(|UserInfo { sockets }| {
+                Response::json(
+                    200,
+                    &json!({ "userId": user_id, "online": sockets > 0, "sockets": sockets }),
+                )
+            }),
+            Pending::Metrics { rx, deadline } => {
+                wait(&rx, deadline).map(|text| Response::text(200, METRICS_CONTENT_TYPE, text))
+            }
+        };
+        result.unwrap_or_else(|e| Response::from(&e))
     }
 }
 
@@ -150,17 +205,27 @@ struct Ctx<'a, D> {
     now: SystemTime,
 }
 
+impl<D> Ctx<'_, D> {
+    /// When a command sent now stops waiting for the loop's answer.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.reply_timeout
+    }
+}
+
 const GET: &str = "GET, HEAD";
 const POST: &str = "POST";
 
-fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
     let segments = decode_segments(&req.path)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     // HEAD is answered as GET; the server leaves the body out.
     let get = matches!(req.method, Method::Get | Method::Head);
     let post = req.method == Method::Post;
     match segs.as_slice() {
-        ["healthz"] if get => Ok(Response::json(200, &json!({ "status": "ok" }))),
+        ["healthz"] if get => Ok(Pending::Ready(Response::json(
+            200,
+            &json!({ "status": "ok" }),
+        ))),
         ["metrics"] if get => metrics(ctx),
         ["v1", "users", user_id] if get => user_info(user_id, ctx),
         ["v1", "users", user_id, "notifications"] if post => {
@@ -189,16 +254,18 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Response, ApiEr
     }
 }
 
-fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
     let (reply, rx) = crossbeam_channel::bounded(1);
     ctx.loop_
         .dispatch(Command::Metrics { reply })
         .map_err(|LoopGone| ApiError::LoopGone)?;
-    let text = wait(&rx, ctx.reply_timeout)?;
-    Ok(Response::text(200, METRICS_CONTENT_TYPE, text))
+    Ok(Pending::Metrics {
+        rx,
+        deadline: ctx.deadline(),
+    })
 }
 
-fn user_info<D: Dispatch>(user_id: &str, ctx: &Ctx<'_, D>) -> Result<Response, ApiError> {
+fn user_info<D: Dispatch>(user_id: &str, ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
     rooms::validate_user_id(user_id)?;
     let (reply, rx) = crossbeam_channel::bounded(1);
     ctx.loop_
@@ -207,19 +274,19 @@ fn user_info<D: Dispatch>(user_id: &str, ctx: &Ctx<'_, D>) -> Result<Response, A
             reply,
         })
         .map_err(|LoopGone| ApiError::LoopGone)?;
-    let UserInfo { sockets } = wait(&rx, ctx.reply_timeout)?;
-    Ok(Response::json(
-        200,
-        &json!({ "userId": user_id, "online": sockets > 0, "sockets": sockets }),
-    ))
+    Ok(Pending::UserInfo {
+        user_id: user_id.to_owned(),
+        rx,
+        deadline: ctx.deadline(),
+    })
 }
 
-/// Stamps and sends a notification, then waits for the loop's count.
+/// Stamps and sends a notification; the loop's count is waited for in [`Pending::finish`].
 fn push<D: Dispatch>(
     target: Target,
     notification: Notification<'_>,
     ctx: &Ctx<'_, D>,
-) -> Result<Response, ApiError> {
+) -> Result<Pending, ApiError> {
     // Serialized here, once: the loop frames these bytes once and shares them with every socket.
     let notification = notification.stamped(ctx.now);
     let (reply, rx) = crossbeam_channel::bounded(1);
@@ -232,8 +299,10 @@ fn push<D: Dispatch>(
         .map_err(|LoopGone| ApiError::LoopGone)?;
     // On a timeout the push may still be delivered later; the caller only learns it was not
     // confirmed.
-    let PushReply { sockets } = wait(&rx, ctx.reply_timeout)?;
-    Ok(Response::json(202, &json!({ "sockets": sockets })))
+    Ok(Pending::Push {
+        rx,
+        deadline: ctx.deadline(),
+    })
 }
 
 /// A notification as a backend sent it: JSON text checked to be an object, never rebuilt. Its
@@ -320,8 +389,8 @@ fn json_text(body: &[u8]) -> Result<&str, ApiError> {
     })
 }
 
-fn wait<T>(rx: &Receiver<T>, timeout: Duration) -> Result<T, ApiError> {
-    rx.recv_timeout(timeout).map_err(|e| match e {
+fn wait<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, ApiError> {
+    rx.recv_deadline(deadline).map_err(|e| match e {
         RecvTimeoutError::Timeout => ApiError::NoAnswer,
         // The loop dropped the reply sender unanswered: it is stopping.
         RecvTimeoutError::Disconnected => ApiError::LoopGone,

@@ -106,6 +106,9 @@ fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
+/// Pipelined requests started before the first of them is answered.
+const MAX_PIPELINED: usize = 128;
+
 /// Serves requests on one connection, in order, until the client closes, asks to close, idles
 /// past the timeout, or sends something unparseable.
 fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) -> io::Result<()> {
@@ -123,34 +126,56 @@ fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) ->
     // `100 Continue` is sent at most once per request.
     let mut continued = false;
     loop {
-        // Answer every complete request already buffered (pipelining), in arrival order.
-        loop {
+        // Start every complete request already buffered (pipelining), so the loop takes their
+        // commands in one batch; then answer them in arrival order with one write.
+        let mut pending = Vec::new();
+        let mut close = false;
+        let mut fault = None;
+        while pending.len() < MAX_PIPELINED {
             match http::parse(&buf, opts.max_body) {
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
                     continued = false;
-                    let resp = api::handle(&req, loop_, opts.reply_timeout, SystemTime::now());
-                    out.clear();
-                    if req.method == Method::Head {
-                        resp.write_head(req.keep_alive, &mut out);
-                    } else {
-                        resp.write(req.keep_alive, &mut out);
-                    }
-                    stream.write_all(&out)?;
+                    let started = api::start(&req, loop_, opts.reply_timeout, SystemTime::now());
+                    pending.push((started, req.method == Method::Head, req.keep_alive));
                     if !req.keep_alive {
-                        return Ok(());
+                        close = true;
+                        break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(error = %e, "bad control request");
-                    out.clear();
-                    Response::from(&e).write(false, &mut out);
-                    stream.write_all(&out)?;
-                    linger_close(&mut stream);
-                    return Ok(());
+                    fault = Some(e);
+                    break;
                 }
             }
+        }
+        out.clear();
+        for (started, head, keep_alive) in pending {
+            let resp = started.finish();
+            if head {
+                resp.write_head(keep_alive, &mut out);
+            } else {
+                resp.write(keep_alive, &mut out);
+            }
+        }
+        if let Some(e) = &fault {
+            tracing::debug!(error = %e, "bad control request");
+            Response::from(e).write(false, &mut out);
+        }
+        if !out.is_empty() {
+            stream.write_all(&out)?;
+        }
+        if fault.is_some() {
+            linger_close(&mut stream);
+            return Ok(());
+        }
+        if close {
+            return Ok(());
+        }
+        if http::parse(&buf, opts.max_body).is_ok_and(|r| r.is_some()) {
+            // More complete requests than one batch takes: the next batch, before reading.
+            continue;
         }
         if !continued && http::wants_continue(&buf, opts.max_body) {
             stream.write_all(http::CONTINUE)?;
