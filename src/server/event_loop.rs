@@ -276,12 +276,15 @@ impl EventLoop {
     }
 
     fn drain_commands(&mut self, now: Instant) {
-        // Several commands waiting at once (pushes arriving faster than one per turn): queue
-        // every frame and write each socket once, one `writev` for all its frames, after the
-        // batch. One command alone is written straight away.
-        let cork = self.rx.len() > 1;
-        self.state.io.corked = cork;
+        // Commands waiting behind the one at hand (pushes arriving faster than the loop turns):
+        // from then on every frame is queued, and each socket is written once, one `writev` for
+        // all its frames, when the channel is empty. A command alone is written straight away.
+        let mut cork = false;
         while let Ok(cmd) = self.rx.try_recv() {
+            if !cork && !self.rx.is_empty() {
+                cork = true;
+                self.state.io.corked = true;
+            }
             match cmd {
                 Command::Push {
                     target,
