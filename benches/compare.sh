@@ -14,7 +14,8 @@
 #   d  STEADY_CONNECTIONS sockets getting a broadcast STEADY_RATE times a second: latency
 #
 # Results (one JSON per run, server and bench logs, table.md) go to benches/results/<date>/;
-# the table is also printed. Only table.md and environment.md are meant to be committed.
+# the table is also printed, and latency-<scenario>.svg plots the latency percentiles of every
+# server. Only table.md, environment.md and the plots are meant to be committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -244,7 +245,7 @@ for sc in $SCENARIOS; do
     # shellcheck disable=SC2046 # the flags are meant to split
     "$BENCH_BIN" --url "$WS_ADDR" --control "$CONTROL_ADDR" --protocol "$protocol" \
       $(scenario_flags "$sc") --server-pid "$SERVER_PID" --pin-cpu "$BENCH_CPU" \
-      --label "$server" --json "$base.json" --quiet $BENCH_EXTRA \
+      --label "$server" --json "$base.json" --latency-csv "$base.csv" --quiet $BENCH_EXTRA \
       >"$base.bench.log" 2>&1 &
     BENCH_PID=$!
     rc=0
@@ -360,5 +361,15 @@ out.append("")
 out.append(open(environment).read())
 print("\n".join(out))
 PY
+# One latency plot per scenario that pushes, from every server's percentile CSV.
+for sc in $SCENARIOS; do
+  csvs=()
+  for f in "$OUT/$sc"-*.csv; do [[ -s $f ]] && csvs+=("$f"); done
+  if [[ ${#csvs[@]} -gt 0 ]]; then
+    python3 benches/plot_latency.py "$OUT/latency-$sc.svg" "push-to-receive latency, scenario ($sc)" "${csvs[@]}" \
+      || echo "   no plot for ($sc)" >&2
+  fi
+done
+
 cat "$OUT/table.md"
 echo "results: $OUT"

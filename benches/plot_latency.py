@@ -62,7 +62,7 @@ def main():
         f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
     ]
     for i in range(int(xmax) + 1):
-        label = "0%" if i == 0 else ("9" * i)[:2] + ("." + "9" * (i - 2) if i > 2 else "") + "%"
+        label = {0: "0%", 1: "90%"}.get(i, "99" + ("." + "9" * (i - 2) if i > 2 else "") + "%")
         parts.append(f'<line x1="{sx(i)}" y1="{TOP}" x2="{sx(i)}" y2="{TOP + ph}" stroke="#ddd"/>')
         parts.append(f'<text x="{sx(i)}" y="{TOP + ph + 18}" text-anchor="middle">{label}</text>')
     decade = ylo
