@@ -21,15 +21,9 @@ pub enum Phase {
     /// (a keep-alive connection comes back here after each response). `head` holds what arrived
     /// so far; the connection is closed if the request is not complete by `deadline`.
     Http { head: Vec<u8>, deadline: Instant },
-    /// Reading the body of an Engine.IO polling POST for session `sid` (named by id, not slab
-    /// key: the session may close while the body is in flight).
-    Body {
-        body: Vec<u8>,
-        need: usize,
-        meta: HttpMeta,
-        deadline: Instant,
-        sid: SocketId,
-    },
+    /// Reading the body of an Engine.IO polling POST; boxed, as it is rare and large, so every
+    /// slab slot stays small.
+    Body(Box<PostBody>),
     /// An Engine.IO polling GET held open until [`Conn::session`] has packets to send. Bytes the
     /// client sends meanwhile wait in `pending` for the next request.
     Poll { meta: HttpMeta, pending: Vec<u8> },
@@ -41,6 +35,17 @@ pub enum Phase {
     /// Closed; removed from the slab after the current batch of events, so a slab key is never
     /// reused while events for it may still be pending.
     Dead,
+}
+
+/// A polling POST whose body is arriving.
+pub struct PostBody {
+    pub body: Vec<u8>,
+    /// The body's `Content-Length`.
+    pub need: usize,
+    pub meta: HttpMeta,
+    pub deadline: Instant,
+    /// The session, named by id rather than slab key: it may close while the body is in flight.
+    pub sid: SocketId,
 }
 
 /// What an open WebSocket speaks.

@@ -17,7 +17,7 @@ use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::protocol::raw;
 use crate::rooms;
-use crate::server::conn::{HttpMeta, Phase, Proto, SocketId};
+use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{new_id, Entry, Io, State};
 use crate::server::http;
 use crate::server::session::{Session, Transport};
@@ -258,13 +258,13 @@ impl State {
         let deadline = now + self.config.handshake_timeout;
         if let Some(conn) = self.io.conn_mut(k) {
             conn.served = true;
-            conn.phase = Phase::Body {
+            conn.phase = Phase::Body(Box::new(PostBody {
                 body: Vec::with_capacity(need.min(rest.len().max(64))),
                 need,
                 meta,
                 deadline,
                 sid,
-            };
+            }));
         }
         self.on_body(k, &rest, now);
     }
@@ -275,27 +275,27 @@ impl State {
         let Some(conn) = self.io.conn_mut(k) else {
             return;
         };
-        let Phase::Body { body, need, .. } = &mut conn.phase else {
+        let Phase::Body(post) = &mut conn.phase else {
             return;
         };
-        body.extend_from_slice(data);
-        if body.len() < *need {
+        post.body.extend_from_slice(data);
+        if post.body.len() < post.need {
             return;
         }
         let placeholder = Phase::Http {
             head: Vec::new(),
             deadline: now + idle,
         };
-        let Phase::Body {
+        let Phase::Body(post) = mem::replace(&mut conn.phase, placeholder) else {
+            return;
+        };
+        let PostBody {
             mut body,
             need,
             meta,
             sid,
             ..
-        } = mem::replace(&mut conn.phase, placeholder)
-        else {
-            return;
-        };
+        } = *post;
         let rest = body.split_off(need);
         let Some(&s) = self.sids.get(&sid) else {
             return self.engine_error(k, &engineio::Error::UnknownSid, &meta, now);
@@ -386,7 +386,7 @@ impl State {
         match socketio::decode(text, self.config.max_attachments) {
             Ok(p) if p.attachments > 0 => {
                 if let Some(sess) = self.io.session_mut(s) {
-                    sess.binary = Some(Reassembler::new(p));
+                    sess.binary = Some(Box::new(Reassembler::new(p)));
                 }
             }
             Ok(p) => self.on_socketio_packet(s, p, now),

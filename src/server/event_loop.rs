@@ -339,7 +339,7 @@ impl State {
                 head.extend_from_slice(data);
                 self.on_http(k, now);
             }
-            Phase::Body { .. } => self.on_body(k, data, now),
+            Phase::Body(_) => self.on_body(k, data, now),
             Phase::Poll { pending, .. } => pending.extend_from_slice(data),
             Phase::Open(_) => self.on_frames(k, data, now),
             Phase::Closing { .. } | Phase::Dead => {}
@@ -615,8 +615,14 @@ impl State {
                 }
                 Entry::Conn(conn) => conn,
             };
+            let request_deadline = match &conn.phase {
+                Phase::Http { deadline, .. } => Some(*deadline),
+                Phase::Body(post) => Some(post.deadline),
+                _ => None,
+            };
             let expired = match conn.phase {
-                Phase::Http { deadline, .. } | Phase::Body { deadline, .. } => {
+                Phase::Http { .. } | Phase::Body(_) => {
+                    let deadline = request_deadline.unwrap_or(now);
                     if now >= deadline && !conn.served {
                         self.io.metrics.handshake_timeouts += 1;
                     }
@@ -678,9 +684,7 @@ impl State {
                     Phase::Open(Proto::Raw) => {
                         self.start_close(k, CloseCode::GOING_AWAY, "server shutting down", now)
                     }
-                    Phase::Http { .. } | Phase::Body { .. } if c.session.is_none() => {
-                        self.io.kill(k)
-                    }
+                    Phase::Http { .. } | Phase::Body(_) if c.session.is_none() => self.io.kill(k),
                     _ => {}
                 },
                 _ => {}

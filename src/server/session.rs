@@ -41,8 +41,8 @@ pub struct Session {
     pub socket: Option<SocketId>,
     /// The client must connect to a namespace by then.
     pub connect_deadline: Instant,
-    /// A binary Socket.IO packet waiting for its attachments.
-    pub binary: Option<Reassembler>,
+    /// A binary Socket.IO packet waiting for its attachments (boxed: rare, and large).
+    pub binary: Option<Box<Reassembler>>,
     /// See [`Conn::push_mark`](crate::server::conn::Conn::push_mark).
     pub push_mark: u64,
     /// Closed; removed from the slab after this batch of events.
