@@ -37,6 +37,17 @@ fn poll(addr: SocketAddr, sid: &str) -> Vec<String> {
     body.split(RS).map(str::to_string).collect()
 }
 
+/// The status of a polling GET on session `sid` (which must fail: a held GET never returns).
+fn poll_status(addr: SocketAddr, sid: &str) -> u16 {
+    http(
+        addr,
+        "GET",
+        &path(&format!("EIO=4&transport=polling&sid={sid}")),
+        None,
+    )
+    .0
+}
+
 fn send(addr: SocketAddr, sid: &str, packets: &[&str]) -> (u16, String) {
     let body = packets.join(&RS.to_string());
     let (status, _, body) = http(
@@ -208,25 +219,13 @@ fn a_second_concurrent_get_closes_the_session() {
         metric(&srv, "herald_connections") >= 1.0
     });
     thread::sleep(Duration::from_millis(100));
-    let (status, _, _) = http(
-        addr,
-        "GET",
-        &path(&format!("EIO=4&transport=polling&sid={sid}")),
-        None,
-    );
-    assert_eq!(status, 400);
+    assert_eq!(poll_status(addr, &sid), 400);
     assert_eq!(
         first.join().unwrap(),
         ["1"],
         "the held GET is told the session closed"
     );
-    let (status, _, _) = http(
-        addr,
-        "GET",
-        &path(&format!("EIO=4&transport=polling&sid={sid}")),
-        None,
-    );
-    assert_eq!(status, 400, "the session is gone");
+    assert_eq!(poll_status(addr, &sid), 400, "the session is gone");
 }
 
 #[test]
@@ -236,13 +235,7 @@ fn a_malformed_packet_closes_that_session_only() {
     let (bad, _) = connected(addr);
     let (good, _) = connected(addr);
     send(addr, &bad, &[r#"42{"not":"an array"}"#]);
-    let (status, _, _) = http(
-        addr,
-        "GET",
-        &path(&format!("EIO=4&transport=polling&sid={bad}")),
-        None,
-    );
-    assert_eq!(status, 400);
+    assert_eq!(poll_status(addr, &bad), 400);
     send(addr, &good, &[r#"42["subscribe","g"]"#]);
     assert_eq!(event(&poll(addr, &good)[0]).0, "subscribed");
 }
@@ -291,13 +284,7 @@ fn no_connect_within_the_timeout_closes() {
     eventually("the session to close", || {
         metric(&srv, "herald_socketio_sessions") == 0.0
     });
-    let (status, _, _) = http(
-        srv.public_addr,
-        "GET",
-        &path(&format!("EIO=4&transport=polling&sid={sid}")),
-        None,
-    );
-    assert_eq!(status, 400);
+    assert_eq!(poll_status(srv.public_addr, &sid), 400);
 }
 
 #[test]
@@ -397,13 +384,7 @@ fn upgrade_from_polling_to_websocket() {
     assert_eq!(push_to(&srv, "up", "direct"), 1);
     assert_eq!(event(&ws_text(&mut ws)).1["message"], "direct");
     // Polling is over for this session.
-    let (status, _, _) = http(
-        addr,
-        "GET",
-        &path(&format!("EIO=4&transport=polling&sid={sid}")),
-        None,
-    );
-    assert_eq!(status, 400);
+    assert_eq!(poll_status(addr, &sid), 400);
 }
 
 #[test]
