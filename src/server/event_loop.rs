@@ -722,11 +722,13 @@ impl State {
         let mut websockets = 0;
         let mut connections = 0;
         let mut sessions = 0;
+        let mut held_polls = 0;
         for (_, e) in &self.io.entries {
             match e {
                 Entry::Conn(c) => {
                     connections += 1;
                     websockets += c.is_open() as usize;
+                    held_polls += matches!(c.phase, Phase::Poll { .. }) as usize;
                 }
                 Entry::Session(_) => sessions += 1,
             }
@@ -735,6 +737,7 @@ impl State {
             connections,
             websockets,
             sessions,
+            held_polls,
             rooms: self.rooms.len(),
             subscriptions: self.rooms.subscriptions(),
         })

@@ -37,6 +37,8 @@ pub struct Gauges {
     pub connections: usize,
     pub websockets: usize,
     pub sessions: usize,
+    /// Long-polling GETs held open, waiting for packets.
+    pub held_polls: usize,
     pub rooms: usize,
     pub subscriptions: usize,
 }
@@ -70,6 +72,12 @@ impl Metrics {
             "herald_socketio_sessions",
             "Engine.IO sessions (Socket.IO clients) on either transport.",
             g.sessions,
+        );
+        gauge(
+            &mut s,
+            "herald_socketio_polls_held",
+            "Long-polling GETs held open until their session has packets.",
+            g.held_polls,
         );
         gauge(
             &mut s,
