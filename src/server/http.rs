@@ -65,12 +65,7 @@ pub fn write_packets<'a>(
     let count = packets.clone().count();
     let len = packets.clone().map(<[u8]>::len).sum::<usize>() + count.saturating_sub(1);
     head(out, 200, "OK", "text/plain; charset=UTF-8", len, meta);
-    for (i, p) in packets.enumerate() {
-        if i > 0 {
-            out.push(0x1E);
-        }
-        out.extend_from_slice(p);
-    }
+    engineio::encode_payload(packets, out);
 }
 
 /// A polling POST's answer, as the reference server gives it.
