@@ -56,10 +56,13 @@ impl From<&Error> for CloseCode {
             | Error::LengthTopBit
             | Error::BadClosePayload
             | Error::InvalidCloseCode(_)
-            | Error::InvalidCloseReason => CloseCode::PROTOCOL_ERROR,
-            // RFC 6455 §8.1: invalid UTF-8 in a text message is answered with 1007.
-            Error::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            Error::MessageTooLong { .. } => CloseCode::TOO_BIG,
+            | Error::InvalidCloseReason
+            | Error::MisplacedCompressedBit => CloseCode::PROTOCOL_ERROR,
+            // RFC 6455 §8.1: invalid UTF-8 in a text message is answered with 1007; data that
+            // does not inflate is likewise "data within a message that was not consistent with
+            // the type of the message" (§7.4.1).
+            Error::InvalidUtf8 | Error::BadCompressedData => CloseCode::INVALID_PAYLOAD,
+            Error::MessageTooLong { .. } | Error::InflatedTooLong { .. } => CloseCode::TOO_BIG,
         }
     }
 }

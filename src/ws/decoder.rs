@@ -1,8 +1,15 @@
 //! The streaming message decoder: client bytes in, whole messages and control frames out.
 
 use crate::ws::close::CloseCode;
+use crate::ws::deflate::{InflateError, Inflater};
 use crate::ws::error::Error;
 use crate::ws::frame::{self, opcode, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+
+/// RSV1: permessage-deflate's "Per-Message Compressed" bit, within [`FrameHeader::rsv`].
+const RSV1: u8 = 0b100;
+
+/// Compressed payload bytes unmasked at a time on their way to the inflater.
+const UNMASK_CHUNK: usize = 4096;
 
 /// What a completed stretch of client bytes amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,9 +80,11 @@ enum State {
 pub struct Decoder {
     /// Upper bound on a data message's total payload, checked from each frame header.
     max_message: u64,
-    /// Whether RSV1 may be set; the hook a negotiated permessage-deflate will flip. Always false
-    /// until an extension is implemented.
-    rsv1_allowed: bool,
+    /// permessage-deflate was agreed: RSV1 on a message's first frame marks it compressed.
+    deflate: bool,
+    /// The inflater of the compressed data message arriving, if it is compressed. It lives only
+    /// as long as that message (the agreed `client_no_context_takeover`).
+    inflater: Option<Box<Inflater>>,
     /// Bytes of a header split across calls; only the first `head_len` are meaningful.
     head: [u8; MAX_HEADER_LEN],
     head_len: usize,
@@ -98,7 +107,8 @@ impl Decoder {
     pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message: max_message as u64,
-            rsv1_allowed: false,
+            deflate: false,
+            inflater: None,
             head: [0; MAX_HEADER_LEN],
             head_len: 0,
             frame: None,
@@ -110,12 +120,18 @@ impl Decoder {
         }
     }
 
+    /// Accepts messages compressed with the permessage-deflate agreed on the handshake.
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
+    }
+
     /// True when the decoder holds no buffered bytes (no partial header, frame or message) and
     /// therefore no heap memory.
     pub fn is_idle(&self) -> bool {
         self.head_len == 0
             && self.frame.is_none()
             && self.message.is_none()
+            && self.inflater.is_none()
             && self.buf.capacity() == 0
             && self.control.capacity() == 0
     }
@@ -173,9 +189,13 @@ impl Decoder {
                 self.control.extend_from_slice(chunk);
                 frame::apply_mask(&mut self.control[start..], mask, seen);
             } else {
-                let start = self.buf.len();
-                self.buf.extend_from_slice(chunk);
-                frame::apply_mask(&mut self.buf[start..], mask, seen);
+                if self.inflater.is_some() {
+                    self.inflate(chunk, mask, seen, done && fin)?;
+                } else {
+                    let start = self.buf.len();
+                    self.buf.extend_from_slice(chunk);
+                    frame::apply_mask(&mut self.buf[start..], mask, seen);
+                }
                 if self.message == Some(opcode::TEXT) {
                     // Checked as bytes arrive, so a bad byte fails the connection at once rather
                     // than after the rest of a large message has been buffered.
@@ -228,11 +248,18 @@ impl Decoder {
         let Some(mask) = h.mask else {
             return Err(Error::UnmaskedFrame);
         };
-        let allowed_rsv = if self.rsv1_allowed { 0b100 } else { 0 };
+        let allowed_rsv = if self.deflate { RSV1 } else { 0 };
         // RFC 6455 §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated that defines
         // meanings for non-zero values."
         if h.rsv & !allowed_rsv != 0 {
             return Err(Error::ReservedBits);
+        }
+        let compressed = h.rsv & RSV1 != 0;
+        // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+        // frames and non-first fragments of a data message. An endpoint receiving such a frame
+        // MUST _Fail the WebSocket Connection_."
+        if compressed && (opcode::is_control(h.opcode) || h.opcode == opcode::CONTINUATION) {
+            return Err(Error::MisplacedCompressedBit);
         }
         match h.opcode {
             opcode::CLOSE | opcode::PING | opcode::PONG => {
@@ -264,6 +291,9 @@ impl Decoder {
                 self.check_size(h.len)?;
                 self.message = Some(h.opcode);
                 self.checked = 0;
+                if compressed {
+                    self.inflater = Some(Box::default());
+                }
             }
             // RFC 6455 §5.2: "If an unknown opcode is received, the receiving endpoint MUST
             // _Fail the WebSocket Connection_."
@@ -283,13 +313,56 @@ impl Decoder {
     /// any of its payload is buffered.
     fn check_size(&self, len: u64) -> Result<(), Error> {
         // RFC 6455 §10.4: implementations SHOULD impose a limit on frame sizes and the total
-        // message size after reassembly from multiple frames.
-        let size = (self.buf.len() as u64).saturating_add(len);
+        // message size after reassembly from multiple frames. A compressed message's wire bytes
+        // are held to the same limit as its inflated ones.
+        let so_far = match &self.inflater {
+            Some(inflater) => inflater.total_in(),
+            None => self.buf.len() as u64,
+        };
+        let size = so_far.saturating_add(len);
         if size > self.max_message {
             return Err(Error::MessageTooLong {
                 size,
                 max: self.max_message,
             });
+        }
+        Ok(())
+    }
+
+    /// Unmasks and inflates a chunk of a compressed message's payload into the message buffer;
+    /// `last` marks the end of the message. The compressed bytes pass through a small stack
+    /// buffer and are never held, and the inflated ones never exceed the limit by more than one
+    /// byte.
+    fn inflate(
+        &mut self,
+        chunk: &[u8],
+        mask: [u8; 4],
+        seen: usize,
+        last: bool,
+    ) -> Result<(), Error> {
+        let Some(inflater) = self.inflater.as_mut() else {
+            return Ok(());
+        };
+        let limit = self.max_message;
+        let max = usize::try_from(limit).unwrap_or(usize::MAX);
+        let fault = |e| match e {
+            InflateError::TooLong { .. } => Error::InflatedTooLong { max: limit },
+            InflateError::Corrupt => Error::BadCompressedData,
+        };
+        let mut scratch = [0u8; UNMASK_CHUNK];
+        let mut offset = seen;
+        for piece in chunk.chunks(UNMASK_CHUNK) {
+            let unmasked = &mut scratch[..piece.len()];
+            unmasked.copy_from_slice(piece);
+            frame::apply_mask(unmasked, mask, offset);
+            offset += piece.len();
+            inflater
+                .update(unmasked, &mut self.buf, max)
+                .map_err(fault)?;
+        }
+        if last {
+            inflater.finish(&mut self.buf, max).map_err(fault)?;
+            self.inflater = None;
         }
         Ok(())
     }
@@ -340,6 +413,7 @@ impl Decoder {
         self.head_len = 0;
         self.frame = None;
         self.message = None;
+        self.inflater = None;
         self.buf = Vec::new();
         self.checked = 0;
         self.control = Vec::new();
@@ -688,6 +762,144 @@ mod tests {
         assert_eq!(dec.decode(&last), Ok((last.len(), Some(text("abcd")))));
         assert!(dec.is_idle());
         assert_eq!((dec.buf.capacity(), dec.control.capacity()), (0, 0));
+    }
+
+    /// A decoder that agreed permessage-deflate.
+    fn deflating() -> Decoder {
+        let mut dec = Decoder::new(LIMIT);
+        dec.enable_deflate();
+        dec
+    }
+
+    fn compressed(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+        encode_masked(fin, op, 0b100, payload, MASK)
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let compressed = crate::ws::deflate::Compressor::new(6).compress(&[data], &mut out);
+        assert_eq!(compressed, Ok(()));
+        out
+    }
+
+    /// RFC 7692 §7.2.3.1: "Hello", compressed.
+    const Z_HELLO: [u8; 7] = [0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00];
+
+    macro_rules! deflate_cases {
+        ($($name:ident: $bytes:expr => $events:expr, $err:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let (events, err) = run(&mut deflating(), [&$bytes[..]]);
+                assert_eq!((events, err), ($events, $err));
+            }
+        )*};
+    }
+
+    deflate_cases! {
+        deflate_rfc_hello: compressed(true, opcode::TEXT, &Z_HELLO) => vec![text("Hello")], None;
+        // RFC 7692 §7.2.3.1's fragmented form: RSV1 on the first frame only.
+        deflate_rfc_hello_fragmented: cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..3]),
+            &frame(true, opcode::CONTINUATION, &Z_HELLO[3..]),
+        ]) => vec![text("Hello")], None;
+        deflate_ping_between_fragments: cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..2]),
+            &frame(true, opcode::PING, b"p"),
+            &frame(true, opcode::CONTINUATION, &Z_HELLO[2..]),
+        ]) => vec![Event::Ping(b"p".to_vec()), text("Hello")], None;
+        deflate_uncompressed_still_fine: cat(&[
+            &frame(true, opcode::TEXT, b"plain"),
+            &compressed(true, opcode::BINARY, &deflate(&[7; 300])),
+        ]) => vec![text("plain"), Event::Binary(vec![7; 300])], None;
+        deflate_rsv1_on_ping: compressed(true, opcode::PING, b"")
+            => vec![], Some(Error::MisplacedCompressedBit);
+        deflate_rsv1_on_close: compressed(true, opcode::CLOSE, b"")
+            => vec![], Some(Error::MisplacedCompressedBit);
+        deflate_rsv1_on_continuation: cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..3]),
+            &compressed(true, opcode::CONTINUATION, &Z_HELLO[3..]),
+        ]) => vec![], Some(Error::MisplacedCompressedBit);
+        deflate_rsv2_still_refused: encode_masked(true, opcode::TEXT, 0b110, &Z_HELLO, MASK)
+            => vec![], Some(Error::ReservedBits);
+        deflate_corrupt: compressed(true, opcode::TEXT, &[0xFF, 0xFF, 0xFF])
+            => vec![], Some(Error::BadCompressedData);
+        deflate_bomb: compressed(true, opcode::BINARY, &deflate(&[0; 64 << 10]))
+            => vec![], Some(Error::InflatedTooLong { max: LIMIT as u64 });
+        deflate_invalid_utf8_inside: compressed(true, opcode::TEXT, &deflate(b"ok \xC0\xAF"))
+            => vec![], Some(Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn rsv1_without_agreement_is_refused() {
+        let (_, err) = run_whole(&compressed(true, opcode::TEXT, &Z_HELLO));
+        assert_eq!(err, Some(Error::ReservedBits));
+    }
+
+    #[test]
+    fn deflate_limit_counts_inflated_and_wire_bytes() {
+        let at_limit = deflate(&[b'a'; LIMIT]);
+        let (events, err) = run(
+            &mut deflating(),
+            [&compressed(true, opcode::TEXT, &at_limit)[..]],
+        );
+        assert_eq!((events, err), (vec![text(&"a".repeat(LIMIT))], None));
+        // Incompressible data larger on the wire than the limit is refused from its header.
+        let wire = frame(true, opcode::BINARY, &[0; LIMIT + 1]);
+        let (_, err) = run(
+            &mut deflating(),
+            [&compressed(true, opcode::BINARY, &wire[..])[..8]],
+        );
+        assert!(matches!(err, Some(Error::MessageTooLong { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn deflate_bomb_never_holds_more_than_the_limit() {
+        let bomb = compressed(true, opcode::BINARY, &deflate(&[0; 256 << 10]));
+        let mut dec = deflating();
+        // Fed in small pieces: the fault comes while the buffer is at most one byte over.
+        let mut high_water = 0;
+        let mut fault = None;
+        for piece in bomb.chunks(16) {
+            match dec.decode(piece) {
+                Ok(_) => high_water = high_water.max(dec.buf.capacity()),
+                Err(e) => {
+                    fault = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(fault, Some(Error::InflatedTooLong { max: LIMIT as u64 }));
+        assert!(high_water <= 2 * LIMIT + 2, "buffer grew to {high_water}");
+        assert!(dec.is_idle(), "a failed decoder lets go of its inflater");
+    }
+
+    #[test]
+    fn deflate_splits_do_not_change_events() {
+        let stream = cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..4]),
+            &frame(true, opcode::PING, b"x"),
+            &frame(true, opcode::CONTINUATION, &Z_HELLO[4..]),
+            &compressed(true, opcode::BINARY, &deflate(&[3; 200])),
+        ]);
+        let whole = run(&mut deflating(), [&stream[..]]);
+        assert_eq!(
+            whole,
+            (
+                vec![
+                    Event::Ping(b"x".to_vec()),
+                    text("Hello"),
+                    Event::Binary(vec![3; 200])
+                ],
+                None
+            )
+        );
+        for i in 0..=stream.len() {
+            let (a, b) = stream.split_at(i);
+            assert_eq!(run(&mut deflating(), [a, b]), whole, "split at {i}");
+        }
+        let mut dec = deflating();
+        assert_eq!(run(&mut dec, stream.chunks(1)), whole, "byte by byte");
+        assert!(dec.is_idle(), "no inflater outlives its message");
     }
 
     /// A small deterministic generator (xorshift64*), so failures replay exactly.

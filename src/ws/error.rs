@@ -33,6 +33,15 @@ pub enum Error {
         /// The configured limit.
         max: u64,
     },
+    /// A compressed message would inflate past the limit.
+    InflatedTooLong {
+        /// The configured limit.
+        max: u64,
+    },
+    /// A compressed message is not valid DEFLATE data.
+    BadCompressedData,
+    /// RSV1, permessage-deflate's "compressed" bit, on a control frame or a continuation.
+    MisplacedCompressedBit,
     /// A text message is not valid UTF-8.
     InvalidUtf8,
     /// A close frame carried a one-byte payload, too short for a status code.
@@ -62,6 +71,13 @@ impl fmt::Display for Error {
             Error::LengthTopBit => f.write_str("64-bit payload length has its top bit set"),
             Error::MessageTooLong { size, max } => {
                 write!(f, "message of {size} bytes exceeds the limit of {max}")
+            }
+            Error::InflatedTooLong { max } => {
+                write!(f, "decompressed message exceeds the limit of {max} bytes")
+            }
+            Error::BadCompressedData => f.write_str("compressed message is not valid DEFLATE data"),
+            Error::MisplacedCompressedBit => {
+                f.write_str("compressed bit set on a control frame or a continuation")
             }
             Error::InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
             Error::BadClosePayload => f.write_str("close frame payload of one byte"),
