@@ -6,7 +6,7 @@ use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
-use herald::fanout::Payload;
+use herald::fanout::{Deflate, Payload};
 use herald::ws::frame::{self, opcode};
 
 const RECIPIENTS: [usize; 3] = [1, 100, 10_000];
@@ -18,6 +18,8 @@ fn notification() -> Value {
 
 fn fanout(c: &mut Criterion) {
     let n = notification();
+    // Compression is measured in `benches/deflate.rs`; here it is off.
+    let deflate = Deflate::new(1, usize::MAX);
     let mut g = c.benchmark_group("fanout");
     for recipients in RECIPIENTS {
         g.throughput(Throughput::Elements(recipients as u64));
@@ -28,10 +30,11 @@ fn fanout(c: &mut Criterion) {
                 let mut handed: Vec<Bytes> = Vec::with_capacity(r);
                 b.iter(|| {
                     handed.clear();
-                    let payload = Payload::new(Bytes::from(
-                        serde_json::to_vec(black_box(&n)).unwrap_or_default(),
-                    ));
-                    let frame = payload.raw_frame();
+                    let payload = Payload::new(
+                        Bytes::from(serde_json::to_vec(black_box(&n)).unwrap_or_default()),
+                        &deflate,
+                    );
+                    let frame = payload.raw_frame(false);
                     for _ in 0..r {
                         handed.push(frame.clone());
                     }

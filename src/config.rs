@@ -83,6 +83,27 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLOSE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub close_timeout: Duration,
 
+    /// Agree permessage-deflate (RFC 7692) with clients that offer it, on `/ws` and on
+    /// Socket.IO's WebSocket transport. Each push is compressed once for all its compressing
+    /// recipients, and no compression state is kept per connection. `false` declines every offer.
+    #[arg(long, env = "HERALD_DEFLATE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub deflate: bool,
+
+    /// Messages whose payload is smaller than this many bytes go uncompressed even to clients
+    /// that agreed permessage-deflate: for small notifications compression costs more than it
+    /// saves.
+    #[arg(
+        long,
+        env = "HERALD_DEFLATE_THRESHOLD",
+        default_value_t = 1024,
+        value_name = "BYTES"
+    )]
+    pub deflate_threshold: usize,
+
+    /// zlib level of permessage-deflate: 0 (stored) to 9 (smallest); 1 is the fastest.
+    #[arg(long, env = "HERALD_DEFLATE_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub deflate_level: u32,
+
     /// How many user ids one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16)]
     pub max_subscriptions: usize,

@@ -1,15 +1,17 @@
 //! A push prepared once and shared by every recipient.
 //!
 //! The control API serializes a notification to JSON once; the event loop wraps it in each wire
-//! form a recipient needs (today the raw protocol's `{"event":"notification","data":...}` text
-//! frame), built the first time a recipient of that form is met and then handed to every such
-//! socket as a clone of one [`Bytes`]: a reference-count increment, never a copy. Later wire forms
-//! (Socket.IO, compressed, MessagePack) join as further lazily built fields.
+//! form a recipient needs (the raw protocol's `{"event":"notification","data":...}` text frame,
+//! Socket.IO's `42["notification",...]` packet and frame, each also compressed with
+//! permessage-deflate), built the first time a recipient of that form is met and then handed to
+//! every such socket as a clone of one [`Bytes`]: a reference-count increment, never a copy. So a
+//! push runs the compressor at most once per wire form, however many sockets take it.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell, RefCell};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::ws::deflate::Compressor;
 use crate::ws::frame::{self, opcode};
 
 const RAW_PREFIX: &[u8] = b"{\"event\":\"notification\",\"data\":";
@@ -18,32 +20,100 @@ const RAW_SUFFIX: &[u8] = b"}";
 const SIO_PREFIX: &[u8] = b"42[\"notification\",";
 const SIO_SUFFIX: &[u8] = b"]";
 
-/// One push: the notification's JSON and the frames built from it.
-pub struct Payload {
-    /// The notification object, serialized once by the control API.
-    notification: Bytes,
-    /// The raw protocol text frame, header included.
-    raw_frame: OnceCell<Bytes>,
-    /// The Engine.IO packet `42["notification",...]`, as a polling response carries it.
-    sio_packet: OnceCell<Bytes>,
-    /// The same packet as a WebSocket text frame.
-    sio_frame: OnceCell<Bytes>,
+/// RFC 7692 §6: the "Per-Message Compressed" bit, RSV1, in a frame's first byte.
+const RSV1: u8 = 0x40;
+
+/// permessage-deflate for pushes: one compressor for the whole event loop, and the rule for which
+/// messages are worth compressing.
+pub struct Deflate {
+    compressor: RefCell<Compressor>,
+    /// Payloads shorter than this go uncompressed.
+    threshold: usize,
+    /// Messages compressed since start: at most one per push and wire form.
+    runs: Cell<u64>,
+    /// Payload bytes given to the compressor, and the compressed bytes it gave back.
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
 }
 
-impl Payload {
-    pub fn new(notification: Bytes) -> Self {
-        Payload {
-            notification,
-            raw_frame: OnceCell::new(),
-            sio_packet: OnceCell::new(),
-            sio_frame: OnceCell::new(),
+impl Deflate {
+    pub fn new(level: u32, threshold: usize) -> Self {
+        Deflate {
+            compressor: RefCell::new(Compressor::new(level)),
+            threshold,
+            runs: Cell::new(0),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
         }
     }
 
-    /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame.
-    pub fn raw_frame(&self) -> &Bytes {
-        self.raw_frame
-            .get_or_init(|| text_frame(&[RAW_PREFIX, &self.notification, RAW_SUFFIX]))
+    /// Messages compressed since start.
+    pub fn runs(&self) -> u64 {
+        self.runs.get()
+    }
+
+    /// Payload bytes compressed since start, before and after.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in.get(), self.bytes_out.get())
+    }
+
+    /// One compressed frame (RSV1 set) whose payload is `parts` joined; `None` when the payload
+    /// is below the threshold, does not shrink, or the compressor failed. Sending it
+    /// uncompressed is then always right: RSV1 is chosen per message.
+    fn frame(&self, op: u8, parts: &[&[u8]]) -> Option<Bytes> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len < self.threshold {
+            return None;
+        }
+        let mut compressor = self.compressor.try_borrow_mut().ok()?;
+        let mut body = Vec::with_capacity(len / 2 + 16);
+        compressor.compress(parts, &mut body).ok()?;
+        self.runs.set(self.runs.get() + 1);
+        self.bytes_in.set(self.bytes_in.get() + len as u64);
+        self.bytes_out.set(self.bytes_out.get() + body.len() as u64);
+        if body.len() >= len {
+            return None;
+        }
+        let mut out = frame_with_header(op, body.len());
+        out[0] |= RSV1;
+        out.put_slice(&body);
+        Some(out.freeze())
+    }
+}
+
+/// One push: the notification's JSON and the frames built from it.
+pub struct Payload<'d> {
+    /// The notification object, serialized once by the control API.
+    notification: Bytes,
+    deflate: &'d Deflate,
+    /// The raw protocol text frame, header included, and its compressed twin.
+    raw_frame: OnceCell<Bytes>,
+    raw_frame_z: OnceCell<Bytes>,
+    /// The Engine.IO packet `42["notification",...]`, as a polling response carries it.
+    sio_packet: OnceCell<Bytes>,
+    /// The same packet as a WebSocket text frame, and compressed.
+    sio_frame: OnceCell<Bytes>,
+    sio_frame_z: OnceCell<Bytes>,
+}
+
+impl<'d> Payload<'d> {
+    pub fn new(notification: Bytes, deflate: &'d Deflate) -> Self {
+        Payload {
+            notification,
+            deflate,
+            raw_frame: OnceCell::new(),
+            raw_frame_z: OnceCell::new(),
+            sio_packet: OnceCell::new(),
+            sio_frame: OnceCell::new(),
+            sio_frame_z: OnceCell::new(),
+        }
+    }
+
+    /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame,
+    /// compressed for a connection that agreed permessage-deflate when it is worth it.
+    pub fn raw_frame(&self, deflate: bool) -> &Bytes {
+        let parts = [RAW_PREFIX, &self.notification[..], RAW_SUFFIX];
+        self.form(deflate, &parts, &self.raw_frame, &self.raw_frame_z)
     }
 
     /// The notification as a Socket.IO client on HTTP long-polling receives it: one Engine.IO
@@ -58,20 +128,48 @@ impl Payload {
         })
     }
 
-    /// The notification as a Socket.IO client on WebSocket receives it: one text frame.
-    pub fn sio_frame(&self) -> &Bytes {
-        self.sio_frame
-            .get_or_init(|| text_frame(&[SIO_PREFIX, &self.notification, SIO_SUFFIX]))
+    /// The notification as a Socket.IO client on WebSocket receives it: one text frame, compressed
+    /// as [`Payload::raw_frame`] is.
+    pub fn sio_frame(&self, deflate: bool) -> &Bytes {
+        let parts = [SIO_PREFIX, &self.notification[..], SIO_SUFFIX];
+        self.form(deflate, &parts, &self.sio_frame, &self.sio_frame_z)
     }
+
+    /// A text frame of `parts`, plain or compressed, each built at most once.
+    fn form<'p>(
+        &'p self,
+        deflate: bool,
+        parts: &[&[u8]],
+        plain: &'p OnceCell<Bytes>,
+        compressed: &'p OnceCell<Bytes>,
+    ) -> &'p Bytes {
+        if deflate {
+            // A message not worth compressing is shared with the plain recipients.
+            let z = compressed.get_or_init(|| {
+                self.deflate
+                    .frame(opcode::TEXT, parts)
+                    .unwrap_or_else(|| plain.get_or_init(|| text_frame(parts)).clone())
+            });
+            return z;
+        }
+        plain.get_or_init(|| text_frame(parts))
+    }
+}
+
+/// A server frame header for an unfragmented `op` frame of `len` payload bytes, in a buffer with
+/// room for the payload.
+fn frame_with_header(op: u8, len: usize) -> BytesMut {
+    let mut head = Vec::with_capacity(10);
+    frame::write_header(&mut head, true, op, len);
+    let mut out = BytesMut::with_capacity(head.len() + len);
+    out.put_slice(&head);
+    out
 }
 
 /// One unfragmented server text frame whose payload is `parts` joined, in one allocation.
 pub fn text_frame(parts: &[&[u8]]) -> Bytes {
     let len = parts.iter().map(|p| p.len()).sum();
-    let mut head = Vec::with_capacity(10);
-    frame::write_header(&mut head, true, opcode::TEXT, len);
-    let mut out = BytesMut::with_capacity(head.len() + len);
-    out.put_slice(&head);
+    let mut out = frame_with_header(opcode::TEXT, len);
     for p in parts {
         out.put_slice(p);
     }
@@ -84,9 +182,10 @@ mod tests {
 
     #[test]
     fn raw_frame_is_built_once_and_shared() {
-        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#));
-        let a = p.raw_frame().clone();
-        let b = p.raw_frame().clone();
+        let off = Deflate::new(1, usize::MAX);
+        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), &off);
+        let a = p.raw_frame(false).clone();
+        let b = p.raw_frame(false).clone();
         assert_eq!(a.as_ptr(), b.as_ptr(), "both recipients share one buffer");
         let text = br#"{"event":"notification","data":{"type":"LIKE"}}"#;
         assert_eq!(a[0], 0x81);
@@ -96,20 +195,23 @@ mod tests {
 
     #[test]
     fn a_form_no_recipient_uses_is_never_built() {
-        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#));
-        p.raw_frame();
+        let off = Deflate::new(1, usize::MAX);
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
+        p.raw_frame(false);
         assert!(p.raw_frame.get().is_some());
         assert!(p.sio_packet.get().is_none() && p.sio_frame.get().is_none());
-        let q = Payload::new(Bytes::from_static(br#"{"m":1}"#));
+        let off = Deflate::new(1, usize::MAX);
+        let q = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
         q.sio_packet();
         assert!(q.raw_frame.get().is_none() && q.sio_frame.get().is_none());
     }
 
     #[test]
     fn socketio_forms() {
-        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#));
+        let off = Deflate::new(1, usize::MAX);
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
         assert_eq!(&p.sio_packet()[..], br#"42["notification",{"m":1}]"#);
-        let f = p.sio_frame();
+        let f = p.sio_frame(false);
         assert_eq!(&f[..2], &[0x81, p.sio_packet().len() as u8]);
         assert_eq!(&f[2..], &p.sio_packet()[..]);
     }
@@ -117,10 +219,94 @@ mod tests {
     #[test]
     fn long_payload_uses_16_bit_length() {
         let body = format!("{{\"m\":\"{}\"}}", "x".repeat(300));
-        let p = Payload::new(Bytes::from(body.clone()));
-        let f = p.raw_frame();
+        let off = Deflate::new(1, usize::MAX);
+        let p = Payload::new(Bytes::from(body.clone()), &off);
+        let f = p.raw_frame(false);
         let len = RAW_PREFIX.len() + body.len() + 1;
         assert_eq!(&f[..4], &[0x81, 0x7E, (len >> 8) as u8, len as u8]);
         assert_eq!(f.len(), 4 + len);
+    }
+
+    /// A notification large enough to be compressed, as services send them.
+    fn big_notification() -> Bytes {
+        let items: Vec<String> = (0..40)
+            .map(|i| format!(r#"{{"id":{i},"title":"Comment on your post","read":false}}"#))
+            .collect();
+        Bytes::from(format!(
+            r#"{{"type":"DIGEST","message":"You have 40 new comments","items":[{}]}}"#,
+            items.join(",")
+        ))
+    }
+
+    /// The payload of a server frame without its header.
+    fn payload_of(frame: &[u8]) -> &[u8] {
+        match frame[1] {
+            126 => &frame[4..],
+            127 => &frame[10..],
+            _ => &frame[2..],
+        }
+    }
+
+    #[test]
+    fn one_compressor_run_for_many_deflate_recipients() {
+        let deflate = Deflate::new(1, 1024);
+        let p = Payload::new(big_notification(), &deflate);
+        let frames: Vec<Bytes> = (0..1000).map(|_| p.raw_frame(true).clone()).collect();
+        assert_eq!(
+            deflate.runs(),
+            1,
+            "one push, one wire form: one compressor run"
+        );
+        assert!(frames.iter().all(|f| f.as_ptr() == frames[0].as_ptr()));
+        let z = &frames[0];
+        assert_eq!(z[0], 0xC1, "FIN, RSV1, text");
+        let inflated = crate::ws::deflate::inflate(payload_of(z), 1 << 20).unwrap();
+        assert_eq!(inflated, payload_of(p.raw_frame(false)));
+        assert!(z.len() < p.raw_frame(false).len() / 2, "{} bytes", z.len());
+        // Plain recipients of the same push get the plain frame; Socket.IO's form is a second run.
+        assert_eq!(p.raw_frame(false)[0], 0x81);
+        for _ in 0..100 {
+            p.sio_frame(true);
+        }
+        assert_eq!(deflate.runs(), 2);
+        let sio = crate::ws::deflate::inflate(payload_of(p.sio_frame(true)), 1 << 20).unwrap();
+        assert_eq!(&sio[..], &p.sio_packet()[..]);
+    }
+
+    #[test]
+    fn small_payloads_are_shared_uncompressed() {
+        let deflate = Deflate::new(1, 1024);
+        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), &deflate);
+        assert_eq!(p.raw_frame(true).as_ptr(), p.raw_frame(false).as_ptr());
+        assert_eq!(p.raw_frame(true)[0], 0x81);
+        assert_eq!(
+            deflate.runs(),
+            0,
+            "below the threshold nothing is compressed"
+        );
+    }
+
+    #[test]
+    fn incompressible_payloads_go_plain() {
+        let deflate = Deflate::new(1, 0);
+        let mut x = 0x9E37_79B9u32;
+        let noise: String = (0..3000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .filter(|c| *c != '"' && *c != '\\')
+            .collect();
+        let body = Bytes::from(format!(r#"{{"m":"{noise}"}}"#));
+        let p = Payload::new(body, &deflate);
+        let z = p.raw_frame(true);
+        assert_eq!(deflate.runs(), 1);
+        if z[0] == 0xC1 {
+            assert!(z.len() < p.raw_frame(false).len());
+        } else {
+            assert_eq!(z.as_ptr(), p.raw_frame(false).as_ptr());
+        }
     }
 }

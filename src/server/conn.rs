@@ -81,6 +81,8 @@ pub struct Conn {
     pub corked: bool,
     /// Shut the write side down once `out` drains (set when entering [`Phase::Closing`]).
     pub shutdown_when_flushed: bool,
+    /// permessage-deflate was agreed: pushes worth compressing go out compressed.
+    pub deflate: bool,
     /// When the peer last sent anything.
     pub last_heard: Instant,
     /// When herald sent a ping still unanswered, if it did.
@@ -120,6 +122,7 @@ impl Conn {
             writable_interest: false,
             corked: false,
             shutdown_when_flushed: false,
+            deflate: false,
             last_heard: now,
             ping_sent: None,
             id,

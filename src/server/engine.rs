@@ -182,13 +182,14 @@ impl State {
             // Socket.IO messages may be as large as Engine.IO's maxPayload.
             conn.decoder = Decoder::new(max_payload);
         }
-        let mut out = Vec::with_capacity(160);
-        handshake::write_accept(&hs, &mut out);
+        let agreed = self.agree(&hs);
+        let mut out = Vec::with_capacity(256);
+        handshake::write_accept_with(&hs, &agreed, &mut out);
         if session.is_none() {
             let open = self.open_packet(s, &[]);
             out.extend_from_slice(&text_frame(&[open.as_bytes()]));
         }
-        self.open_websocket(k, Proto::EngineIo, out, &rest, now);
+        self.open_websocket(k, Proto::EngineIo, &agreed, out, &rest, now);
     }
 
     /// A polling GET: answered at once when packets wait, else held until some do.
@@ -528,7 +529,7 @@ impl State {
 
     /// Sends an encoded Engine.IO packet to session `s` over whichever transport it has.
     pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
-        self.io.session_send(s, packet, None, now)
+        self.io.session_send(s, packet, now)
     }
 
     /// Ends session `s`: leaves its rooms, answers a held GET with a close packet, and closes its
@@ -603,23 +604,14 @@ impl State {
 }
 
 impl Io {
-    /// Sends an encoded Engine.IO packet to session `s`: as a text frame on its WebSocket
-    /// (`frame` when already built), or queued for its next polling GET and flushed to a held one.
-    pub(super) fn session_send(
-        &mut self,
-        s: usize,
-        packet: &Bytes,
-        frame: Option<&Bytes>,
-        now: Instant,
-    ) -> bool {
+    /// Sends an encoded Engine.IO packet to session `s`: as a text frame on its WebSocket, or
+    /// queued for its next polling GET and flushed to a held one.
+    pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
         let Some(sess) = self.session_mut(s) else {
             return false;
         };
         match sess.transport {
-            Transport::WebSocket { ws } => match frame {
-                Some(f) => self.send(ws, f),
-                None => self.send(ws, &text_frame(&[packet])),
-            },
+            Transport::WebSocket { ws } => self.send(ws, &text_frame(&[packet])),
             Transport::Polling { get } | Transport::Upgrading { get, .. } => {
                 sess.queue.push_back(packet.clone());
                 if get.is_some() {

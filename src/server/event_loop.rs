@@ -25,14 +25,15 @@ use tracing::{debug, info, warn};
 
 use crate::command::{Command, PushReply, Target, UserInfo};
 use crate::config::Config;
-use crate::fanout::Payload;
+use crate::fanout::{Deflate, Payload};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::metrics::{Gauges, Metrics};
 use crate::server::session::{Session, Transport};
+use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
-use crate::ws::handshake::{self, HandshakeError};
+use crate::ws::handshake::{self, Agreement, Handshake, HandshakeError};
 use crate::ws::{CloseCode, Event};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -87,6 +88,8 @@ pub(super) struct State {
     pub(super) sids: HashMap<SocketId, usize>,
     /// Incremented per multi-user push; see [`Conn::push_mark`].
     push_seq: u64,
+    /// The one compressor every push's compressed frames come from.
+    pub(super) deflate: Deflate,
     pub(super) shutdown_deadline: Option<Instant>,
 }
 
@@ -143,6 +146,7 @@ impl EventLoop {
                     corked: false,
                     corked_conns: Vec::new(),
                 },
+                deflate: Deflate::new(config.deflate_level, config.deflate_threshold),
                 config,
                 sids: HashMap::new(),
                 push_seq: 0,
@@ -364,9 +368,10 @@ impl State {
                     match handshake::validate_upgrade(&req) {
                         Err(e) => self.reject(k, &e, now),
                         Ok(hs) => {
-                            let mut out = Vec::with_capacity(160);
-                            handshake::write_accept(&hs, &mut out);
-                            self.open_websocket(k, Proto::Raw, out, &rest, now);
+                            let agreed = self.agree(&hs);
+                            let mut out = Vec::with_capacity(256);
+                            handshake::write_accept_with(&hs, &agreed, &mut out);
+                            self.open_websocket(k, Proto::Raw, &agreed, out, &rest, now);
                         }
                     }
                 } else if req.path == self.config.socketio_path {
@@ -378,11 +383,26 @@ impl State {
         }
     }
 
-    /// Completes a WebSocket handshake with `response` and feeds the frames that followed it.
+    /// What herald agrees to on handshake `hs`: permessage-deflate when the client offers it
+    /// acceptably and compression is on.
+    pub(super) fn agree(&self, hs: &Handshake) -> Agreement {
+        let deflate = match &hs.extensions {
+            Some(offers) if self.config.deflate => deflate::negotiate(offers),
+            _ => None,
+        };
+        Agreement {
+            deflate,
+            protocol: None,
+        }
+    }
+
+    /// Completes a WebSocket handshake with `response`, under what was `agreed`, and feeds the
+    /// frames that followed it.
     pub(super) fn open_websocket(
         &mut self,
         k: usize,
         proto: Proto,
+        agreed: &Agreement,
         response: Vec<u8>,
         rest: &[u8],
         now: Instant,
@@ -391,6 +411,10 @@ impl State {
             return false;
         };
         conn.phase = Phase::Open(proto);
+        if agreed.deflate.is_some() {
+            conn.deflate = true;
+            conn.decoder.enable_deflate();
+        }
         self.io.metrics.handshakes_completed += 1;
         debug!(conn = k, ?proto, "websocket open");
         if !self.io.send(k, &Bytes::from(response)) {
@@ -430,7 +454,9 @@ impl State {
             let Phase::Open(proto) = conn.phase else {
                 return;
             };
-            match conn.decoder.decode(input) {
+            let decoded = conn.decoder.decode(input);
+            let inflated = conn.decoder.message_was_compressed();
+            match decoded {
                 Ok((n, event)) => {
                     input = &input[n..];
                     match event {
@@ -444,6 +470,7 @@ impl State {
                         Some(Event::Close(close)) => self.on_close_frame(k, close, now),
                         Some(message) => {
                             self.io.metrics.messages_received += 1;
+                            self.io.metrics.messages_inflated += inflated as u64;
                             match proto {
                                 Proto::Raw => self.on_raw_message(k, message),
                                 Proto::EngineIo => self.on_engine_message(k, message, now),
@@ -548,7 +575,7 @@ impl State {
 
     /// Hands one notification to every recipient of `target`; returns how many sockets took it.
     fn push(&mut self, target: Target, notification: Bytes, now: Instant) -> usize {
-        let payload = Payload::new(notification);
+        let payload = Payload::new(notification, &self.deflate);
         let io = &mut self.io;
         let mut sockets = 0;
         match &target {
@@ -718,16 +745,21 @@ impl State {
         }
     }
 
-    fn render_metrics(&self) -> String {
+    fn render_metrics(&mut self) -> String {
+        let m = &mut self.io.metrics;
+        m.compressions = self.deflate.runs();
+        (m.compressed_bytes_in, m.compressed_bytes_out) = self.deflate.bytes();
         let mut websockets = 0;
         let mut connections = 0;
         let mut sessions = 0;
         let mut held_polls = 0;
+        let mut deflate_websockets = 0;
         for (_, e) in &self.io.entries {
             match e {
                 Entry::Conn(c) => {
                     connections += 1;
                     websockets += c.is_open() as usize;
+                    deflate_websockets += (c.is_open() && c.deflate) as usize;
                     held_polls += matches!(c.phase, Phase::Poll { .. }) as usize;
                 }
                 Entry::Session(_) => sessions += 1,
@@ -740,6 +772,7 @@ impl State {
             held_polls,
             rooms: self.rooms.len(),
             subscriptions: self.rooms.subscriptions(),
+            deflate_websockets,
         })
     }
 }
@@ -818,10 +851,20 @@ impl Io {
     /// Hands a push to room member `k` in the wire form it speaks.
     fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
         match self.entries.get(k) {
-            Some(Entry::Conn(c)) if c.is_raw() => self.send(k, payload.raw_frame()),
-            Some(Entry::Session(s)) if !s.closed => {
-                self.session_send(k, payload.sio_packet(), Some(payload.sio_frame()), now)
+            Some(Entry::Conn(c)) if c.is_raw() => {
+                let frame = payload.raw_frame(c.deflate);
+                self.metrics.deliveries_compressed += frame_is_compressed(frame) as u64;
+                self.send(k, frame)
             }
+            Some(Entry::Session(s)) if !s.closed => match s.transport {
+                Transport::WebSocket { ws } => {
+                    let deflate = self.conn_mut(ws).is_some_and(|c| c.deflate);
+                    let frame = payload.sio_frame(deflate);
+                    self.metrics.deliveries_compressed += frame_is_compressed(frame) as u64;
+                    self.send(ws, frame)
+                }
+                _ => self.session_send(k, payload.sio_packet(), now),
+            },
             _ => false,
         }
     }
@@ -895,6 +938,11 @@ impl Io {
             self.dead.push(k);
         }
     }
+}
+
+/// Whether a server frame has RSV1, permessage-deflate's compressed bit, set.
+fn frame_is_compressed(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x40 != 0)
 }
 
 /// [`Io::send`] on borrowed parts.

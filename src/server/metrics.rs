@@ -27,6 +27,14 @@ pub struct Metrics {
     /// Batches of several commands whose frames were written together, one write per socket.
     pub corked_batches: u64,
     pub messages_received: u64,
+    /// Client messages that arrived compressed (permessage-deflate).
+    pub messages_inflated: u64,
+    /// Deliveries whose frame went out compressed.
+    pub deliveries_compressed: u64,
+    /// The push compressor's runs and bytes in and out, copied in at render time.
+    pub compressions: u64,
+    pub compressed_bytes_in: u64,
+    pub compressed_bytes_out: u64,
     /// Closed WebSocket connections by close code; 1006 where none was exchanged (the peer vanished
     /// or timed out).
     pub closes: BTreeMap<u16, u64>,
@@ -41,6 +49,8 @@ pub struct Gauges {
     pub held_polls: usize,
     pub rooms: usize,
     pub subscriptions: usize,
+    /// Open WebSockets that agreed permessage-deflate.
+    pub deflate_websockets: usize,
 }
 
 impl Metrics {
@@ -96,6 +106,12 @@ impl Metrics {
             "herald_subscriptions",
             "Socket-to-user subscriptions.",
             g.subscriptions,
+        );
+        gauge(
+            &mut s,
+            "herald_deflate_websockets",
+            "Open WebSockets that agreed permessage-deflate.",
+            g.deflate_websockets,
         );
         let counter = |s: &mut String, name: &str, help: &str, v: u64| {
             let _ = write!(
@@ -156,6 +172,36 @@ impl Metrics {
             "herald_messages_received_total",
             "WebSocket messages received from clients.",
             self.messages_received,
+        );
+        counter(
+            &mut s,
+            "herald_messages_inflated_total",
+            "Client messages that arrived compressed with permessage-deflate.",
+            self.messages_inflated,
+        );
+        counter(
+            &mut s,
+            "herald_deliveries_compressed_total",
+            "Notifications handed to a socket as a compressed frame.",
+            self.deliveries_compressed,
+        );
+        counter(
+            &mut s,
+            "herald_deflate_compressions_total",
+            "Messages run through the push compressor: at most one per push and wire form.",
+            self.compressions,
+        );
+        counter(
+            &mut s,
+            "herald_deflate_bytes_in_total",
+            "Payload bytes given to the push compressor.",
+            self.compressed_bytes_in,
+        );
+        counter(
+            &mut s,
+            "herald_deflate_bytes_out_total",
+            "Compressed bytes the push compressor produced.",
+            self.compressed_bytes_out,
         );
         let _ = write!(s, "# HELP herald_pushes_total Pushes received from the control API.\n# TYPE herald_pushes_total counter\n");
         for (kind, v) in [

@@ -97,6 +97,8 @@ pub struct Decoder {
     /// `buf[..checked]` is known to be valid UTF-8 (text messages only); what follows is at most
     /// an incomplete sequence still waiting for bytes.
     checked: usize,
+    /// The last data message completed had arrived compressed.
+    last_compressed: bool,
     /// The unmasked payload of the control frame arriving, at most 125 bytes.
     control: Vec<u8>,
     state: State,
@@ -109,6 +111,7 @@ impl Decoder {
             max_message: max_message as u64,
             deflate: false,
             inflater: None,
+            last_compressed: false,
             head: [0; MAX_HEADER_LEN],
             head_len: 0,
             frame: None,
@@ -123,6 +126,11 @@ impl Decoder {
     /// Accepts messages compressed with the permessage-deflate agreed on the handshake.
     pub fn enable_deflate(&mut self) {
         self.deflate = true;
+    }
+
+    /// Whether the data message last returned had arrived compressed.
+    pub fn message_was_compressed(&self) -> bool {
+        self.last_compressed
     }
 
     /// True when the decoder holds no buffered bytes (no partial header, frame or message) and
@@ -291,6 +299,7 @@ impl Decoder {
                 self.check_size(h.len)?;
                 self.message = Some(h.opcode);
                 self.checked = 0;
+                self.last_compressed = compressed;
                 if compressed {
                     self.inflater = Some(Box::default());
                 }

@@ -9,6 +9,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::ws::deflate;
+
 /// The most header lines a request head may carry; more is answered with 431.
 pub const MAX_HEADERS: usize = 64;
 
@@ -209,8 +211,23 @@ pub fn accept_key(key: &str) -> String {
     BASE64.encode(sha.finalize())
 }
 
-/// Writes the `101 Switching Protocols` response accepting `hs`.
+/// What the server agreed to on a handshake beyond the upgrade itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Agreement {
+    /// permessage-deflate, when the client offered it acceptably and the server compresses.
+    pub deflate: Option<deflate::Agreed>,
+    /// The subprotocol chosen from the client's `Sec-WebSocket-Protocol` list.
+    pub protocol: Option<&'static str>,
+}
+
+/// Writes the `101 Switching Protocols` response accepting `hs` with no extension or
+/// subprotocol.
 pub fn write_accept(hs: &Handshake, out: &mut Vec<u8>) {
+    write_accept_with(hs, &Agreement::default(), out);
+}
+
+/// Writes the `101 Switching Protocols` response accepting `hs` with what `agreed` says.
+pub fn write_accept_with(hs: &Handshake, agreed: &Agreement, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\n\
           Upgrade: websocket\r\n\
@@ -218,7 +235,18 @@ pub fn write_accept(hs: &Handshake, out: &mut Vec<u8>) {
           Sec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept_key(&hs.key).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(protocol) = agreed.protocol {
+        // RFC 6455 §4.2.2 item 5.4: the |Sec-WebSocket-Protocol| field, if present, holds "the
+        // value [...] of the subprotocol the server has selected" from the client's list.
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(protocol.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(deflate) = &agreed.deflate {
+        deflate.write_header(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the error response for `err`: its status, a JSON body naming the fault, and
@@ -556,6 +584,28 @@ mod tests {
             Connection: Upgrade\r\n\
             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn accept_response_with_protocol_and_deflate() {
+        let hs = validate_upgrade(&parse(GOOD)).unwrap_or_else(|e| panic!("{e}"));
+        let agreed = Agreement {
+            deflate: deflate::negotiate("permessage-deflate; client_max_window_bits"),
+            protocol: Some("herald.msgpack"),
+        };
+        let mut out = Vec::new();
+        write_accept_with(&hs, &agreed, &mut out);
+        let expected: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\n\
+            Upgrade: websocket\r\n\
+            Connection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+            Sec-WebSocket-Protocol: herald.msgpack\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+            client_no_context_takeover\r\n\r\n";
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(expected)
+        );
     }
 
     #[test]

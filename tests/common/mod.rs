@@ -182,13 +182,21 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and completes the opening handshake by hand.
     pub fn connect(addr: SocketAddr) -> RawClient {
+        let (client, head) = RawClient::open(addr, "/ws", "");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        client
+    }
+
+    /// Sends an upgrade request for `target` with `extra` header lines (each ending in CRLF)
+    /// and returns the client with the response head, whatever its status.
+    pub fn open(addr: SocketAddr, target: &str, extra: &str) -> (RawClient, String) {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
         write!(
             stream,
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         )
         .unwrap();
         let mut head = Vec::new();
@@ -198,9 +206,10 @@ impl RawClient {
             head.push(byte[0]);
         }
         let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-        RawClient { stream }
+        if head.starts_with("HTTP/1.1 101") {
+            assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        }
+        (RawClient { stream }, head)
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -209,6 +218,12 @@ impl RawClient {
 
     /// Reads one whole server frame: (opcode, payload). Server frames are never masked.
     pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.read_frame_raw()
+            .map(|(b0, payload)| (b0 & 0x0F, payload))
+    }
+
+    /// Reads one whole server frame: (first byte, with FIN, RSV bits and opcode; payload).
+    pub fn read_frame_raw(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut h = [0u8; 2];
         self.stream.read_exact(&mut h).ok()?;
         assert_eq!(h[1] & 0x80, 0, "server frames must not be masked");
@@ -227,7 +242,7 @@ impl RawClient {
         };
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).ok()?;
-        Some((h[0] & 0x0F, payload))
+        Some((h[0], payload))
     }
 
     /// Reads frames until a close frame and returns its code, then checks the server ends the
