@@ -124,6 +124,13 @@ struct Conn {
     seen: SeqWindow,
 }
 
+/// What the connections of one thread share while being handled.
+struct Shared {
+    tally: Tally,
+    /// Masking keys and `Sec-WebSocket-Key`s.
+    rng: Rng,
+}
+
 /// Per-thread tallies, folded into the [`ClientReport`].
 struct Tally {
     histogram: Histogram<u64>,
@@ -169,15 +176,17 @@ pub fn run(
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::with_capacity(plan.connections.len());
     let mut scratch = vec![0u8; READ_CHUNK];
-    let mut rng = Rng::new();
-    let mut tally = Tally {
-        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .map_err(|e| io::Error::other(e.to_string()))?,
-        received: 0,
-        duplicates: 0,
-        unchecked: 0,
-        unparsed: 0,
-        last_delivery_ns: 0,
+    let mut shared = Shared {
+        tally: Tally {
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            received: 0,
+            duplicates: 0,
+            unchecked: 0,
+            unparsed: 0,
+            last_delivery_ns: 0,
+        },
+        rng: Rng::new(),
     };
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut disconnected = 0u64;
@@ -192,7 +201,7 @@ pub fn run(
         while !setup_done && unfinished < plan.concurrency && next < plan.connections.len() {
             let index = plan.connections[next];
             next += 1;
-            match open(&plan, index, &mut rng, &poll, &mut conns) {
+            match open(&plan, index, &mut shared.rng, &poll, &mut conns) {
                 Ok(()) => unfinished += 1,
                 Err(e) => {
                     *failures
@@ -215,7 +224,7 @@ pub fn run(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        let before = tally.received;
+        let before = shared.tally.received;
         for event in events.iter() {
             let key = event.token().0;
             let Some(conn) = conns.get_mut(key) else {
@@ -226,8 +235,7 @@ pub fn run(
                 conn,
                 &plan,
                 &mut scratch,
-                &mut tally,
-                &mut rng,
+                &mut shared,
                 event.is_writable(),
                 event.is_read_closed(),
             );
@@ -253,6 +261,7 @@ pub fn run(
                 }
             }
         }
+        let tally = &shared.tally;
         if tally.received != before {
             progress
                 .received
@@ -283,6 +292,7 @@ pub fn run(
         }
     }
 
+    let tally = shared.tally;
     Ok(ClientReport {
         histogram: tally.histogram,
         received: tally.received,
@@ -335,8 +345,7 @@ fn drive(
     conn: &mut Conn,
     plan: &Plan,
     scratch: &mut [u8],
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
     writable: bool,
     read_closed: bool,
 ) -> Result<(), End> {
@@ -359,7 +368,7 @@ fn drive(
             Ok(0) => return Err(End::Eof),
             Ok(n) => {
                 let now_ns = plan.clock.now_ns();
-                feed(conn, plan, &scratch[..n], now_ns, tally, rng)?;
+                feed(conn, plan, &scratch[..n], now_ns, shared)?;
                 // A short read emptied the socket: bytes arriving later raise a new edge, so
                 // the usual read that ends in `WouldBlock` (a syscall per delivery) is skipped.
                 // Unless the peer closed: its FIN raises no further edge.
@@ -404,16 +413,15 @@ fn feed(
     plan: &Plan,
     data: &[u8],
     now_ns: u64,
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
 ) -> Result<(), End> {
     if conn.pending.is_empty() {
-        let used = consume(conn, plan, data, now_ns, tally, rng)?;
+        let used = consume(conn, plan, data, now_ns, shared)?;
         conn.pending.extend_from_slice(&data[used..]);
     } else {
         let mut buf = std::mem::take(&mut conn.pending);
         buf.extend_from_slice(data);
-        let used = consume(conn, plan, &buf, now_ns, tally, rng)?;
+        let used = consume(conn, plan, &buf, now_ns, shared)?;
         buf.drain(..used);
         if buf.is_empty() && buf.capacity() > READ_CHUNK {
             buf = Vec::new();
@@ -430,9 +438,9 @@ fn consume(
     plan: &Plan,
     buf: &[u8],
     now_ns: u64,
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
 ) -> Result<usize, End> {
+    let Shared { tally, rng } = shared;
     let mut pos = 0;
     if conn.state == State::Upgrading {
         match proto::parse_upgrade_response(buf, &conn.key)? {
