@@ -23,7 +23,10 @@ use slab::Slab;
 
 use herald::ws::frame::{encode_masked, opcode};
 
-use crate::proto::{self, Fault, FrameReader, Meaning, Message, Protocol, Seen, SeqWindow};
+use crate::proto::{
+    self, Fault, FrameReader, Inflater, Meaning, Message, Offer, Protocol, Seen, SeqWindow,
+};
+use crate::report::Wire;
 use crate::sys::{self, Clock, Rng};
 
 /// The bytes one `read` call may bring in; shared by all connections of a thread.
@@ -35,6 +38,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// What one client thread is asked to do.
 pub struct Plan {
     pub protocol: Protocol,
+    /// What the upgrade request offers besides plain WebSocket.
+    pub offer: Offer,
     pub server: SocketAddr,
     /// `Host` header and request target of the upgrade.
     pub host: String,
@@ -77,6 +82,7 @@ pub struct ClientReport {
     pub disconnected: u64,
     /// Why connections failed during setup, with counts.
     pub failures: BTreeMap<String, u64>,
+    pub wire: Wire,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +135,8 @@ struct Shared {
     tally: Tally,
     /// Masking keys and `Sec-WebSocket-Key`s.
     rng: Rng,
+    /// Inflates the compressed messages of every connection.
+    inflater: Inflater,
 }
 
 /// Per-thread tallies, folded into the [`ClientReport`].
@@ -139,6 +147,7 @@ struct Tally {
     unchecked: u64,
     unparsed: u64,
     last_delivery_ns: u64,
+    wire: Wire,
 }
 
 /// Why a connection ended.
@@ -185,8 +194,10 @@ pub fn run(
             unchecked: 0,
             unparsed: 0,
             last_delivery_ns: 0,
+            wire: Wire::default(),
         },
         rng: Rng::new(),
+        inflater: Inflater::new(),
     };
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut disconnected = 0u64;
@@ -301,6 +312,7 @@ pub fn run(
         unparsed: tally.unparsed,
         disconnected,
         failures,
+        wire: tally.wire,
     })
 }
 
@@ -360,13 +372,15 @@ fn drive(
         }
         let _ = conn.stream.set_nodelay(true);
         conn.state = State::Upgrading;
-        conn.out
-            .extend_from_slice(&proto::handshake_request(&plan.host, &plan.path, &conn.key));
+        conn.out.extend_from_slice(&proto::handshake_request(
+            &plan.host, &plan.path, &conn.key, plan.offer,
+        ));
     }
     loop {
         match conn.stream.read(scratch) {
             Ok(0) => return Err(End::Eof),
             Ok(n) => {
+                shared.tally.wire.bytes_received += n as u64;
                 let now_ns = plan.clock.now_ns();
                 feed(conn, plan, &scratch[..n], now_ns, shared)?;
                 // A short read emptied the socket: bytes arriving later raise a new edge, so
@@ -440,14 +454,22 @@ fn consume(
     now_ns: u64,
     shared: &mut Shared,
 ) -> Result<usize, End> {
-    let Shared { tally, rng } = shared;
+    let Shared {
+        tally,
+        rng,
+        inflater,
+    } = shared;
     let mut pos = 0;
     if conn.state == State::Upgrading {
-        match proto::parse_upgrade_response(buf, &conn.key)? {
-            None => return Ok(0),
-            Some(head) => pos = head,
-        }
+        let Some(upgrade) = proto::parse_upgrade_response(buf, &conn.key, plan.offer)? else {
+            return Ok(0);
+        };
+        pos = upgrade.head_len;
         conn.key = String::new();
+        if plan.offer.deflate && !upgrade.deflate {
+            tally.wire.deflate_declined += 1;
+        }
+        conn.frames = FrameReader::new(upgrade.deflate);
         match plan.protocol {
             Protocol::Raw => {
                 let user = format!("user-{}", conn.index % plan.users);
@@ -480,7 +502,20 @@ fn consume(
                 out.extend(encode_masked(true, opcode::CLOSE, 0, &[], mask(rng)));
                 Err(Fault::ClosedByServer)
             }
-            Message::Data(data) => {
+            Message::Data {
+                payload,
+                compressed,
+            } => {
+                let data = if compressed {
+                    let data = inflater.inflate(payload, plan.max_message)?;
+                    tally.wire.compressed_messages += 1;
+                    tally.wire.compressed_bytes += payload.len() as u64;
+                    tally.wire.inflated_bytes += data.len() as u64;
+                    data
+                } else {
+                    payload
+                };
+                tally.wire.message_bytes += data.len() as u64;
                 let subscribing = *state != State::Ready;
                 match proto::classify(plan.protocol, data, subscribing) {
                     Meaning::Notification { seq, t } if *state == State::Ready => {

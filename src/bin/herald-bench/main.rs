@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::proto::Protocol;
+use crate::proto::{Offer, Protocol};
 use crate::pusher::Pattern;
 use crate::report::Report;
 use crate::sys::Clock;
@@ -55,6 +55,14 @@ struct Args {
     /// over an Engine.IO v4 WebSocket at /socket.io/).
     #[arg(long, value_enum, default_value_t = Protocol::Raw)]
     protocol: Protocol,
+
+    /// Offer permessage-deflate (RFC 7692) in every upgrade and inflate the messages that
+    /// arrive compressed; the clients send uncompressed. The server must accept with
+    /// server_no_context_takeover (one inflater per client thread serves all its connections);
+    /// connections it answers without the extension are counted and run uncompressed. The
+    /// report gives compressed messages and their sizes before and after inflating.
+    #[arg(long)]
+    deflate: bool,
 
     /// Upgrade request target; defaults to /ws (raw) or /socket.io/?EIO=4&transport=websocket
     /// (socketio), or the path given in --url.
@@ -246,6 +254,9 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     for t in 0..threads {
         let plan = client::Plan {
             protocol: args.protocol,
+            offer: Offer {
+                deflate: args.deflate,
+            },
             server,
             host: host.clone(),
             path: path.clone(),
@@ -406,6 +417,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let mut report = Report {
         label: args.label.clone(),
         protocol: args.protocol.name(),
+        deflate: args.deflate,
         pattern: if args.idle_only {
             "idle"
         } else {
@@ -436,6 +448,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         rss_baseline,
         rss_idle,
         rss_after: None,
+        wire: Default::default(),
     };
     for handle in handles {
         match handle.join() {
@@ -446,6 +459,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
                 report.deliveries_unchecked += c.unchecked;
                 report.deliveries_unparsed += c.unparsed;
                 report.disconnected += c.disconnected;
+                report.wire.add(&c.wire);
                 for (why, count) in c.failures {
                     *report.connect_failures.entry(why).or_default() += count;
                 }
@@ -510,6 +524,23 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         eprintln!(
             "FAILED: the server closed {} subscribed connections during the run",
             report.disconnected
+        );
+    }
+    if report.wire.deflate_declined > 0 {
+        eprintln!(
+            "WARNING: {} connections were upgraded without the permessage-deflate offered; \
+             their messages arrived uncompressed",
+            report.wire.deflate_declined
+        );
+    }
+    if args.deflate
+        && report.wire.deflate_declined < report.connections_ok
+        && report.deliveries_received > 0
+        && report.wire.compressed_messages == 0
+    {
+        eprintln!(
+            "WARNING: permessage-deflate was accepted but no message came compressed \
+             (all under the server's size threshold?)"
         );
     }
     if report.push_errors > 0 || !report.push_error_messages.is_empty() {
