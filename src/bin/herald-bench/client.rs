@@ -127,6 +127,9 @@ struct Conn {
     /// Bytes to send that would have blocked.
     out: Vec<u8>,
     frames: FrameReader,
+    /// The server chose `herald.msgpack`: binary messages are MessagePack, and so is the
+    /// subscription.
+    msgpack: bool,
     seen: SeqWindow,
 }
 
@@ -345,6 +348,7 @@ fn open(
         pending: Vec::new(),
         out: Vec::new(),
         frames: FrameReader::default(),
+        msgpack: false,
         seen: SeqWindow::new(),
     });
     Ok(())
@@ -469,15 +473,21 @@ fn consume(
         if plan.offer.deflate && !upgrade.deflate {
             tally.wire.deflate_declined += 1;
         }
+        if plan.offer.msgpack && !upgrade.msgpack {
+            tally.wire.format_declined += 1;
+        }
         conn.frames = FrameReader::new(upgrade.deflate);
+        conn.msgpack = upgrade.msgpack;
         match plan.protocol {
             Protocol::Raw => {
                 let user = format!("user-{}", conn.index % plan.users);
-                send_text(
-                    &mut conn.out,
-                    plan.protocol.subscribe(&user).as_bytes(),
-                    rng,
-                );
+                if conn.msgpack {
+                    let subscribe = proto::subscribe_msgpack(&user);
+                    send(&mut conn.out, opcode::BINARY, &subscribe, rng);
+                } else {
+                    let subscribe = plan.protocol.subscribe(&user);
+                    send(&mut conn.out, opcode::TEXT, subscribe.as_bytes(), rng);
+                }
                 conn.state = State::Subscribing;
             }
             Protocol::Socketio => conn.state = State::WaitOpen,
@@ -488,6 +498,7 @@ fn consume(
         state,
         out,
         frames,
+        msgpack,
         seen,
         ..
     } = conn;
@@ -504,6 +515,7 @@ fn consume(
             }
             Message::Data {
                 payload,
+                binary,
                 compressed,
             } => {
                 let data = if compressed {
@@ -517,7 +529,12 @@ fn consume(
                 };
                 tally.wire.message_bytes += data.len() as u64;
                 let subscribing = *state != State::Ready;
-                match proto::classify(plan.protocol, data, subscribing) {
+                let meaning = if binary && *msgpack {
+                    proto::classify_msgpack(data, subscribing)
+                } else {
+                    proto::classify(plan.protocol, data, subscribing)
+                };
+                match meaning {
                     Meaning::Notification { seq, t } if *state == State::Ready => {
                         match seen.see(seq) {
                             Seen::Duplicate => tally.duplicates += 1,
@@ -532,14 +549,15 @@ fn consume(
                             }
                         }
                     }
-                    Meaning::EnginePing => send_text(out, b"3", rng),
+                    Meaning::EnginePing => send(out, opcode::TEXT, b"3", rng),
                     Meaning::Open if *state == State::WaitOpen => {
-                        send_text(out, b"40", rng);
+                        send(out, opcode::TEXT, b"40", rng);
                         *state = State::WaitConnect;
                     }
                     Meaning::Connected if *state == State::WaitConnect => {
                         let user = format!("user-{}", *index % plan.users);
-                        send_text(out, plan.protocol.subscribe(&user).as_bytes(), rng);
+                        let subscribe = plan.protocol.subscribe(&user);
+                        send(out, opcode::TEXT, subscribe.as_bytes(), rng);
                         *state = State::Subscribing;
                     }
                     Meaning::Subscribed if *state == State::Subscribing => *state = State::Ready,
@@ -557,9 +575,11 @@ fn consume(
     Ok(pos + used)
 }
 
-fn send_text(out: &mut Vec<u8>, text: &[u8], rng: &mut Rng) {
+/// Queues one whole message, uncompressed whatever was negotiated (RFC 7692 lets a sender
+/// leave any message uncompressed).
+fn send(out: &mut Vec<u8>, op: u8, payload: &[u8], rng: &mut Rng) {
     // RFC 6455 §5.3: the masking key MUST be unpredictable, fresh for each frame.
-    out.extend(encode_masked(true, opcode::TEXT, 0, text, mask(rng)));
+    out.extend(encode_masked(true, op, 0, payload, mask(rng)));
 }
 
 fn mask(rng: &mut Rng) -> [u8; 4] {

@@ -2,6 +2,9 @@
 //! same protocols (the raw `{"event","data"}` WebSocket protocol or Socket.IO v5, and the
 //! `/v1/...` control API).
 //!
+//! The raw protocol speaks JSON or, with `--format msgpack`, MessagePack; `--deflate` offers
+//! permessage-deflate on either protocol.
+//!
 //! One run: open `--connections` WebSockets (on `--client-threads` mio loops, at most
 //! `--concurrency` handshakes in flight), subscribe connection `i` to `user-{i % users}`, then
 //! push at a fixed `--rate` over keep-alive control connections and measure, on every client,
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::proto::{Offer, Protocol};
+use crate::proto::{Format, Offer, Protocol};
 use crate::pusher::Pattern;
 use crate::report::Report;
 use crate::sys::Clock;
@@ -55,6 +58,13 @@ struct Args {
     /// over an Engine.IO v4 WebSocket at /socket.io/).
     #[arg(long, value_enum, default_value_t = Protocol::Raw)]
     protocol: Protocol,
+
+    /// Message encoding of the raw protocol: `json` (text frames) or `msgpack` (the same
+    /// {"event","data"} envelope as MessagePack in binary frames, asked for with
+    /// Sec-WebSocket-Protocol: herald.msgpack). Connections whose server does not choose
+    /// herald.msgpack are counted and speak JSON. Raw protocol only.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
 
     /// Offer permessage-deflate (RFC 7692) in every upgrade and inflate the messages that
     /// arrive compressed; the clients send uncompressed. The server must accept with
@@ -226,6 +236,9 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         return Err("--rate must be a positive number".into());
     }
+    if args.format == Format::Msgpack && args.protocol != Protocol::Raw {
+        return Err("--format msgpack needs --protocol raw: Socket.IO has its own encoding".into());
+    }
     let users = args.users.unwrap_or(args.connections).max(1);
     if args.pattern == Pattern::Multicast && (args.k == 0 || args.k > users as usize) {
         return Err(format!("--k must be between 1 and --users ({users})").into());
@@ -256,6 +269,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
             protocol: args.protocol,
             offer: Offer {
                 deflate: args.deflate,
+                msgpack: args.format == Format::Msgpack,
             },
             server,
             host: host.clone(),
@@ -417,6 +431,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let mut report = Report {
         label: args.label.clone(),
         protocol: args.protocol.name(),
+        format: args.format.name(),
         deflate: args.deflate,
         pattern: if args.idle_only {
             "idle"
@@ -524,6 +539,13 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         eprintln!(
             "FAILED: the server closed {} subscribed connections during the run",
             report.disconnected
+        );
+    }
+    if report.wire.format_declined > 0 {
+        eprintln!(
+            "WARNING: {} connections were upgraded without the herald.msgpack subprotocol \
+             asked for; they spoke JSON",
+            report.wire.format_declined
         );
     }
     if report.wire.deflate_declined > 0 {

@@ -1,6 +1,7 @@
 //! The client's side of the two WebSocket protocols, no I/O: the opening handshake and what it
-//! negotiated (permessage-deflate), server frames, inflating compressed messages, and what each
-//! server message means to a benchmark client.
+//! negotiated (permessage-deflate, the `herald.msgpack` subprotocol), server frames, inflating
+//! compressed messages, and what each server message, JSON or MessagePack, means to a benchmark
+//! client.
 //!
 //! Nothing here reads a socket or a clock: bytes come in as slices, replies go into buffers the
 //! caller owns, and the receive time is passed in. Clients never compress what they send.
@@ -8,6 +9,8 @@
 use std::fmt;
 
 use flate2::{Decompress, FlushDecompress, Status};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 
 use herald::ws::frame::{self, opcode};
 use herald::ws::handshake::accept_key;
@@ -15,7 +18,8 @@ use herald::ws::handshake::accept_key;
 /// The WebSocket protocol the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
-    /// `{"event","data"}` text frames at `/ws`.
+    /// `{"event","data"}` messages at `/ws`: JSON text frames, or MessagePack binary frames
+    /// under the `herald.msgpack` subprotocol.
     Raw,
     /// Socket.IO v5 over Engine.IO v4, WebSocket transport only.
     Socketio,
@@ -44,6 +48,45 @@ impl Protocol {
             Protocol::Socketio => format!(r#"42["subscribe","{user}"]"#),
         }
     }
+}
+
+/// How raw-protocol messages are encoded, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// JSON in text frames.
+    Json,
+    /// MessagePack in binary frames, asked for with the `herald.msgpack` subprotocol.
+    Msgpack,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Msgpack => "msgpack",
+        }
+    }
+}
+
+/// The subprotocol that switches the raw protocol to MessagePack.
+pub const MSGPACK_SUBPROTOCOL: &str = "herald.msgpack";
+
+/// The raw protocol's envelope as a client writes it.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    event: &'a str,
+    data: &'a str,
+}
+
+/// The MessagePack subscription to `user`: the map `{"event":"subscribe","data":user}`, to go
+/// in a binary frame.
+pub fn subscribe_msgpack(user: &str) -> Vec<u8> {
+    let subscribe = Outgoing {
+        event: "subscribe",
+        data: user,
+    };
+    // Two strings into a Vec: nothing the encoder could fail on.
+    rmp_serde::to_vec_named(&subscribe).expect("a map of two strings encodes")
 }
 
 /// Why a client connection gave up. Each variant is one line of the report's failure counts.
@@ -93,6 +136,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub struct Offer {
     /// Offer permessage-deflate (RFC 7692).
     pub deflate: bool,
+    /// Ask for the [`MSGPACK_SUBPROTOCOL`].
+    pub msgpack: bool,
 }
 
 /// What the server's 101 agreed to.
@@ -102,6 +147,8 @@ pub struct Upgrade {
     pub head_len: usize,
     /// permessage-deflate is in effect, with `server_no_context_takeover`.
     pub deflate: bool,
+    /// The server chose the [`MSGPACK_SUBPROTOCOL`].
+    pub msgpack: bool,
 }
 
 /// The permessage-deflate offer. `client_max_window_bits` without a value only says the client
@@ -117,6 +164,11 @@ pub fn handshake_request(host: &str, path: &str, key: &str, offer: Offer) -> Vec
     if offer.deflate {
         req.push_str("Sec-WebSocket-Extensions: ");
         req.push_str(DEFLATE_OFFER);
+        req.push_str("\r\n");
+    }
+    if offer.msgpack {
+        req.push_str("Sec-WebSocket-Protocol: ");
+        req.push_str(MSGPACK_SUBPROTOCOL);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
@@ -157,7 +209,26 @@ pub fn parse_upgrade_response(
         return Err(Fault::Refused("wrong Sec-WebSocket-Accept".into()));
     }
     let deflate = accepted_deflate(values("sec-websocket-extensions"), offer.deflate)?;
-    Ok(Some(Upgrade { head_len, deflate }))
+    let msgpack = match values("sec-websocket-protocol")
+        .next()
+        .map(<[u8]>::trim_ascii)
+    {
+        None => false,
+        Some(chosen) if offer.msgpack && chosen == MSGPACK_SUBPROTOCOL.as_bytes() => true,
+        // RFC 6455 §4.1: a subprotocol "that was not present in the client's handshake" MUST
+        // fail the connection.
+        Some(chosen) => {
+            let chosen = String::from_utf8_lossy(chosen);
+            return Err(Fault::Negotiation(format!(
+                "subprotocol {chosen} not offered"
+            )));
+        }
+    };
+    Ok(Some(Upgrade {
+        head_len,
+        deflate,
+        msgpack,
+    }))
 }
 
 /// Whether the `Sec-WebSocket-Extensions` answer accepts permessage-deflate; an error when it
@@ -241,6 +312,8 @@ pub enum Message<'a> {
     /// A text or binary message, reassembled when it came in fragments.
     Data {
         payload: &'a [u8],
+        /// Sent as a binary message (opcode 0x2) rather than text.
+        binary: bool,
         /// RSV1 was set on its first frame: `payload` is DEFLATE data for an [`Inflater`].
         compressed: bool,
     },
@@ -258,6 +331,8 @@ pub struct FrameReader {
     fragments: Vec<u8>,
     /// True between the first fragment of a message and its last.
     in_message: bool,
+    /// The message being reassembled is binary; meaningful while `in_message`.
+    binary: bool,
     /// The message being reassembled is compressed; meaningful while `in_message`.
     compressed: bool,
     /// permessage-deflate was negotiated, so RSV1 may be set on a message's first frame.
@@ -315,16 +390,19 @@ impl FrameReader {
                 return Ok(pos);
             };
             pos += head_len + len;
+            let binary = header.opcode == opcode::BINARY;
             match header.opcode {
                 opcode::TEXT | opcode::BINARY if self.in_message => {
                     return Err(Fault::BadFraming("new message inside a fragmented one"))
                 }
                 opcode::TEXT | opcode::BINARY if header.fin => on(Message::Data {
                     payload,
+                    binary,
                     compressed,
                 })?,
                 opcode::TEXT | opcode::BINARY => {
                     self.in_message = true;
+                    self.binary = binary;
                     self.compressed = compressed;
                     self.fragments.extend_from_slice(payload);
                 }
@@ -338,6 +416,7 @@ impl FrameReader {
                         let whole = std::mem::take(&mut self.fragments);
                         on(Message::Data {
                             payload: &whole,
+                            binary: self.binary,
                             compressed: self.compressed,
                         })?;
                     }
@@ -470,6 +549,191 @@ pub fn classify(protocol: Protocol, msg: &[u8], subscribing: bool) -> Meaning {
             [b'4', b'2', rest @ ..] => notification(rest),
             _ => Meaning::Unparsed,
         },
+    }
+}
+
+/// Classifies one raw-protocol message that came as MessagePack, as [`classify`] does its JSON
+/// twin.
+pub fn classify_msgpack(msg: &[u8], subscribing: bool) -> Meaning {
+    let Ok(envelope) = rmp_serde::from_slice::<Envelope<'_>>(msg) else {
+        return Meaning::Unparsed;
+    };
+    match (subscribing, envelope.event, envelope.data) {
+        (true, "subscribed", _) => Meaning::Subscribed,
+        (true, "error", _) => Meaning::Refused,
+        (
+            false,
+            _,
+            Stamp {
+                seq: Some(seq),
+                t: Some(t),
+            },
+        ) => Meaning::Notification { seq, t },
+        _ => Meaning::Unparsed,
+    }
+}
+
+/// The raw protocol's envelope as a client reads it from MessagePack: the event, and the
+/// generator's fields found in `data`. Nothing else is kept, nothing is allocated.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: &'a str,
+    #[serde(default)]
+    data: Stamp,
+}
+
+/// The first `seq` and `t` keys anywhere in a value, walked in encoding order: the MessagePack
+/// counterpart of the byte search [`notification`] makes in JSON.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    seq: Option<u64>,
+    t: Option<u64>,
+}
+
+impl Stamp {
+    /// Keeps what `self` found, fills the rest from `inner`.
+    fn or(self, inner: Stamp) -> Stamp {
+        Stamp {
+            seq: self.seq.or(inner.seq),
+            t: self.t.or(inner.t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StampVisitor)
+    }
+}
+
+/// Walks any value; scalars hold no stamp.
+struct StampVisitor;
+
+impl<'de> Visitor<'de> for StampVisitor {
+    type Value = Stamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any MessagePack value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stamp, A::Error> {
+        let mut found = Stamp::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                // As in JSON, the first key decides: a `seq` that is not an unsigned integer
+                // makes the message unparsed.
+                Key::Seq if found.seq.is_none() => found.seq = Some(map.next_value()?),
+                Key::T if found.t.is_none() => found.t = Some(map.next_value()?),
+                _ => found = found.or(map.next_value()?),
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Stamp, A::Error> {
+        let mut found = Stamp::default();
+        while let Some(inner) = seq.next_element()? {
+            found = found.or(inner);
+        }
+        Ok(found)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Stamp, D::Error> {
+        Stamp::deserialize(d)
+    }
+
+    /// A MessagePack extension value.
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Stamp, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| Stamp::default())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Stamp, E> {
+        Ok(Stamp::default())
+    }
+}
+
+/// A map key, as far as the search for `seq` and `t` cares.
+enum Key {
+    Seq,
+    T,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(KeyVisitor)
+    }
+}
+
+/// Any string is a key; MessagePack also allows other scalars, none of them `seq` or `t`.
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "seq" => Key::Seq,
+            "t" => Key::T,
+            _ => Key::Other,
+        })
+    }
+
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Key, E> {
+        Ok(Key::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Key, E> {
+        Ok(Key::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Key, E> {
+        Ok(Key::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Key, E> {
+        Ok(Key::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Key, E> {
+        Ok(Key::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Key, E> {
+        Ok(Key::Other)
     }
 }
 
@@ -629,8 +893,18 @@ mod tests {
         .into_bytes()
     }
 
-    const PLAIN: Offer = Offer { deflate: false };
-    const DEFLATE: Offer = Offer { deflate: true };
+    const PLAIN: Offer = Offer {
+        deflate: false,
+        msgpack: false,
+    };
+    const DEFLATE: Offer = Offer {
+        deflate: true,
+        msgpack: false,
+    };
+    const MSGPACK: Offer = Offer {
+        deflate: false,
+        msgpack: true,
+    };
 
     #[test]
     fn upgrade_response_with_the_rfc_key() {
@@ -639,6 +913,7 @@ mod tests {
         let plain = Upgrade {
             head_len: head.len(),
             deflate: false,
+            msgpack: false,
         };
         assert_eq!(parse_upgrade_response(&head, key, PLAIN), Ok(Some(plain)));
         assert_eq!(parse_upgrade_response(&head[..40], key, PLAIN), Ok(None));
@@ -657,6 +932,47 @@ mod tests {
         let line = b"\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
         assert!(find(&offer, line).is_some());
         assert!(offer.ends_with(b"\r\n\r\n"));
+        assert!(find(&offer, b"Sec-WebSocket-Protocol").is_none());
+        let msgpack = handshake_request("h", "/ws", RFC_KEY, MSGPACK);
+        let line = b"\r\nSec-WebSocket-Protocol: herald.msgpack\r\n";
+        assert!(find(&msgpack, line).is_some());
+        assert!(find(&msgpack, b"Sec-WebSocket-Extensions").is_none());
+        assert!(msgpack.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn subprotocol_answers() {
+        let chosen = |offer, extra| {
+            let head = switching(extra);
+            parse_upgrade_response(&head, RFC_KEY, offer).map(|u| u.map(|u| u.msgpack))
+        };
+        let herald = "Sec-WebSocket-Protocol: herald.msgpack\r\n";
+        assert_eq!(chosen(MSGPACK, herald), Ok(Some(true)));
+        assert_eq!(chosen(MSGPACK, ""), Ok(Some(false)));
+        assert_eq!(chosen(PLAIN, ""), Ok(Some(false)));
+        // RFC 6455 §4.1: a subprotocol the client did not ask for fails the connection.
+        assert!(matches!(chosen(PLAIN, herald), Err(Fault::Negotiation(_))));
+        assert!(matches!(
+            chosen(MSGPACK, "Sec-WebSocket-Protocol: chat\r\n"),
+            Err(Fault::Negotiation(_))
+        ));
+        let both = Offer {
+            deflate: true,
+            msgpack: true,
+        };
+        let herald_answer = "Sec-WebSocket-Extensions: permessage-deflate; \
+                             server_no_context_takeover; client_no_context_takeover\r\n\
+                             Sec-WebSocket-Protocol: herald.msgpack\r\n";
+        let head = switching(herald_answer);
+        let agreed = parse_upgrade_response(&head, RFC_KEY, both);
+        assert_eq!(
+            agreed,
+            Ok(Some(Upgrade {
+                head_len: head.len(),
+                deflate: true,
+                msgpack: true
+            }))
+        );
     }
 
     /// The answer to a permessage-deflate offer: `Ok(true)` accepted, `Ok(false)` declined,
@@ -714,6 +1030,7 @@ mod tests {
             if let Message::Data {
                 payload,
                 compressed,
+                ..
             } = m
             {
                 let data = if compressed {
@@ -905,6 +1222,110 @@ mod tests {
         assert_eq!(classify(p, b"41", false), Meaning::Closed);
         let raw = br#"{"event":"subscribed","data":{"userId":"user-1","socketId":"s"}}"#;
         assert_eq!(classify(Protocol::Raw, raw, true), Meaning::Subscribed);
+    }
+
+    #[test]
+    fn frames_say_text_or_binary() {
+        let mut wire = server_frame(true, opcode::TEXT, b"t");
+        wire.extend(server_frame(true, opcode::BINARY, b"b"));
+        wire.extend(server_frame(false, opcode::BINARY, b"b"));
+        wire.extend(server_frame(true, opcode::CONTINUATION, b"2"));
+        let mut got = Vec::new();
+        FrameReader::default()
+            .decode(&wire, 100, |m| {
+                if let Message::Data {
+                    payload, binary, ..
+                } = m
+                {
+                    got.push((binary, payload.to_vec()));
+                }
+                Ok(())
+            })
+            .expect("valid frames");
+        let want = [(false, &b"t"[..]), (true, b"b"), (true, b"b2")];
+        assert_eq!(got, want.map(|(b, p)| (b, p.to_vec())));
+    }
+
+    #[test]
+    fn msgpack_subscription() {
+        // fixmap(2) {fixstr(5) "event": fixstr(9) "subscribe", fixstr(4) "data": fixstr(6) "user-7"}
+        let mut want = vec![0x82, 0xa5];
+        want.extend(b"event");
+        want.push(0xa9);
+        want.extend(b"subscribe");
+        want.push(0xa4);
+        want.extend(b"data");
+        want.push(0xa6);
+        want.extend(b"user-7");
+        assert_eq!(subscribe_msgpack("user-7"), want);
+    }
+
+    /// The MessagePack twin of a JSON message, as a server in `herald.msgpack` mode encodes it.
+    fn msgpack_of(json: &[u8]) -> Vec<u8> {
+        let value: serde_json::Value = serde_json::from_slice(json).expect("valid JSON");
+        rmp_serde::to_vec_named(&value).expect("encodes")
+    }
+
+    #[test]
+    fn msgpack_messages_mean_what_their_json_twins_mean() {
+        let twins: [&[u8]; 7] = [
+            br#"{"event":"notification","data":{"type":"BENCH","message":"m","data":{"seq":123,"t":1790000000123456789},"timestamp":"2026-01-01T00:00:00.000Z"}}"#,
+            br#"{"event":"notification","data":{"timestamp":"x","data":{"t": 5,"seq": 9}}}"#,
+            br#"{"event":"notification","data":{"list":[{"seq":0}],"data":{"t":18446744073709551615,"seq":1}}}"#,
+            br#"{"event":"notification","data":{"type":"X"}}"#,
+            br#"{"event":"notification","data":{"data":{"seq":"12","t":1}}}"#,
+            br#"{"event":"notification","data":null}"#,
+            br#"{"event":"notification"}"#,
+        ];
+        for json in twins {
+            let want = classify(Protocol::Raw, json, false);
+            let got = classify_msgpack(&msgpack_of(json), false);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(json));
+        }
+        let first = classify_msgpack(&msgpack_of(twins[0]), false);
+        assert_eq!(
+            first,
+            Meaning::Notification {
+                seq: 123,
+                t: 1_790_000_000_123_456_789
+            }
+        );
+        assert_eq!(
+            classify_msgpack(&msgpack_of(twins[2]), false),
+            Meaning::Notification {
+                seq: 0,
+                t: u64::MAX
+            }
+        );
+    }
+
+    #[test]
+    fn msgpack_setup_and_garbage() {
+        let subscribed =
+            msgpack_of(br#"{"event":"subscribed","data":{"userId":"user-1","socketId":"s"}}"#);
+        assert_eq!(classify_msgpack(&subscribed, true), Meaning::Subscribed);
+        let error = msgpack_of(br#"{"event":"error","data":"bad user id"}"#);
+        assert_eq!(classify_msgpack(&error, true), Meaning::Refused);
+        let other = msgpack_of(br#"{"event":"hello","data":[1,2.5,true,null]}"#);
+        assert_eq!(classify_msgpack(&other, true), Meaning::Unparsed);
+        assert_eq!(classify_msgpack(&other, false), Meaning::Unparsed);
+        // The envelope as an array (rmp_serde::to_vec of a struct) reads the same.
+        let array = rmp_serde::to_vec(&Outgoing {
+            event: "subscribed",
+            data: "user-1",
+        })
+        .expect("encodes");
+        assert_eq!(array[0], 0x92);
+        assert_eq!(classify_msgpack(&array, true), Meaning::Subscribed);
+        let whole = msgpack_of(br#"{"event":"notification","data":{"data":{"seq":1,"t":2}}}"#);
+        for cut in 0..whole.len() {
+            assert_eq!(classify_msgpack(&whole[..cut], false), Meaning::Unparsed);
+        }
+        assert_eq!(classify_msgpack(b"\xc1", false), Meaning::Unparsed);
+        assert_eq!(
+            classify_msgpack(br#"{"event":"subscribed"}"#, true),
+            Meaning::Unparsed
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-/// Bytes and messages as the client connections received them, summed over connections and the
-/// whole run (setup included).
+/// What the client connections negotiated and received, summed over connections and the whole
+/// run (setup included).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Wire {
     /// Every byte read from the client sockets: upgrade answers, frame headers, payloads.
@@ -24,6 +24,8 @@ pub struct Wire {
     pub inflated_bytes: u64,
     /// Connections whose upgrade did not accept the permessage-deflate offered.
     pub deflate_declined: u64,
+    /// Connections whose upgrade did not choose the `herald.msgpack` asked for: they spoke JSON.
+    pub format_declined: u64,
 }
 
 impl Wire {
@@ -34,6 +36,7 @@ impl Wire {
         self.compressed_bytes += other.compressed_bytes;
         self.inflated_bytes += other.inflated_bytes;
         self.deflate_declined += other.deflate_declined;
+        self.format_declined += other.format_declined;
     }
 
     /// Inflated over compressed size of the messages that came compressed.
@@ -42,7 +45,7 @@ impl Wire {
             .then(|| self.inflated_bytes as f64 / self.compressed_bytes as f64)
     }
 
-    /// The byte counts; the declined count sits beside `deflate` in the report.
+    /// The byte counts; the declined counts sit beside `format` and `deflate` in the report.
     fn to_json(self) -> Value {
         json!({
             "bytes_received": self.bytes_received,
@@ -60,6 +63,9 @@ impl Wire {
 pub struct Report {
     pub label: String,
     pub protocol: &'static str,
+    /// The raw protocol's encoding asked for; `wire.format_declined` says where it was not in
+    /// effect.
+    pub format: &'static str,
     /// permessage-deflate was offered; `wire.deflate_declined` says where it was not in effect.
     pub deflate: bool,
     pub pattern: &'static str,
@@ -139,6 +145,8 @@ impl Report {
         json!({
             "label": self.label,
             "protocol": self.protocol,
+            "format": self.format,
+            "format_declined": self.wire.format_declined,
             "deflate": self.deflate,
             "deflate_declined": self.wire.deflate_declined,
             "pattern": self.pattern,
@@ -191,6 +199,12 @@ impl Report {
         );
         if self.connections_failed > 0 {
             let _ = write!(s, " ({} failed)", self.connections_failed);
+        }
+        if self.format != "json" {
+            let _ = match self.wire.format_declined {
+                0 => write!(s, ", {}", self.format),
+                n => write!(s, ", {} (declined by {n} conns)", self.format),
+            };
         }
         if self.deflate {
             let declined = self.wire.deflate_declined;
