@@ -115,6 +115,12 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     k: usize,
 
+    /// Length in bytes of each notification's `message` text, filled with words (default: the
+    /// one-letter "m"). Server messages under herald's compression threshold (1024 bytes by
+    /// default) go uncompressed, so measuring --deflate at that threshold takes about 1000.
+    #[arg(long, value_name = "BYTES")]
+    message_size: Option<usize>,
+
     /// Pushes per second. Push k is due at start + k/rate and latency is measured from then.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -335,6 +341,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let rss_idle = pid.and_then(sys::rss_bytes);
 
     // Push and drain.
+    let message = pusher::message_text(args.message_size);
     let planned = if args.idle_only {
         0
     } else {
@@ -370,6 +377,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
                 subscribed_total: connections_ok,
                 clock,
                 start_ns,
+                message: message.clone(),
                 pin_cpu: args.pin_cpu,
             },
             push_stop.clone(),
@@ -439,6 +447,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
             args.pattern.name()
         },
         rate: args.rate,
+        message_size: message.len(),
         users,
         connections_requested: n,
         connections_ok,

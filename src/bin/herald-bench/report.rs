@@ -70,6 +70,8 @@ pub struct Report {
     pub deflate: bool,
     pub pattern: &'static str,
     pub rate: f64,
+    /// Bytes of each notification's `message` text.
+    pub message_size: usize,
     pub users: u32,
     pub connections_requested: u64,
     pub connections_ok: u64,
@@ -151,6 +153,7 @@ impl Report {
             "deflate_declined": self.wire.deflate_declined,
             "pattern": self.pattern,
             "rate": self.rate,
+            "message_size": self.message_size,
             "users": self.users,
             "connections_requested": self.connections_requested,
             "connections_ok": self.connections_ok,
