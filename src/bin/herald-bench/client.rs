@@ -23,7 +23,10 @@ use slab::Slab;
 
 use herald::ws::frame::{encode_masked, opcode};
 
-use crate::proto::{self, Fault, FrameReader, Meaning, Message, Protocol, Seen, SeqWindow};
+use crate::proto::{
+    self, Fault, FrameReader, Inflater, Meaning, Message, Offer, Protocol, Seen, SeqWindow,
+};
+use crate::report::Wire;
 use crate::sys::{self, Clock, Rng};
 
 /// The bytes one `read` call may bring in; shared by all connections of a thread.
@@ -35,6 +38,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// What one client thread is asked to do.
 pub struct Plan {
     pub protocol: Protocol,
+    /// What the upgrade request offers besides plain WebSocket.
+    pub offer: Offer,
     pub server: SocketAddr,
     /// `Host` header and request target of the upgrade.
     pub host: String,
@@ -77,6 +82,7 @@ pub struct ClientReport {
     pub disconnected: u64,
     /// Why connections failed during setup, with counts.
     pub failures: BTreeMap<String, u64>,
+    pub wire: Wire,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +127,19 @@ struct Conn {
     /// Bytes to send that would have blocked.
     out: Vec<u8>,
     frames: FrameReader,
+    /// The server chose `herald.msgpack`: binary messages are MessagePack, and so is the
+    /// subscription.
+    msgpack: bool,
     seen: SeqWindow,
+}
+
+/// What the connections of one thread share while being handled.
+struct Shared {
+    tally: Tally,
+    /// Masking keys and `Sec-WebSocket-Key`s.
+    rng: Rng,
+    /// Inflates the compressed messages of every connection.
+    inflater: Inflater,
 }
 
 /// Per-thread tallies, folded into the [`ClientReport`].
@@ -132,6 +150,7 @@ struct Tally {
     unchecked: u64,
     unparsed: u64,
     last_delivery_ns: u64,
+    wire: Wire,
 }
 
 /// Why a connection ended.
@@ -169,15 +188,19 @@ pub fn run(
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::with_capacity(plan.connections.len());
     let mut scratch = vec![0u8; READ_CHUNK];
-    let mut rng = Rng::new();
-    let mut tally = Tally {
-        histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .map_err(|e| io::Error::other(e.to_string()))?,
-        received: 0,
-        duplicates: 0,
-        unchecked: 0,
-        unparsed: 0,
-        last_delivery_ns: 0,
+    let mut shared = Shared {
+        tally: Tally {
+            histogram: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .map_err(|e| io::Error::other(e.to_string()))?,
+            received: 0,
+            duplicates: 0,
+            unchecked: 0,
+            unparsed: 0,
+            last_delivery_ns: 0,
+            wire: Wire::default(),
+        },
+        rng: Rng::new(),
+        inflater: Inflater::new(),
     };
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut disconnected = 0u64;
@@ -192,7 +215,7 @@ pub fn run(
         while !setup_done && unfinished < plan.concurrency && next < plan.connections.len() {
             let index = plan.connections[next];
             next += 1;
-            match open(&plan, index, &mut rng, &poll, &mut conns) {
+            match open(&plan, index, &mut shared.rng, &poll, &mut conns) {
                 Ok(()) => unfinished += 1,
                 Err(e) => {
                     *failures
@@ -215,7 +238,7 @@ pub fn run(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        let before = tally.received;
+        let before = shared.tally.received;
         for event in events.iter() {
             let key = event.token().0;
             let Some(conn) = conns.get_mut(key) else {
@@ -226,8 +249,7 @@ pub fn run(
                 conn,
                 &plan,
                 &mut scratch,
-                &mut tally,
-                &mut rng,
+                &mut shared,
                 event.is_writable(),
                 event.is_read_closed(),
             );
@@ -253,6 +275,7 @@ pub fn run(
                 }
             }
         }
+        let tally = &shared.tally;
         if tally.received != before {
             progress
                 .received
@@ -283,6 +306,7 @@ pub fn run(
         }
     }
 
+    let tally = shared.tally;
     Ok(ClientReport {
         histogram: tally.histogram,
         received: tally.received,
@@ -291,6 +315,7 @@ pub fn run(
         unparsed: tally.unparsed,
         disconnected,
         failures,
+        wire: tally.wire,
     })
 }
 
@@ -323,6 +348,7 @@ fn open(
         pending: Vec::new(),
         out: Vec::new(),
         frames: FrameReader::default(),
+        msgpack: false,
         seen: SeqWindow::new(),
     });
     Ok(())
@@ -335,8 +361,7 @@ fn drive(
     conn: &mut Conn,
     plan: &Plan,
     scratch: &mut [u8],
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
     writable: bool,
     read_closed: bool,
 ) -> Result<(), End> {
@@ -351,15 +376,17 @@ fn drive(
         }
         let _ = conn.stream.set_nodelay(true);
         conn.state = State::Upgrading;
-        conn.out
-            .extend_from_slice(&proto::handshake_request(&plan.host, &plan.path, &conn.key));
+        conn.out.extend_from_slice(&proto::handshake_request(
+            &plan.host, &plan.path, &conn.key, plan.offer,
+        ));
     }
     loop {
         match conn.stream.read(scratch) {
             Ok(0) => return Err(End::Eof),
             Ok(n) => {
+                shared.tally.wire.bytes_received += n as u64;
                 let now_ns = plan.clock.now_ns();
-                feed(conn, plan, &scratch[..n], now_ns, tally, rng)?;
+                feed(conn, plan, &scratch[..n], now_ns, shared)?;
                 // A short read emptied the socket: bytes arriving later raise a new edge, so
                 // the usual read that ends in `WouldBlock` (a syscall per delivery) is skipped.
                 // Unless the peer closed: its FIN raises no further edge.
@@ -404,16 +431,15 @@ fn feed(
     plan: &Plan,
     data: &[u8],
     now_ns: u64,
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
 ) -> Result<(), End> {
     if conn.pending.is_empty() {
-        let used = consume(conn, plan, data, now_ns, tally, rng)?;
+        let used = consume(conn, plan, data, now_ns, shared)?;
         conn.pending.extend_from_slice(&data[used..]);
     } else {
         let mut buf = std::mem::take(&mut conn.pending);
         buf.extend_from_slice(data);
-        let used = consume(conn, plan, &buf, now_ns, tally, rng)?;
+        let used = consume(conn, plan, &buf, now_ns, shared)?;
         buf.drain(..used);
         if buf.is_empty() && buf.capacity() > READ_CHUNK {
             buf = Vec::new();
@@ -430,24 +456,38 @@ fn consume(
     plan: &Plan,
     buf: &[u8],
     now_ns: u64,
-    tally: &mut Tally,
-    rng: &mut Rng,
+    shared: &mut Shared,
 ) -> Result<usize, End> {
+    let Shared {
+        tally,
+        rng,
+        inflater,
+    } = shared;
     let mut pos = 0;
     if conn.state == State::Upgrading {
-        match proto::parse_upgrade_response(buf, &conn.key)? {
-            None => return Ok(0),
-            Some(head) => pos = head,
-        }
+        let Some(upgrade) = proto::parse_upgrade_response(buf, &conn.key, plan.offer)? else {
+            return Ok(0);
+        };
+        pos = upgrade.head_len;
         conn.key = String::new();
+        if plan.offer.deflate && !upgrade.deflate {
+            tally.wire.deflate_declined += 1;
+        }
+        if plan.offer.msgpack && !upgrade.msgpack {
+            tally.wire.format_declined += 1;
+        }
+        conn.frames = FrameReader::new(upgrade.deflate);
+        conn.msgpack = upgrade.msgpack;
         match plan.protocol {
             Protocol::Raw => {
                 let user = format!("user-{}", conn.index % plan.users);
-                send_text(
-                    &mut conn.out,
-                    plan.protocol.subscribe(&user).as_bytes(),
-                    rng,
-                );
+                if conn.msgpack {
+                    let subscribe = proto::subscribe_msgpack(&user);
+                    send(&mut conn.out, opcode::BINARY, &subscribe, rng);
+                } else {
+                    let subscribe = plan.protocol.subscribe(&user);
+                    send(&mut conn.out, opcode::TEXT, subscribe.as_bytes(), rng);
+                }
                 conn.state = State::Subscribing;
             }
             Protocol::Socketio => conn.state = State::WaitOpen,
@@ -458,6 +498,7 @@ fn consume(
         state,
         out,
         frames,
+        msgpack,
         seen,
         ..
     } = conn;
@@ -472,9 +513,28 @@ fn consume(
                 out.extend(encode_masked(true, opcode::CLOSE, 0, &[], mask(rng)));
                 Err(Fault::ClosedByServer)
             }
-            Message::Data(data) => {
+            Message::Data {
+                payload,
+                binary,
+                compressed,
+            } => {
+                let data = if compressed {
+                    let data = inflater.inflate(payload, plan.max_message)?;
+                    tally.wire.compressed_messages += 1;
+                    tally.wire.compressed_bytes += payload.len() as u64;
+                    tally.wire.inflated_bytes += data.len() as u64;
+                    data
+                } else {
+                    payload
+                };
+                tally.wire.message_bytes += data.len() as u64;
                 let subscribing = *state != State::Ready;
-                match proto::classify(plan.protocol, data, subscribing) {
+                let meaning = if binary && *msgpack {
+                    proto::classify_msgpack(data, subscribing)
+                } else {
+                    proto::classify(plan.protocol, data, subscribing)
+                };
+                match meaning {
                     Meaning::Notification { seq, t } if *state == State::Ready => {
                         match seen.see(seq) {
                             Seen::Duplicate => tally.duplicates += 1,
@@ -489,14 +549,15 @@ fn consume(
                             }
                         }
                     }
-                    Meaning::EnginePing => send_text(out, b"3", rng),
+                    Meaning::EnginePing => send(out, opcode::TEXT, b"3", rng),
                     Meaning::Open if *state == State::WaitOpen => {
-                        send_text(out, b"40", rng);
+                        send(out, opcode::TEXT, b"40", rng);
                         *state = State::WaitConnect;
                     }
                     Meaning::Connected if *state == State::WaitConnect => {
                         let user = format!("user-{}", *index % plan.users);
-                        send_text(out, plan.protocol.subscribe(&user).as_bytes(), rng);
+                        let subscribe = plan.protocol.subscribe(&user);
+                        send(out, opcode::TEXT, subscribe.as_bytes(), rng);
                         *state = State::Subscribing;
                     }
                     Meaning::Subscribed if *state == State::Subscribing => *state = State::Ready,
@@ -514,9 +575,11 @@ fn consume(
     Ok(pos + used)
 }
 
-fn send_text(out: &mut Vec<u8>, text: &[u8], rng: &mut Rng) {
+/// Queues one whole message, uncompressed whatever was negotiated (RFC 7692 lets a sender
+/// leave any message uncompressed).
+fn send(out: &mut Vec<u8>, op: u8, payload: &[u8], rng: &mut Rng) {
     // RFC 6455 §5.3: the masking key MUST be unpredictable, fresh for each frame.
-    out.extend(encode_masked(true, opcode::TEXT, 0, text, mask(rng)));
+    out.extend(encode_masked(true, op, 0, payload, mask(rng)));
 }
 
 fn mask(rng: &mut Rng) -> [u8; 4] {

@@ -2,6 +2,9 @@
 //! same protocols (the raw `{"event","data"}` WebSocket protocol or Socket.IO v5, and the
 //! `/v1/...` control API).
 //!
+//! The raw protocol speaks JSON or, with `--format msgpack`, MessagePack; `--deflate` offers
+//! permessage-deflate on either protocol.
+//!
 //! One run: open `--connections` WebSockets (on `--client-threads` mio loops, at most
 //! `--concurrency` handshakes in flight), subscribe connection `i` to `user-{i % users}`, then
 //! push at a fixed `--rate` over keep-alive control connections and measure, on every client,
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::proto::Protocol;
+use crate::proto::{Format, Offer, Protocol};
 use crate::pusher::Pattern;
 use crate::report::Report;
 use crate::sys::Clock;
@@ -55,6 +58,21 @@ struct Args {
     /// over an Engine.IO v4 WebSocket at /socket.io/).
     #[arg(long, value_enum, default_value_t = Protocol::Raw)]
     protocol: Protocol,
+
+    /// Message encoding of the raw protocol: `json` (text frames) or `msgpack` (the same
+    /// {"event","data"} envelope as MessagePack in binary frames, asked for with
+    /// Sec-WebSocket-Protocol: herald.msgpack). Connections whose server does not choose
+    /// herald.msgpack are counted and speak JSON. Raw protocol only.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+
+    /// Offer permessage-deflate (RFC 7692) in every upgrade and inflate the messages that
+    /// arrive compressed; the clients send uncompressed. The server must accept with
+    /// server_no_context_takeover (one inflater per client thread serves all its connections);
+    /// connections it answers without the extension are counted and run uncompressed. The
+    /// report gives compressed messages and their sizes before and after inflating.
+    #[arg(long)]
+    deflate: bool,
 
     /// Upgrade request target; defaults to /ws (raw) or /socket.io/?EIO=4&transport=websocket
     /// (socketio), or the path given in --url.
@@ -96,6 +114,12 @@ struct Args {
     /// Users per multicast push.
     #[arg(long, default_value_t = 10)]
     k: usize,
+
+    /// Length in bytes of each notification's `message` text, filled with words (default: the
+    /// one-letter "m"). Server messages under herald's compression threshold (1024 bytes by
+    /// default) go uncompressed, so measuring --deflate at that threshold takes about 1000.
+    #[arg(long, value_name = "BYTES")]
+    message_size: Option<usize>,
 
     /// Pushes per second. Push k is due at start + k/rate and latency is measured from then.
     #[arg(long, default_value_t = 1000.0)]
@@ -218,6 +242,9 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         return Err("--rate must be a positive number".into());
     }
+    if args.format == Format::Msgpack && args.protocol != Protocol::Raw {
+        return Err("--format msgpack needs --protocol raw: Socket.IO has its own encoding".into());
+    }
     let users = args.users.unwrap_or(args.connections).max(1);
     if args.pattern == Pattern::Multicast && (args.k == 0 || args.k > users as usize) {
         return Err(format!("--k must be between 1 and --users ({users})").into());
@@ -246,6 +273,10 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     for t in 0..threads {
         let plan = client::Plan {
             protocol: args.protocol,
+            offer: Offer {
+                deflate: args.deflate,
+                msgpack: args.format == Format::Msgpack,
+            },
             server,
             host: host.clone(),
             path: path.clone(),
@@ -310,6 +341,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let rss_idle = pid.and_then(sys::rss_bytes);
 
     // Push and drain.
+    let message = pusher::message_text(args.message_size);
     let planned = if args.idle_only {
         0
     } else {
@@ -345,6 +377,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
                 subscribed_total: connections_ok,
                 clock,
                 start_ns,
+                message: message.clone(),
                 pin_cpu: args.pin_cpu,
             },
             push_stop.clone(),
@@ -406,12 +439,15 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let mut report = Report {
         label: args.label.clone(),
         protocol: args.protocol.name(),
+        format: args.format.name(),
+        deflate: args.deflate,
         pattern: if args.idle_only {
             "idle"
         } else {
             args.pattern.name()
         },
         rate: args.rate,
+        message_size: message.len(),
         users,
         connections_requested: n,
         connections_ok,
@@ -436,6 +472,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         rss_baseline,
         rss_idle,
         rss_after: None,
+        wire: Default::default(),
     };
     for handle in handles {
         match handle.join() {
@@ -446,6 +483,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
                 report.deliveries_unchecked += c.unchecked;
                 report.deliveries_unparsed += c.unparsed;
                 report.disconnected += c.disconnected;
+                report.wire.add(&c.wire);
                 for (why, count) in c.failures {
                     *report.connect_failures.entry(why).or_default() += count;
                 }
@@ -510,6 +548,30 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         eprintln!(
             "FAILED: the server closed {} subscribed connections during the run",
             report.disconnected
+        );
+    }
+    if report.wire.format_declined > 0 {
+        eprintln!(
+            "WARNING: {} connections were upgraded without the herald.msgpack subprotocol \
+             asked for; they spoke JSON",
+            report.wire.format_declined
+        );
+    }
+    if report.wire.deflate_declined > 0 {
+        eprintln!(
+            "WARNING: {} connections were upgraded without the permessage-deflate offered; \
+             their messages arrived uncompressed",
+            report.wire.deflate_declined
+        );
+    }
+    if args.deflate
+        && report.wire.deflate_declined < report.connections_ok
+        && report.deliveries_received > 0
+        && report.wire.compressed_messages == 0
+    {
+        eprintln!(
+            "WARNING: permessage-deflate was accepted but no message came compressed \
+             (all under the server's size threshold?)"
         );
     }
     if report.push_errors > 0 || !report.push_error_messages.is_empty() {

@@ -57,6 +57,8 @@ pub struct Plan {
     pub clock: Clock,
     /// Unix ns at which push 0 is due.
     pub start_ns: u64,
+    /// The `message` text of every notification, from [`message_text`].
+    pub message: String,
     pub pin_cpu: Option<usize>,
 }
 
@@ -246,8 +248,10 @@ fn request(
     picks: &mut Vec<u32>,
     out: &mut Vec<u8>,
 ) -> u64 {
-    let notification =
-        format!(r#"{{"type":"BENCH","message":"m","data":{{"seq":{seq},"t":{due_ns}}}}}"#);
+    let notification = format!(
+        r#"{{"type":"BENCH","message":"{}","data":{{"seq":{seq},"t":{due_ns}}}}}"#,
+        plan.message
+    );
     let users = plan.subscribers.len() as u64;
     let (path, body, expected) = match plan.pattern {
         Pattern::Broadcast => (
@@ -294,6 +298,32 @@ fn request(
         body.len()
     );
     expected
+}
+
+/// What a long `message` is made of: words, so that it compresses about as prose does rather than
+/// as a run of one byte would. Plain ASCII, nothing to escape in JSON.
+const WORDS: [&str; 32] = [
+    "your", "order", "has", "shipped", "and", "will", "arrive", "on", "monday", "between", "nine",
+    "noon", "a", "new", "message", "from", "the", "team", "about", "project", "review", "is",
+    "ready", "payment", "of", "received", "for", "invoice", "reminder", "meeting", "starts", "in",
+];
+
+/// The `message` text of every notification: `m` unless `size` asks for that many bytes of
+/// words. The words are the same on every run, so runs compress alike.
+pub fn message_text(size: Option<usize>) -> String {
+    let Some(size) = size else {
+        return "m".into();
+    };
+    let mut rng = Rng::with_seed(0x6865_7261_6C64);
+    let mut text = String::with_capacity(size + 16);
+    while text.len() < size {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    text.truncate(size);
+    text
 }
 
 /// The longest response head or chunk-size line the reader waits for.
@@ -458,6 +488,19 @@ fn chunked_end(buf: &[u8], mut pos: usize) -> Result<Option<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_text_has_the_size_asked_for() {
+        assert_eq!(message_text(None), "m");
+        assert_eq!(message_text(Some(0)), "");
+        for size in [1, 7, 1000, 4096] {
+            let text = message_text(Some(size));
+            assert_eq!(text.len(), size);
+            assert_eq!(text, message_text(Some(size)), "the same on every call");
+            let json = format!(r#"{{"message":"{text}"}}"#);
+            assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
+        }
+    }
 
     #[test]
     fn responses_with_length_chunked_and_partial() {

@@ -8,13 +8,70 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+/// What the client connections negotiated and received, summed over connections and the whole
+/// run (setup included).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Wire {
+    /// Every byte read from the client sockets: upgrade answers, frame headers, payloads.
+    pub bytes_received: u64,
+    /// Payloads of data messages as the application reads them, after inflating.
+    pub message_bytes: u64,
+    /// Messages that arrived compressed (RSV1 set).
+    pub compressed_messages: u64,
+    /// The payloads of those messages as received.
+    pub compressed_bytes: u64,
+    /// The payloads of those messages after inflating.
+    pub inflated_bytes: u64,
+    /// Connections whose upgrade did not accept the permessage-deflate offered.
+    pub deflate_declined: u64,
+    /// Connections whose upgrade did not choose the `herald.msgpack` asked for: they spoke JSON.
+    pub format_declined: u64,
+}
+
+impl Wire {
+    pub fn add(&mut self, other: &Wire) {
+        self.bytes_received += other.bytes_received;
+        self.message_bytes += other.message_bytes;
+        self.compressed_messages += other.compressed_messages;
+        self.compressed_bytes += other.compressed_bytes;
+        self.inflated_bytes += other.inflated_bytes;
+        self.deflate_declined += other.deflate_declined;
+        self.format_declined += other.format_declined;
+    }
+
+    /// Inflated over compressed size of the messages that came compressed.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.compressed_bytes > 0)
+            .then(|| self.inflated_bytes as f64 / self.compressed_bytes as f64)
+    }
+
+    /// The byte counts; the declined counts sit beside `format` and `deflate` in the report.
+    fn to_json(self) -> Value {
+        json!({
+            "bytes_received": self.bytes_received,
+            "message_bytes": self.message_bytes,
+            "compressed_messages": self.compressed_messages,
+            "compressed_bytes": self.compressed_bytes,
+            "inflated_bytes": self.inflated_bytes,
+            "compression_ratio": self.compression_ratio().map(round3),
+        })
+    }
+}
+
 /// Everything measured in one run. Byte and nanosecond figures are `None` when not measured
 /// (no `--server-pid`, or an `--idle-only` run for the push figures).
 pub struct Report {
     pub label: String,
     pub protocol: &'static str,
+    /// The raw protocol's encoding asked for; `wire.format_declined` says where it was not in
+    /// effect.
+    pub format: &'static str,
+    /// permessage-deflate was offered; `wire.deflate_declined` says where it was not in effect.
+    pub deflate: bool,
     pub pattern: &'static str,
     pub rate: f64,
+    /// Bytes of each notification's `message` text.
+    pub message_size: usize,
     pub users: u32,
     pub connections_requested: u64,
     pub connections_ok: u64,
@@ -43,6 +100,7 @@ pub struct Report {
     pub rss_baseline: Option<u64>,
     pub rss_idle: Option<u64>,
     pub rss_after: Option<u64>,
+    pub wire: Wire,
 }
 
 impl Report {
@@ -89,8 +147,13 @@ impl Report {
         json!({
             "label": self.label,
             "protocol": self.protocol,
+            "format": self.format,
+            "format_declined": self.wire.format_declined,
+            "deflate": self.deflate,
+            "deflate_declined": self.wire.deflate_declined,
             "pattern": self.pattern,
             "rate": self.rate,
+            "message_size": self.message_size,
             "users": self.users,
             "connections_requested": self.connections_requested,
             "connections_ok": self.connections_ok,
@@ -127,6 +190,7 @@ impl Report {
             "rss_idle": self.rss_idle,
             "rss_per_connection": self.rss_per_connection().map(round3),
             "rss_after": self.rss_after,
+            "wire": self.wire.to_json(),
         })
     }
 
@@ -138,6 +202,21 @@ impl Report {
         );
         if self.connections_failed > 0 {
             let _ = write!(s, " ({} failed)", self.connections_failed);
+        }
+        if self.format != "json" {
+            let _ = match self.wire.format_declined {
+                0 => write!(s, ", {}", self.format),
+                n => write!(s, ", {} (declined by {n} conns)", self.format),
+            };
+        }
+        if self.deflate {
+            let declined = self.wire.deflate_declined;
+            let _ = match (self.wire.compression_ratio(), declined) {
+                (Some(ratio), 0) => write!(s, ", deflate {ratio:.2}x"),
+                (Some(ratio), n) => write!(s, ", deflate {ratio:.2}x (declined by {n} conns)"),
+                (None, 0) => write!(s, ", deflate (nothing compressed)"),
+                (None, n) => write!(s, ", deflate declined by {n} conns"),
+            };
         }
         if self.pushes_planned > 0 {
             let h = &self.latency;

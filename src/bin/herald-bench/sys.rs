@@ -188,6 +188,11 @@ impl Rng {
         Rng(u64::from_le_bytes(seed) | 1)
     }
 
+    /// The same sequence on every run.
+    pub fn with_seed(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
