@@ -6,21 +6,31 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::command::{Command, LoopGone, PushReply, UserInfo};
 use crate::control::{api, http};
 use crate::protocol::raw;
+use crate::ws::deflate::{self, Inflater};
 use crate::ws::{handshake, Decoder, Event};
 
 /// Decodes `data` once whole and once split into chunks sized by its first byte, and requires
-/// the same events and the same verdict either way.
+/// the same events and the same verdict either way. The first byte's top bit turns
+/// permessage-deflate on, so compressed messages go through the inflater.
 pub fn frame_decoder(data: &[u8]) {
     let Some((&split, stream)) = data.split_first() else {
         return;
     };
-    let whole = decode_all(stream, stream.len().max(1));
-    let chunked = decode_all(stream, usize::from(split % 32) + 1);
+    let deflate = split & 0x80 != 0;
+    let whole = decode_all(stream, stream.len().max(1), deflate);
+    let chunked = decode_all(stream, usize::from(split % 32) + 1, deflate);
     assert_eq!(whole, chunked, "the split changed the result");
 }
 
-fn decode_all(stream: &[u8], chunk: usize) -> (Vec<Event>, Option<crate::ws::Error>) {
+fn decode_all(
+    stream: &[u8],
+    chunk: usize,
+    deflate: bool,
+) -> (Vec<Event>, Option<crate::ws::Error>) {
     let mut dec = Decoder::new(64 * 1024);
+    if deflate {
+        dec.enable_deflate();
+    }
     let mut events = Vec::new();
     for mut input in stream.chunks(chunk) {
         while !input.is_empty() {
@@ -52,10 +62,45 @@ pub fn handshake(data: &[u8]) {
     if let Ok(Some((req, used))) = handshake::parse_request(data, 8 * 1024) {
         assert!(used <= data.len());
         if let Ok(hs) = handshake::validate_upgrade(&req) {
+            let agreed = handshake::Agreement {
+                deflate: hs.extensions.as_deref().and_then(deflate::negotiate),
+                protocol: None,
+            };
             let mut out = Vec::new();
-            handshake::write_accept(&hs, &mut out);
+            handshake::write_accept_with(&hs, &agreed, &mut out);
         }
     }
+}
+
+/// Inflates `data` as one compressed message under a cap taken from its first two bytes: the
+/// output never exceeds the cap, and feeding it in two pieces gives the same verdict.
+pub fn inflate(data: &[u8]) {
+    let [a, b, rest @ ..] = data else {
+        return;
+    };
+    let max = usize::from(u16::from_le_bytes([*a, *b]));
+    let whole = deflate::inflate(rest, max);
+    if let Ok(out) = &whole {
+        assert!(
+            out.len() <= max,
+            "{} bytes out of a cap of {max}",
+            out.len()
+        );
+    }
+    let cut = rest.len() / 2;
+    let mut out = Vec::new();
+    let mut inflater = Inflater::new();
+    let split = inflater
+        .update(&rest[..cut], &mut out, max)
+        .and_then(|()| inflater.update(&rest[cut..], &mut out, max))
+        .and_then(|()| inflater.finish(&mut out, max))
+        .map(|()| out.clone());
+    assert!(
+        out.len() <= max + 1,
+        "{} bytes held under a cap of {max}",
+        out.len()
+    );
+    assert_eq!(whole, split, "the split changed the result");
 }
 
 /// Parses a client message of the raw `/ws` protocol.

@@ -12,6 +12,15 @@ fn frame_decoder_agrees_with_itself_split_or_whole() {
         encode_masked(true, 0x9, 0, b"ping", mask),
         encode_masked(true, 0x0, 0, "wörld".as_bytes(), mask),
         encode_masked(true, 0x2, 0, &[0u8; 300], mask),
+        // "Hello" compressed (RFC 7692 §7.2.3.1): a compressed message when the split byte's top
+        // bit turns deflate on, reserved bits otherwise.
+        encode_masked(
+            true,
+            0x1,
+            0b100,
+            &[0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00],
+            mask,
+        ),
         encode_masked(true, 0x1, 0, &[0xCE, 0xFF], mask),
     ]
     .concat();
@@ -36,6 +45,8 @@ fn other_entry_points_take_any_bytes() {
     ];
     for data in inputs {
         fuzzing::handshake(data);
+        fuzzing::inflate(data);
+        fuzzing::inflate(&[&[0x10, 0x00][..], data].concat());
         fuzzing::raw_protocol(data);
         fuzzing::control_http(data);
         fuzzing::engineio(data);
