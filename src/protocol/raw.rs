@@ -10,6 +10,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::truncate;
 use crate::rooms::{self, UserIdError};
 
 /// What a client asked for.
@@ -69,15 +70,6 @@ pub fn parse(text: &str) -> Result<ClientEvent, Error> {
     rooms::user_id_from_json(&env.data)
         .map(make)
         .map_err(|fault| Error::BadUserId { event, fault })
-}
-
-/// Cuts `s` to at most `max` bytes at a char boundary, so an error never echoes a huge input.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// `{"event":"subscribed","data":{"userId":...,"socketId":...}}`
