@@ -6,8 +6,10 @@
 //!   negotiated once from the opening handshake.
 //! - [`raw`]: the `{"event":"...","data":...}` envelope at `/ws` (the one NestJS's `ws` adapter
 //!   uses).
+//! - [`msgpack`]: JSON text transcoded to MessagePack without building a tree, for notifications.
 
 pub mod format;
+pub mod msgpack;
 pub mod raw;
 
 /// Cuts `s` to at most `max` bytes at a char boundary, so an error never echoes a huge input.
