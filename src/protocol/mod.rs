@@ -1,8 +1,8 @@
 //! Application protocols spoken over an open WebSocket. No I/O: each takes a client message and
 //! says what the client asked for, and builds the server's replies for the caller to frame.
 //!
-//! - [`format`]: the wire format of `/ws`, JSON in text frames or MessagePack in binary frames,
-//!   negotiated once from the opening handshake.
+//! - [`format`](mod@format): the wire format of `/ws`, JSON in text frames or MessagePack in
+//!   binary frames, negotiated once from the opening handshake.
 //! - [`raw`]: the `{"event":"...","data":...}` envelope at `/ws` (the one NestJS's `ws` adapter
 //!   uses), in either format.
 //! - [`msgpack`]: JSON text transcoded to MessagePack without building a tree, for notifications.
