@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::command::{Command, PushReply, Target, UserInfo};
 use crate::config::Config;
 use crate::fanout::{Deflate, Payload};
+use crate::protocol::format::Format;
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
@@ -497,24 +498,23 @@ impl State {
                     Ok(_) => {
                         let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
                         debug!(conn = k, user = %user, "subscribed");
-                        raw::subscribed(&user, id)
+                        raw::subscribed(Format::Json, &user, id)
                     }
-                    Err(e) => raw::error(&format!("subscribe: {e}")),
+                    Err(e) => raw::error(Format::Json, &format!("subscribe: {e}")),
                 },
                 Ok(raw::ClientEvent::Unsubscribe(user)) => {
                     self.rooms.unsubscribe(k, &user);
                     debug!(conn = k, user = %user, "unsubscribed");
-                    raw::unsubscribed(&user)
+                    raw::unsubscribed(Format::Json, &user)
                 }
                 Err(e) => {
                     debug!(conn = k, error = %e, "bad client message");
-                    raw::error(&e.to_string())
+                    raw::error(Format::Json, &e.to_string())
                 }
             },
-            _ => raw::error(&raw::Error::BinaryMessage.to_string()),
+            _ => raw::error(Format::Json, &raw::Error::BinaryMessage.to_string()),
         };
-        self.io
-            .send(k, &frame::encode(opcode::TEXT, reply.as_bytes()));
+        self.io.send(k, &frame::encode(opcode::TEXT, &reply));
     }
 
     fn on_close_frame(&mut self, k: usize, close: Option<(CloseCode, String)>, now: Instant) {
