@@ -1,9 +1,9 @@
 //! A push prepared once and shared by every recipient.
 //!
 //! The control API serializes a notification to JSON once; the event loop wraps it in each wire
-//! form a recipient needs (the raw protocol's `{"event":"notification","data":...}` text frame,
-//! Socket.IO's `42["notification",...]` packet and frame, each also compressed with
-//! permessage-deflate), built the first time a recipient of that form is met and then handed to
+//! form a recipient needs (the raw protocol's `{"event":"notification","data":...}` text frame or
+//! its MessagePack binary twin, Socket.IO's `42["notification",...]` packet and frame, each frame
+//! also compressed with permessage-deflate), built the first time a recipient of that form is met and then handed to
 //! every such socket as a clone of one [`Bytes`]: a reference-count increment, never a copy. So a
 //! push runs the compressor at most once per wire form, however many sockets take it.
 
@@ -11,6 +11,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::protocol::raw;
 use crate::ws::deflate::Compressor;
 use crate::ws::frame::{self, opcode};
 
@@ -94,6 +95,12 @@ pub struct Payload<'d> {
     /// The same packet as a WebSocket text frame, and compressed.
     sio_frame: OnceCell<Bytes>,
     sio_frame_z: OnceCell<Bytes>,
+    /// The raw protocol's envelope in MessagePack, or `None` when the notification has no
+    /// MessagePack form (a number beyond f64's range, nesting deeper than 128).
+    msgpack: OnceCell<Option<Bytes>>,
+    /// It as a binary frame, and compressed.
+    msgpack_frame: OnceCell<Bytes>,
+    msgpack_frame_z: OnceCell<Bytes>,
 }
 
 impl<'d> Payload<'d> {
@@ -106,6 +113,9 @@ impl<'d> Payload<'d> {
             sio_packet: OnceCell::new(),
             sio_frame: OnceCell::new(),
             sio_frame_z: OnceCell::new(),
+            msgpack: OnceCell::new(),
+            msgpack_frame: OnceCell::new(),
+            msgpack_frame_z: OnceCell::new(),
         }
     }
 
@@ -113,7 +123,35 @@ impl<'d> Payload<'d> {
     /// compressed for a connection that agreed permessage-deflate when it is worth it.
     pub fn raw_frame(&self, deflate: bool) -> &Bytes {
         let parts = [RAW_PREFIX, &self.notification[..], RAW_SUFFIX];
-        self.form(deflate, &parts, &self.raw_frame, &self.raw_frame_z)
+        self.form(
+            opcode::TEXT,
+            deflate,
+            &parts,
+            &self.raw_frame,
+            &self.raw_frame_z,
+        )
+    }
+
+    /// The notification as the raw protocol sends it in MessagePack mode: one binary frame,
+    /// transcoded from the JSON once per push. `None` when the notification has no MessagePack
+    /// form.
+    pub fn msgpack_frame(&self, deflate: bool) -> Option<&Bytes> {
+        let body = self
+            .msgpack
+            .get_or_init(|| {
+                raw::notification_msgpack(&self.notification)
+                    .ok()
+                    .map(Bytes::from)
+            })
+            .as_ref()?;
+        let parts = [&body[..]];
+        Some(self.form(
+            opcode::BINARY,
+            deflate,
+            &parts,
+            &self.msgpack_frame,
+            &self.msgpack_frame_z,
+        ))
     }
 
     /// The notification as a Socket.IO client on HTTP long-polling receives it: one Engine.IO
@@ -132,12 +170,19 @@ impl<'d> Payload<'d> {
     /// as [`Payload::raw_frame`] is.
     pub fn sio_frame(&self, deflate: bool) -> &Bytes {
         let parts = [SIO_PREFIX, &self.notification[..], SIO_SUFFIX];
-        self.form(deflate, &parts, &self.sio_frame, &self.sio_frame_z)
+        self.form(
+            opcode::TEXT,
+            deflate,
+            &parts,
+            &self.sio_frame,
+            &self.sio_frame_z,
+        )
     }
 
-    /// A text frame of `parts`, plain or compressed, each built at most once.
+    /// An `op` frame of `parts`, plain or compressed, each built at most once.
     fn form<'p>(
         &'p self,
+        op: u8,
         deflate: bool,
         parts: &[&[u8]],
         plain: &'p OnceCell<Bytes>,
@@ -147,12 +192,12 @@ impl<'d> Payload<'d> {
             // A message not worth compressing is shared with the plain recipients.
             let z = compressed.get_or_init(|| {
                 self.deflate
-                    .frame(opcode::TEXT, parts)
-                    .unwrap_or_else(|| plain.get_or_init(|| text_frame(parts)).clone())
+                    .frame(op, parts)
+                    .unwrap_or_else(|| plain.get_or_init(|| data_frame(op, parts)).clone())
             });
             return z;
         }
-        plain.get_or_init(|| text_frame(parts))
+        plain.get_or_init(|| data_frame(op, parts))
     }
 }
 
@@ -168,8 +213,13 @@ fn frame_with_header(op: u8, len: usize) -> BytesMut {
 
 /// One unfragmented server text frame whose payload is `parts` joined, in one allocation.
 pub fn text_frame(parts: &[&[u8]]) -> Bytes {
+    data_frame(opcode::TEXT, parts)
+}
+
+/// One unfragmented server `op` frame whose payload is `parts` joined, in one allocation.
+fn data_frame(op: u8, parts: &[&[u8]]) -> Bytes {
     let len = parts.iter().map(|p| p.len()).sum();
-    let mut out = frame_with_header(opcode::TEXT, len);
+    let mut out = frame_with_header(op, len);
     for p in parts {
         out.put_slice(p);
     }
@@ -308,5 +358,33 @@ mod tests {
         } else {
             assert_eq!(z.as_ptr(), p.raw_frame(false).as_ptr());
         }
+    }
+
+    #[test]
+    fn msgpack_form_is_transcoded_once_and_can_be_compressed() {
+        let deflate = Deflate::new(1, 1024);
+        let p = Payload::new(big_notification(), &deflate);
+        let a = p.msgpack_frame(false).unwrap().clone();
+        let b = p.msgpack_frame(false).unwrap().clone();
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(a[0], 0x82, "FIN, binary");
+        let decoded: serde_json::Value = rmp_serde::from_slice(payload_of(&a)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(payload_of(p.raw_frame(false))).unwrap();
+        assert_eq!(decoded, json, "the same envelope in MessagePack");
+        let z = p.msgpack_frame(true).unwrap();
+        assert_eq!(z[0], 0xC2, "FIN, RSV1, binary");
+        let inflated = crate::ws::deflate::inflate(payload_of(z), 1 << 20).unwrap();
+        assert_eq!(inflated, payload_of(&a));
+        assert_eq!(deflate.runs(), 1);
+    }
+
+    #[test]
+    fn a_notification_without_a_msgpack_form_gives_none() {
+        let deflate = Deflate::new(1, 1024);
+        let p = Payload::new(Bytes::from_static(br#"{"n":1e400}"#), &deflate);
+        assert!(p.msgpack_frame(false).is_none());
+        assert!(p.msgpack_frame(true).is_none());
+        assert_eq!(p.raw_frame(false)[0], 0x81, "JSON recipients still get it");
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::command::{Command, LoopGone, PushReply, UserInfo};
 use crate::control::{api, http};
+use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::ws::deflate::{self, Inflater};
 use crate::ws::{handshake, Decoder, Event};
@@ -103,10 +104,15 @@ pub fn inflate(data: &[u8]) {
     assert_eq!(whole, split, "the split changed the result");
 }
 
-/// Parses a client message of the raw `/ws` protocol.
+/// Parses a client message of the raw `/ws` protocol in both formats, and reads the bytes as a
+/// subprotocol list and a query to choose a format from.
 pub fn raw_protocol(data: &[u8]) {
+    let _ = raw::decode(Format::MessagePack, raw::Message::Binary(data));
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = raw::parse(text);
+        let _ = raw::decode(Format::Json, raw::Message::Text(text));
+        if let Some((protocols, query)) = text.split_at_checked(text.len() / 2) {
+            let _ = format::negotiate(Some(protocols), Some(query));
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes};
 use mio::net::TcpStream;
 
+use crate::protocol::format::Format;
 use crate::ws::Decoder;
 
 /// Where a connection stands.
@@ -83,6 +84,8 @@ pub struct Conn {
     pub shutdown_when_flushed: bool,
     /// permessage-deflate was agreed: pushes worth compressing go out compressed.
     pub deflate: bool,
+    /// The raw protocol's wire format, chosen at the handshake.
+    pub format: Format,
     /// When the peer last sent anything.
     pub last_heard: Instant,
     /// When herald sent a ping still unanswered, if it did.
@@ -123,6 +126,7 @@ impl Conn {
             corked: false,
             shutdown_when_flushed: false,
             deflate: false,
+            format: Format::Json,
             last_heard: now,
             ping_sent: None,
             id,

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::command::{Command, PushReply, Target, UserInfo};
 use crate::config::Config;
 use crate::fanout::{Deflate, Payload};
-use crate::protocol::format::Format;
+use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
@@ -369,10 +369,23 @@ impl State {
                     match handshake::validate_upgrade(&req) {
                         Err(e) => self.reject(k, &e, now),
                         Ok(hs) => {
-                            let agreed = self.agree(&hs);
-                            let mut out = Vec::with_capacity(256);
-                            handshake::write_accept_with(&hs, &agreed, &mut out);
-                            self.open_websocket(k, Proto::Raw, &agreed, out, &rest, now);
+                            let protocols = hs.protocols.as_deref();
+                            match format::negotiate(protocols, hs.query.as_deref()) {
+                                Err(e) => {
+                                    let e = HandshakeError::Unacceptable(e.to_string());
+                                    self.reject(k, &e, now);
+                                }
+                                Ok(chosen) => {
+                                    let mut agreed = self.agree(&hs);
+                                    agreed.protocol = chosen.subprotocol;
+                                    if let Some(conn) = self.io.conn_mut(k) {
+                                        conn.format = chosen.format;
+                                    }
+                                    let mut out = Vec::with_capacity(256);
+                                    handshake::write_accept_with(&hs, &agreed, &mut out);
+                                    self.open_websocket(k, Proto::Raw, &agreed, out, &rest, now);
+                                }
+                            }
                         }
                     }
                 } else if req.path == self.config.socketio_path {
@@ -490,31 +503,42 @@ impl State {
         }
     }
 
-    /// A text or binary message on the raw `/ws` protocol.
+    /// A text or binary message on the raw `/ws` protocol; answered in the connection's format.
     fn on_raw_message(&mut self, k: usize, message: Event) {
-        let reply = match message {
-            Event::Text(text) => match raw::parse(&text) {
-                Ok(raw::ClientEvent::Subscribe(user)) => match self.rooms.subscribe(k, &user) {
-                    Ok(_) => {
-                        let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
-                        debug!(conn = k, user = %user, "subscribed");
-                        raw::subscribed(Format::Json, &user, id)
-                    }
-                    Err(e) => raw::error(Format::Json, &format!("subscribe: {e}")),
-                },
-                Ok(raw::ClientEvent::Unsubscribe(user)) => {
-                    self.rooms.unsubscribe(k, &user);
-                    debug!(conn = k, user = %user, "unsubscribed");
-                    raw::unsubscribed(Format::Json, &user)
-                }
-                Err(e) => {
-                    debug!(conn = k, error = %e, "bad client message");
-                    raw::error(Format::Json, &e.to_string())
-                }
-            },
-            _ => raw::error(Format::Json, &raw::Error::BinaryMessage.to_string()),
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
         };
-        self.io.send(k, &frame::encode(opcode::TEXT, &reply));
+        let format = conn.format;
+        let message = match &message {
+            Event::Text(text) => raw::Message::Text(text),
+            Event::Binary(bytes) => raw::Message::Binary(bytes),
+            _ => return,
+        };
+        let reply = match raw::decode(format, message) {
+            Ok(raw::ClientEvent::Subscribe(user)) => match self.rooms.subscribe(k, &user) {
+                Ok(_) => {
+                    let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
+                    debug!(conn = k, user = %user, "subscribed");
+                    raw::subscribed(format, &user, id)
+                }
+                Err(e) => raw::error(format, &format!("subscribe: {e}")),
+            },
+            Ok(raw::ClientEvent::Unsubscribe(user)) => {
+                self.rooms.unsubscribe(k, &user);
+                debug!(conn = k, user = %user, "unsubscribed");
+                raw::unsubscribed(format, &user)
+            }
+            Err(e) => {
+                debug!(conn = k, error = %e, "bad client message");
+                raw::error(format, &e.to_string())
+            }
+        };
+        let op = if format.is_binary() {
+            opcode::BINARY
+        } else {
+            opcode::TEXT
+        };
+        self.io.send(k, &frame::encode(op, &reply));
     }
 
     fn on_close_frame(&mut self, k: usize, close: Option<(CloseCode, String)>, now: Instant) {
@@ -852,7 +876,16 @@ impl Io {
     fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
         match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.is_raw() => {
-                let frame = payload.raw_frame(c.deflate);
+                let frame = match c.format {
+                    Format::Json => payload.raw_frame(c.deflate),
+                    Format::MessagePack => match payload.msgpack_frame(c.deflate) {
+                        Some(frame) => frame,
+                        None => {
+                            self.metrics.msgpack_skipped += 1;
+                            return false;
+                        }
+                    },
+                };
                 self.metrics.deliveries_compressed += frame_is_compressed(frame) as u64;
                 self.send(k, frame)
             }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub messages_received: u64,
     /// Client messages that arrived compressed (permessage-deflate).
     pub messages_inflated: u64,
+    /// MessagePack recipients skipped because the notification has no MessagePack form.
+    pub msgpack_skipped: u64,
     /// Deliveries whose frame went out compressed.
     pub deliveries_compressed: u64,
     /// The push compressor's runs and bytes in and out, copied in at render time.
@@ -184,6 +186,12 @@ impl Metrics {
             "herald_deliveries_compressed_total",
             "Notifications handed to a socket as a compressed frame.",
             self.deliveries_compressed,
+        );
+        counter(
+            &mut s,
+            "herald_msgpack_skipped_total",
+            "MessagePack sockets not sent a push that has no MessagePack form (a number beyond f64, nesting over 128).",
+            self.msgpack_skipped,
         );
         counter(
             &mut s,

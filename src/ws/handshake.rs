@@ -315,6 +315,9 @@ pub enum HandshakeError {
     MissingVersion,
     /// A `Sec-WebSocket-Version` other than 13.
     UnsupportedVersion,
+    /// The application refuses what the request asks for (a subprotocol or parameter it cannot
+    /// serve); the message says what.
+    Unacceptable(String),
 }
 
 impl HandshakeError {
@@ -330,7 +333,8 @@ impl HandshakeError {
             | HandshakeError::MissingConnectionUpgrade
             | HandshakeError::BadKey
             | HandshakeError::DuplicateKey
-            | HandshakeError::DuplicateVersion => 400,
+            | HandshakeError::DuplicateVersion
+            | HandshakeError::Unacceptable(_) => 400,
             HandshakeError::NotFound => 404,
             HandshakeError::MissingVersion | HandshakeError::UnsupportedVersion => 426,
         }
@@ -359,6 +363,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::UnsupportedVersion => {
                 f.write_str("unsupported Sec-WebSocket-Version, only 13 is supported")
             }
+            HandshakeError::Unacceptable(why) => f.write_str(why),
         }
     }
 }
