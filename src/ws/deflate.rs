@@ -23,7 +23,8 @@ pub const EXTENSION: &str = "permessage-deflate";
 /// (§7.2.2) before inflating.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
 
-/// The LZ77 window herald compresses with: miniz's only one, 2^15 bytes.
+/// The LZ77 window herald compresses with, 2^15 bytes: one window for every connection, so one
+/// compressed frame serves them all.
 const WINDOW_BITS: u8 = 15;
 
 /// Output room handed to the inflater per step; also the most a message can overshoot the cap
@@ -132,8 +133,8 @@ impl Offer {
             "server_no_context_takeover" if value.is_none() => &mut self.server_no_context_takeover,
             "client_no_context_takeover" if value.is_none() => &mut self.client_no_context_takeover,
             "server_max_window_bits" => {
-                // herald's compressor always uses a 2^15 window; a smaller one is an offered
-                // configuration it does not support.
+                // One compressed frame serves every connection, so herald compresses with one
+                // window, 2^15; a smaller one is an offered configuration it does not support.
                 if window_bits(value?)? != WINDOW_BITS {
                     return None;
                 }
