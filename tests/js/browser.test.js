@@ -3,26 +3,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 
+import { launchChromium, pageServer, reported } from './chromium.js';
 import { assertNotification, push, Queue, scope, TEST_TIMEOUT } from './harness.js';
 
 const limit = { timeout: TEST_TIMEOUT };
-
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-
-// Chromium can take several seconds to start, and the client backs off between attempts.
-const BROWSER_PATIENCE = 30_000;
-
-const CLIENT_JS = readFileSync(
-  fileURLToPath(new URL('node_modules/socket.io-client/dist/socket.io.min.js', import.meta.url)),
-);
 
 // The page: the front end's snippet, plus `report`, which posts what happens back to the test.
 function page(heraldUrl, userId) {
@@ -60,117 +45,6 @@ function page(heraldUrl, userId) {
 </body>
 </html>
 `;
-}
-
-// Serves `html` at `/` and the client bundle at `/socket.io.min.js`; every JSON body posted to
-// `/report` goes to `reports`.
-async function pageServer(html, reports) {
-  const server = createServer((req, res) => {
-    if (req.method === 'GET' && req.url === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html());
-    } else if (req.method === 'GET' && req.url === '/socket.io.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' }).end(CLIENT_JS);
-    } else if (req.method === 'POST' && req.url === '/report') {
-      let body = '';
-      req.setEncoding('utf8');
-      req.on('data', (chunk) => (body += chunk));
-      req.on('end', () => {
-        reports.push(JSON.parse(body));
-        res.writeHead(204).end();
-      });
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return server;
-}
-
-// Launches headless Chromium on `url` with a fresh profile; `close()` ends it and removes the
-// profile.
-function launchChromium(url) {
-  assert.ok(
-    existsSync(CHROMIUM),
-    `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM`,
-  );
-  const profile = mkdtempSync(join(tmpdir(), 'herald-chromium-'));
-  const child = spawn(
-    CHROMIUM,
-    [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-dev-shm-usage',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--disable-quic',
-      `--user-data-dir=${profile}`,
-      '--remote-debugging-port=0',
-      url,
-    ],
-    // Its own process group, so that closing it also ends the renderer and helper processes.
-    { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
-  );
-  const tail = [];
-  // Chromium's own log, less its complaints about the missing desktop bus.
-  createInterface({ input: child.stderr }).on('line', (line) => {
-    if (/dbus|^\s*$/i.test(line)) return;
-    tail.push(line);
-    if (tail.length > 20) tail.shift();
-  });
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  const spawnFailed = new Promise((_, reject) => child.on('error', reject));
-  spawnFailed.catch(() => {});
-  return {
-    log: () => tail.join('\n'),
-    spawnFailed,
-    async close() {
-      if (child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(-child.pid, 'SIGTERM');
-        } catch {
-          // Already gone.
-        }
-        const forced = setTimeout(() => {
-          try {
-            process.kill(-child.pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }, 5_000);
-        await exited;
-        clearTimeout(forced);
-      }
-      rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
-    },
-  };
-}
-
-// Waits up to `BROWSER_PATIENCE` for the page's next report of `kind`; any other report on the
-// way fails the test, with what the page and Chromium said.
-async function reported(reports, kind, chromium) {
-  const seen = [];
-  const deadline = Date.now() + BROWSER_PATIENCE;
-  for (;;) {
-    let r;
-    try {
-      r = await reports.next(Math.max(deadline - Date.now(), 0));
-    } catch {
-      assert.fail(
-        `no '${kind}' report from the page within ${BROWSER_PATIENCE} ms ` +
-          `(it reported ${JSON.stringify(seen)})\nchromium: ${chromium.log()}`,
-      );
-    }
-    if (r.kind === kind) return r.data;
-    // The client retries a failed connect by itself; note it and keep waiting.
-    if (r.kind === 'connect_error') {
-      seen.push(r);
-      continue;
-    }
-    assert.fail(`the page reported ${JSON.stringify(r)} while waiting for '${kind}'`);
-  }
 }
 
 test('headless Chromium: the front-end snippet subscribes and shows a push', limit, async (t) => {

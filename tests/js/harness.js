@@ -252,6 +252,22 @@ export async function user(control, userId) {
   return JSON.parse(text);
 }
 
+// `GET /metrics`: every sample by name, labels included as written
+// (`herald_closes_total{code="1000"}`). The event loop itself renders them, so whatever a client
+// has already received is counted.
+export async function metrics(control) {
+  const res = await fetch(`${control}/metrics`);
+  const text = await res.text();
+  assert.equal(res.status, 200, `metrics: ${res.status} ${text}`);
+  const samples = {};
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    samples[line.slice(0, at)] = Number(line.slice(at + 1));
+  }
+  return samples;
+}
+
 // Polls `check` (sync or async, truthy when done) until it holds; fails after `timeoutMs`,
 // with `what` and the last value `check` returned.
 export async function eventually(what, check, timeoutMs = PATIENCE) {
