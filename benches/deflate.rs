@@ -28,7 +28,8 @@ fn notification(size: usize) -> Bytes {
             return Bytes::from(bytes);
         }
         let i = items.len();
-        items.push(json!({"id": i, "title": "New comment on your post", "by": format!("user-{i}")}));
+        items
+            .push(json!({"id": i, "title": "New comment on your post", "by": format!("user-{i}")}));
         n["data"] = json!({ "items": items });
     }
 }

@@ -368,25 +368,7 @@ impl State {
                 if req.path == self.config.ws_path {
                     match handshake::validate_upgrade(&req) {
                         Err(e) => self.reject(k, &e, now),
-                        Ok(hs) => {
-                            let protocols = hs.protocols.as_deref();
-                            match format::negotiate(protocols, hs.query.as_deref()) {
-                                Err(e) => {
-                                    let e = HandshakeError::Unacceptable(e.to_string());
-                                    self.reject(k, &e, now);
-                                }
-                                Ok(chosen) => {
-                                    let mut agreed = self.agree(&hs);
-                                    agreed.protocol = chosen.subprotocol;
-                                    if let Some(conn) = self.io.conn_mut(k) {
-                                        conn.format = chosen.format;
-                                    }
-                                    let mut out = Vec::with_capacity(256);
-                                    handshake::write_accept_with(&hs, &agreed, &mut out);
-                                    self.open_websocket(k, Proto::Raw, &agreed, out, &rest, now);
-                                }
-                            }
-                        }
+                        Ok(hs) => self.open_raw(k, &hs, &rest, now),
                     }
                 } else if req.path == self.config.socketio_path {
                     self.on_engine_request(k, req, rest, now);
@@ -395,6 +377,22 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Accepts a `/ws` handshake in the format the client chose, or refuses it with 400.
+    fn open_raw(&mut self, k: usize, hs: &Handshake, rest: &[u8], now: Instant) {
+        let chosen = match format::negotiate(hs.protocols.as_deref(), hs.query.as_deref()) {
+            Ok(chosen) => chosen,
+            Err(e) => return self.reject(k, &HandshakeError::Unacceptable(e.to_string()), now),
+        };
+        let mut agreed = self.agree(hs);
+        agreed.protocol = chosen.subprotocol;
+        if let Some(conn) = self.io.conn_mut(k) {
+            conn.format = chosen.format;
+        }
+        let mut out = Vec::with_capacity(256);
+        handshake::write_accept_with(hs, &agreed, &mut out);
+        self.open_websocket(k, Proto::Raw, &agreed, out, rest, now);
     }
 
     /// What herald agrees to on handshake `hs`: permessage-deflate when the client offers it
