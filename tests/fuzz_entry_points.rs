@@ -53,3 +53,16 @@ fn other_entry_points_take_any_bytes() {
         fuzzing::socketio(data);
     }
 }
+
+/// Found by the `frame_decoder` target: a compressed text frame whose inflated bytes begin with
+/// invalid UTF-8 and whose DEFLATE data then turns corrupt. Fed whole, the inflater reached the
+/// corrupt data before the UTF-8 check ran and the verdict was 1007 "bad compressed data"; fed in
+/// 1-byte pieces, the UTF-8 check ran first and the verdict was "invalid UTF-8". Now the inflated
+/// text is checked before an inflate fault is reported, whatever the split.
+#[test]
+fn inflate_fault_after_bad_utf8_has_one_verdict() {
+    let crash = [
+        0xc0, 0xc1, 0xfa, 0xfb, 0x7e, 0xff, 0xac, 0x00, 0x0b, 0x16, 0x16, 0x16, 0x16, 0xff, 0x5b,
+    ];
+    fuzzing::frame_decoder(&crash);
+}

@@ -352,28 +352,42 @@ impl Decoder {
         let Some(inflater) = self.inflater.as_mut() else {
             return Ok(());
         };
-        let limit = self.max_message;
-        let max = usize::try_from(limit).unwrap_or(usize::MAX);
-        let fault = |e| match e {
-            InflateError::TooLong { .. } => Error::InflatedTooLong { max: limit },
-            InflateError::Corrupt => Error::BadCompressedData,
-        };
+        let max = usize::try_from(self.max_message).unwrap_or(usize::MAX);
         let mut scratch = [0u8; UNMASK_CHUNK];
         let mut offset = seen;
+        let mut result = Ok(());
         for piece in chunk.chunks(UNMASK_CHUNK) {
             let unmasked = &mut scratch[..piece.len()];
             unmasked.copy_from_slice(piece);
             frame::apply_mask(unmasked, mask, offset);
             offset += piece.len();
-            inflater
-                .update(unmasked, &mut self.buf, max)
-                .map_err(fault)?;
+            result = inflater.update(unmasked, &mut self.buf, max);
+            if result.is_err() {
+                break;
+            }
         }
-        if last {
-            inflater.finish(&mut self.buf, max).map_err(fault)?;
+        if result.is_ok() && last {
+            result = inflater.finish(&mut self.buf, max);
             self.inflater = None;
         }
-        Ok(())
+        result.map_err(|e| self.inflate_fault(e))
+    }
+
+    /// The error answering an inflate fault. Text inflated before the fault is checked first, so
+    /// that a bad UTF-8 sequence in it is the verdict however the input was split: had the bytes
+    /// arrived in smaller pieces, it would have been found before the fault was reached.
+    fn inflate_fault(&mut self, e: InflateError) -> Error {
+        if self.message == Some(opcode::TEXT) {
+            if let Err(utf8) = self.check_utf8(false) {
+                return utf8;
+            }
+        }
+        match e {
+            InflateError::TooLong { .. } => Error::InflatedTooLong {
+                max: self.max_message,
+            },
+            InflateError::Corrupt => Error::BadCompressedData,
+        }
     }
 
     /// Validates the text bytes appended since the last check. `complete` marks the end of the
