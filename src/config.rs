@@ -104,6 +104,13 @@ pub struct Config {
     #[arg(long, env = "HERALD_DEFLATE_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub deflate_level: u32,
 
+    /// Most bytes herald holds for one connection that reads too slowly (or one Socket.IO
+    /// session between polls). A push that would take it past this closes the connection with
+    /// 4008 ("slow consumer, reconnect") and drops what was waiting: one slow reader never grows
+    /// herald's memory without bound or holds up the others.
+    #[arg(long, env = "HERALD_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_queued_bytes: usize,
+
     /// How many user ids one connection may subscribe to.
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16)]
     pub max_subscriptions: usize,

@@ -76,6 +76,10 @@ pub struct Conn {
     pub decoder: Decoder,
     /// Bytes not yet written, in order; the front may be partly written (it is advanced in place).
     pub out: VecDeque<Bytes>,
+    /// The bytes `out` holds, kept as it changes: what the slow-consumer limit is checked against.
+    pub queued: usize,
+    /// Closed as a slow consumer: nothing more is queued for it.
+    pub slow: bool,
     /// Whether `WRITABLE` interest is registered: while `out` holds bytes the socket refused.
     pub writable_interest: bool,
     /// Listed in the loop's corked set: `out` holds frames to write at the end of this batch.
@@ -122,6 +126,8 @@ impl Conn {
             },
             decoder: Decoder::new(max_message),
             out: VecDeque::new(),
+            queued: 0,
+            slow: false,
             writable_interest: false,
             corked: false,
             shutdown_when_flushed: false,
@@ -141,8 +147,22 @@ impl Conn {
         std::str::from_utf8(&self.id).unwrap_or("")
     }
 
+    /// Queues `bytes` behind what waits already.
+    pub fn enqueue(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.out.push_back(bytes);
+    }
+
+    /// Drops everything queued except the front, which may be partly written and must be
+    /// finished for the stream to stay well-framed.
+    pub fn drop_queued(&mut self) {
+        self.out.truncate(1);
+        self.queued = self.out.front().map_or(0, Bytes::len);
+    }
+
     /// Drops `n` written bytes from the front of the queue.
     fn consume(&mut self, mut n: usize) {
+        self.queued = self.queued.saturating_sub(n);
         while n > 0 {
             let Some(front) = self.out.front_mut() else {
                 return;
@@ -172,7 +192,7 @@ impl Conn {
     /// allocates nor touches the reference count.
     pub fn send(&mut self, bytes: &Bytes) -> io::Result<usize> {
         if !self.out.is_empty() {
-            self.out.push_back(bytes.clone());
+            self.enqueue(bytes.clone());
             return Ok(0);
         }
         let mut written = 0;
@@ -186,7 +206,7 @@ impl Conn {
             }
         }
         if written < bytes.len() {
-            self.out.push_back(bytes.slice(written..));
+            self.enqueue(bytes.slice(written..));
         }
         Ok(written)
     }
@@ -220,6 +240,7 @@ impl Conn {
             }
         }
         self.out = VecDeque::new();
+        self.queued = 0;
         if self.shutdown_when_flushed {
             self.shutdown_when_flushed = false;
             // The peer sees FIN after our last frame; an error here means it is gone already.

@@ -18,7 +18,7 @@ use crate::fanout::text_frame;
 use crate::protocol::raw;
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
-use crate::server::event_loop::{new_id, Entry, Io, State};
+use crate::server::event_loop::{new_id, over_limit, Entry, Io, State};
 use crate::server::http;
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
@@ -364,6 +364,7 @@ impl State {
                     return;
                 };
                 let queued = mem::take(&mut sess.queue);
+                sess.queued = 0;
                 sess.transport = Transport::WebSocket { ws: w };
                 if let Some(g) = get {
                     self.io.answer_poll(g, [&b"6"[..]].into_iter(), now);
@@ -607,12 +608,18 @@ impl Io {
     /// Sends an encoded Engine.IO packet to session `s`: as a text frame on its WebSocket, or
     /// queued for its next polling GET and flushed to a held one.
     pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
+        let max_queued = self.max_queued;
         let Some(sess) = self.session_mut(s) else {
             return false;
         };
         match sess.transport {
             Transport::WebSocket { ws } => self.send(ws, &text_frame(&[packet])),
             Transport::Polling { get } | Transport::Upgrading { get, .. } => {
+                if over_limit(sess.queued, packet.len(), max_queued) {
+                    self.slow_consumer(s);
+                    return false;
+                }
+                sess.queued += packet.len();
                 sess.queue.push_back(packet.clone());
                 if get.is_some() {
                     self.flush_poll(s, now);
@@ -636,6 +643,7 @@ impl Io {
         };
         sess.last_poll = now;
         let queue = mem::take(&mut sess.queue);
+        sess.queued = 0;
         self.answer_poll(g, queue.iter().map(|b| &b[..]), now);
     }
 

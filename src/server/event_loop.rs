@@ -20,7 +20,7 @@ use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
 use crate::command::{Command, PushReply, Target, UserInfo};
@@ -42,6 +42,10 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// Bytes read from a socket per `read` call, into one buffer shared by all connections.
 const READ_CHUNK: usize = 64 * 1024;
+/// While corked, a connection with this many bytes queued is written at once rather than at the
+/// end of the batch, so that a long batch does not pass for a slow reader.
+const CORKED_FLUSH_AT: usize = 64 * 1024;
+
 /// Reads one connection may take per wake-up before others get their turn.
 const READS_PER_TURN: usize = 16;
 
@@ -110,6 +114,12 @@ pub(super) struct Io {
     pub(super) close_timeout: Duration,
     /// Shutting down: HTTP answers close their connections.
     pub(super) closing_all: bool,
+    /// The most bytes queued for one connection or polling session; see
+    /// [`Config::max_queued_bytes`].
+    pub(super) max_queued: usize,
+    /// Connections and sessions closed as slow consumers during this batch, to leave their rooms
+    /// after it.
+    pub(super) slow: Vec<usize>,
     /// While set, writes are queued and their connections listed in `corked_conns`, to be
     /// written together by [`Io::uncork`].
     pub(super) corked: bool,
@@ -144,6 +154,8 @@ impl EventLoop {
                     idle: config.handshake_timeout,
                     close_timeout: config.close_timeout,
                     closing_all: false,
+                    max_queued: config.max_queued_bytes,
+                    slow: Vec::new(),
                     corked: false,
                     corked_conns: Vec::new(),
                 },
@@ -744,6 +756,7 @@ impl State {
     /// Removes the entries closed during this batch, cutting the links sessions and connections
     /// hold to each other.
     fn reap(&mut self, now: Instant) {
+        self.drop_slow(now);
         for k in mem::take(&mut self.io.reparse) {
             self.on_http(k, now);
         }
@@ -763,6 +776,24 @@ impl State {
                     }
                     None => {}
                 }
+            }
+        }
+    }
+
+    /// Takes the slow consumers found during the batch out of their rooms; a slow Socket.IO
+    /// session, or one whose WebSocket was slow, is closed.
+    fn drop_slow(&mut self, now: Instant) {
+        for k in mem::take(&mut self.io.slow) {
+            match self.io.entries.get(k) {
+                Some(Entry::Conn(_)) => {
+                    self.rooms.remove_conn(k);
+                    self.unlink(k, now);
+                }
+                Some(Entry::Session(_)) => {
+                    let code = Some(CloseCode::SLOW_CONSUMER);
+                    self.close_session(k, "slow consumer", code, now);
+                }
+                None => {}
             }
         }
     }
@@ -825,9 +856,16 @@ impl Io {
             entries,
             metrics,
             dead,
+            max_queued,
             ..
         } = self;
         match entries.get_mut(k) {
+            Some(Entry::Conn(conn)) if over_limit(conn.queued, bytes.len(), *max_queued) => {
+                if !conn.slow {
+                    self.slow_consumer(k);
+                }
+                false
+            }
             Some(Entry::Conn(conn)) => send_to(registry, metrics, dead, k, conn, bytes),
             _ => false,
         }
@@ -835,18 +873,61 @@ impl Io {
 
     /// Queues `bytes` for connection `k` until [`Io::uncork`].
     fn queue(&mut self, k: usize, bytes: &Bytes) -> bool {
+        let max = self.max_queued;
         let Some(conn) = self.conn_mut(k) else {
             return false;
         };
-        if matches!(conn.phase, Phase::Dead) {
+        if matches!(conn.phase, Phase::Dead) || conn.slow {
             return false;
         }
-        conn.out.push_back(bytes.clone());
+        if over_limit(conn.queued, bytes.len(), max) {
+            self.slow_consumer(k);
+            return false;
+        }
+        conn.enqueue(bytes.clone());
+        let flush_now = conn.queued >= CORKED_FLUSH_AT;
         if !conn.corked {
             conn.corked = true;
             self.corked_conns.push(k);
         }
+        if flush_now {
+            self.flush(k);
+        }
         true
+    }
+
+    /// Closes `k`, a connection or polling session whose queue would pass the limit, with 4008:
+    /// what waited is dropped (but a partly written frame), so its memory is freed at once, and
+    /// the close frame goes last. Its rooms are left after the batch ([`State::drop_slow`]).
+    pub(super) fn slow_consumer(&mut self, k: usize) {
+        self.metrics.slow_consumers += 1;
+        let close_timeout = self.close_timeout;
+        match self.entries.get_mut(k) {
+            Some(Entry::Conn(conn)) => {
+                debug!(conn = k, queued = conn.queued, "slow consumer");
+                conn.slow = true;
+                conn.drop_queued();
+                if conn.is_open() {
+                    conn.enqueue(frame::encode_close(
+                        CloseCode::SLOW_CONSUMER,
+                        "slow consumer: reconnect",
+                    ));
+                    self.metrics.count_close(CloseCode::SLOW_CONSUMER);
+                }
+                conn.phase = Phase::Closing {
+                    deadline: Instant::now() + close_timeout,
+                };
+                conn.shutdown_when_flushed = true;
+            }
+            Some(Entry::Session(sess)) => {
+                debug!(session = k, queued = sess.queued, "slow consumer");
+                sess.queue = VecDeque::new();
+                sess.queued = 0;
+            }
+            None => return,
+        }
+        self.slow.push(k);
+        self.flush(k);
     }
 
     /// Writes every connection that had frames queued while corked.
@@ -971,6 +1052,12 @@ impl Io {
     }
 }
 
+/// Whether queueing `len` more bytes behind `queued` passes the slow-consumer limit `max`. A
+/// message on an empty queue always goes, however large: a client that reads gets it.
+pub(super) fn over_limit(queued: usize, len: usize, max: usize) -> bool {
+    queued > 0 && queued.saturating_add(len) > max
+}
+
 /// Whether a server frame has RSV1, permessage-deflate's compressed bit, set.
 fn frame_is_compressed(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x40 != 0)
@@ -985,7 +1072,7 @@ fn send_to(
     conn: &mut Conn,
     bytes: &Bytes,
 ) -> bool {
-    if matches!(conn.phase, Phase::Dead) {
+    if matches!(conn.phase, Phase::Dead) || conn.slow {
         return false;
     }
     let failed = match conn.send(bytes) {

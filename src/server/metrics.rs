@@ -29,6 +29,8 @@ pub struct Metrics {
     pub messages_received: u64,
     /// Client messages that arrived compressed (permessage-deflate).
     pub messages_inflated: u64,
+    /// Connections and polling sessions closed for reading too slowly (4008).
+    pub slow_consumers: u64,
     /// MessagePack recipients skipped because the notification has no MessagePack form.
     pub msgpack_skipped: u64,
     /// Deliveries whose frame went out compressed.
@@ -186,6 +188,12 @@ impl Metrics {
             "herald_deliveries_compressed_total",
             "Notifications handed to a socket as a compressed frame.",
             self.deliveries_compressed,
+        );
+        counter(
+            &mut s,
+            "herald_slow_consumers_total",
+            "Connections and polling sessions closed (4008) for letting more than --max-queued-bytes wait.",
+            self.slow_consumers,
         );
         counter(
             &mut s,

@@ -30,6 +30,8 @@ pub struct Session {
     pub transport: Transport,
     /// Encoded Engine.IO packets (`42[...]`, `2`, ...) waiting for a polling GET.
     pub queue: VecDeque<Bytes>,
+    /// The bytes `queue` holds: what the slow-consumer limit is checked against.
+    pub queued: usize,
     /// When the last Engine.IO ping was sent (or the session opened).
     pub last_ping: Instant,
     /// Whether that ping still awaits its pong.
@@ -60,6 +62,7 @@ impl Session {
             sid,
             transport,
             queue: VecDeque::new(),
+            queued: 0,
             last_ping: now,
             awaiting_pong: false,
             last_poll: now,
