@@ -32,8 +32,8 @@ fn notification(size: usize) -> Vec<u8> {
     while serde_json::to_vec(&n).map_or(usize::MAX, |v| v.len()) < size {
         let item = json!({
             "id": format!("evt-{i:06}"),
-            "kind": if i % 3 == 0 { "COMMENT" } else { "LIKE" },
-            "actor": {"id": format!("user-{}", 1000 + i * 37), "name": "Jörg Müller", "verified": i % 2 == 0},
+            "kind": if i.is_multiple_of(3) { "COMMENT" } else { "LIKE" },
+            "actor": {"id": format!("user-{}", 1000 + i * 37), "name": "Jörg Müller", "verified": i.is_multiple_of(2)},
             "excerpt": "Great shot! Where was this taken? ✨",
             "score": 0.5 + i as f64 / 8.0,
             "count": i * 131,

@@ -2,9 +2,12 @@
 //! environment twin. `herald --help` prints this table.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
 
 /// herald: a real-time notification gateway.
 ///
@@ -131,6 +134,44 @@ pub struct Config {
     /// A keep-alive control API connection idle this long is closed.
     #[arg(long, env = "HERALD_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub control_idle_timeout: Duration,
+
+    /// Shared secret of HS256 JWTs, at least 32 bytes (RFC 7518 §3.2). Clients then present a
+    /// token whose `sub` is their user id. Exclusive with --jwt-public-key; with neither,
+    /// clients are not authenticated.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file of RS256 (RSA) or ES256 (P-256) JWTs; the algorithm follows from the
+    /// key, and no other is accepted. Exclusive with --jwt-secret.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "PATH")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// When set, a JWT's `iss` must equal it.
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, a JWT's `aud` must name it.
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew forgiven on a JWT's `exp` and `nbf`, in whole seconds.
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// When JWT auth is on, a raw `/ws` connection that has not authenticated this long after
+    /// its WebSocket handshake is closed.
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Key control API callers present as `Authorization: Bearer <key>`, compared in constant
+    /// time. Unset: the control API has no authentication, so keep it on loopback.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 impl Config {
@@ -140,6 +181,167 @@ impl Config {
         let mut c = Config::parse_from(["herald"]);
         c.listen = ([127, 0, 0, 1], 0).into();
         c.control = ([127, 0, 0, 1], 0).into();
+        // `parse_from` reads `HERALD_*` variables: a secret in the environment of a test run
+        // must not turn auth on behind the tests' back.
+        c.jwt_secret = None;
+        c.jwt_public_key = None;
+        c.jwt_issuer = None;
+        c.jwt_audience = None;
+        c.api_key = None;
         c
+    }
+
+    /// The JWT verifier the configuration asks for: `None` when neither --jwt-secret nor
+    /// --jwt-public-key is given. Reads the public key file, so call it once, at startup.
+    pub fn verifier(&self) -> Result<Option<Verifier>, auth::ConfigError> {
+        let verifier = match (&self.jwt_secret, &self.jwt_public_key) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => return Err(auth::ConfigError::SecretAndPublicKey),
+            (Some(secret), None) => {
+                if secret.len() < MIN_SECRET_LEN {
+                    return Err(auth::ConfigError::SecretTooShort {
+                        len: secret.len(),
+                        min: MIN_SECRET_LEN,
+                    });
+                }
+                Verifier::from_secret(secret.as_bytes())
+            }
+            (None, Some(path)) => {
+                let pem =
+                    std::fs::read(path).map_err(|error| auth::ConfigError::ReadPublicKey {
+                        path: path.clone(),
+                        error,
+                    })?;
+                Verifier::from_public_key_pem(&pem)?
+            }
+        };
+        let mut verifier = verifier.with_leeway(self.jwt_leeway);
+        if let Some(iss) = &self.jwt_issuer {
+            verifier = verifier.with_issuer(iss.as_str());
+        }
+        if let Some(aud) = &self.jwt_audience {
+            verifier = verifier.with_audience(aud.as_str());
+        }
+        Ok(Some(verifier))
+    }
+
+    /// The control API key, when one is set. An empty --api-key matches no request: set but
+    /// blank locks the control API rather than opening it.
+    pub fn api_key(&self) -> Option<ApiKey> {
+        self.api_key.as_deref().map(ApiKey::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn fixture(name: &str) -> PathBuf {
+        [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
+            .iter()
+            .collect()
+    }
+
+    #[test]
+    fn for_tests_keeps_auth_off() {
+        let c = Config::for_tests();
+        assert!(c.verifier().unwrap().is_none());
+        assert!(c.api_key().is_none());
+        assert_eq!(c.auth_timeout, Duration::from_secs(10));
+        assert_eq!(c.jwt_leeway, Duration::ZERO);
+    }
+
+    #[test]
+    fn auth_flags_parse() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--jwt-secret",
+            SECRET,
+            "--jwt-issuer",
+            "auth.example",
+            "--jwt-audience",
+            "herald",
+            "--jwt-leeway",
+            "30s",
+            "--auth-timeout",
+            "2s",
+            "--api-key",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(c.jwt_secret.as_deref(), Some(SECRET));
+        assert_eq!(c.jwt_issuer.as_deref(), Some("auth.example"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("herald"));
+        assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(c.auth_timeout, Duration::from_secs(2));
+        assert!(c.api_key().unwrap().matches(Some(b"Bearer k")));
+        let v = c.verifier().unwrap().unwrap();
+        assert_eq!(v.algorithm(), jsonwebtoken::Algorithm::HS256);
+    }
+
+    #[test]
+    fn secret_and_public_key_conflict_on_the_command_line() {
+        let parsed = Config::try_parse_from([
+            "herald",
+            "--jwt-secret",
+            SECRET,
+            "--jwt-public-key",
+            "key.pem",
+        ]);
+        assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn secret_and_public_key_refused() {
+        let mut c = Config::for_tests();
+        c.jwt_secret = Some(SECRET.to_owned());
+        c.jwt_public_key = Some(fixture("jwt_rs256_public.pem"));
+        assert!(matches!(
+            c.verifier(),
+            Err(auth::ConfigError::SecretAndPublicKey)
+        ));
+    }
+
+    #[test]
+    fn short_secret_refused() {
+        let mut c = Config::for_tests();
+        c.jwt_secret = Some("short".to_owned());
+        assert!(matches!(
+            c.verifier(),
+            Err(auth::ConfigError::SecretTooShort { len: 5, min: 32 })
+        ));
+    }
+
+    #[test]
+    fn public_keys_load() {
+        for (file, alg) in [
+            ("jwt_rs256_public.pem", jsonwebtoken::Algorithm::RS256),
+            ("jwt_es256_public.pem", jsonwebtoken::Algorithm::ES256),
+        ] {
+            let mut c = Config::for_tests();
+            c.jwt_public_key = Some(fixture(file));
+            assert_eq!(c.verifier().unwrap().unwrap().algorithm(), alg, "{file}");
+        }
+    }
+
+    #[test]
+    fn unreadable_or_invalid_public_key_refused() {
+        let mut c = Config::for_tests();
+        c.jwt_public_key = Some(fixture("no-such-key.pem"));
+        assert!(matches!(
+            c.verifier(),
+            Err(auth::ConfigError::ReadPublicKey { .. })
+        ));
+        c.jwt_public_key = Some(fixture("README.md"));
+        assert!(matches!(c.verifier(), Err(auth::ConfigError::InvalidPem)));
+    }
+
+    #[test]
+    fn empty_api_key_matches_nothing() {
+        let mut c = Config::for_tests();
+        c.api_key = Some(String::new());
+        assert!(!c.api_key().unwrap().matches(Some(b"Bearer ")));
     }
 }

@@ -15,6 +15,8 @@
 //! - [`socketio`]: Socket.IO v5 codec: packets in Engine.IO messages, attachments. No I/O.
 //! - [`protocol`]: the application protocols spoken over a WebSocket (the raw `{"event","data"}`
 //!   envelope). No I/O.
+//! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
+//!   control API key check. No I/O, no clock: the caller passes the time in.
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
@@ -22,6 +24,7 @@
 //! - [`server`]: the mio event loop that owns every connection.
 //! - [`config`]: every limit and address, with its default.
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod control;

@@ -44,7 +44,7 @@ closes_with! {
     fragmented_ping: masked(PING, b"x") => 1002;
     ping_over_125_bytes: {
         let mut f = vec![0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0];
-        f.extend(std::iter::repeat(0).take(126));
+        f.extend(std::iter::repeat_n(0, 126));
         f
     } => 1002;
     stray_continuation: masked(0x80 | CONT, b"x") => 1002;

@@ -318,7 +318,7 @@ mod tests {
         trailing.push(0xc0);
         let nested = |depth: usize| {
             let mut m = valid[..valid.len() - 2].to_vec();
-            m.extend(std::iter::repeat(0x91).take(depth));
+            m.extend(std::iter::repeat_n(0x91, depth));
             m.push(0xc0);
             m
         };
