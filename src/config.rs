@@ -132,7 +132,7 @@ pub struct Config {
     #[arg(long, env = "HERALD_USER_RATE", default_value_t = limits::DEFAULT_USER_RATE)]
     pub user_rate: u32,
 
-    /// Notifications one user id may be pushed at once, above `--user-rate`.
+    /// Notifications one user id may be pushed in a burst, before `--user-rate` paces them.
     #[arg(long, env = "HERALD_USER_BURST", default_value_t = limits::DEFAULT_USER_BURST)]
     pub user_burst: u32,
 
@@ -141,8 +141,8 @@ pub struct Config {
     #[arg(long, env = "HERALD_CLIENT_RATE", default_value_t = limits::DEFAULT_CLIENT_RATE)]
     pub client_rate: u32,
 
-    /// Messages one client connection may send at once, above `--client-rate`: enough to
-    /// subscribe `--max-subscriptions` user ids right after connecting.
+    /// Messages one client connection may send in a burst, before `--client-rate` paces them:
+    /// enough to subscribe `--max-subscriptions` user ids right after connecting.
     #[arg(long, env = "HERALD_CLIENT_BURST", default_value_t = limits::DEFAULT_CLIENT_BURST)]
     pub client_burst: u32,
 

@@ -614,3 +614,508 @@ impl Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn limit(rate: u32, burst: u32) -> Limit {
+        Limit::new(rate, burst).expect("a rate above 0 is a limit")
+    }
+
+    /// How many tokens `bucket` gives at `now`, emptying it.
+    fn drain(bucket: &mut TokenBucket, limit: &Limit, now: Millis) -> u32 {
+        let mut n = 0;
+        while bucket.try_take(limit, now) {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_bucket_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<TokenBucket>(), 8);
+    }
+
+    #[test]
+    fn a_full_bucket_gives_exactly_its_burst() {
+        let l = limit(20, 50);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(1_000)), 50);
+        assert!(!b.try_take(&l, Millis(1_000)));
+    }
+
+    #[test]
+    fn refill_is_exact_at_the_boundary() {
+        // 10/s: one token per 100 ms.
+        let l = limit(10, 5);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(0)), 5);
+        assert!(!b.try_take(&l, Millis(99)));
+        assert!(b.try_take(&l, Millis(100)));
+        assert!(!b.try_take(&l, Millis(199)));
+        assert!(b.try_take(&l, Millis(200)));
+        // Half a second: five tokens, no more.
+        assert_eq!(drain(&mut b, &l, Millis(700)), 5);
+    }
+
+    #[test]
+    fn fractions_of_a_token_are_kept() {
+        // 3/s: a token every 333.3 ms; refusals in between must not lose the partial refill.
+        // (Burst 2, so the bucket is never full and nothing is cut off at the cap.)
+        let l = limit(3, 2);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(0)), 2);
+        for t in [100, 200, 300, 333] {
+            assert!(!b.try_take(&l, Millis(t)), "at {t} ms");
+        }
+        assert!(b.try_take(&l, Millis(334)));
+        // 334 ms gave 1002 milli-tokens; the 2 left make the next one due at 334 + 333.
+        assert!(!b.try_take(&l, Millis(666)));
+        assert!(b.try_take(&l, Millis(667)));
+        // Over a long run the count is exact: 3 per second.
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(0)), 2);
+        let taken = (1..=10_000).filter(|&t| b.try_take(&l, Millis(t))).count();
+        assert_eq!(taken, 30);
+    }
+
+    #[test]
+    fn a_full_bucket_holds_no_fraction_beyond_its_burst() {
+        let l = limit(3, 1);
+        let mut b = TokenBucket::full(&l);
+        assert!(b.try_take(&l, Millis(0)));
+        // 1002 milli-tokens are due at 334 ms, but a bucket of one holds 1000.
+        assert!(b.try_take(&l, Millis(334)));
+        assert!(!b.try_take(&l, Millis(667)));
+        assert!(b.try_take(&l, Millis(668)));
+    }
+
+    #[test]
+    fn a_long_idle_never_fills_past_the_burst() {
+        let l = limit(20, 50);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(0)), 50);
+        // Forty days idle.
+        assert_eq!(drain(&mut b, &l, Millis(40 * 86_400_000)), 50);
+        // The fastest rate over the longest exact gap does not overflow either.
+        let fast = limit(u32::MAX, Limit::MAX_BURST);
+        let mut b = TokenBucket::full(&fast);
+        assert!(b.try_take(&fast, Millis(0)));
+        assert!(b.is_full(&fast, Millis(u32::MAX - BACKWARDS_TOLERANCE_MS)));
+    }
+
+    #[test]
+    fn limits_are_clamped_and_rate_zero_is_none() {
+        assert_eq!(Limit::new(0, 50), None);
+        assert_eq!(limit(5, 0).burst(), 1);
+        assert_eq!(limit(5, u32::MAX).burst(), Limit::MAX_BURST);
+        assert_eq!(limit(20, 50).time_to_fill(), Duration::from_millis(2_500));
+        assert_eq!(limit(3, 1).time_to_fill(), Duration::from_millis(334));
+        let huge = limit(1, u32::MAX);
+        assert_eq!(
+            drain(&mut TokenBucket::full(&huge), &huge, Millis(0)),
+            Limit::MAX_BURST
+        );
+    }
+
+    #[test]
+    fn the_clock_may_wrap() {
+        let l = limit(10, 2);
+        let mut b = TokenBucket::full(&l);
+        let before_wrap = Millis(u32::MAX - 49);
+        assert_eq!(drain(&mut b, &l, before_wrap), 2);
+        // 50 ms later the clock reads 0; 100 ms later, 50.
+        assert!(!b.try_take(&l, Millis(0)));
+        assert!(!b.try_take(&l, Millis(49)));
+        assert!(b.try_take(&l, Millis(50)));
+    }
+
+    #[test]
+    fn a_clock_slightly_behind_refills_nothing() {
+        // Threads may reach a shared bucket with instants a little out of order.
+        let l = limit(10, 1);
+        let mut b = TokenBucket::full(&l);
+        assert!(b.try_take(&l, Millis(10_000)));
+        assert!(!b.try_take(&l, Millis(9_000)));
+        assert_eq!(b.retry_after(&l, Millis(9_000)), Duration::from_millis(100));
+        assert!(b.try_take(&l, Millis(9_100)));
+    }
+
+    #[test]
+    fn a_gap_beyond_the_wrap_only_refills_less() {
+        let l = limit(1, 10);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(0)), 10);
+        // 2^32 ms + 3 s later the clock reads 3000: three tokens, not ten (and never eleven).
+        assert_eq!(drain(&mut b, &l, Millis(3_000)), 3);
+        // 2^32 ms - 30 s later reads as 30 s before the stamp: nothing.
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(drain(&mut b, &l, Millis(100_000)), 10);
+        assert_eq!(drain(&mut b, &l, Millis(70_000)), 0);
+        // And from there it refills normally.
+        assert_eq!(drain(&mut b, &l, Millis(72_000)), 2);
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_for_one_token() {
+        let l = limit(20, 50);
+        let mut b = TokenBucket::full(&l);
+        assert_eq!(b.retry_after(&l, Millis(0)), Duration::ZERO);
+        drain(&mut b, &l, Millis(0));
+        assert_eq!(b.retry_after(&l, Millis(0)), Duration::from_millis(50));
+        assert_eq!(b.retry_after(&l, Millis(20)), Duration::from_millis(30));
+        assert_eq!(b.retry_after(&l, Millis(50)), Duration::ZERO);
+        // Rounded up to the millisecond: 3/s needs 333.3 ms.
+        let l = limit(3, 1);
+        let mut b = TokenBucket::full(&l);
+        assert!(b.try_take(&l, Millis(0)));
+        assert_eq!(b.retry_after(&l, Millis(0)), Duration::from_millis(334));
+        assert!(!b.try_take(&l, Millis(333)));
+        assert!(b.try_take(&l, Millis(334)));
+        let l = limit(1, 1);
+        let mut b = TokenBucket::full(&l);
+        assert!(b.try_take(&l, Millis(0)));
+        assert_eq!(b.retry_after(&l, Millis(0)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_after_seconds_round_up() {
+        let cases = [(0, 0), (1, 1), (999, 1), (1_000, 1), (1_001, 2), (2_500, 3)];
+        for (ms, secs) in cases {
+            assert_eq!(retry_after_secs(Duration::from_millis(ms)), secs, "{ms} ms");
+        }
+        assert_eq!(retry_after_secs(Duration::from_nanos(1)), 1);
+    }
+
+    #[test]
+    fn the_epoch_counts_milliseconds_and_wraps() {
+        let t0 = Instant::now();
+        let e = Epoch::new(t0);
+        assert_eq!(e.millis(t0), Millis(0));
+        assert_eq!(e.millis(t0 + Duration::from_micros(1_999)), Millis(1));
+        assert_eq!(e.millis(t0 + Duration::from_millis(1 << 32)), Millis(0));
+        assert_eq!(
+            e.millis(t0 + Duration::from_millis((1 << 32) + 7)),
+            Millis(7)
+        );
+        let later = Epoch::new(t0 + Duration::from_secs(1));
+        assert_eq!(later.millis(t0), Millis(0));
+    }
+
+    #[test]
+    fn users_are_limited_one_by_one() {
+        let t0 = Instant::now();
+        let mut users = UserBuckets::new(limit(20, 50), 1_000, t0);
+        for _ in 0..50 {
+            assert_eq!(users.check("alice", t0), Ok(()));
+        }
+        assert_eq!(users.check("alice", t0), Err(Duration::from_millis(50)));
+        assert_eq!(users.check("bob", t0), Ok(()));
+        let later = t0 + Duration::from_millis(50);
+        assert_eq!(users.check("alice", later), Ok(()));
+        assert_eq!(users.check("alice", later), Err(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn full_user_buckets_are_forgotten() {
+        let t0 = Instant::now();
+        let mut users = UserBuckets::new(limit(20, 50), 1_000, t0);
+        for i in 0..100 {
+            assert!(users.check(&format!("user{i}"), t0).is_ok());
+        }
+        assert_eq!(users.len(), 100);
+        // One sweep period later (2.5 s, the fill time) every bucket is full and the next check
+        // sweeps them, keeping only its own.
+        let later = t0 + Duration::from_millis(2_500);
+        assert!(users.check("someone", later).is_ok());
+        assert_eq!(users.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_ids_stays_within_the_cap() {
+        const CAP: usize = 10_000;
+        let t0 = Instant::now();
+        let mut users = UserBuckets::new(limit(20, 50), CAP, t0);
+        let mut max_len = 0;
+        for i in 0..1_000_000u32 {
+            // Everyone within one second: nothing is full, so the cap has to do the work.
+            let now = t0 + Duration::from_micros(u64::from(i));
+            assert!(
+                users.check(&i.to_string(), now).is_ok(),
+                "a new id is let through"
+            );
+            max_len = max_len.max(users.len());
+        }
+        assert_eq!(max_len, CAP);
+        assert!(users.len() <= CAP);
+    }
+
+    #[test]
+    fn at_the_cap_the_most_recently_used_buckets_stay() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut users = UserBuckets::new(limit(1, 3), 4, t0);
+        for (i, user) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            assert!(users.check(user, ms(i as u64)).is_ok());
+        }
+        // "a" is used again, so it is the youngest; "b" is now the oldest.
+        assert!(users.check("a", ms(10)).is_ok());
+        assert!(users.check("a", ms(10)).is_ok());
+        assert_eq!(users.check("a", ms(10)), Err(Duration::from_millis(990)));
+        // A fifth id at the cap of 4: nothing is full, so half the cap (2) stays: "a" and "d".
+        assert!(users.check("e", ms(11)).is_ok());
+        assert_eq!(users.len(), 3);
+        assert!(users.check("a", ms(11)).is_err(), "a kept its empty bucket");
+        // A cap of 1 still works.
+        let mut one = UserBuckets::new(limit(1, 1), 0, t0);
+        assert!(one.check("x", t0).is_ok());
+        assert!(one.check("y", t0).is_ok());
+        assert_eq!(one.len(), 1);
+        assert!(one.check("y", t0).is_err());
+    }
+
+    #[test]
+    fn a_multi_user_push_keeps_the_allowed_users() {
+        let t0 = Instant::now();
+        let mut users = UserBuckets::new(limit(1, 1), 100, t0);
+        assert!(users.check("b", t0).is_ok());
+        let mut ids: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        assert_eq!(users.retain_allowed(&mut ids, t0), 1);
+        assert_eq!(ids, ["a", "c"]);
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        Ipv4Addr::new(a, b, c, d).into()
+    }
+
+    fn v6(s: &str) -> IpAddr {
+        s.parse::<Ipv6Addr>().expect("a test address").into()
+    }
+
+    fn unlimited() -> IpLimits {
+        IpLimits {
+            max_total: None,
+            max_per_ip: None,
+            rate_per_ip: None,
+        }
+    }
+
+    #[test]
+    fn the_total_cap_is_a_503() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_total: Some(3),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        for d in 1..=3 {
+            assert_eq!(ips.on_connect(v4(10, 0, 0, d), t0), Ok(()));
+        }
+        let refusal = ips.on_connect(v4(10, 0, 0, 4), t0).unwrap_err();
+        assert_eq!(refusal, IpRefusal::TooManyConnections { max: 3 });
+        assert_eq!(refusal.status(), 503);
+        assert_eq!(refusal.retry_after(), None);
+        assert_eq!(ips.total(), 3);
+        ips.on_disconnect(v4(10, 0, 0, 2));
+        assert_eq!(ips.total(), 2);
+        assert_eq!(ips.on_connect(v4(10, 0, 0, 4), t0), Ok(()));
+    }
+
+    #[test]
+    fn the_per_address_cap_is_a_429() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_per_ip: Some(2),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        let nat = v4(192, 0, 2, 1);
+        assert!(ips.on_connect(nat, t0).is_ok());
+        assert!(ips.on_connect(nat, t0).is_ok());
+        let refusal = ips.on_connect(nat, t0).unwrap_err();
+        assert_eq!(refusal, IpRefusal::TooManyFromIp { max: 2 });
+        assert_eq!(refusal.status(), 429);
+        assert!(
+            ips.on_connect(v4(192, 0, 2, 2), t0).is_ok(),
+            "others are not affected"
+        );
+        assert_eq!(ips.connections_from(nat), 2);
+        assert_eq!(ips.total(), 3);
+        ips.on_disconnect(nat);
+        assert_eq!(ips.connections_from(nat), 1);
+        assert!(ips.on_connect(nat, t0).is_ok());
+    }
+
+    #[test]
+    fn the_per_address_rate_is_a_429_with_retry_after() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            rate_per_ip: Limit::new(20, 100),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        let host = v4(198, 51, 100, 7);
+        for _ in 0..100 {
+            assert!(ips.on_connect(host, t0).is_ok());
+        }
+        let refusal = ips.on_connect(host, t0).unwrap_err();
+        assert_eq!(
+            refusal,
+            IpRefusal::TooFastFromIp {
+                retry_after: Duration::from_millis(50)
+            }
+        );
+        assert_eq!(refusal.status(), 429);
+        assert_eq!(refusal.retry_after(), Some(Duration::from_millis(50)));
+        assert_eq!(ips.total(), 100, "a refusal is not counted");
+        assert!(ips.on_connect(host, t0 + Duration::from_millis(50)).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_spends_no_token() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_per_ip: Some(1),
+            rate_per_ip: Limit::new(1, 2),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        let host = v4(203, 0, 113, 9);
+        assert!(ips.on_connect(host, t0).is_ok());
+        for _ in 0..10 {
+            assert!(matches!(
+                ips.on_connect(host, t0),
+                Err(IpRefusal::TooManyFromIp { .. })
+            ));
+        }
+        ips.on_disconnect(host);
+        assert!(
+            ips.on_connect(host, t0).is_ok(),
+            "the second token is still there"
+        );
+    }
+
+    #[test]
+    fn an_unknown_disconnect_is_ignored() {
+        let t0 = Instant::now();
+        let mut ips = IpLimiter::new(unlimited(), t0);
+        assert!(ips.on_connect(v4(10, 1, 1, 1), t0).is_ok());
+        ips.on_disconnect(v4(10, 9, 9, 9));
+        ips.on_disconnect(v4(10, 1, 1, 1));
+        ips.on_disconnect(v4(10, 1, 1, 1));
+        assert_eq!(ips.total(), 0);
+        assert_eq!(ips.tracked(), 0);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_per_ip: Some(2),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        assert!(ips.on_connect(v6("2001:db8:1:2::1"), t0).is_ok());
+        assert!(ips
+            .on_connect(v6("2001:db8:1:2:ffff:ffff:ffff:ffff"), t0)
+            .is_ok());
+        assert_eq!(
+            ips.on_connect(v6("2001:db8:1:2:abcd::9"), t0),
+            Err(IpRefusal::TooManyFromIp { max: 2 })
+        );
+        assert_eq!(ips.connections_from(v6("2001:db8:1:2::42")), 2);
+        // The next /64 is someone else.
+        assert!(ips.on_connect(v6("2001:db8:1:3::1"), t0).is_ok());
+        assert_eq!(
+            IpKey::of(v6("2001:db8:1:2::1")),
+            IpKey::V6Net(0x2001_0db8_0001_0002)
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_ipv4() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_per_ip: Some(1),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        assert!(ips.on_connect(v4(192, 0, 2, 33), t0).is_ok());
+        let mapped = v6("::ffff:192.0.2.33");
+        assert_eq!(IpKey::of(mapped), IpKey::of(v4(192, 0, 2, 33)));
+        assert!(ips.on_connect(mapped, t0).is_err());
+        ips.on_disconnect(mapped);
+        assert_eq!(ips.total(), 0);
+        // Other addresses in ::ffff:0:0/96 map to other IPv4 addresses, not one /64.
+        assert!(ips.on_connect(v6("::ffff:192.0.2.34"), t0).is_ok());
+        assert!(ips.on_connect(v6("::ffff:192.0.2.35"), t0).is_ok());
+    }
+
+    #[test]
+    fn idle_addresses_are_forgotten() {
+        let t0 = Instant::now();
+        // No rate: nothing to remember once the last connection goes.
+        let mut ips = IpLimiter::new(unlimited(), t0);
+        assert!(ips.on_connect(v4(10, 0, 0, 1), t0).is_ok());
+        ips.on_disconnect(v4(10, 0, 0, 1));
+        assert_eq!(ips.tracked(), 0);
+        // With a rate (fill time 1 s): kept until the bucket is full, then swept.
+        let caps = IpLimits {
+            rate_per_ip: Limit::new(20, 20),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        for i in 0..1_000u32 {
+            let ip = Ipv4Addr::from(0x0a00_0000 + i).into();
+            assert!(ips.on_connect(ip, t0).is_ok());
+            if i % 2 == 0 {
+                ips.on_disconnect(ip);
+            }
+        }
+        assert_eq!(ips.tracked(), 1_000);
+        assert!(ips
+            .on_connect(v4(10, 255, 0, 1), t0 + Duration::from_secs(1))
+            .is_ok());
+        assert_eq!(ips.tracked(), 501, "the connected half and the newcomer");
+        assert_eq!(ips.total(), 501);
+    }
+
+    #[test]
+    fn a_per_address_cap_of_zero_remembers_nothing() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_per_ip: Some(0),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        assert!(ips.on_connect(v4(10, 0, 0, 1), t0).is_err());
+        assert_eq!(ips.tracked(), 0);
+    }
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults() {
+        let limits = Limits::default();
+        assert_eq!(Limits::from(&Config::parse_from(["herald"])), limits);
+        assert_eq!(limits.user, Limit::new(20, 50));
+        assert_eq!(limits.client, Limit::new(10, 20));
+        assert_eq!(limits.ip.max_total, Some(100_000));
+        assert_eq!(limits.ip.max_per_ip, Some(1_000));
+        assert_eq!(limits.ip.rate_per_ip, Limit::new(20, 100));
+        let off = Config::parse_from([
+            "herald",
+            "--user-rate=0",
+            "--client-rate=0",
+            "--max-connections=0",
+            "--max-connections-per-ip=0",
+            "--connection-rate-per-ip=0",
+        ]);
+        let off = Limits::from(&off);
+        assert_eq!((off.user, off.client), (None, None));
+        assert_eq!(off.ip, unlimited());
+    }
+}
