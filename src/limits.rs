@@ -486,13 +486,15 @@ impl IpLimiter {
             connections: 0,
             bucket: TokenBucket::full(&rate.unwrap_or(Limit::UNUSED)),
         });
-        let verdict = match (self.limits.max_per_ip, rate) {
-            (Some(max), _) if host.connections >= max => Err(IpRefusal::TooManyFromIp { max }),
-            (_, Some(limit)) if !host.bucket.try_take(&limit, now) => {
-                Err(IpRefusal::TooFastFromIp {
-                    retry_after: host.bucket.retry_after(&limit, now),
-                })
+        // Without a per-address cap the count still stops at u32::MAX rather than overflow.
+        let max_per_ip = self.limits.max_per_ip.unwrap_or(u32::MAX);
+        let verdict = match rate {
+            _ if host.connections >= max_per_ip => {
+                Err(IpRefusal::TooManyFromIp { max: max_per_ip })
             }
+            Some(limit) if !host.bucket.try_take(&limit, now) => Err(IpRefusal::TooFastFromIp {
+                retry_after: host.bucket.retry_after(&limit, now),
+            }),
             _ => Ok(()),
         };
         if verdict.is_ok() {
