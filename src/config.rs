@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
+use crate::limits;
 
 /// herald: a real-time notification gateway.
 ///
@@ -172,6 +173,48 @@ pub struct Config {
     /// time. Unset: the control API has no authentication, so keep it on loopback.
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Notifications per second one user id may be pushed, sustained; pushes beyond it are
+    /// answered 429 with `Retry-After`. 0: no limit.
+    #[arg(long, env = "HERALD_USER_RATE", default_value_t = limits::DEFAULT_USER_RATE)]
+    pub user_rate: u32,
+
+    /// Notifications one user id may be pushed in a burst, before `--user-rate` paces them.
+    #[arg(long, env = "HERALD_USER_BURST", default_value_t = limits::DEFAULT_USER_BURST)]
+    pub user_burst: u32,
+
+    /// Messages per second one client connection may send, sustained, pings included. 0: no
+    /// limit.
+    #[arg(long, env = "HERALD_CLIENT_RATE", default_value_t = limits::DEFAULT_CLIENT_RATE)]
+    pub client_rate: u32,
+
+    /// Messages one client connection may send in a burst, before `--client-rate` paces them:
+    /// enough to subscribe `--max-subscriptions` user ids right after connecting.
+    #[arg(long, env = "HERALD_CLIENT_BURST", default_value_t = limits::DEFAULT_CLIENT_BURST)]
+    pub client_burst: u32,
+
+    /// Client connections open at once; more are answered 503. The process's open-file limit
+    /// may be lower. 0: no limit.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Client connections open at once from one IPv4 address or IPv6 /64; more are answered 429.
+    /// High by default because many users may share a NAT. 0: no limit.
+    #[arg(
+        long,
+        env = "HERALD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_IP
+    )]
+    pub max_connections_per_ip: u32,
+
+    /// New client connections per second from one IPv4 address or IPv6 /64, sustained, with
+    /// bursts of five seconds' worth; faster ones are answered 429 with `Retry-After`.
+    /// 0: no limit.
+    #[arg(
+        long,
+        env = "HERALD_CONNECTION_RATE_PER_IP",
+        default_value_t = limits::DEFAULT_CONNECTION_RATE_PER_IP
+    )]
+    pub connection_rate_per_ip: u32,
 }
 
 impl Config {

@@ -22,6 +22,8 @@
 //! - [`command`]: the values the control API sends to the event loop.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`server`]: the mio event loop that owns every connection.
+//! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
+//!   counters. No I/O.
 //! - [`config`]: every limit and address, with its default.
 
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod engineio;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod protocol;
 pub mod rooms;
 pub mod server;

@@ -66,6 +66,13 @@ fn help_explains_every_flag() {
         "--control-max-body",
         "--control-max-connections",
         "--control-idle-timeout",
+        "--user-rate",
+        "--user-burst",
+        "--client-rate",
+        "--client-burst",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--connection-rate-per-ip",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }
