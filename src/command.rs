@@ -5,6 +5,7 @@
 //! each command on the one-shot channel the command carries. No state is shared otherwise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -41,10 +42,16 @@ pub enum Command {
 }
 
 /// The loop's answer to [`Command::Push`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PushReply {
     /// Sockets the notification was handed to (written or queued for writing).
     pub sockets: usize,
+    /// Users skipped because their push bucket (`--user-rate`, `--user-burst`) was empty; their
+    /// sockets got nothing.
+    pub rate_limited: usize,
+    /// For a [`Target::User`] push refused by the user's bucket: how long until it holds a
+    /// token again. `None` otherwise.
+    pub retry_after: Option<Duration>,
 }
 
 /// The loop's answer to [`Command::UserInfo`].

@@ -179,8 +179,11 @@ impl Pending {
     pub fn finish(self) -> Response {
         let result = match self {
             Pending::Ready(resp) => return resp,
-            Pending::Push { rx, deadline } => wait(&rx, deadline)
-                .map(|PushReply { sockets }| Response::json(202, &json!({ "sockets": sockets }))),
+            Pending::Push { rx, deadline } => {
+                wait(&rx, deadline).map(|PushReply { sockets, .. }| {
+                    Response::json(202, &json!({ "sockets": sockets }))
+                })
+            }
             Pending::UserInfo {
                 user_id,
                 rx,
@@ -536,7 +539,10 @@ mod tests {
                     notification,
                     reply,
                 } => {
-                    let _ = reply.send(PushReply { sockets });
+                    let _ = reply.send(PushReply {
+                        sockets,
+                        ..PushReply::default()
+                    });
                     Seen::Push(target, String::from_utf8(notification.to_vec()).unwrap())
                 }
                 Command::UserInfo { user_id, reply } => {

@@ -309,7 +309,10 @@ impl EventLoop {
                     reply,
                 } => {
                     let sockets = self.state.push(target, notification, now);
-                    let _ = reply.send(PushReply { sockets });
+                    let _ = reply.send(PushReply {
+                        sockets,
+                        ..PushReply::default()
+                    });
                 }
                 Command::UserInfo { user_id, reply } => {
                     let sockets = self.state.rooms.members(&user_id).len();
