@@ -122,9 +122,12 @@ struct Answer;
 impl api::Dispatch for Answer {
     fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
         match cmd {
-            Command::Push { reply, .. } => {
-                reply.send(PushReply { sockets: 1 }).map_err(|_| LoopGone)
-            }
+            Command::Push { reply, .. } => reply
+                .send(PushReply {
+                    sockets: 1,
+                    ..PushReply::default()
+                })
+                .map_err(|_| LoopGone),
             Command::UserInfo { reply, .. } => {
                 reply.send(UserInfo { sockets: 1 }).map_err(|_| LoopGone)
             }

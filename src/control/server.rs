@@ -239,7 +239,10 @@ mod tests {
         for cmd in rx {
             match cmd {
                 Command::Push { reply, .. } => {
-                    let _ = reply.send(PushReply { sockets: 2 });
+                    let _ = reply.send(PushReply {
+                        sockets: 2,
+                        ..PushReply::default()
+                    });
                 }
                 Command::UserInfo { reply, .. } => {
                     let _ = reply.send(UserInfo { sockets: 1 });
