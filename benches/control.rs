@@ -18,7 +18,10 @@ struct Answer;
 impl api::Dispatch for Answer {
     fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
         if let Command::Push { reply, .. } = cmd {
-            let _ = reply.send(PushReply { sockets: 1 });
+            let _ = reply.send(PushReply {
+                sockets: 1,
+                ..PushReply::default()
+            });
         }
         Ok(())
     }
