@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
 use crate::limits;
+use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
 /// herald: a real-time notification gateway.
 ///
@@ -61,6 +62,18 @@ pub struct Config {
     /// A larger one is refused from its frame header and closed with 1009.
     #[arg(long, env = "HERALD_MAX_MESSAGE", default_value_t = 64 * 1024)]
     pub max_message: usize,
+
+    /// Most frames one WebSocket message from a client may span: its first frame plus its
+    /// continuations (pings between them do not count). One more closes the connection with
+    /// 1009, so a client cannot hold a message open forever with empty continuations. 0 is
+    /// refused: every message has a frame, and an unbounded count is what this limit prevents.
+    #[arg(
+        long,
+        env = "HERALD_MAX_FRAGMENTS",
+        default_value_t = DEFAULT_MAX_FRAGMENTS,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_fragments: u32,
 
     /// Largest HTTP request head (request line and headers) of a WebSocket handshake, in bytes.
     /// A larger one is answered 431.
@@ -328,6 +341,15 @@ mod tests {
         assert!(c.api_key().unwrap().matches(Some(b"Bearer k")));
         let v = c.verifier().unwrap().unwrap();
         assert_eq!(v.algorithm(), jsonwebtoken::Algorithm::HS256);
+    }
+
+    #[test]
+    fn max_fragments_defaults_to_1024_and_refuses_0() {
+        assert_eq!(Config::for_tests().max_fragments, 1024);
+        let c = Config::try_parse_from(["herald", "--max-fragments", "16"]).unwrap();
+        assert_eq!(c.max_fragments, 16);
+        assert!(Config::try_parse_from(["herald", "--max-fragments", "0"]).is_err());
+        assert!(Config::try_parse_from(["herald", "--max-fragments", "-1"]).is_err());
     }
 
     #[test]

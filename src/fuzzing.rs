@@ -8,18 +8,25 @@ use crate::control::{api, http};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::ws::deflate::{self, Inflater};
+use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 use crate::ws::{handshake, Decoder, Event};
 
 /// Decodes `data` once whole and once split into chunks sized by its first byte, and requires
 /// the same events and the same verdict either way. The first byte's top bit turns
-/// permessage-deflate on, so compressed messages go through the inflater.
+/// permessage-deflate on, so compressed messages go through the inflater; its next bit lowers
+/// the fragment limit to a few frames, so inputs of fuzzing size reach it.
 pub fn frame_decoder(data: &[u8]) {
     let Some((&split, stream)) = data.split_first() else {
         return;
     };
     let deflate = split & 0x80 != 0;
-    let whole = decode_all(stream, stream.len().max(1), deflate);
-    let chunked = decode_all(stream, usize::from(split % 32) + 1, deflate);
+    let max_fragments = if split & 0x40 != 0 {
+        3
+    } else {
+        DEFAULT_MAX_FRAGMENTS
+    };
+    let whole = decode_all(stream, stream.len().max(1), deflate, max_fragments);
+    let chunked = decode_all(stream, usize::from(split % 32) + 1, deflate, max_fragments);
     assert_eq!(whole, chunked, "the split changed the result");
 }
 
@@ -27,8 +34,9 @@ fn decode_all(
     stream: &[u8],
     chunk: usize,
     deflate: bool,
+    max_fragments: u32,
 ) -> (Vec<Event>, Option<crate::ws::Error>) {
-    let mut dec = Decoder::new(64 * 1024);
+    let mut dec = Decoder::new(64 * 1024).with_max_fragments(max_fragments);
     if deflate {
         dec.enable_deflate();
     }

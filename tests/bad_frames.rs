@@ -79,6 +79,70 @@ fn message_over_the_limit_summed_over_fragments() {
     assert_eq!(c.expect_close(), 1009);
 }
 
+/// The fragment flood: a text frame with FIN clear, then `continuations` empty masked
+/// continuations that never finish the message. Six bytes each, nothing added to the message's
+/// size, so only a count of frames stops it.
+fn fragment_flood(first: Vec<u8>, continuations: usize) -> Vec<u8> {
+    let empty = masked(CONT, b"");
+    let mut out = first;
+    for _ in 0..continuations {
+        out.extend_from_slice(&empty);
+    }
+    out
+}
+
+#[test]
+fn fragment_flood_closes_with_1009() {
+    let srv = start_server();
+    let mut c = RawClient::connect(srv.public_addr);
+    c.send(&fragment_flood(masked(TEXT, b"{"), 5_000));
+    assert_eq!(c.expect_close(), 1009);
+}
+
+#[test]
+fn fragment_flood_closes_with_1009_when_compressed() {
+    let srv = start_server();
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let (mut c, head) = RawClient::open(srv.public_addr, "/ws", offer);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    // RSV1 on the first frame: the start of "Hello" compressed (RFC 7692 §7.2.3.1).
+    c.send(&fragment_flood(masked(0x40 | TEXT, &[0xF2, 0x48]), 5_000));
+    assert_eq!(c.expect_close(), 1009);
+}
+
+#[test]
+fn a_message_of_exactly_max_fragments_is_understood_and_one_more_is_not() {
+    const MAX: u32 = 8;
+    let srv = start_server_with(|c| c.max_fragments = MAX);
+    let message = br#"{"event":"subscribe","data":"frag"}"#;
+    let mut c = RawClient::connect(srv.public_addr);
+    let (n, len) = (MAX as usize, message.len());
+    let pieces: Vec<&[u8]> = (0..n)
+        .map(|i| &message[i * len / n..(i + 1) * len / n])
+        .collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let first = if i == 0 { TEXT } else { CONT };
+        let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+        c.send(&masked(fin | first, piece));
+        if fin == 0 {
+            // Pings between fragments are not fragments.
+            c.send(&masked(0x80 | PING, b""));
+            assert_eq!(c.read_frame(), Some((0xA, Vec::new())));
+        }
+    }
+    let (op, payload) = c.read_frame().expect("an answer");
+    assert_eq!(op, TEXT);
+    let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(v["event"], "subscribed", "{v}");
+
+    // The same message in one more frame: the empty last one is the frame too many.
+    for (i, piece) in pieces.iter().enumerate() {
+        c.send(&masked(if i == 0 { TEXT } else { CONT }, piece));
+    }
+    c.send(&masked(0x80 | CONT, b""));
+    assert_eq!(c.expect_close(), 1009);
+}
+
 #[test]
 fn ping_is_answered_with_the_same_payload_even_mid_message() {
     let srv = start_server();

@@ -56,6 +56,7 @@ fn help_explains_every_flag() {
         "--control",
         "--ws-path",
         "--max-message",
+        "--max-fragments",
         "--max-handshake",
         "--handshake-timeout",
         "--ping-interval",

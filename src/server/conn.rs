@@ -117,6 +117,7 @@ impl Conn {
         now: Instant,
         deadline: Instant,
         max_message: usize,
+        max_fragments: u32,
     ) -> Self {
         Conn {
             stream,
@@ -124,7 +125,7 @@ impl Conn {
                 head: Vec::new(),
                 deadline,
             },
-            decoder: Decoder::new(max_message),
+            decoder: Decoder::new(max_message).with_max_fragments(max_fragments),
             out: VecDeque::new(),
             queued: 0,
             slow: false,

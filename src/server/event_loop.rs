@@ -249,6 +249,7 @@ impl EventLoop {
                         now,
                         now + c.handshake_timeout,
                         c.max_message,
+                        c.max_fragments,
                     )));
                     io.metrics.connections_accepted += 1;
                 }

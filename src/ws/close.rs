@@ -65,7 +65,13 @@ impl From<&Error> for CloseCode {
             // does not inflate is likewise "data within a message that was not consistent with
             // the type of the message" (§7.4.1).
             Error::InvalidUtf8 | Error::BadCompressedData => CloseCode::INVALID_PAYLOAD,
-            Error::MessageTooLong { .. } | Error::InflatedTooLong { .. } => CloseCode::TOO_BIG,
+            // RFC 6455 §7.4.1: "1009 indicates that an endpoint is terminating the connection
+            // because it has received a message that is too big for it to process." Too many
+            // fragments is too big in frames rather than bytes: the same answer, so a client
+            // library reports both alike.
+            Error::MessageTooLong { .. }
+            | Error::InflatedTooLong { .. }
+            | Error::TooManyFragments { .. } => CloseCode::TOO_BIG,
         }
     }
 }
@@ -116,6 +122,8 @@ mod tests {
         );
         let too_long = Error::MessageTooLong { size: 2, max: 1 };
         assert_eq!(CloseCode::from(&too_long), CloseCode::TOO_BIG);
+        let too_many = Error::TooManyFragments { max: 1024 };
+        assert_eq!(CloseCode::from(&too_many), CloseCode::TOO_BIG);
         assert_eq!(
             CloseCode::from(&Error::InvalidCloseReason),
             CloseCode::PROTOCOL_ERROR

@@ -11,6 +11,12 @@ const RSV1: u8 = 0b100;
 /// Compressed payload bytes unmasked at a time on their way to the inflater.
 const UNMASK_CHUNK: usize = 4096;
 
+/// Frames one data message may span unless [`Decoder::with_max_fragments`] says otherwise.
+///
+/// Browsers and WebSocket libraries send a message as one frame, or cut it into a few large
+/// ones; a thousand fragments is already far past any honest client.
+pub const DEFAULT_MAX_FRAGMENTS: u32 = 1024;
+
 /// What a completed stretch of client bytes amounts to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -76,10 +82,20 @@ enum State {
 ///
 /// Memory: a data message grows only as its payload bytes arrive, never from a declared length,
 /// and the buffers are released when the message completes, so an idle decoder holds no heap.
+///
+/// Work: a data message spans at most `max_fragments` frames, so a peer cannot keep one message
+/// open forever with empty continuations that cost it six bytes each and add nothing to the
+/// size the length limit sees.
 #[derive(Debug)]
 pub struct Decoder {
     /// Upper bound on a data message's total payload, checked from each frame header.
     max_message: u64,
+    /// Upper bound on the frames of one data message: its first frame and its continuations.
+    /// Control frames between fragments are not part of the message and do not count.
+    max_fragments: u32,
+    /// Frames of the data message in progress so far, its first one included; 0 between
+    /// messages. Never exceeds `max_fragments`: the frame that would is refused.
+    fragments: u32,
     /// permessage-deflate was agreed: RSV1 on a message's first frame marks it compressed.
     deflate: bool,
     /// The inflater of the compressed data message arriving, if it is compressed. It lives only
@@ -105,10 +121,13 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder accepting data messages of up to `max_message` payload bytes.
+    /// A decoder accepting data messages of up to `max_message` payload bytes, in at most
+    /// [`DEFAULT_MAX_FRAGMENTS`] frames each.
     pub fn new(max_message: usize) -> Self {
         Decoder {
             max_message: max_message as u64,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
+            fragments: 0,
             deflate: false,
             inflater: None,
             last_compressed: false,
@@ -121,6 +140,14 @@ impl Decoder {
             control: Vec::new(),
             state: State::Open,
         }
+    }
+
+    /// Accepts data messages of at most `max` frames each (the first frame and its
+    /// continuations); the frame after those fails the decoder with
+    /// [`Error::TooManyFragments`]. With 0 no data message is accepted at all.
+    pub fn with_max_fragments(mut self, max: u32) -> Self {
+        self.max_fragments = max;
+        self
     }
 
     /// Accepts messages compressed with the permessage-deflate agreed on the handshake.
@@ -288,6 +315,7 @@ impl Decoder {
                 if self.message.is_none() {
                     return Err(Error::UnexpectedContinuation);
                 }
+                self.count_fragment()?;
                 self.check_size(h.len)?;
             }
             opcode::TEXT | opcode::BINARY => {
@@ -296,6 +324,8 @@ impl Decoder {
                 if self.message.is_some() {
                     return Err(Error::ExpectedContinuation);
                 }
+                self.fragments = 0;
+                self.count_fragment()?;
                 self.check_size(h.len)?;
                 self.message = Some(h.opcode);
                 self.checked = 0;
@@ -315,6 +345,24 @@ impl Decoder {
             remaining: h.len,
             seen: 0,
         });
+        Ok(())
+    }
+
+    /// Counts one more frame of the data message in progress, refusing the one past the limit.
+    fn count_fragment(&mut self) -> Result<(), Error> {
+        // RFC 6455 §5.4: "A fragmented message consists of a single frame with the FIN bit clear
+        // and an opcode other than 0, followed by zero or more frames with the FIN bit clear and
+        // the opcode set to 0". Nothing bounds the "zero or more", and empty continuations slip
+        // under the length limit. §10.4 names the attack: "a malicious endpoint can try to
+        // exhaust its peer's memory or mount a denial-of-service attack by [...] sending a long
+        // stream of small frames that are a part of a fragmented message", and implementations
+        // "MUST protect themselves against exceeding those limits".
+        if self.fragments >= self.max_fragments {
+            return Err(Error::TooManyFragments {
+                max: self.max_fragments,
+            });
+        }
+        self.fragments += 1;
         Ok(())
     }
 
@@ -420,6 +468,7 @@ impl Decoder {
                 // Taking the buffer hands its memory to the event and leaves the decoder empty.
                 let payload = std::mem::take(&mut self.buf);
                 self.checked = 0;
+                self.fragments = 0;
                 match self.message.take() {
                     Some(opcode::TEXT) => {
                         Event::Text(String::from_utf8(payload).map_err(|_| Error::InvalidUtf8)?)
@@ -436,6 +485,7 @@ impl Decoder {
         self.head_len = 0;
         self.frame = None;
         self.message = None;
+        self.fragments = 0;
         self.inflater = None;
         self.buf = Vec::new();
         self.checked = 0;
@@ -639,6 +689,192 @@ mod tests {
             &frame(true, opcode::CLOSE, b""),
             &[0x81, 0x00],
         ]) => [Event::Close(None)];
+    }
+
+    /// One data message cut into `parts`: the first frame of opcode `op`, continuations after
+    /// it, FIN on the last only.
+    fn fragments(op: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let last = parts.len().saturating_sub(1);
+        let frames: Vec<Vec<u8>> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let op = if i == 0 { op } else { opcode::CONTINUATION };
+                frame(i == last, op, part)
+            })
+            .collect();
+        frames.concat()
+    }
+
+    /// The fragment flood: a text frame with FIN clear, then empty continuations that never end
+    /// the message, `frames` frames in all.
+    fn flood(frames: usize) -> Vec<u8> {
+        let mut out = frame(false, opcode::TEXT, b"x");
+        let empty = frame(false, opcode::CONTINUATION, b"");
+        for _ in 1..frames {
+            out.extend_from_slice(&empty);
+        }
+        out
+    }
+
+    /// A small fragment limit, so that the cases stay short.
+    const FRAGMENTS: u32 = 4;
+
+    macro_rules! fragment_cases {
+        ($($name:ident: $max:expr, $deflate:expr, $bytes:expr => $events:expr, $err:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let mut dec = Decoder::new(LIMIT).with_max_fragments($max);
+                if $deflate {
+                    dec.enable_deflate();
+                }
+                let (events, err) = run(&mut dec, [&$bytes[..]]);
+                assert_eq!((events, err), ($events, $err));
+                assert!(dec.is_idle());
+            }
+        )*};
+    }
+
+    fragment_cases! {
+        fragments_exactly_max: FRAGMENTS, false,
+            fragments(opcode::TEXT, &[b"a", b"b", b"c", b"d"])
+            => vec![text("abcd")], None;
+        fragments_one_over_max: FRAGMENTS, false,
+            fragments(opcode::TEXT, &[b"a", b"b", b"c", b"d", b"e"])
+            => vec![], Some(Error::TooManyFragments { max: FRAGMENTS });
+        fragments_empty_ones_count: FRAGMENTS, false,
+            fragments(opcode::BINARY, &[b"", b"", b"", b"", b""])
+            => vec![], Some(Error::TooManyFragments { max: FRAGMENTS });
+        fragments_single_frame_message_at_max_one: 1, false,
+            cat(&[&frame(true, opcode::TEXT, b"a"), &frame(true, opcode::BINARY, b"b")])
+            => vec![text("a"), Event::Binary(b"b".to_vec())], None;
+        fragments_two_frames_over_max_one: 1, false,
+            fragments(opcode::TEXT, &[b"a", b"b"])
+            => vec![], Some(Error::TooManyFragments { max: 1 });
+        fragments_max_zero_refuses_every_message: 0, false, frame(true, opcode::TEXT, b"a")
+            => vec![], Some(Error::TooManyFragments { max: 0 });
+        fragments_max_zero_still_answers_pings: 0, false, frame(true, opcode::PING, b"p")
+            => vec![Event::Ping(b"p".to_vec())], None;
+        // RFC 6455 §5.4: control frames "MAY be injected in the middle of a fragmented message";
+        // they are not fragments of it.
+        fragments_pings_between_do_not_count: FRAGMENTS, false, cat(&[
+            &frame(false, opcode::TEXT, b"a"),
+            &frame(true, opcode::PING, b"1"),
+            &frame(false, opcode::CONTINUATION, b"b"),
+            &frame(true, opcode::PONG, b"2"),
+            &frame(true, opcode::PING, b"3"),
+            &frame(false, opcode::CONTINUATION, b"c"),
+            &frame(true, opcode::PING, b"4"),
+            &frame(true, opcode::CONTINUATION, b"d"),
+        ]) => vec![
+            Event::Ping(b"1".to_vec()),
+            Event::Pong(b"2".to_vec()),
+            Event::Ping(b"3".to_vec()),
+            Event::Ping(b"4".to_vec()),
+            text("abcd"),
+        ], None;
+        fragments_count_restarts_with_each_message: FRAGMENTS, false, cat(&[
+            &fragments(opcode::TEXT, &[b"a", b"b", b"c", b"d"]),
+            &frame(true, opcode::BINARY, b"e"),
+            &fragments(opcode::BINARY, &[b"f", b"g", b"h", b"i"]),
+            &fragments(opcode::TEXT, &[b"j", b"k", b"l", b"m"]),
+        ]) => vec![
+            text("abcd"),
+            Event::Binary(b"e".to_vec()),
+            Event::Binary(b"fghi".to_vec()),
+            text("jklm"),
+        ], None;
+        fragments_count_restarts_but_still_binds: FRAGMENTS, false, cat(&[
+            &fragments(opcode::TEXT, &[b"a", b"b", b"c", b"d"]),
+            &fragments(opcode::TEXT, &[b"a", b"b", b"c", b"d", b"e"]),
+        ]) => vec![text("abcd")], Some(Error::TooManyFragments { max: FRAGMENTS });
+        // permessage-deflate: RSV1 on the first frame only; the continuations count the same.
+        fragments_deflate_exactly_max: FRAGMENTS, true, cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..2]),
+            &frame(false, opcode::CONTINUATION, &Z_HELLO[2..4]),
+            &frame(true, opcode::PING, b""),
+            &frame(false, opcode::CONTINUATION, &Z_HELLO[4..6]),
+            &frame(true, opcode::CONTINUATION, &Z_HELLO[6..]),
+        ]) => vec![Event::Ping(Vec::new()), text("Hello")], None;
+        fragments_deflate_one_over_max: FRAGMENTS, true, cat(&[
+            &compressed(false, opcode::TEXT, &Z_HELLO[..2]),
+            &frame(false, opcode::CONTINUATION, &Z_HELLO[2..4]),
+            &frame(false, opcode::CONTINUATION, &Z_HELLO[4..6]),
+            &frame(false, opcode::CONTINUATION, &Z_HELLO[6..]),
+            &frame(true, opcode::CONTINUATION, b""),
+        ]) => vec![], Some(Error::TooManyFragments { max: FRAGMENTS });
+        fragments_deflate_empty_flood: FRAGMENTS, true, cat(&[
+            &compressed(false, opcode::BINARY, &Z_HELLO[..2]),
+            &flood(5_000)[frame(false, opcode::TEXT, b"x").len()..],
+        ]) => vec![], Some(Error::TooManyFragments { max: FRAGMENTS });
+        fragments_default_limit_exactly: DEFAULT_MAX_FRAGMENTS, false,
+            fragments(opcode::BINARY, &vec![&b"z"[..]; DEFAULT_MAX_FRAGMENTS as usize])
+            => vec![Event::Binary(vec![b'z'; DEFAULT_MAX_FRAGMENTS as usize])], None;
+        fragments_empty_flood_of_thousands: DEFAULT_MAX_FRAGMENTS, false, flood(5_000)
+            => vec![], Some(Error::TooManyFragments { max: DEFAULT_MAX_FRAGMENTS });
+    }
+
+    #[test]
+    fn new_decoder_has_the_default_fragment_limit() {
+        let (_, err) = run_whole(&flood(DEFAULT_MAX_FRAGMENTS as usize));
+        assert_eq!(err, None, "a message of exactly the limit, unfinished");
+        let (_, err) = run_whole(&flood(DEFAULT_MAX_FRAGMENTS as usize + 1));
+        assert_eq!(
+            err,
+            Some(Error::TooManyFragments {
+                max: DEFAULT_MAX_FRAGMENTS
+            })
+        );
+        assert_eq!(
+            CloseCode::from(&Error::TooManyFragments { max: 1 }),
+            CloseCode::TOO_BIG
+        );
+    }
+
+    /// The flood one frame at a time: every frame up to the limit is taken, and the one past it
+    /// fails from its header alone, before any of its payload.
+    #[test]
+    fn empty_continuation_flood_fails_at_the_frame_past_the_limit() {
+        let mut dec = Decoder::new(LIMIT);
+        let first = frame(false, opcode::TEXT, b"x");
+        assert_eq!(dec.decode(&first), Ok((first.len(), None)));
+        let empty = frame(false, opcode::CONTINUATION, b"");
+        for n in 2..=DEFAULT_MAX_FRAGMENTS {
+            assert_eq!(dec.decode(&empty), Ok((empty.len(), None)), "frame {n}");
+        }
+        let with_payload = frame(false, opcode::CONTINUATION, b"payload");
+        assert_eq!(
+            dec.decode(&with_payload[..6]),
+            Err(Error::TooManyFragments {
+                max: DEFAULT_MAX_FRAGMENTS
+            })
+        );
+        assert!(dec.is_idle(), "a failed decoder lets go of the message");
+    }
+
+    #[test]
+    fn fragment_limit_holds_however_the_bytes_are_split() {
+        let stream = cat(&[
+            &fragments(opcode::TEXT, &[b"He", b"", b"llo"]),
+            &frame(false, opcode::BINARY, b"a"),
+            &frame(true, opcode::PING, b""),
+            &flood(4)[frame(false, opcode::TEXT, b"x").len()..],
+        ]);
+        let whole = run(&mut Decoder::new(LIMIT).with_max_fragments(3), [&stream[..]]);
+        assert_eq!(
+            whole,
+            (
+                vec![text("Hello"), Event::Ping(Vec::new())],
+                Some(Error::TooManyFragments { max: 3 })
+            )
+        );
+        for i in 0..=stream.len() {
+            let (a, b) = stream.split_at(i);
+            let mut dec = Decoder::new(LIMIT).with_max_fragments(3);
+            assert_eq!(run(&mut dec, [a, b]), whole, "split at {i}");
+        }
+        let mut dec = Decoder::new(LIMIT).with_max_fragments(3);
+        assert_eq!(run(&mut dec, stream.chunks(1)), whole, "byte by byte");
     }
 
     /// Feeds `stream` whole, split once at every position, split twice at every pair of

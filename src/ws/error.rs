@@ -33,6 +33,11 @@ pub enum Error {
         /// The configured limit.
         max: u64,
     },
+    /// A data message spans more frames (its first one plus continuations) than the limit.
+    TooManyFragments {
+        /// The configured limit.
+        max: u32,
+    },
     /// A compressed message would inflate past the limit.
     InflatedTooLong {
         /// The configured limit.
@@ -71,6 +76,9 @@ impl fmt::Display for Error {
             Error::LengthTopBit => f.write_str("64-bit payload length has its top bit set"),
             Error::MessageTooLong { size, max } => {
                 write!(f, "message of {size} bytes exceeds the limit of {max}")
+            }
+            Error::TooManyFragments { max } => {
+                write!(f, "message spans more than {max} frames")
             }
             Error::InflatedTooLong { max } => {
                 write!(f, "decompressed message exceeds the limit of {max} bytes")
