@@ -7,8 +7,8 @@ use crate::command::{Command, LoopGone, PushReply, UserInfo};
 use crate::control::{api, http};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
-use crate::ws::deflate::{self, Inflater};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
+use crate::ws::deflate::{self, Inflater};
 use crate::ws::{handshake, Decoder, Event};
 
 /// Decodes `data` once whole and once split into chunks sized by its first byte, and requires
@@ -112,15 +112,36 @@ pub fn inflate(data: &[u8]) {
     assert_eq!(whole, split, "the split changed the result");
 }
 
-/// Parses a client message of the raw `/ws` protocol in both formats, and reads the bytes as a
-/// subprotocol list and a query to choose a format from.
+/// Parses a client message of the raw `/ws` protocol in both formats and builds the reply its
+/// event would earn, and reads the bytes as a subprotocol list and a query to choose a format
+/// from.
 pub fn raw_protocol(data: &[u8]) {
-    let _ = raw::decode(Format::MessagePack, raw::Message::Binary(data));
+    raw_reply(Format::MessagePack, raw::Message::Binary(data));
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = raw::decode(Format::Json, raw::Message::Text(text));
+        raw_reply(Format::Json, raw::Message::Text(text));
         if let Some((protocols, query)) = text.split_at_checked(text.len() / 2) {
             let _ = format::negotiate(Some(protocols), Some(query));
         }
+    }
+}
+
+/// Decodes one client message and builds the reply its event is answered with, so every reply
+/// builder runs on whatever a peer can make the decoder hand out. The match names every event:
+/// a new one cannot be added without being fuzzed here too.
+fn raw_reply(format: Format, message: raw::Message<'_>) -> Vec<u8> {
+    match raw::decode(format, message) {
+        Ok(raw::ClientEvent::Subscribe(user)) => raw::subscribed(format, &user, "socket"),
+        Ok(raw::ClientEvent::Unsubscribe(user)) => raw::unsubscribed(format, &user),
+        Ok(raw::ClientEvent::Auth(token)) => {
+            assert!(
+                !token.is_empty() && token.len() <= raw::MAX_TOKEN_LEN,
+                "a token of {} bytes got through",
+                token.len()
+            );
+            // The token stands in for the user id it would name once verified.
+            raw::authenticated(format, &token, u64::MAX)
+        }
+        Err(e) => raw::error(format, &e.to_string()),
     }
 }
 
@@ -186,5 +207,37 @@ pub fn socketio(data: &[u8]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// The `raw_protocol` target reaches the `auth` event and its reply in both formats.
+    #[test]
+    fn raw_protocol_reaches_auth() {
+        let message = json!({"event": "auth", "data": "a.b.c"});
+        let text = message.to_string();
+        raw_protocol(text.as_bytes());
+        let reply = raw_reply(Format::Json, raw::Message::Text(&text));
+        let reply: Value = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(reply["event"], "authenticated", "{reply}");
+        assert_eq!(reply["data"]["userId"], "a.b.c");
+
+        let bytes = rmp_serde::to_vec_named(&message).unwrap();
+        raw_protocol(&bytes);
+        let reply = raw_reply(Format::MessagePack, raw::Message::Binary(&bytes));
+        let reply: Value = rmp_serde::from_slice(&reply).unwrap();
+        assert_eq!(reply["event"], "authenticated", "{reply}");
+
+        let refused = raw_reply(
+            Format::Json,
+            raw::Message::Text(r#"{"event":"auth","data":1}"#),
+        );
+        let refused: Value = serde_json::from_slice(&refused).unwrap();
+        assert_eq!(refused["event"], "error", "{refused}");
     }
 }

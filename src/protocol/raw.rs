@@ -2,9 +2,10 @@
 //! frames or MessagePack in binary frames, in the [`Format`] the handshake chose.
 //!
 //! Client events: `subscribe` and `unsubscribe`, `data` a user id (string, or integer taken as
-//! its decimal string). Server events: `subscribed` `{userId, socketId}`, `unsubscribed`
-//! `{userId}`, `notification` (built by [`crate::fanout`], its MessagePack form by
-//! [`notification_msgpack`]) and `error` `{message}`. In MessagePack the envelope is a map with
+//! its decimal string); `auth`, `data` a token (a JWT, as a string; verifying it is not this
+//! module's business). Server events: `subscribed` `{userId, socketId}`, `unsubscribed`
+//! `{userId}`, `authenticated` `{userId, exp}`, `notification` (built by [`crate::fanout`], its
+//! MessagePack form by [`notification_msgpack`]) and `error` `{message}`. In MessagePack the envelope is a map with
 //! str keys `event` and `data`, and `data` is what its JSON would be: maps with str keys, ints,
 //! float 64, str, arrays, nil, booleans. A bad message earns an `error` event; the connection
 //! stays open.
@@ -22,6 +23,11 @@ use crate::rooms::{self, UserIdError};
 /// that neither format lets a client recurse further than the other (rmp_serde allows 1024).
 const MAX_MSGPACK_DEPTH: usize = 128;
 
+/// Longest token an `auth` event may carry, in bytes. A JWT signed with RS256 and the usual
+/// claims is well under 2 KiB; the margin is for large claim sets, and the cap keeps a client
+/// from handing the verifier a message-sized string to decode and check.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
 /// The MessagePack envelope's head up to the notification: fixmap of 2 (`0x82`), fixstr 5
 /// `event`, fixstr 12 `notification`, fixstr 4 `data`.
 const NOTIFICATION_HEAD: &[u8] = b"\x82\xa5event\xacnotification\xa4data";
@@ -38,6 +44,34 @@ pub enum Message<'a> {
 pub enum ClientEvent {
     Subscribe(String),
     Unsubscribe(String),
+    /// A token to authenticate with, or to refresh an authentication with: at most
+    /// [`MAX_TOKEN_LEN`] bytes, not empty, and not yet verified.
+    Auth(String),
+}
+
+/// Why an `auth` event's `data` is not a token. No variant carries the token itself: an error
+/// event or a log line must never echo a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFault {
+    /// `data` is missing, or not a string (a number, an object, nil, binary).
+    NotAString,
+    Empty,
+    TooLong {
+        len: usize,
+        max: usize,
+    },
+}
+
+impl fmt::Display for TokenFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenFault::NotAString => f.write_str("data must be the token, as a string"),
+            TokenFault::Empty => f.write_str("the token is empty"),
+            TokenFault::TooLong { len, max } => {
+                write!(f, "the token is {len} bytes, over the limit of {max}")
+            }
+        }
+    }
 }
 
 /// Why a client message was refused; its `Display` is the `message` of the `error` event.
@@ -50,6 +84,8 @@ pub enum Error {
         event: &'static str,
         fault: UserIdError,
     },
+    /// An `auth` event whose `data` is not a usable token.
+    BadToken(TokenFault),
     /// A binary frame from a JSON client.
     BinaryMessage,
     /// A text frame from a MessagePack client.
@@ -70,9 +106,10 @@ impl fmt::Display for Error {
             ),
             Error::UnknownEvent(e) => write!(
                 f,
-                "unknown event {e:?}: expected \"subscribe\" or \"unsubscribe\""
+                "unknown event {e:?}: expected \"subscribe\", \"unsubscribe\" or \"auth\""
             ),
             Error::BadUserId { event, fault } => write!(f, "{event}: {fault}"),
+            Error::BadToken(fault) => write!(f, "auth: {fault}"),
             Error::BinaryMessage => {
                 f.write_str("binary messages are not understood: send JSON text frames")
             }
@@ -158,11 +195,30 @@ fn event(env: Envelope) -> Result<ClientEvent, Error> {
     let (event, make): (&'static str, fn(String) -> ClientEvent) = match env.event.as_str() {
         "subscribe" => ("subscribe", ClientEvent::Subscribe),
         "unsubscribe" => ("unsubscribe", ClientEvent::Unsubscribe),
+        "auth" => {
+            return token(env.data)
+                .map(ClientEvent::Auth)
+                .map_err(Error::BadToken)
+        }
         _ => return Err(Error::UnknownEvent(truncate(&env.event, 64).to_owned())),
     };
     rooms::user_id_from_json(&env.data)
         .map(make)
         .map_err(|fault| Error::BadUserId { event, fault })
+}
+
+/// The token an `auth` event's `data` holds: a non-empty string of at most [`MAX_TOKEN_LEN`]
+/// bytes. Unlike a user id, a number is not taken as its decimal string: no JWT is a number.
+fn token(data: Value) -> Result<String, TokenFault> {
+    match data {
+        Value::String(s) if s.is_empty() => Err(TokenFault::Empty),
+        Value::String(s) if s.len() > MAX_TOKEN_LEN => Err(TokenFault::TooLong {
+            len: s.len(),
+            max: MAX_TOKEN_LEN,
+        }),
+        Value::String(s) => Ok(s),
+        _ => Err(TokenFault::NotAString),
+    }
 }
 
 /// A server event; one definition serves both formats, so they cannot drift apart.
@@ -186,6 +242,13 @@ struct Unsubscribed<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Authenticated<'a> {
+    user_id: &'a str,
+    exp: u64,
+}
+
+#[derive(Serialize)]
 struct ErrorData<'a> {
     message: &'a str,
 }
@@ -199,8 +262,8 @@ fn reply<D: Serialize>(format: Format, event: &'static str, data: D) -> Vec<u8> 
         // `_named`: structs as maps with str keys, not rmp_serde's default arrays.
         Format::MessagePack => rmp_serde::to_vec_named(&reply).ok(),
     };
-    // Neither encoder can fail here: every field is a string and the writer a `Vec`; only a
-    // failing `Serialize` impl or a non-string map key would make one fail.
+    // Neither encoder can fail here: every field is a string or an integer and the writer a
+    // `Vec`; only a failing `Serialize` impl or a non-string map key would make one fail.
     debug_assert!(encoded.is_some(), "{event} reply failed to encode");
     encoded.unwrap_or_default()
 }
@@ -213,6 +276,13 @@ pub fn subscribed(format: Format, user_id: &str, socket_id: &str) -> Vec<u8> {
 /// `{"event":"unsubscribed","data":{"userId":...}}`
 pub fn unsubscribed(format: Format, user_id: &str) -> Vec<u8> {
     reply(format, "unsubscribed", Unsubscribed { user_id })
+}
+
+/// `{"event":"authenticated","data":{"userId":...,"exp":...}}`: the token was accepted for
+/// `user_id` until `exp`, in seconds since the Unix epoch (the JWT's own `exp`). In MessagePack
+/// `exp` is an unsigned int in its narrowest form.
+pub fn authenticated(format: Format, user_id: &str, exp: u64) -> Vec<u8> {
+    reply(format, "authenticated", Authenticated { user_id, exp })
 }
 
 /// `{"event":"error","data":{"message":...}}`
@@ -256,6 +326,15 @@ mod tests {
         missing_data: r#"{"event":"subscribe"}"# => Err(Error::BadUserId { event: "subscribe", fault: UserIdError::NotAString });
         empty_user: r#"{"event":"subscribe","data":""}"# => Err(Error::BadUserId { event: "subscribe", fault: UserIdError::Empty });
         object_user: r#"{"event":"unsubscribe","data":{}}"# => Err(Error::BadUserId { event: "unsubscribe", fault: UserIdError::NotAString });
+        auth: r#"{"event":"auth","data":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2ln"}"# => Ok(ClientEvent::Auth("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2ln".into()));
+        auth_data_first: r#"{"data":"t","event":"auth"}"# => Ok(ClientEvent::Auth("t".into()));
+        auth_number: r#"{"event":"auth","data":123}"# => Err(Error::BadToken(TokenFault::NotAString));
+        auth_missing_data: r#"{"event":"auth"}"# => Err(Error::BadToken(TokenFault::NotAString));
+        auth_null: r#"{"event":"auth","data":null}"# => Err(Error::BadToken(TokenFault::NotAString));
+        auth_object: r#"{"event":"auth","data":{"token":"t"}}"# => Err(Error::BadToken(TokenFault::NotAString));
+        auth_array: r#"{"event":"auth","data":["t"]}"# => Err(Error::BadToken(TokenFault::NotAString));
+        auth_empty: r#"{"event":"auth","data":""}"# => Err(Error::BadToken(TokenFault::Empty));
+        auth_is_case_sensitive: r#"{"event":"Auth","data":"t"}"# => Err(Error::UnknownEvent("Auth".into()));
     }
 
     /// The JSON table again, each message MessagePack-encoded: both formats must read alike.
@@ -283,6 +362,96 @@ mod tests {
         msgpack_empty_user: r#"{"event":"subscribe","data":""}"# => Err(Error::BadUserId { event: "subscribe", fault: UserIdError::Empty });
         msgpack_float_user: r#"{"event":"subscribe","data":1.5}"# => Err(Error::BadUserId { event: "subscribe", fault: UserIdError::NotAString });
         msgpack_object_user: r#"{"event":"unsubscribe","data":{}}"# => Err(Error::BadUserId { event: "unsubscribe", fault: UserIdError::NotAString });
+        msgpack_auth: r#"{"event":"auth","data":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2ln"}"# => Ok(ClientEvent::Auth("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2ln".into()));
+        msgpack_auth_data_first: r#"{"data":"t","event":"auth"}"# => Ok(ClientEvent::Auth("t".into()));
+        msgpack_auth_number: r#"{"event":"auth","data":123}"# => Err(Error::BadToken(TokenFault::NotAString));
+        msgpack_auth_missing_data: r#"{"event":"auth"}"# => Err(Error::BadToken(TokenFault::NotAString));
+        msgpack_auth_nil: r#"{"event":"auth","data":null}"# => Err(Error::BadToken(TokenFault::NotAString));
+        msgpack_auth_object: r#"{"event":"auth","data":{"token":"t"}}"# => Err(Error::BadToken(TokenFault::NotAString));
+        msgpack_auth_empty: r#"{"event":"auth","data":""}"# => Err(Error::BadToken(TokenFault::Empty));
+    }
+
+    #[test]
+    fn msgpack_auth_from_bytes() {
+        // fixmap 2, fixstr "event", fixstr "auth", fixstr "data", str 8 of 40 bytes.
+        let token = "x".repeat(40);
+        let mut msg = vec![0x82, 0xa5];
+        msg.extend_from_slice(b"event");
+        msg.push(0xa4);
+        msg.extend_from_slice(b"auth");
+        msg.push(0xa4);
+        msg.extend_from_slice(b"data");
+        msg.extend_from_slice(&[0xd9, 40]);
+        msg.extend_from_slice(token.as_bytes());
+        assert_eq!(parse_msgpack(&msg), Ok(ClientEvent::Auth(token)));
+        // The same token as bin 8 is not a string.
+        let at = msg.len() - 42;
+        msg[at] = 0xc4;
+        assert!(
+            matches!(
+                parse_msgpack(&msg),
+                Err(Error::InvalidMessagePack(_) | Error::BadToken(TokenFault::NotAString))
+            ),
+            "{:?}",
+            parse_msgpack(&msg)
+        );
+    }
+
+    #[test]
+    fn token_length_is_capped_in_both_formats() {
+        let longest = "t".repeat(MAX_TOKEN_LEN);
+        let too_long = "t".repeat(MAX_TOKEN_LEN + 1);
+        let too_long_error = Err(Error::BadToken(TokenFault::TooLong {
+            len: MAX_TOKEN_LEN + 1,
+            max: MAX_TOKEN_LEN,
+        }));
+        let json = |token: &str| json!({"event": "auth", "data": token});
+        assert_eq!(
+            parse(&json(&longest).to_string()),
+            Ok(ClientEvent::Auth(longest.clone()))
+        );
+        assert_eq!(parse(&json(&too_long).to_string()), too_long_error);
+        let msgpack = |token: &str| rmp_serde::to_vec_named(&json(token)).unwrap();
+        assert_eq!(
+            parse_msgpack(&msgpack(&longest)),
+            Ok(ClientEvent::Auth(longest))
+        );
+        assert_eq!(parse_msgpack(&msgpack(&too_long)), too_long_error);
+        // The limit is in bytes, not chars.
+        let wide = "é".repeat(MAX_TOKEN_LEN / 2 + 1);
+        assert!(matches!(
+            parse(&json(&wide).to_string()),
+            Err(Error::BadToken(TokenFault::TooLong { .. }))
+        ));
+    }
+
+    #[test]
+    fn token_errors_say_what_is_wrong_and_never_echo_the_token() {
+        let secret = "s3cr3t-".repeat(2000);
+        let cases = [
+            (
+                json!({"event": "auth", "data": 7}),
+                "auth: data must be the token, as a string",
+            ),
+            (
+                json!({"event": "auth", "data": ""}),
+                "auth: the token is empty",
+            ),
+            (
+                json!({"event": "auth", "data": secret}),
+                "auth: the token is 14000 bytes, over the limit of 8192",
+            ),
+        ];
+        for (message, want) in cases {
+            let err = parse(&message.to_string()).unwrap_err();
+            assert_eq!(err.to_string(), want);
+            assert!(!format!("{err:?}").contains("s3cr3t"));
+        }
+        let unknown = parse(r#"{"event":"login","data":"t"}"#).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            r#"unknown event "login": expected "subscribe", "unsubscribe" or "auth""#
+        );
     }
 
     #[test]
@@ -366,6 +535,18 @@ mod tests {
         let want = Ok(ClientEvent::Subscribe("u".into()));
         assert_eq!(decode(Format::Json, Message::Text(json)), want);
         assert_eq!(decode(Format::MessagePack, Message::Binary(&msgpack)), want);
+        let auth_json = r#"{"event":"auth","data":"t"}"#;
+        let auth_msgpack = rmp_serde::to_vec_named(&json!({"event": "auth", "data": "t"})).unwrap();
+        let auth = Ok(ClientEvent::Auth("t".into()));
+        assert_eq!(decode(Format::Json, Message::Text(auth_json)), auth);
+        assert_eq!(
+            decode(Format::MessagePack, Message::Binary(&auth_msgpack)),
+            auth
+        );
+        assert_eq!(
+            decode(Format::Json, Message::Binary(&auth_msgpack)),
+            Err(Error::BinaryMessage)
+        );
         assert_eq!(
             decode(Format::Json, Message::Binary(&msgpack)),
             Err(Error::BinaryMessage)
@@ -393,6 +574,44 @@ mod tests {
         assert_eq!(
             error(Format::Json, "x\"y"),
             br#"{"event":"error","data":{"message":"x\"y"}}"#
+        );
+        assert_eq!(
+            authenticated(Format::Json, "u1", 1_700_000_000),
+            br#"{"event":"authenticated","data":{"userId":"u1","exp":1700000000}}"#
+        );
+    }
+
+    #[test]
+    fn msgpack_authenticated_bytes() {
+        // fixmap 2, "event", "authenticated", "data", fixmap 2, "userId", "u1", "exp",
+        // uint 32 1700000000.
+        let mut want = vec![0x82, 0xa5];
+        want.extend_from_slice(b"event");
+        want.push(0xad);
+        want.extend_from_slice(b"authenticated");
+        want.push(0xa4);
+        want.extend_from_slice(b"data");
+        want.extend_from_slice(&[0x82, 0xa6]);
+        want.extend_from_slice(b"userId");
+        want.push(0xa2);
+        want.extend_from_slice(b"u1");
+        want.push(0xa3);
+        want.extend_from_slice(b"exp");
+        want.push(0xce);
+        want.extend_from_slice(&1_700_000_000u32.to_be_bytes());
+        assert_eq!(
+            authenticated(Format::MessagePack, "u1", 1_700_000_000),
+            want
+        );
+        // A small exp takes a positive fixint, a huge one uint 64: the narrowest form.
+        let tail = |exp| {
+            let out = authenticated(Format::MessagePack, "u1", exp);
+            out[out.len() - 9..].to_vec()
+        };
+        assert_eq!(tail(5)[8], 0x05);
+        assert_eq!(
+            tail(u64::MAX),
+            [0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
         );
     }
 
@@ -422,6 +641,9 @@ mod tests {
                 unsubscribed(format, "u1"),
                 error(format, "x\"y"),
                 error(format, &long),
+                authenticated(format, "u1", 1_700_000_000),
+                authenticated(format, "ü-\u{1F600}", 0),
+                authenticated(format, "u1", u64::MAX),
             ]
         };
         for (json, msgpack) in pairs(Format::Json).iter().zip(pairs(Format::MessagePack)) {

@@ -542,6 +542,7 @@ impl State {
                 debug!(conn = k, user = %user, "unsubscribed");
                 raw::unsubscribed(format, &user)
             }
+            Ok(raw::ClientEvent::Auth(_)) => raw::error(format, "auth: authentication is off"),
             Err(e) => {
                 debug!(conn = k, error = %e, "bad client message");
                 raw::error(format, &e.to_string())

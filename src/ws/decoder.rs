@@ -860,7 +860,10 @@ mod tests {
             &frame(true, opcode::PING, b""),
             &flood(4)[frame(false, opcode::TEXT, b"x").len()..],
         ]);
-        let whole = run(&mut Decoder::new(LIMIT).with_max_fragments(3), [&stream[..]]);
+        let whole = run(
+            &mut Decoder::new(LIMIT).with_max_fragments(3),
+            [&stream[..]],
+        );
         assert_eq!(
             whole,
             (
