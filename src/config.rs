@@ -44,6 +44,13 @@ pub struct Config {
     #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Origins browsers may connect from, comma-separated, each exact `scheme://host[:port]` as
+    /// browsers send it in `Origin` (`https://app.example.com,http://localhost:3000`). A WebSocket
+    /// handshake or polling request with any other `Origin` is answered 403; requests without one
+    /// (non-browser clients) pass. Empty: every origin.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Engine.IO `maxPayload`: the largest polling request body and Socket.IO WebSocket message
     /// a client may send, in bytes.
     #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 1_000_000)]

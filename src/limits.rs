@@ -340,6 +340,55 @@ fn take(bucket: &mut TokenBucket, limit: &Limit, now: Millis) -> Result<(), Dura
     }
 }
 
+/// What to do with one message a client sent, by its connection's [`InboundBucket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Within the rate: handle it.
+    Yes,
+    /// The first message over the rate: drop it and tell the client once.
+    DropAndWarn,
+    /// Over the rate again: drop it without a word (answering each would be a flood of its own).
+    Drop,
+    /// More than a burst's worth dropped in a row: the client is not slowing down; close it.
+    Close,
+}
+
+/// A connection's inbound message budget: a [`TokenBucket`] and how many messages in a row it
+/// has refused. 12 bytes in every connection's slot.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundBucket {
+    bucket: TokenBucket,
+    /// Messages refused since the last one admitted.
+    dropped: u32,
+}
+
+impl InboundBucket {
+    /// A full bucket for `limit`; with no limit, a placeholder never consulted.
+    pub fn new(limit: Option<&Limit>) -> Self {
+        InboundBucket {
+            bucket: TokenBucket::full(limit.unwrap_or(&Limit::UNUSED)),
+            dropped: 0,
+        }
+    }
+
+    /// Spends a token on one message, or decides how to refuse it: the first refusal warns, the
+    /// next ones are silent, and once more than `burst` have been refused in a row, close. A
+    /// message admitted in between starts the count again, so a client that slows down to the
+    /// rate after a warning is never closed.
+    pub fn admit(&mut self, limit: &Limit, now: Millis) -> Admit {
+        if self.bucket.try_take(limit, now) {
+            self.dropped = 0;
+            return Admit::Yes;
+        }
+        self.dropped = self.dropped.saturating_add(1);
+        match self.dropped {
+            1 => Admit::DropAndWarn,
+            n if n > limit.burst() => Admit::Close,
+            _ => Admit::Drop,
+        }
+    }
+}
+
 /// The caps [`IpLimiter`] enforces; `None` turns one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpLimits {
@@ -500,7 +549,7 @@ impl IpLimiter {
         if verdict.is_ok() {
             host.connections += 1;
             self.total += 1;
-        } else if host.connections == 0 && rate.map_or(true, |l| host.bucket.is_full(&l, now)) {
+        } else if host.connections == 0 && rate.is_none_or(|l| host.bucket.is_full(&l, now)) {
             // Refused before anything was recorded for it (a per-address cap of 0).
             self.hosts.remove(&key);
         }
@@ -1119,5 +1168,37 @@ mod tests {
         let off = Limits::from(&off);
         assert_eq!((off.user, off.client), (None, None));
         assert_eq!(off.ip, unlimited());
+    }
+
+    #[test]
+    fn inbound_bucket_warns_once_then_closes_after_a_burst_of_refusals() {
+        let limit = Limit::new(1, 3).unwrap();
+        let mut b = InboundBucket::new(Some(&limit));
+        let t = Millis(1_000);
+        for _ in 0..3 {
+            assert_eq!(b.admit(&limit, t), Admit::Yes);
+        }
+        assert_eq!(b.admit(&limit, t), Admit::DropAndWarn);
+        assert_eq!(b.admit(&limit, t), Admit::Drop);
+        assert_eq!(b.admit(&limit, t), Admit::Drop);
+        assert_eq!(b.admit(&limit, t), Admit::Close);
+        assert_eq!(b.admit(&limit, t), Admit::Close);
+    }
+
+    #[test]
+    fn inbound_bucket_forgives_a_client_that_slows_down() {
+        let limit = Limit::new(1, 2).unwrap();
+        let mut b = InboundBucket::new(Some(&limit));
+        let mut t = Millis(0);
+        assert_eq!(b.admit(&limit, t), Admit::Yes);
+        assert_eq!(b.admit(&limit, t), Admit::Yes);
+        assert_eq!(b.admit(&limit, t), Admit::DropAndWarn);
+        assert_eq!(b.admit(&limit, t), Admit::Drop);
+        // One message a second from now on: each is admitted, and the refusals never add up.
+        for _ in 0..10 {
+            t = Millis(t.0 + 1_000);
+            assert_eq!(b.admit(&limit, t), Admit::Yes);
+        }
+        assert_eq!(b.admit(&limit, t), Admit::DropAndWarn);
     }
 }

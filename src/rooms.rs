@@ -220,6 +220,11 @@ impl Rooms {
         }
     }
 
+    /// Every room: its user id and members.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ConnId])> + '_ {
+        self.rooms.iter().map(|(_, r)| (&*r.name, &r.members[..]))
+    }
+
     /// The user ids `conn` is subscribed to.
     pub fn rooms_of(&self, conn: ConnId) -> impl Iterator<Item = &str> + '_ {
         self.by_conn

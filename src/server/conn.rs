@@ -7,13 +7,15 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use mio::net::TcpStream;
 
+use crate::limits::InboundBucket;
 use crate::protocol::format::Format;
+use crate::server::identity::Identity;
 use crate::ws::Decoder;
 
 /// Where a connection stands.
@@ -105,6 +107,16 @@ pub struct Conn {
     /// Whether any request on this connection was answered (a keep-alive polling connection);
     /// one that never was and times out counts as a handshake timeout.
     pub served: bool,
+    /// The peer's address, counted against the per-address caps until this connection closes.
+    pub peer: IpAddr,
+    /// Its budget of client messages (`--client-rate`); WebSocket frames only (a polling
+    /// session's packets are counted on the session).
+    pub inbound: InboundBucket,
+    /// Who the raw protocol's client is (Engine.IO sessions keep theirs on the session).
+    pub identity: Identity,
+    /// The answer to the latest ping, held while other frames wait in `out` and written once
+    /// they are: a newer ping replaces it, so a client that pings and never reads costs one pong.
+    pub pending_pong: Option<Bytes>,
 }
 
 /// Buffers handed to one `writev`.
@@ -113,6 +125,7 @@ const WRITEV_MAX: usize = 64;
 impl Conn {
     pub fn new(
         stream: TcpStream,
+        peer: IpAddr,
         id: SocketId,
         now: Instant,
         deadline: Instant,
@@ -140,6 +153,10 @@ impl Conn {
             push_mark: 0,
             session: None,
             served: false,
+            peer,
+            inbound: InboundBucket::new(None),
+            identity: Identity::Anyone,
+            pending_pong: None,
         }
     }
 
@@ -157,6 +174,7 @@ impl Conn {
     /// Drops everything queued except the front, which may be partly written and must be
     /// finished for the stream to stay well-framed.
     pub fn drop_queued(&mut self) {
+        self.pending_pong = None;
         self.out.truncate(1);
         self.queued = self.out.front().map_or(0, Bytes::len);
     }
@@ -212,12 +230,22 @@ impl Conn {
         Ok(written)
     }
 
-    /// Writes queued bytes until the socket pushes back or the queue is empty, several buffers
-    /// per `writev`. Returns the bytes written. Frees the queue's memory once drained and
+    /// Writes queued bytes, then the held pong, until the socket pushes back or nothing is
+    /// left, several buffers per `writev`. Returns the bytes written. Frees the queue's memory once drained and
     /// performs a pending write shutdown.
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut written = 0;
-        while !self.out.is_empty() {
+        loop {
+            if self.out.is_empty() {
+                // The held pong goes once what was queued before it has, and only while the
+                // connection is open: past our close frame the connection is ending (RFC 6455
+                // §5.5.1: "The application MUST NOT send any more data frames after sending a
+                // Close frame"), and no pong is owed there either.
+                match self.pending_pong.take() {
+                    Some(pong) if self.is_open() => self.enqueue(pong),
+                    _ => break,
+                }
+            }
             let result = if self.out.len() == 1 {
                 self.stream.write(&self.out[0])
             } else {

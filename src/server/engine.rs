@@ -13,13 +13,16 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
+use crate::auth;
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
+use crate::limits::{Admit, InboundBucket};
 use crate::protocol::raw;
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
-use crate::server::event_loop::{new_id, over_limit, Entry, Io, State};
+use crate::server::event_loop::{new_id, over_limit, unix_now, Entry, Io, State};
 use crate::server::http;
+use crate::server::identity::Identity;
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, Request};
@@ -80,15 +83,24 @@ impl State {
 
     fn new_session(&mut self, transport: Transport, now: Instant) -> usize {
         let sid = new_id();
-        let deadline = now + self.config.connect_timeout;
-        let s = self
-            .io
-            .entries
-            .insert(Entry::Session(Session::new(sid, transport, now, deadline)));
+        let deadline = now + self.connect_timeout();
+        let mut session = Session::new(sid, transport, now, deadline);
+        session.identity = Identity::new(self.verifier.is_some(), deadline);
+        session.inbound = InboundBucket::new(self.limits.client.as_ref());
+        let s = self.io.entries.insert(Entry::Session(session));
         self.sids.insert(sid, s);
         self.io.metrics.sessions_opened += 1;
         debug!(session = s, "engine.io session open");
         s
+    }
+
+    /// How long a session may go without an accepted CONNECT: `--connect-timeout`, or
+    /// `--auth-timeout` when that is shorter and auth is on.
+    fn connect_timeout(&self) -> std::time::Duration {
+        match self.verifier {
+            Some(_) => self.config.connect_timeout.min(self.config.auth_timeout),
+            None => self.config.connect_timeout,
+        }
     }
 
     fn open_packet(&mut self, s: usize, upgrades: &[&str]) -> String {
@@ -175,12 +187,12 @@ impl State {
                 s
             }
         };
-        let max_payload = self.config.max_payload;
+        let (max_payload, max_fragments) = (self.config.max_payload, self.config.max_fragments);
         if let Some(conn) = self.io.conn_mut(k) {
             conn.session = Some(s);
             conn.served = true;
             // Socket.IO messages may be as large as Engine.IO's maxPayload.
-            conn.decoder = Decoder::new(max_payload);
+            conn.decoder = Decoder::new(max_payload).with_max_fragments(max_fragments);
         }
         let agreed = self.agree(&hs);
         let mut out = Vec::with_capacity(256);
@@ -309,7 +321,30 @@ impl State {
             return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
         };
         for packet in packets {
-            self.on_engine_packet(s, packet, None, now);
+            let Some(sess) = self.io.session_mut(s) else {
+                break;
+            };
+            let admit = match &self.limits.client {
+                Some(limit) => sess.inbound.admit(limit, self.epoch.millis(now)),
+                None => Admit::Yes,
+            };
+            match admit {
+                Admit::Yes => self.on_engine_packet(s, packet, None, now),
+                Admit::DropAndWarn => {
+                    self.io.metrics.rate_limited_client += 1;
+                    self.socketio_error(s, "rate limited", now);
+                }
+                Admit::Drop => self.io.metrics.rate_limited_client += 1,
+                Admit::Close => {
+                    self.io.metrics.rate_limited_client += 1;
+                    warn!(
+                        session = s,
+                        "client kept sending over its message rate; closing"
+                    );
+                    self.close_session(s, "rate limit exceeded", None, now);
+                    break;
+                }
+            }
         }
         let mut out = Vec::new();
         http::write_ok(&mut out, &meta);
@@ -425,14 +460,35 @@ impl State {
     }
 
     fn on_socketio_packet(&mut self, s: usize, p: socketio::Packet, now: Instant) {
-        let connect_timeout = self.config.connect_timeout;
+        let connect_timeout = self.connect_timeout();
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
         let on_root = p.namespace == "/";
         match p.kind {
             PacketType::Connect if on_root => {
-                // Authentication payloads are accepted and not checked: herald has no auth yet.
+                if let Some(verifier) = &self.verifier {
+                    // Socket.IO: the CONNECT packet's payload is the client's `auth` option.
+                    let token = p.data.as_ref().and_then(auth::auth_payload_token);
+                    let verified = match token {
+                        Some(token) => verifier.verify(token, unix_now()),
+                        None => Err(auth::AuthError::Missing),
+                    };
+                    match verified {
+                        Ok(claims) => {
+                            let leeway = self.config.jwt_leeway.as_secs();
+                            sess.identity = Identity::user(claims, leeway);
+                        }
+                        Err(e) => {
+                            // The session stays: the client may CONNECT again with another
+                            // token until the connect deadline.
+                            debug!(session = s, error = %e, "CONNECT refused");
+                            self.io.metrics.auth_failures += 1;
+                            let reply = socketio::encode_connect_error("/", e.message());
+                            return self.send_socketio(s, &reply, now);
+                        }
+                    }
+                }
                 let socket = *sess.socket.get_or_insert_with(new_id);
                 let reply = socketio::encode_connect(std::str::from_utf8(&socket).unwrap_or(""));
                 self.send_socketio(s, &reply, now);
@@ -445,6 +501,9 @@ impl State {
             PacketType::Disconnect if on_root => {
                 sess.socket = None;
                 sess.connect_deadline = now + connect_timeout;
+                if self.verifier.is_some() {
+                    sess.identity = Identity::new(true, sess.connect_deadline);
+                }
                 self.rooms.remove_conn(s);
             }
             PacketType::Event | PacketType::BinaryEvent if on_root && sess.socket.is_some() => {
@@ -466,6 +525,7 @@ impl State {
         let (event, subscribe) = match args.first().and_then(Value::as_str) {
             Some("subscribe") => ("subscribe", true),
             Some("unsubscribe") => ("unsubscribe", false),
+            Some("refresh") => return self.on_refresh(s, ack, args.get(1), now),
             other => {
                 debug!(session = s, event = ?other, "unknown event ignored");
                 return;
@@ -483,6 +543,15 @@ impl State {
             }
         };
         let (reply_event, reply) = if subscribe {
+            let allowed = self
+                .io
+                .session_mut(s)
+                .map(|sess| sess.identity.may_subscribe(&user));
+            if let Some(Err(refusal)) = allowed {
+                debug!(session = s, user = %user, "subscription forbidden");
+                self.io.metrics.forbidden += 1;
+                return self.refuse(s, ack, refusal.message(), now);
+            }
             if let Err(e) = self.rooms.subscribe(s, &user) {
                 return self.refuse(s, ack, &format!("subscribe: {e}"), now);
             }
@@ -501,6 +570,64 @@ impl State {
         if let Some(id) = ack {
             self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
         }
+    }
+
+    /// `refresh` with a fresh token (`"<jwt>"` or `{"token":"<jwt>"}`) for the same user: moves
+    /// the session's expiry and emits `authenticated` `{userId, exp}` (the ack gets the same).
+    /// A token that does not verify, or names another user, is refused and changes nothing.
+    fn on_refresh(&mut self, s: usize, ack: Option<u64>, arg: Option<&Value>, now: Instant) {
+        let leeway = self.config.jwt_leeway.as_secs();
+        let Some(verifier) = &self.verifier else {
+            let message = "refresh: authentication is not enabled on this server";
+            return self.refuse(s, ack, message, now);
+        };
+        let token = match arg {
+            Some(Value::String(token)) => Some(token.as_str()),
+            Some(payload) => auth::auth_payload_token(payload),
+            None => None,
+        };
+        let verified = match token {
+            Some(token) => verifier.verify(token, unix_now()),
+            None => Err(auth::AuthError::Missing),
+        };
+        let claims = match verified {
+            Ok(claims) => claims,
+            Err(e) => {
+                debug!(session = s, error = %e, "refresh refused");
+                self.io.metrics.auth_failures += 1;
+                return self.refuse(s, ack, e.message(), now);
+            }
+        };
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        let reply = json!({"userId": claims.sub, "exp": claims.exp});
+        if let Err(refusal) = sess.identity.accept(claims, leeway) {
+            self.io.metrics.forbidden += 1;
+            return self.refuse(s, ack, refusal.message(), now);
+        }
+        debug!(session = s, "token refreshed");
+        let event = socketio::encode_event("authenticated", std::slice::from_ref(&reply));
+        self.send_socketio(s, &event, now);
+        if let Some(id) = ack {
+            self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
+        }
+    }
+
+    /// Session `s`'s token expired without a `refresh`: it is told why, disconnected from its
+    /// namespace (so socket.io-client does not reconnect on its own with the stale token), and
+    /// closed (4003 on a WebSocket).
+    pub(super) fn session_token_expired(&mut self, s: usize, now: Instant) {
+        debug!(session = s, "token expired");
+        self.io.metrics.tokens_expired += 1;
+        self.socketio_error(s, "token expired", now);
+        self.send_socketio(s, &socketio::encode_disconnect(), now);
+        self.close_session(s, "token expired", Some(CloseCode::TOKEN_EXPIRED), now);
+    }
+
+    /// Emits `error` `{message}` to session `s`.
+    pub(super) fn socketio_error(&mut self, s: usize, message: &str, now: Instant) {
+        self.refuse(s, None, message, now);
     }
 
     /// Emits `error` `{message}`, and answers the ack with `{error}` so a callback never hangs.

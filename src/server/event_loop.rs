@@ -9,32 +9,36 @@
 //!
 //! The Engine.IO and Socket.IO side of the loop is in [`super::engine`].
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::mem;
-use std::time::{Duration, Instant};
+use std::net::Shutdown;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
+use crate::auth::{self, Verifier};
 use crate::command::{Command, PushReply, Target, UserInfo};
 use crate::config::Config;
 use crate::fanout::{Deflate, Payload};
+use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits, UserBuckets};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
+use crate::server::identity::Identity;
 use crate::server::metrics::{Gauges, Metrics};
 use crate::server::session::{Session, Transport};
 use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
-use crate::ws::handshake::{self, Agreement, Handshake, HandshakeError};
+use crate::ws::handshake::{self, Agreement, Handshake, HandshakeError, Request};
 use crate::ws::{CloseCode, Event};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -48,6 +52,10 @@ const CORKED_FLUSH_AT: usize = 64 * 1024;
 
 /// Reads one connection may take per wake-up before others get their turn.
 const READS_PER_TURN: usize = 16;
+
+/// Refused connections kept draining until their client closes (see [`EventLoop::refuse`]);
+/// past this many, a refused connection is closed at once.
+const MAX_REFUSED_DRAINING: usize = 1024;
 
 /// The timer sweep period: a quarter of the shortest timer, between 10 ms and 1 s.
 pub fn tick(c: &Config) -> Duration {
@@ -81,6 +89,9 @@ pub struct EventLoop {
     read_buf: Box<[u8]>,
     /// Connections that still had bytes to read when their turn ended.
     more_to_read: Vec<usize>,
+    /// Connections refused at accept, answered and shut for writing, read until their client
+    /// closes or the deadline passes; never in the slab.
+    refused: Vec<(TcpStream, Instant)>,
     state: State,
 }
 
@@ -96,6 +107,15 @@ pub(super) struct State {
     /// The one compressor every push's compressed frames come from.
     pub(super) deflate: Deflate,
     pub(super) shutdown_deadline: Option<Instant>,
+    /// Checks client tokens; `None` when JWT auth is off.
+    pub(super) verifier: Option<Verifier>,
+    pub(super) limits: Limits,
+    /// The clock of the per-connection buckets.
+    pub(super) epoch: Epoch,
+    /// Per-user push buckets; `None` without `--user-rate`.
+    users: Option<UserBuckets>,
+    /// Per-address connection caps.
+    ips: IpLimiter,
 }
 
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
@@ -136,6 +156,11 @@ impl EventLoop {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let registry = poll.registry().try_clone()?;
+        let verifier = config
+            .verifier()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let limits = Limits::from(&config);
+        let start = Instant::now();
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -143,6 +168,7 @@ impl EventLoop {
             rx,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             more_to_read: Vec::new(),
+            refused: Vec::new(),
             state: State {
                 rooms: Rooms::new(config.max_subscriptions),
                 io: Io {
@@ -164,6 +190,13 @@ impl EventLoop {
                 sids: HashMap::new(),
                 push_seq: 0,
                 shutdown_deadline: None,
+                verifier,
+                users: limits
+                    .user
+                    .map(|l| UserBuckets::new(l, limits.max_tracked_users, start)),
+                ips: IpLimiter::new(limits.ip, start),
+                epoch: Epoch::new(start),
+                limits,
             },
         })
     }
@@ -211,6 +244,7 @@ impl EventLoop {
                 }
                 self.state.sweep(now);
                 self.state.reap(now);
+                self.drain_refused(now);
                 next_tick = now + tick;
             }
             if let Some(deadline) = self.state.shutdown_deadline {
@@ -230,6 +264,10 @@ impl EventLoop {
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
+                    if let Err(refusal) = self.state.ips.on_connect(peer.ip(), now) {
+                        refuse(&mut self.state, &mut self.refused, stream, refusal, now);
+                        continue;
+                    }
                     // Notifications are small and latency is the point: no Nagle delay.
                     let _ = stream.set_nodelay(true);
                     let io = &mut self.state.io;
@@ -239,18 +277,22 @@ impl EventLoop {
                             .register(&mut stream, Token(entry.key()), Interest::READABLE)
                     {
                         warn!(%peer, error = %e, "could not register a connection");
+                        self.state.ips.on_disconnect(peer.ip());
                         continue;
                     }
                     let c = &self.state.config;
                     debug!(%peer, conn = entry.key(), "connection accepted");
-                    entry.insert(Entry::Conn(Conn::new(
+                    let mut conn = Conn::new(
                         stream,
+                        peer.ip(),
                         new_id(),
                         now,
                         now + c.handshake_timeout,
                         c.max_message,
                         c.max_fragments,
-                    )));
+                    );
+                    conn.inbound = InboundBucket::new(self.state.limits.client.as_ref());
+                    entry.insert(Entry::Conn(conn));
                     io.metrics.connections_accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -264,6 +306,25 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Reads the refused connections dry; drops those whose client closed or whose time is up.
+    fn drain_refused(&mut self, now: Instant) {
+        let buf = &mut self.read_buf;
+        self.refused.retain_mut(|(stream, deadline)| {
+            if now >= *deadline {
+                return false;
+            }
+            loop {
+                match stream.read(buf) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
+                }
+            }
+        });
     }
 
     /// Reads what connection `k` has, up to [`READS_PER_TURN`] chunks.
@@ -309,11 +370,7 @@ impl EventLoop {
                     notification,
                     reply,
                 } => {
-                    let sockets = self.state.push(target, notification, now);
-                    let _ = reply.send(PushReply {
-                        sockets,
-                        ..PushReply::default()
-                    });
+                    let _ = reply.send(self.state.push(target, notification, now));
                 }
                 Command::UserInfo { user_id, reply } => {
                     let sockets = self.state.rooms.members(&user_id).len();
@@ -335,6 +392,41 @@ impl EventLoop {
             self.state.io.uncork();
         }
     }
+}
+
+/// Answers a connection the per-address caps refuse, without giving it a slot: the status
+/// goes out at once (it fits any socket buffer), the write side is shut, and the socket is
+/// kept only to read and drop what its client sends until it closes. Closing with the
+/// client's request unread would reset the connection, and the client might lose the answer
+/// before reading it.
+fn refuse(
+    state: &mut State,
+    refused: &mut Vec<(TcpStream, Instant)>,
+    mut stream: TcpStream,
+    refusal: IpRefusal,
+    now: Instant,
+) {
+    let m = &mut state.io.metrics;
+    match refusal {
+        IpRefusal::TooManyConnections { .. } => m.refused_total += 1,
+        IpRefusal::TooManyFromIp { .. } => m.refused_per_ip += 1,
+        IpRefusal::TooFastFromIp { .. } => m.refused_rate += 1,
+    }
+    debug!(peer = ?stream.peer_addr().ok(), %refusal, "connection refused");
+    let mut out = Vec::with_capacity(256);
+    handshake::write_error(&HandshakeError::Refused(refusal), &mut out);
+    let _ = stream.write(&out);
+    let _ = stream.shutdown(Shutdown::Write);
+    if refused.len() < MAX_REFUSED_DRAINING {
+        refused.push((stream, now + state.config.close_timeout));
+    }
+}
+
+/// Seconds since the Unix epoch, the clock JWT `exp` is read against.
+pub(super) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// 120 random bits as 20 URL-safe base64 characters: socket ids and Engine.IO session ids.
@@ -381,10 +473,14 @@ impl State {
             Ok(Some((req, used))) => {
                 let rest = head.split_off(used);
                 *head = Vec::new();
+                if !self.origin_allowed(&req) {
+                    self.io.metrics.origins_refused += 1;
+                    return self.reject(k, &HandshakeError::OriginNotAllowed, now);
+                }
                 if req.path == self.config.ws_path {
                     match handshake::validate_upgrade(&req) {
                         Err(e) => self.reject(k, &e, now),
-                        Ok(hs) => self.open_raw(k, &hs, &rest, now),
+                        Ok(hs) => self.open_raw(k, &req, &hs, &rest, now),
                     }
                 } else if req.path == self.config.socketio_path {
                     self.on_engine_request(k, req, rest, now);
@@ -395,20 +491,68 @@ impl State {
         }
     }
 
-    /// Accepts a `/ws` handshake in the format the client chose, or refuses it with 400.
-    fn open_raw(&mut self, k: usize, hs: &Handshake, rest: &[u8], now: Instant) {
+    /// Whether `req` comes from a browser origin `--allowed-origins` lets in; a request with no
+    /// `Origin` is not from a browser page and passes.
+    fn origin_allowed(&self, req: &Request) -> bool {
+        let allowed = &self.config.allowed_origins;
+        match req.header("origin") {
+            _ if allowed.is_empty() => true,
+            None => true,
+            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin),
+        }
+    }
+
+    /// Accepts a `/ws` handshake in the format the client chose, or refuses it: 400 for a
+    /// format it cannot have, 401 for a token that does not verify.
+    fn open_raw(&mut self, k: usize, req: &Request, hs: &Handshake, rest: &[u8], now: Instant) {
         let chosen = match format::negotiate(hs.protocols.as_deref(), hs.query.as_deref()) {
             Ok(chosen) => chosen,
             Err(e) => return self.reject(k, &HandshakeError::Unacceptable(e.to_string()), now),
+        };
+        let identity = match self.identify(req, hs, now) {
+            Ok(identity) => identity,
+            Err(message) => return self.reject(k, &HandshakeError::Unauthorized(message), now),
         };
         let mut agreed = self.agree(hs);
         agreed.protocol = chosen.subprotocol;
         if let Some(conn) = self.io.conn_mut(k) {
             conn.format = chosen.format;
+            conn.identity = identity;
         }
         let mut out = Vec::with_capacity(256);
         handshake::write_accept_with(hs, &agreed, &mut out);
         self.open_websocket(k, Proto::Raw, &agreed, out, rest, now);
+    }
+
+    /// Who a `/ws` client is from its handshake: its token from `Authorization: Bearer` or else
+    /// `?token=`, verified; with none, pending until `--auth-timeout` (browsers cannot set
+    /// headers on a WebSocket, and a URL may end up in logs, so a first `auth` message is the
+    /// other way in). A token that does not verify refuses the handshake with what the client
+    /// may be told.
+    fn identify(
+        &mut self,
+        req: &Request,
+        hs: &Handshake,
+        now: Instant,
+    ) -> Result<Identity, &'static str> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(Identity::Anyone);
+        };
+        let token = match req.header("authorization").and_then(auth::bearer) {
+            Some(token) => Some(token.to_owned()),
+            None => hs.query.as_deref().and_then(auth::query_token),
+        };
+        let Some(token) = token else {
+            return Ok(Identity::new(true, now + self.config.auth_timeout));
+        };
+        match verifier.verify(&token, unix_now()) {
+            Ok(claims) => Ok(Identity::user(claims, self.config.jwt_leeway.as_secs())),
+            Err(e) => {
+                debug!(error = %e, "token refused at the handshake");
+                self.io.metrics.auth_failures += 1;
+                Err(e.message())
+            }
+        }
     }
 
     /// What herald agrees to on handshake `hs`: permessage-deflate when the client offers it
@@ -487,12 +631,22 @@ impl State {
             match decoded {
                 Ok((n, event)) => {
                     input = &input[n..];
+                    let admit = match (&event, &self.limits.client) {
+                        (None | Some(Event::Close(_)), _) | (_, None) => Admit::Yes,
+                        (Some(_), Some(limit)) => conn.inbound.admit(limit, self.epoch.millis(now)),
+                    };
+                    if admit != Admit::Yes {
+                        if !self.over_client_rate(k, proto, admit, now) {
+                            return;
+                        }
+                        continue;
+                    }
                     match event {
                         Some(Event::Ping(payload)) => {
                             // RFC 6455 §5.5.2: upon receipt of a Ping frame, an endpoint MUST
                             // send a Pong frame in response [...] with identical "Application
                             // data".
-                            self.io.send(k, &frame::encode(opcode::PONG, &payload));
+                            self.io.pong(k, frame::encode(opcode::PONG, &payload));
                         }
                         Some(Event::Pong(_)) => {}
                         Some(Event::Close(close)) => self.on_close_frame(k, close, now),
@@ -500,7 +654,7 @@ impl State {
                             self.io.metrics.messages_received += 1;
                             self.io.metrics.messages_inflated += inflated as u64;
                             match proto {
-                                Proto::Raw => self.on_raw_message(k, message),
+                                Proto::Raw => self.on_raw_message(k, message, now),
                                 Proto::EngineIo => self.on_engine_message(k, message, now),
                             }
                         }
@@ -517,8 +671,74 @@ impl State {
         }
     }
 
+    /// A message from `k` its bucket refused (`admit` is not `Yes`): the first of a run is
+    /// answered with an error event, the next dropped, and a client still sending a burst's
+    /// worth later is closed with 1008. Returns whether `k` is still open.
+    fn over_client_rate(&mut self, k: usize, proto: Proto, admit: Admit, now: Instant) -> bool {
+        const MESSAGE: &str = "rate limited";
+        self.io.metrics.rate_limited_client += 1;
+        let session = self.io.conn_mut(k).and_then(|c| c.session);
+        match (admit, proto, session) {
+            (Admit::Yes | Admit::Drop, ..) => true,
+            (Admit::DropAndWarn, Proto::Raw, _) => {
+                debug!(conn = k, "client over its message rate");
+                self.raw_error(k, MESSAGE);
+                true
+            }
+            (Admit::DropAndWarn, Proto::EngineIo, Some(s)) => {
+                debug!(session = s, "client over its message rate");
+                self.socketio_error(s, MESSAGE, now);
+                true
+            }
+            (Admit::Close, Proto::Raw, _) => {
+                warn!(
+                    conn = k,
+                    "client kept sending over its message rate; closing"
+                );
+                self.start_close(k, CloseCode::POLICY, "rate limit exceeded", now);
+                false
+            }
+            (Admit::Close, Proto::EngineIo, Some(s)) => {
+                warn!(
+                    session = s,
+                    "client kept sending over its message rate; closing"
+                );
+                self.close_session(s, "rate limit exceeded", Some(CloseCode::POLICY), now);
+                false
+            }
+            (_, Proto::EngineIo, None) => true,
+        }
+    }
+
+    /// Sends `reply`, a raw-protocol event in `k`'s format, as a text or binary frame.
+    fn raw_send(&mut self, k: usize, reply: &[u8]) {
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
+        };
+        let op = if conn.format.is_binary() {
+            opcode::BINARY
+        } else {
+            opcode::TEXT
+        };
+        self.io.send(k, &frame::encode(op, reply));
+    }
+
+    /// Sends `{"event":"error","data":{"message":...}}` to raw client `k`.
+    fn raw_error(&mut self, k: usize, message: &str) {
+        let Some(format) = self.io.conn_mut(k).map(|c| c.format) else {
+            return;
+        };
+        self.raw_send(k, &raw::error(format, message));
+    }
+
+    /// Tells raw client `k` why, with an error event, then closes it with `code`.
+    fn raw_refuse(&mut self, k: usize, message: &str, code: CloseCode, now: Instant) {
+        self.raw_error(k, message);
+        self.start_close(k, code, message, now);
+    }
+
     /// A text or binary message on the raw `/ws` protocol; answered in the connection's format.
-    fn on_raw_message(&mut self, k: usize, message: Event) {
+    fn on_raw_message(&mut self, k: usize, message: Event, now: Instant) {
         let Some(conn) = self.io.conn_mut(k) else {
             return;
         };
@@ -528,32 +748,83 @@ impl State {
             Event::Binary(bytes) => raw::Message::Binary(bytes),
             _ => return,
         };
-        let reply = match raw::decode(format, message) {
-            Ok(raw::ClientEvent::Subscribe(user)) => match self.rooms.subscribe(k, &user) {
-                Ok(_) => {
-                    let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
-                    debug!(conn = k, user = %user, "subscribed");
-                    raw::subscribed(format, &user, id)
+        let event = raw::decode(format, message);
+        let pending = !conn.identity.is_authenticated() && conn.identity != Identity::Anyone;
+        let reply = match event {
+            Ok(raw::ClientEvent::Auth(token)) => return self.raw_auth(k, &token, now),
+            // Before its token, a client may only authenticate.
+            _ if pending => {
+                debug!(conn = k, "message before authenticating");
+                self.io.metrics.auth_failures += 1;
+                return self.raw_refuse(k, "unauthorized", CloseCode::UNAUTHORIZED, now);
+            }
+            Ok(raw::ClientEvent::Subscribe(user)) => {
+                if let Err(refusal) = conn.identity.may_subscribe(&user) {
+                    debug!(conn = k, user = %user, "subscription forbidden");
+                    self.io.metrics.forbidden += 1;
+                    return self.raw_error(k, refusal.message());
                 }
-                Err(e) => raw::error(format, &format!("subscribe: {e}")),
-            },
+                match self.rooms.subscribe(k, &user) {
+                    Ok(_) => {
+                        let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
+                        debug!(conn = k, user = %user, "subscribed");
+                        raw::subscribed(format, &user, id)
+                    }
+                    Err(e) => raw::error(format, &format!("subscribe: {e}")),
+                }
+            }
             Ok(raw::ClientEvent::Unsubscribe(user)) => {
                 self.rooms.unsubscribe(k, &user);
                 debug!(conn = k, user = %user, "unsubscribed");
                 raw::unsubscribed(format, &user)
             }
-            Ok(raw::ClientEvent::Auth(_)) => raw::error(format, "auth: authentication is off"),
             Err(e) => {
                 debug!(conn = k, error = %e, "bad client message");
                 raw::error(format, &e.to_string())
             }
         };
-        let op = if format.is_binary() {
-            opcode::BINARY
-        } else {
-            opcode::TEXT
+        self.raw_send(k, &reply);
+    }
+
+    /// `{"event":"auth","data":"<jwt>"}`: the first token authenticates a pending client (one
+    /// that does not verify closes it with 4001); a later one, for the same user, moves the
+    /// expiry, and one that does not verify or names another user is refused with an error
+    /// event and changes nothing.
+    fn raw_auth(&mut self, k: usize, token: &str, now: Instant) {
+        let leeway = self.config.jwt_leeway.as_secs();
+        let Some(verifier) = &self.verifier else {
+            return self.raw_error(k, "auth: authentication is not enabled on this server");
         };
-        self.io.send(k, &frame::encode(op, &reply));
+        let verified = verifier.verify(token, unix_now());
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
+        };
+        let pending = !conn.identity.is_authenticated();
+        match verified {
+            Ok(claims) => {
+                let (sub, exp) = (claims.sub.clone(), claims.exp);
+                match conn.identity.accept(claims, leeway) {
+                    Ok(()) => {
+                        debug!(conn = k, user = %sub, "authenticated");
+                        let reply = raw::authenticated(conn.format, &sub, exp);
+                        self.raw_send(k, &reply);
+                    }
+                    Err(refusal) => {
+                        self.io.metrics.forbidden += 1;
+                        self.raw_error(k, refusal.message());
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(conn = k, error = %e, "token refused");
+                self.io.metrics.auth_failures += 1;
+                if pending {
+                    self.raw_refuse(k, e.message(), CloseCode::UNAUTHORIZED, now);
+                } else {
+                    self.raw_error(k, e.message());
+                }
+            }
+        }
     }
 
     fn on_close_frame(&mut self, k: usize, close: Option<(CloseCode, String)>, now: Instant) {
@@ -612,23 +883,45 @@ impl State {
         self.io.kill(k);
     }
 
-    /// Hands one notification to every recipient of `target`; returns how many sockets took it.
-    fn push(&mut self, target: Target, notification: Bytes, now: Instant) -> usize {
+    /// Hands one notification to every recipient of `target`, but the users whose push bucket
+    /// is empty; says how many sockets took it and how many users were skipped.
+    ///
+    /// A user spends a token only when at least one of its sockets is there to be handed the
+    /// push: the limit is on what reaches a person's devices.
+    fn push(&mut self, target: Target, notification: Bytes, now: Instant) -> PushReply {
         let payload = Payload::new(notification, &self.deflate);
         let io = &mut self.io;
+        let mut reply = PushReply::default();
         let mut sockets = 0;
         match &target {
             Target::User(user) => {
                 io.metrics.pushes_user += 1;
-                for &k in self.rooms.members(user) {
+                let members = self.rooms.members(user);
+                if let (false, Some(users)) = (members.is_empty(), &mut self.users) {
+                    if let Err(wait) = users.check(user, now) {
+                        io.metrics.rate_limited_user += 1;
+                        debug!(user = %user, ?wait, "push refused: user over its rate");
+                        reply.rate_limited = 1;
+                        reply.retry_after = Some(wait);
+                        return reply;
+                    }
+                }
+                for &k in members {
                     sockets += io.deliver(k, &payload, now) as usize;
                 }
             }
-            Target::Users(users) => {
+            Target::Users(list) => {
                 io.metrics.pushes_users += 1;
                 self.push_seq += 1;
-                for user in users {
-                    for &k in self.rooms.members(user) {
+                for user in list {
+                    let members = self.rooms.members(user);
+                    if let (false, Some(users)) = (members.is_empty(), &mut self.users) {
+                        if users.check(user, now).is_err() {
+                            reply.rate_limited += 1;
+                            continue;
+                        }
+                    }
+                    for &k in members {
                         if io.mark(k, self.push_seq) {
                             sockets += io.deliver(k, &payload, now) as usize;
                         }
@@ -637,20 +930,40 @@ impl State {
             }
             Target::All => {
                 io.metrics.pushes_broadcast += 1;
-                sockets = io.broadcast(&payload, now);
+                self.push_seq += 1;
+                // The sockets of users over their rate are marked with this push's number, and
+                // the broadcast passes them over.
+                if let Some(users) = &mut self.users {
+                    for (user, members) in self.rooms.iter() {
+                        if users.check(user, now).is_err() {
+                            reply.rate_limited += 1;
+                            for &k in members {
+                                io.mark(k, self.push_seq);
+                            }
+                        }
+                    }
+                }
+                sockets = io.broadcast(&payload, self.push_seq, now);
             }
         }
+        io.metrics.rate_limited_user += reply.rate_limited as u64;
         io.metrics.deliveries += sockets as u64;
-        debug!(?target, sockets, "push");
-        sockets
+        debug!(?target, sockets, rate_limited = reply.rate_limited, "push");
+        reply.sockets = sockets;
+        reply
     }
 
     /// Checks every entry's timers.
     fn sweep(&mut self, now: Instant) {
         let c = &self.config;
+        let unix = unix_now();
         let mut ping = Vec::new();
         let mut engine_ping = Vec::new();
         let mut expired_sessions = Vec::new();
+        // Raw clients that did not authenticate in time, and sockets whose token expired.
+        let mut auth_timeouts = Vec::new();
+        let mut raw_expired = Vec::new();
+        let mut sessions_expired = Vec::new();
         for (k, entry) in self.io.entries.iter_mut() {
             let conn = match entry {
                 Entry::Session(s) => {
@@ -660,6 +973,9 @@ impl State {
                     let polling = matches!(s.transport, Transport::Polling { get: None });
                     let why = if s.socket.is_none() && now >= s.connect_deadline {
                         Some("connect timeout")
+                    } else if s.socket.is_some() && s.identity.expired(unix) {
+                        sessions_expired.push(k);
+                        continue;
                     } else if s.awaiting_pong && now.duration_since(s.last_ping) >= c.ping_timeout {
                         Some("ping timeout")
                     } else if polling
@@ -693,6 +1009,14 @@ impl State {
                         self.io.metrics.handshake_timeouts += 1;
                     }
                     now >= deadline
+                }
+                Phase::Open(Proto::Raw) if conn.identity.timed_out(now) => {
+                    auth_timeouts.push(k);
+                    false
+                }
+                Phase::Open(Proto::Raw) if conn.identity.expired(unix) => {
+                    raw_expired.push(k);
+                    false
                 }
                 Phase::Open(Proto::Raw) => match conn.ping_sent {
                     Some(sent) if now.duration_since(sent) >= c.ping_timeout => {
@@ -729,7 +1053,23 @@ impl State {
             if why == "ping timeout" {
                 self.io.metrics.ping_timeouts += 1;
             }
+            if why == "connect timeout" && self.verifier.is_some() {
+                self.io.metrics.auth_timeouts += 1;
+            }
             self.close_session(k, why, None, now);
+        }
+        for k in auth_timeouts {
+            debug!(conn = k, "no token within the auth timeout");
+            self.io.metrics.auth_timeouts += 1;
+            self.raw_refuse(k, "unauthorized", CloseCode::UNAUTHORIZED, now);
+        }
+        for k in raw_expired {
+            debug!(conn = k, "token expired");
+            self.io.metrics.tokens_expired += 1;
+            self.raw_refuse(k, "token expired", CloseCode::TOKEN_EXPIRED, now);
+        }
+        for s in sessions_expired {
+            self.session_token_expired(s, now);
         }
     }
 
@@ -771,6 +1111,7 @@ impl State {
                 match self.io.entries.try_remove(k) {
                     Some(Entry::Conn(mut conn)) => {
                         let _ = self.io.registry.deregister(&mut conn.stream);
+                        self.ips.on_disconnect(conn.peer);
                         self.rooms.remove_conn(k);
                         debug!(conn = k, "connection closed");
                     }
@@ -874,6 +1215,26 @@ impl Io {
             Some(Entry::Conn(conn)) => send_to(registry, metrics, dead, k, conn, bytes),
             _ => false,
         }
+    }
+
+    /// Sends pong `frame` to `k`, or holds it while other frames wait to be written: then a
+    /// newer ping's pong replaces the one held. RFC 6455 §5.5.3: "If an endpoint receives a Ping
+    /// frame and has not yet sent Pong frame(s) in response to previous Ping frame(s), the
+    /// endpoint MAY elect to send a Pong frame for only the most recently processed Ping frame."
+    /// So a client that pings and never reads is owed one pong, not a growing queue.
+    pub(super) fn pong(&mut self, k: usize, frame: Bytes) {
+        let Some(conn) = self.conn_mut(k) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            self.send(k, &frame);
+            return;
+        }
+        if conn.pending_pong.replace(frame).is_some() {
+            self.metrics.pongs_dropped += 1;
+        }
+        // A corked connection is written at the end of the batch; any other with frames waiting
+        // has WRITABLE interest already, and the held pong follows them.
     }
 
     /// Queues `bytes` for connection `k` until [`Io::uncork`].
@@ -986,15 +1347,16 @@ impl Io {
         }
     }
 
-    /// Hands a push to every raw socket and every connected Socket.IO socket; returns how many.
-    fn broadcast(&mut self, payload: &Payload, now: Instant) -> usize {
+    /// Hands a push to every raw socket and every connected Socket.IO socket, but those already
+    /// marked with push `seq`; returns how many took it.
+    fn broadcast(&mut self, payload: &Payload, seq: u64, now: Instant) -> usize {
         let mut sockets = 0;
         // Walks the slab by index: a session's delivery writes to another entry (its WebSocket),
         // which an iterator's borrow would forbid.
         for k in 0..self.entries.capacity() {
             let wanted = match self.entries.get(k) {
-                Some(Entry::Conn(c)) => c.is_raw(),
-                Some(Entry::Session(s)) => !s.closed && s.socket.is_some(),
+                Some(Entry::Conn(c)) => c.is_raw() && c.push_mark != seq,
+                Some(Entry::Session(s)) => !s.closed && s.socket.is_some() && s.push_mark != seq,
                 None => false,
             };
             if wanted {

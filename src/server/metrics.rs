@@ -31,6 +31,26 @@ pub struct Metrics {
     pub messages_inflated: u64,
     /// Connections and polling sessions closed for reading too slowly (4008).
     pub slow_consumers: u64,
+    /// Pushes withheld from a user whose push bucket was empty (`--user-rate`).
+    pub rate_limited_user: u64,
+    /// Client messages dropped by their connection's bucket (`--client-rate`).
+    pub rate_limited_client: u64,
+    /// Connections refused at accept: the total cap, the per-address cap, the per-address rate.
+    pub refused_total: u64,
+    pub refused_per_ip: u64,
+    pub refused_rate: u64,
+    /// Handshakes refused for an `Origin` not in `--allowed-origins`.
+    pub origins_refused: u64,
+    /// Pongs replaced by a newer one before they could be written (a ping flood).
+    pub pongs_dropped: u64,
+    /// Tokens refused (missing, malformed, badly signed, expired, wrong issuer or audience).
+    pub auth_failures: u64,
+    /// Connections and sessions closed for not authenticating within `--auth-timeout`.
+    pub auth_timeouts: u64,
+    /// Subscriptions refused because the user id was not the token's `sub`.
+    pub forbidden: u64,
+    /// Sockets closed because their token expired without a fresh one.
+    pub tokens_expired: u64,
     /// MessagePack recipients skipped because the notification has no MessagePack form.
     pub msgpack_skipped: u64,
     /// Deliveries whose frame went out compressed.
@@ -219,6 +239,60 @@ impl Metrics {
             "Compressed bytes the push compressor produced.",
             self.compressed_bytes_out,
         );
+        counter(
+            &mut s,
+            "herald_pongs_dropped_total",
+            "Pongs replaced by the answer to a newer ping before they could be written.",
+            self.pongs_dropped,
+        );
+        counter(
+            &mut s,
+            "herald_origins_refused_total",
+            "Handshakes refused (403) for an Origin not in --allowed-origins.",
+            self.origins_refused,
+        );
+        counter(
+            &mut s,
+            "herald_auth_failures_total",
+            "Client tokens refused: missing, invalid, expired, wrong issuer or audience.",
+            self.auth_failures,
+        );
+        counter(
+            &mut s,
+            "herald_auth_timeouts_total",
+            "Clients closed for not authenticating within --auth-timeout.",
+            self.auth_timeouts,
+        );
+        counter(
+            &mut s,
+            "herald_forbidden_total",
+            "Subscriptions refused because the user id is not the token's sub.",
+            self.forbidden,
+        );
+        counter(
+            &mut s,
+            "herald_tokens_expired_total",
+            "Sockets closed (4003) when their token expired without a fresh one.",
+            self.tokens_expired,
+        );
+        let _ = write!(s, "# HELP herald_rate_limited_total Pushes withheld from a user over --user-rate, and client messages dropped over --client-rate.\n# TYPE herald_rate_limited_total counter\n");
+        for (limit, v) in [
+            ("user", self.rate_limited_user),
+            ("client", self.rate_limited_client),
+        ] {
+            let _ = writeln!(s, "herald_rate_limited_total{{limit=\"{limit}\"}} {v}");
+        }
+        let _ = write!(s, "# HELP herald_connections_refused_total Connections refused at accept: the total cap (503), the per-address cap or rate (429).\n# TYPE herald_connections_refused_total counter\n");
+        for (reason, v) in [
+            ("total", self.refused_total),
+            ("per_ip", self.refused_per_ip),
+            ("rate", self.refused_rate),
+        ] {
+            let _ = writeln!(
+                s,
+                "herald_connections_refused_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
         let _ = write!(s, "# HELP herald_pushes_total Pushes received from the control API.\n# TYPE herald_pushes_total counter\n");
         for (kind, v) in [
             ("user", self.pushes_user),

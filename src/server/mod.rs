@@ -12,6 +12,7 @@ pub mod conn;
 mod engine;
 pub mod event_loop;
 mod http;
+mod identity;
 pub mod metrics;
 pub mod session;
 

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::limits::InboundBucket;
 use crate::server::conn::SocketId;
+use crate::server::identity::Identity;
 use crate::socketio::Reassembler;
 
 /// Which connections carry a session's packets. Each key here is a connection whose
@@ -49,6 +51,11 @@ pub struct Session {
     pub push_mark: u64,
     /// Closed; removed from the slab after this batch of events.
     pub closed: bool,
+    /// Who the Socket.IO client is: set by its CONNECT's token, refreshed by `refresh` events.
+    pub identity: Identity,
+    /// Its budget of client packets over long-polling (`--client-rate`); over WebSocket the
+    /// connection's own bucket counts its frames.
+    pub inbound: InboundBucket,
 }
 
 impl Session {
@@ -71,6 +78,8 @@ impl Session {
             binary: None,
             push_mark: 0,
             closed: false,
+            identity: Identity::Anyone,
+            inbound: InboundBucket::new(None),
         }
     }
 

@@ -30,6 +30,11 @@ impl CloseCode {
     /// 4008, herald's own (4000-4999 are for applications): the client read too slowly and too
     /// much waited for it; it should reconnect.
     pub const SLOW_CONSUMER: Self = CloseCode(0x0FA8);
+    /// 4001, herald's own: no valid token within `--auth-timeout`, or a message before one
+    /// (echoing HTTP 401).
+    pub const UNAUTHORIZED: Self = CloseCode(0x0FA1);
+    /// 4003, herald's own: the token expired and no fresh one came (echoing HTTP 403).
+    pub const TOKEN_EXPIRED: Self = CloseCode(0x0FA3);
 
     /// Whether this code may appear in a Close frame.
     ///

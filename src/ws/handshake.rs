@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::limits::{self, IpRefusal};
 use crate::ws::deflate;
 
 /// The most header lines a request head may carry; more is answered with 431.
@@ -272,6 +273,16 @@ pub fn write_error(err: &HandshakeError, out: &mut Vec<u8>) {
         // of understanding."
         out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
     }
+    if status == 401 {
+        // RFC 9110 §11.6.1: a 401 response MUST send a WWW-Authenticate header field.
+        out.extend_from_slice(b"WWW-Authenticate: Bearer\r\n");
+    }
+    if let HandshakeError::Refused(refusal) = err {
+        if let Some(wait) = refusal.retry_after() {
+            let secs = limits::retry_after_secs(wait);
+            out.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
+        }
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
 }
@@ -279,9 +290,13 @@ pub fn write_error(err: &HandshakeError, out: &mut Vec<u8>) {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     }
 }
@@ -318,6 +333,14 @@ pub enum HandshakeError {
     /// The application refuses what the request asks for (a subprotocol or parameter it cannot
     /// serve); the message says what.
     Unacceptable(String),
+    /// The request carries a token that does not verify; the message is what the client may
+    /// know ("unauthorized" or "token expired").
+    Unauthorized(&'static str),
+    /// A browser's `Origin` is not in `--allowed-origins`.
+    OriginNotAllowed,
+    /// Too many connections, in total or from this address, or too fast from it; answered as
+    /// soon as the connection is accepted.
+    Refused(IpRefusal),
 }
 
 impl HandshakeError {
@@ -335,8 +358,11 @@ impl HandshakeError {
             | HandshakeError::DuplicateKey
             | HandshakeError::DuplicateVersion
             | HandshakeError::Unacceptable(_) => 400,
+            HandshakeError::Unauthorized(_) => 401,
+            HandshakeError::OriginNotAllowed => 403,
             HandshakeError::NotFound => 404,
             HandshakeError::MissingVersion | HandshakeError::UnsupportedVersion => 426,
+            HandshakeError::Refused(refusal) => refusal.status(),
         }
     }
 }
@@ -364,6 +390,9 @@ impl fmt::Display for HandshakeError {
                 f.write_str("unsupported Sec-WebSocket-Version, only 13 is supported")
             }
             HandshakeError::Unacceptable(why) => f.write_str(why),
+            HandshakeError::Unauthorized(why) => f.write_str(why),
+            HandshakeError::OriginNotAllowed => f.write_str("origin not allowed"),
+            HandshakeError::Refused(refusal) => write!(f, "{refusal}"),
         }
     }
 }
