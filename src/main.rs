@@ -34,9 +34,8 @@ fn main() -> ExitCode {
 fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     // Before anything is announced: a signal from then on must reach the graceful path.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let (listen, control) = (config.listen, config.control);
-    let running = herald::server::start(config)
-        .map_err(|e| format!("cannot listen on {listen} / {control}: {e}"))?;
+    // Its errors say which address failed, or why it refused to start.
+    let running = herald::server::start(config)?;
     info!(
         websocket = %running.public_addr,
         control = %running.control_addr,

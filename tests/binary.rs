@@ -13,27 +13,38 @@ use tungstenite::Message;
 
 fn herald(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.args(args).env_remove("RUST_LOG");
+    // A key or secret in the environment of a test run must not change what is tested.
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_JWT_PUBLIC_KEY")
+        .env_remove("HERALD_CONTROL");
     cmd
 }
 
 /// Starts the binary on ephemeral ports and reads the addresses from its log.
 fn spawn() -> (Child, SocketAddr, SocketAddr) {
-    spawn_logging(true)
+    spawn_logging(true).0
 }
 
 /// Starts the binary and reads the addresses from its log; then keeps draining the log so the
-/// child never blocks on a full pipe (`drain`), or closes the pipe.
-fn spawn_logging(drain: bool) -> (Child, SocketAddr, SocketAddr) {
+/// child never blocks on a full pipe (`drain`), or closes the pipe. Also returns the log lines
+/// up to the listening one.
+fn spawn_logging(drain: bool) -> ((Child, SocketAddr, SocketAddr), Vec<String>) {
     let mut child = herald(&["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("herald starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut before = Vec::new();
     let line = lines
         .by_ref()
         .map_while(Result::ok)
-        .find(|l| l.contains("herald listening"))
+        .find(|l| {
+            before.push(l.clone());
+            l.contains("herald listening")
+        })
         .expect("a listening line");
     let addr = |key: &str| -> SocketAddr {
         let rest = &line[line.find(key).unwrap() + key.len()..];
@@ -43,7 +54,7 @@ fn spawn_logging(drain: bool) -> (Child, SocketAddr, SocketAddr) {
     if drain {
         std::thread::spawn(move || lines.for_each(drop));
     }
-    (child, public, control)
+    ((child, public, control), before)
 }
 
 #[test]
@@ -74,6 +85,7 @@ fn help_explains_every_flag() {
         "--max-connections",
         "--max-connections-per-ip",
         "--connection-rate-per-ip",
+        "--api-key",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }
@@ -120,7 +132,7 @@ fn sigterm_closes_clients_with_1001_and_exits() {
 /// stderr with `eprintln!`, which panicked, and the thread died without sending the shutdown.
 #[test]
 fn sigterm_works_when_stderr_is_gone() {
-    let (mut child, _public, _control) = spawn_logging(false);
+    let ((mut child, _public, _control), _) = spawn_logging(false);
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -138,4 +150,29 @@ fn sigterm_works_when_stderr_is_gone() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_control_address_off_loopback_without_a_key_is_refused() {
+    // Refused before anything is bound, so nothing listens on every interface even briefly.
+    let out = herald(&["--listen", "127.0.0.1:0", "--control", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--api-key"), "{stderr}");
+    assert!(!stderr.contains("herald listening"), "{stderr}");
+}
+
+#[test]
+fn without_jwt_auth_a_warning_names_the_flags() {
+    let ((mut child, _, _), log) = spawn_logging(true);
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = log
+        .iter()
+        .find(|l| l.contains("WARN") && l.contains("not authenticated"))
+        .unwrap_or_else(|| panic!("no warning in {log:?}"));
+    assert!(warning.contains("--jwt-secret"), "{warning}");
+    assert!(warning.contains("--jwt-public-key"), "{warning}");
 }

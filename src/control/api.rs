@@ -14,7 +14,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
+use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
+use crate::limits::retry_after_secs;
 use crate::rooms::{self, UserIdError};
 use crate::time;
 
@@ -35,6 +37,8 @@ impl Dispatch for LoopHandle {
 /// Why a request was refused.
 #[derive(Debug)]
 pub enum ApiError {
+    /// An API key is configured and the request did not present it as `Authorization: Bearer`.
+    Unauthorized,
     NoRoute {
         path: String,
     },
@@ -61,6 +65,11 @@ pub enum ApiError {
         index: usize,
         err: UserIdError,
     },
+    /// A one-user push the user's push bucket refused; nothing was delivered. The bucket holds
+    /// a token again after `retry_after`.
+    RateLimited {
+        retry_after: Duration,
+    },
     /// The loop has stopped (or dropped the command without answering).
     LoopGone,
     /// The loop did not answer within the reply timeout.
@@ -71,6 +80,7 @@ impl ApiError {
     /// The status answered for this error; the one place that decides it.
     pub fn status(&self) -> u16 {
         match self {
+            ApiError::Unauthorized => 401,
             ApiError::NoRoute { .. } => 404,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::BadPercentEncoding
@@ -81,6 +91,7 @@ impl ApiError {
             | ApiError::MissingNotification
             | ApiError::UserIdsNotAList
             | ApiError::BadUserIdAt { .. } => 400,
+            ApiError::RateLimited { .. } => 429,
             ApiError::LoopGone | ApiError::NoAnswer => 503,
         }
     }
@@ -89,6 +100,7 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ApiError::Unauthorized => f.write_str("unauthorized"),
             ApiError::NoRoute { path } => write!(f, "no route for {path}"),
             ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
             ApiError::BadPercentEncoding => f.write_str("invalid percent-encoding in path"),
@@ -101,6 +113,7 @@ impl fmt::Display for ApiError {
                 f.write_str("userIds must be a non-empty array of strings or integers")
             }
             ApiError::BadUserIdAt { index, err } => write!(f, "userIds[{index}]: {err}"),
+            ApiError::RateLimited { .. } => f.write_str("rate limited"),
             ApiError::LoopGone => f.write_str("gateway is shutting down"),
             ApiError::NoAnswer => f.write_str("gateway did not answer in time"),
         }
@@ -111,11 +124,24 @@ impl std::error::Error for ApiError {}
 
 impl From<&ApiError> for Response {
     fn from(e: &ApiError) -> Self {
-        let resp = Response::error(e.status(), &e.to_string());
         match e {
             // RFC 9110 §15.5.6: a 405 MUST carry Allow.
-            ApiError::MethodNotAllowed { allow } => resp.with_header("Allow", (*allow).into()),
-            _ => resp,
+            ApiError::MethodNotAllowed { allow } => {
+                Response::error(e.status(), &e.to_string()).with_header("Allow", (*allow).into())
+            }
+            // RFC 9110 §15.5.2: a 401 MUST carry WWW-Authenticate with a challenge.
+            ApiError::Unauthorized => Response::error(e.status(), &e.to_string())
+                .with_header("WWW-Authenticate", "Bearer".into()),
+            // The wait is in the body as well, for clients that do not read headers.
+            ApiError::RateLimited { retry_after } => {
+                let secs = retry_after_secs(*retry_after);
+                Response::json(
+                    e.status(),
+                    &json!({ "error": e.to_string(), "retryAfter": secs }),
+                )
+                .with_header("Retry-After", secs.to_string())
+            }
+            _ => Response::error(e.status(), &e.to_string()),
         }
     }
 }
@@ -126,25 +152,36 @@ impl From<UserIdError> for ApiError {
     }
 }
 
-/// Answers one request. `now` stamps notifications that carry no `timestamp` of their own.
+/// Answers one request as a control API without an API key does. `now` stamps notifications
+/// that carry no `timestamp` of their own.
 pub fn handle(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
     now: SystemTime,
 ) -> Response {
-    start(req, loop_, reply_timeout, now).finish()
+    start(req, loop_, reply_timeout, None, now).finish()
 }
 
-/// Starts answering one request: validates it and hands its command to the loop, without
-/// waiting for the loop's answer. A connection with several pipelined requests starts them all,
-/// then finishes them in order, so the loop takes them in one batch.
+/// Starts answering one request: checks its key (when `api_key` is set), validates it and hands
+/// its command to the loop, without waiting for the loop's answer. A connection with several
+/// pipelined requests starts them all, then finishes them in order, so the loop takes them in
+/// one batch.
 pub fn start(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
+    api_key: Option<&ApiKey>,
     now: SystemTime,
 ) -> Pending {
+    // Before routing, so that without the key every path answers alike: neither which routes
+    // exist nor which methods they take is told.
+    if let Some(key) = api_key {
+        let presented = req.authorization.as_ref().map(|c| c.as_bytes());
+        if !key.matches(presented) {
+            return Pending::Ready(Response::from(&ApiError::Unauthorized));
+        }
+    }
     let ctx = Ctx {
         loop_,
         reply_timeout,
@@ -162,6 +199,9 @@ pub enum Pending {
     Push {
         rx: Receiver<PushReply>,
         deadline: Instant,
+        /// A [`Target::User`] push: refused whole when rate limited, and answered without a
+        /// `rateLimited` count.
+        one_user: bool,
     },
     UserInfo {
         user_id: String,
@@ -179,11 +219,11 @@ impl Pending {
     pub fn finish(self) -> Response {
         let result = match self {
             Pending::Ready(resp) => return resp,
-            Pending::Push { rx, deadline } => {
-                wait(&rx, deadline).map(|PushReply { sockets, .. }| {
-                    Response::json(202, &json!({ "sockets": sockets }))
-                })
-            }
+            Pending::Push {
+                rx,
+                deadline,
+                one_user,
+            } => wait(&rx, deadline).and_then(|reply| push_answer(reply, one_user)),
             Pending::UserInfo {
                 user_id,
                 rx,
@@ -290,6 +330,7 @@ fn push<D: Dispatch>(
     notification: Notification<'_>,
     ctx: &Ctx<'_, D>,
 ) -> Result<Pending, ApiError> {
+    let one_user = matches!(target, Target::User(_));
     // Serialized here, once: the loop frames these bytes once and shares them with every socket.
     let notification = notification.stamped(ctx.now);
     let (reply, rx) = crossbeam_channel::bounded(1);
@@ -305,7 +346,29 @@ fn push<D: Dispatch>(
     Ok(Pending::Push {
         rx,
         deadline: ctx.deadline(),
+        one_user,
     })
+}
+
+/// The answer to a push the loop has counted. A one-user push the user's bucket refused is an
+/// error (nothing was delivered); a many-user push or a broadcast skips the limited users and
+/// says how many it skipped.
+fn push_answer(reply: PushReply, one_user: bool) -> Result<Response, ApiError> {
+    let PushReply {
+        sockets,
+        rate_limited,
+        retry_after,
+    } = reply;
+    if one_user {
+        if let Some(retry_after) = retry_after {
+            return Err(ApiError::RateLimited { retry_after });
+        }
+        return Ok(Response::json(202, &json!({ "sockets": sockets })));
+    }
+    Ok(Response::json(
+        202,
+        &json!({ "sockets": sockets, "rateLimited": rate_limited }),
+    ))
 }
 
 /// A notification as a backend sent it: JSON text checked to be an object, never rebuilt. Its
@@ -463,6 +526,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
+    use crate::control::http::Credentials;
 
     macro_rules! stamps {
         ($($name:ident: $input:expr => $want:expr;)*) => {$(
@@ -495,6 +559,9 @@ mod tests {
     enum Behaviour {
         /// Answer every command at once.
         Answer,
+        /// Answer every command at once, as if every user's push bucket were empty: a one-user
+        /// push is refused with this wait, a many-user push or a broadcast skips `users`.
+        RateLimit { retry_after: Duration, users: usize },
         /// Refuse to take commands.
         Gone,
         /// Take commands and drop them unanswered.
@@ -530,7 +597,7 @@ mod tests {
                     self.held.borrow_mut().push(cmd);
                     return Ok(());
                 }
-                Behaviour::Answer => {}
+                Behaviour::Answer | Behaviour::RateLimit { .. } => {}
             }
             let sockets = self.sockets;
             let seen = match cmd {
@@ -539,10 +606,23 @@ mod tests {
                     notification,
                     reply,
                 } => {
-                    let _ = reply.send(PushReply {
-                        sockets,
-                        ..PushReply::default()
-                    });
+                    let answer = match (&self.behaviour, &target) {
+                        (Behaviour::RateLimit { retry_after, .. }, Target::User(_)) => PushReply {
+                            sockets: 0,
+                            rate_limited: 1,
+                            retry_after: Some(*retry_after),
+                        },
+                        (Behaviour::RateLimit { users, .. }, _) => PushReply {
+                            sockets,
+                            rate_limited: *users,
+                            retry_after: None,
+                        },
+                        _ => PushReply {
+                            sockets,
+                            ..PushReply::default()
+                        },
+                    };
+                    let _ = reply.send(answer);
                     Seen::Push(target, String::from_utf8(notification.to_vec()).unwrap())
                 }
                 Command::UserInfo { user_id, reply } => {
@@ -574,6 +654,7 @@ mod tests {
             keep_alive: true,
             expect_continue: false,
             content_type: Some("application/json".to_owned()),
+            authorization: None,
             body: body.as_bytes().to_vec(),
         }
     }
@@ -672,7 +753,10 @@ mod tests {
         let fake = FakeLoop::new(Behaviour::Answer);
         let body = r#"{"userIds":["a",7,"a","7","b"],"notification":{"x":1}}"#;
         let (status, v) = call(&fake, Method::Post, "/v1/notifications", body);
-        assert_eq!((status, v), (202, json!({ "sockets": 3 })));
+        assert_eq!(
+            (status, v),
+            (202, json!({ "sockets": 3, "rateLimited": 0 }))
+        );
         assert_eq!(
             fake.seen.borrow()[0],
             Seen::Push(
@@ -723,13 +807,16 @@ mod tests {
     #[test]
     fn broadcast() {
         let fake = FakeLoop::new(Behaviour::Answer);
-        let (status, _) = call(
+        let (status, v) = call(
             &fake,
             Method::Post,
             "/v1/broadcast",
             r#"{"notification":{"m":"down at 5"}}"#,
         );
-        assert_eq!(status, 202);
+        assert_eq!(
+            (status, v),
+            (202, json!({ "sockets": 3, "rateLimited": 0 }))
+        );
         assert_eq!(
             fake.seen.borrow()[0],
             Seen::Push(
@@ -845,5 +932,134 @@ mod tests {
             (503, "gateway did not answer in time")
         );
         assert_eq!(fake.held.borrow().len(), 1);
+    }
+
+    fn limited(retry_after: Duration) -> FakeLoop {
+        FakeLoop::new(Behaviour::RateLimit {
+            retry_after,
+            users: 2,
+        })
+    }
+
+    #[test]
+    fn a_rate_limited_one_user_push_is_429_with_retry_after() {
+        let fake = limited(Duration::from_millis(1_500));
+        let resp = handle(
+            &request(Method::Post, "/v1/users/42/notifications", "{}"),
+            &fake,
+            Duration::from_secs(1),
+            now(),
+        );
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.headers, vec![("Retry-After", "2".to_owned())]);
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v, json!({ "error": "rate limited", "retryAfter": 2 }));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        for (wait, secs) in [(1, "1"), (1_000, "1"), (1_001, "2"), (20_000, "20")] {
+            let resp = Response::from(&ApiError::RateLimited {
+                retry_after: Duration::from_millis(wait),
+            });
+            assert_eq!(
+                resp.headers,
+                vec![("Retry-After", secs.to_owned())],
+                "{wait}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_user_pushes_and_broadcasts_count_the_limited() {
+        let fake = limited(Duration::from_secs(1));
+        let many = r#"{"userIds":["a","b","c"],"notification":{}}"#;
+        assert_eq!(
+            call(&fake, Method::Post, "/v1/notifications", many),
+            (202, json!({ "sockets": 3, "rateLimited": 2 }))
+        );
+        assert_eq!(
+            call(
+                &fake,
+                Method::Post,
+                "/v1/broadcast",
+                r#"{"notification":{}}"#
+            ),
+            (202, json!({ "sockets": 3, "rateLimited": 2 }))
+        );
+    }
+
+    const KEY: &str = "k-0123456789";
+
+    /// Answers `req` with the API key set, `authorization` as the request's header.
+    fn call_with_key(
+        fake: &FakeLoop,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Response {
+        let mut req = request(method, path, "{}");
+        req.authorization = authorization.map(|a| Credentials(a.as_bytes().to_vec()));
+        let key = ApiKey::new(KEY);
+        start(&req, fake, Duration::from_secs(1), Some(&key), now()).finish()
+    }
+
+    #[test]
+    fn without_the_key_every_request_is_401() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let wrong = format!("Bearer {KEY}x");
+        let basic = format!("Basic {KEY}");
+        let cases = [
+            (Method::Get, "/healthz"),
+            (Method::Get, "/metrics"),
+            (Method::Get, "/v1/users/42"),
+            (Method::Post, "/v1/users/42/notifications"),
+            (Method::Post, "/v1/notifications"),
+            (Method::Post, "/v1/broadcast"),
+            // Not 404 or 405: without the key nothing about the routes is told.
+            (Method::Get, "/v2/things"),
+            (Method::Delete, "/healthz"),
+            (Method::Get, "/v1/users/%zz"),
+        ];
+        for (method, path) in cases {
+            for authorization in [None, Some(wrong.as_str()), Some(basic.as_str())] {
+                let resp = call_with_key(&fake, method.clone(), path, authorization);
+                assert_eq!(resp.status, 401, "{path} {authorization:?}");
+                assert_eq!(
+                    resp.headers,
+                    vec![("WWW-Authenticate", "Bearer".to_owned())]
+                );
+                let v: Value = serde_json::from_slice(&resp.body).unwrap();
+                assert_eq!(v, json!({ "error": "unauthorized" }));
+            }
+        }
+        assert!(fake.seen.borrow().is_empty(), "nothing reached the loop");
+    }
+
+    #[test]
+    fn with_the_key_requests_are_answered() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let bearer = format!("Bearer {KEY}");
+        let resp = call_with_key(&fake, Method::Get, "/healthz", Some(&bearer));
+        assert_eq!(resp.status, 200);
+        let resp = call_with_key(
+            &fake,
+            Method::Post,
+            "/v1/users/42/notifications",
+            Some(&format!("bearer  {KEY} ")),
+        );
+        assert_eq!(resp.status, 202);
+        let resp = call_with_key(&fake, Method::Get, "/v2/things", Some(&bearer));
+        assert_eq!(resp.status, 404);
+        assert_eq!(fake.seen.borrow().len(), 1);
+    }
+
+    #[test]
+    fn without_a_key_configured_authorization_is_ignored() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        let mut req = request(Method::Get, "/healthz", "");
+        req.authorization = Some(Credentials(b"Bearer whatever".to_vec()));
+        let resp = start(&req, &fake, Duration::from_secs(1), None, now()).finish();
+        assert_eq!(resp.status, 200);
     }
 }

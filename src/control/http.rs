@@ -61,8 +61,29 @@ pub struct Request {
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
     pub content_type: Option<String>,
+    /// The `Authorization` header's value, checked against the API key when one is set. `None`
+    /// when absent or sent more than once (RFC 9110 §11.6.2 defines it as one credential, and
+    /// which of two a proxy and herald would each pick is not a question worth having).
+    pub authorization: Option<Credentials>,
     /// Exactly `Content-Length` bytes; empty when there was none.
     pub body: Vec<u8>,
+}
+
+/// An `Authorization` header value, kept out of `Debug` output so that logging a request never
+/// logs the API key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials(pub Vec<u8>);
+
+impl Credentials {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
 }
 
 /// Why a request could not be read. After any of these the connection is answered and closed:
@@ -196,6 +217,8 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
     let mut keep_alive_token = false;
     let mut expect_continue = false;
     let mut content_type = None;
+    let mut authorization = None;
+    let mut authorization_count = 0usize;
     for h in parsed.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -217,7 +240,13 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(String::from_utf8_lossy(h.value).into_owned());
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization_count += 1;
+            authorization = Some(Credentials(h.value.to_vec()));
         }
+    }
+    if authorization_count > 1 {
+        authorization = None;
     }
 
     let body_len = match content_length {
@@ -243,6 +272,7 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
             keep_alive,
             expect_continue,
             content_type,
+            authorization,
             body: Vec::new(),
         },
         len: head_len,
@@ -337,10 +367,12 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -376,6 +408,25 @@ mod tests {
         assert_eq!(req.content_type.as_deref(), Some("application/json"));
         assert_eq!(req.body, b"{\"a\":\"b\"}");
         assert!(req.keep_alive);
+    }
+
+    #[test]
+    fn authorization_is_kept_once_and_never_printed() {
+        let raw = b"GET /healthz HTTP/1.1\r\nauthorization: Bearer k3y\r\n\r\n";
+        let (req, _) = parse_one(raw).unwrap().unwrap();
+        let creds = req.authorization.as_ref().expect("the header");
+        assert_eq!(creds.as_bytes(), b"Bearer k3y");
+        assert!(!format!("{req:?}").contains("k3y"));
+
+        let none = b"GET /healthz HTTP/1.1\r\n\r\n";
+        assert_eq!(parse_one(none).unwrap().unwrap().0.authorization, None);
+    }
+
+    #[test]
+    fn a_repeated_authorization_counts_as_none() {
+        let raw =
+            b"GET /healthz HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n";
+        assert_eq!(parse_one(raw).unwrap().unwrap().0.authorization, None);
     }
 
     #[test]
@@ -515,5 +566,17 @@ mod tests {
             out,
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\nContent-Length: 14\r\nConnection: close\r\nAllow: GET\r\n\r\n{\"error\":\"no\"}"
         );
+    }
+
+    #[test]
+    fn unauthorized_and_too_many_requests_have_reasons() {
+        let mut out = Vec::new();
+        Response::error(401, "unauthorized")
+            .with_header("WWW-Authenticate", "Bearer".into())
+            .write(true, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"));
+        out.clear();
+        Response::error(429, "rate limited").write(true, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 429 Too Many Requests\r\n"));
     }
 }

@@ -6,9 +6,13 @@
 //! to the event loop over [`LoopHandle`], and the answer waits for the loop's reply. Parsing
 //! ([`http`]) and routing ([`api`]) do no I/O; only [`server`] touches sockets.
 //!
-//! It does not authenticate (bind it to loopback), speak TLS or HTTP/2, or accept chunked
-//! request bodies: every body comes with `Content-Length`. It never touches the rooms itself;
-//! the event loop is the only owner of connection state.
+//! With an API key configured, every request (`/healthz` and `/metrics` included) must present
+//! it as `Authorization: Bearer <key>`, or is answered 401; without one, anyone who can connect
+//! may push, which is why [`crate::server::start`] refuses a non-loopback control address
+//! without a key. It does not speak TLS (put it behind a proxy that does, or keep it on a
+//! private network) or HTTP/2, or accept chunked request bodies: every body comes with
+//! `Content-Length`. It never touches the rooms itself; the event loop is the only owner of
+//! connection state.
 //!
 //! [`Command`]: crate::command::Command
 
@@ -17,6 +21,7 @@ use std::net::TcpListener;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::auth::ApiKey;
 use crate::command::LoopHandle;
 use crate::config::Config;
 
@@ -38,6 +43,8 @@ pub struct ControlOptions {
     pub idle_timeout: Duration,
     /// How long a request waits for the event loop's answer.
     pub reply_timeout: Duration,
+    /// The key every request must present; `None`: no authentication.
+    pub api_key: Option<ApiKey>,
 }
 
 impl From<&Config> for ControlOptions {
@@ -47,6 +54,7 @@ impl From<&Config> for ControlOptions {
             max_connections: c.control_max_connections,
             idle_timeout: c.control_idle_timeout,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            api_key: c.api_key(),
         }
     }
 }

@@ -136,7 +136,13 @@ fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) ->
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
                     continued = false;
-                    let started = api::start(&req, loop_, opts.reply_timeout, SystemTime::now());
+                    let started = api::start(
+                        &req,
+                        loop_,
+                        opts.reply_timeout,
+                        opts.api_key.as_ref(),
+                        SystemTime::now(),
+                    );
                     pending.push((started, req.method == Method::Head, req.keep_alive));
                     if !req.keep_alive {
                         close = true;
@@ -263,6 +269,7 @@ mod tests {
             max_connections,
             idle_timeout: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(5),
+            api_key: None,
         };
         super::super::spawn(listener, fake_loop(), opts).unwrap();
         addr

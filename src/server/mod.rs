@@ -38,11 +38,23 @@ pub struct Running {
 
 /// Binds the public and control listeners, then runs the event loop and the control API on
 /// threads of their own.
+///
+/// Refuses (`InvalidInput`, before binding anything) a control address off loopback without an
+/// API key: anyone who could reach it could push to every user.
 pub fn start(config: Config) -> io::Result<Running> {
-    let listener = mio::net::TcpListener::bind(config.listen)?;
+    check_control_exposure(&config)?;
+    let listener = mio::net::TcpListener::bind(config.listen)
+        .map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
     let public_addr = listener.local_addr()?;
-    let control_listener = std::net::TcpListener::bind(config.control)?;
+    let control_listener = std::net::TcpListener::bind(config.control)
+        .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
+    if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
+        tracing::warn!(
+            "JWT auth is off: clients are not authenticated and any client may subscribe to any \
+             user id; set --jwt-secret or --jwt-public-key to require a token"
+        );
+    }
 
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -61,6 +73,29 @@ pub fn start(config: Config) -> io::Result<Running> {
         handle,
         thread: Some(thread),
     })
+}
+
+/// The control API pushes to any user and has no TLS: without a key it may only listen where
+/// nothing but this host can reach it.
+fn check_control_exposure(config: &Config) -> io::Result<()> {
+    // `to_canonical`: an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is loopback too.
+    if config.control.ip().to_canonical().is_loopback() || config.api_key.is_some() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "refusing to serve the control API on {} without --api-key: anyone who can reach it \
+             could push to any user; set --api-key (HERALD_API_KEY) or use a loopback --control \
+             address",
+            config.control
+        ),
+    ))
+}
+
+/// Says which listener could not bind; the error's kind is kept.
+fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
 }
 
 impl Running {
