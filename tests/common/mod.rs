@@ -266,3 +266,187 @@ impl RawClient {
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     herald::ws::frame::encode_masked(fin, opcode, 0, payload, [0x37, 0xfa, 0x21, 0x3d])
 }
+
+/// Seconds since the Unix epoch, the clock JWT `exp` claims count in.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// Sleeps until the Unix clock reads at least `secs` (whole seconds, as in a JWT `exp`).
+pub fn sleep_until_unix(secs: u64) {
+    let target = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    if let Ok(left) = target.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(left);
+    }
+}
+
+/// Opens a WebSocket to `target` with `extra` request headers (`(name, value)` pairs).
+pub fn connect_with_headers(addr: SocketAddr, target: &str, extra: &[(&str, &str)]) -> Client {
+    use tungstenite::client::IntoClientRequest;
+
+    let stream = TcpStream::connect(addr).expect("tcp connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut req = format!("ws://{addr}{target}")
+        .into_client_request()
+        .unwrap();
+    for (name, value) in extra {
+        let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        req.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let (ws, resp) = tungstenite::client(req, stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+/// Sends an upgrade request for `target` with `extra` header lines (each ending in CRLF) that
+/// the server must refuse; returns the status, the response head and the JSON body.
+pub fn refused_upgrade(addr: SocketAddr, target: &str, extra: &str) -> (u16, String, Value) {
+    let (mut c, head) = RawClient::open(addr, target, extra);
+    let (status, _, _) = parse_response(head.as_bytes());
+    assert_ne!(status, 101, "{target} was upgraded: {head}");
+    let len = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    });
+    let body = match len {
+        Some(n) => {
+            let mut b = vec![0u8; n];
+            c.stream.read_exact(&mut b).expect("the whole body");
+            b
+        }
+        None => {
+            let mut b = Vec::new();
+            let _ = c.stream.read_to_end(&mut b);
+            b
+        }
+    };
+    let body = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("a JSON body: {:?}", String::from_utf8_lossy(&body)));
+    (status, head, body)
+}
+
+/// The value of header `name` in a response head, compared without case.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads frames until a close frame and returns its code; a text or binary message before it
+/// fails the test (with its content), pings and pongs are skipped. tungstenite answers the close
+/// itself; the read after it sees the server end the connection.
+pub fn expect_close_code(ws: &mut Client) -> u16 {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => {
+                let code = frame.map(|f| u16::from(f.code)).expect("a close code");
+                loop {
+                    match ws.read() {
+                        Ok(Message::Close(_)) | Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+                        Ok(other) => panic!("a message after the close frame: {other:?}"),
+                        Err(_) => return code,
+                    }
+                }
+            }
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+            Ok(other) => panic!("expected a close frame, got {other:?}"),
+            Err(e) => panic!("expected a close frame, the connection failed: {e}"),
+        }
+    }
+}
+
+/// Reads the next text message as is, skipping pings and pongs.
+pub fn recv_text(ws: &mut Client) -> String {
+    loop {
+        match ws
+            .read()
+            .unwrap_or_else(|e| panic!("no message within {PATIENCE:?}: {e}"))
+        {
+            Message::Text(t) => return t,
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// A Socket.IO EVENT packet `42["name",data]` as (name, data).
+pub fn sio_event(packet: &str) -> (String, Value) {
+    let v: Value = serde_json::from_str(
+        packet
+            .strip_prefix("42")
+            .unwrap_or_else(|| panic!("an event packet: {packet}")),
+    )
+    .unwrap_or_else(|e| panic!("an event packet: {packet}: {e}"));
+    (
+        v[0].as_str().expect("an event name").to_string(),
+        v[1].clone(),
+    )
+}
+
+/// Opens an Engine.IO session on the WebSocket transport from the start and reads its open
+/// packet; no Socket.IO CONNECT is sent yet.
+pub fn sio_websocket(addr: SocketAddr) -> Client {
+    let mut ws = connect_path(addr, "/socket.io/?EIO=4&transport=websocket");
+    let open = recv_text(&mut ws);
+    assert!(open.starts_with("0{"), "an open packet: {open}");
+    ws
+}
+
+impl RawClient {
+    /// Sends `text` in one masked text frame.
+    pub fn send_text(&mut self, text: &str) {
+        self.send(&client_frame(true, 0x1, text.as_bytes()));
+    }
+
+    /// Reads the next text frame as JSON, skipping pings and pongs; any other frame fails the
+    /// test (a close with its code).
+    pub fn recv_json(&mut self) -> Value {
+        loop {
+            match self.read_frame().expect("a frame") {
+                (0x1, payload) => {
+                    return serde_json::from_slice(&payload).expect("server sends JSON")
+                }
+                (0x9 | 0xA, _) => {}
+                (0x8, payload) => panic!(
+                    "expected a text frame, got close {:?}",
+                    payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+                ),
+                (op, payload) => panic!("expected a text frame, got opcode {op:#x}: {payload:?}"),
+            }
+        }
+    }
+
+    /// Reads the next frame, which must be a close frame, answers it, checks the server then
+    /// ends the TCP connection, and returns the close code.
+    pub fn expect_close_next(&mut self) -> u16 {
+        let (op, payload) = loop {
+            match self.read_frame().expect("a close frame before EOF") {
+                (0x9 | 0xA, _) => {}
+                frame => break frame,
+            }
+        };
+        assert_eq!(
+            op,
+            0x8,
+            "expected a close frame, got opcode {op:#x}: {}",
+            String::from_utf8_lossy(&payload)
+        );
+        assert!(payload.len() >= 2, "close frame carries a code");
+        let code = u16::from_be_bytes([payload[0], payload[1]]);
+        // RFC 6455 §5.5.1: the endpoint that receives a close frame sends one back; herald may
+        // already be gone, so the write may fail.
+        let _ = self
+            .stream
+            .write_all(&client_frame(true, 0x8, &payload[..2]));
+        let mut rest = Vec::new();
+        let _ = self.stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "nothing after the close frame: {rest:?}");
+        code
+    }
+}

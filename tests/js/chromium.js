@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { Queue } from './harness.js';
+
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 // Chromium can take several seconds to start, and the client backs off between attempts.
@@ -128,4 +130,27 @@ export async function reported(reports, kind, chromium) {
     }
     assert.fail(`the page reported ${JSON.stringify(r)} while waiting for '${kind}'`);
   }
+}
+
+// Serves `html` from its own origin and opens it in headless Chromium, both ended with the test
+// (`s` is the test's `scope`); returns `got(kind)`, which resolves with the page's next report of
+// that kind. A page that gets no further fails with herald's log too: what herald refused and why
+// shows only there.
+export async function openPage(t, s, herald, html) {
+  const reports = new Queue('report from the page');
+  const server = await pageServer(() => html, reports);
+  s.defer(() => {
+    server.close();
+    server.closeAllConnections();
+  });
+  const chromium = launchChromium(`http://127.0.0.1:${server.address().port}/`);
+  t.after(() => chromium.close());
+  return async (kind) => {
+    try {
+      return await Promise.race([reported(reports, kind, chromium), chromium.spawnFailed]);
+    } catch (e) {
+      e.message += `\nherald: ${herald.log()}`;
+      throw e;
+    }
+  };
 }

@@ -2,6 +2,7 @@
 // closed when their test ends, the control API, and waits that fail with a clear message.
 
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
@@ -288,4 +289,12 @@ export function assertNotification(n, sent) {
   assert.equal(typeof timestamp, 'string', `timestamp in ${JSON.stringify(n)}`);
   assert.match(timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/);
   assert.ok(!Number.isNaN(Date.parse(timestamp)), `${timestamp} is a date`);
+}
+
+// An HS256 JWT (RFC 7519) carrying `claims`, signed with `secret`: what an auth server would
+// hand a front end for herald's `--jwt-secret`.
+export function signHs256(secret, claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
 }
