@@ -110,6 +110,10 @@ impl Reader {
                 break;
             }
             assert_eq!(rest[0], 0x81, "reader {who}: a whole text frame");
+            assert!(
+                (header + len) as u64 <= BROADCAST_FRAME_MAX,
+                "reader {who}: {len} bytes"
+            );
             let payload = &rest[header..header + len];
             let seq = payload
                 .strip_prefix(SEQ_PREFIX)
