@@ -450,3 +450,115 @@ impl RawClient {
         code
     }
 }
+
+/// The `herald` binary, run as its own process: for tests whose connection count needs the
+/// process's own file-descriptor limit, or whose memory must be measured apart from the test's.
+/// Killed when dropped.
+pub struct Herald {
+    pub child: std::process::Child,
+    pub public_addr: SocketAddr,
+    pub control_addr: SocketAddr,
+}
+
+/// Starts the binary on ephemeral loopback ports with `args` added, reads both addresses from its
+/// listening line, and keeps draining its log so it never blocks on a full pipe.
+pub fn spawn_herald(args: &[&str]) -> Herald {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("herald listening"))
+        .expect("a listening line");
+    let addr = |key: &str| -> SocketAddr {
+        let rest = &line[line.find(key).expect("address in the listening line") + key.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (public_addr, control_addr) = (addr("websocket="), addr("control="));
+    std::thread::spawn(move || lines.for_each(drop));
+    Herald {
+        child,
+        public_addr,
+        control_addr,
+    }
+}
+
+impl Herald {
+    /// The process's peak resident set size (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            * 1024
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// [`metric`] of a gateway known by its control address (a spawned [`Herald`]).
+pub fn metric_at(control: SocketAddr, series: &str) -> f64 {
+    let (status, _, body) = http(control, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+}
+
+/// A WebSocket upgrade request for `target`, as [`RawClient::open`] sends it.
+pub fn upgrade_request(addr: SocketAddr, target: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+impl RawClient {
+    /// [`RawClient::connect`] with a receive buffer of `rcvbuf` bytes, set before connecting so
+    /// the kernel neither scales the window nor grows the buffer: a client that stops reading
+    /// then holds few bytes in flight, and herald's own limits decide what happens next.
+    pub fn connect_small_window(addr: SocketAddr, rcvbuf: usize) -> RawClient {
+        use socket2::{Domain, Protocol, Socket, Type};
+
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        socket.connect(&addr.into()).expect("tcp connect");
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .write_all(upgrade_request(addr, "/ws").as_bytes())
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("handshake response");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawClient { stream }
+    }
+}
