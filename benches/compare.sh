@@ -167,8 +167,11 @@ start_server() {
   local name=$1 port=$2 control=$3 log=$4
   case "$name" in
     herald|herald-socketio)
+      # One load generator on one address pushing faster than a person reads: the per-address
+      # caps and the per-user push rate would refuse it, so they are off here.
       taskset -c "$SERVER_CPU" "$HERALD_BIN" \
-        --listen "127.0.0.1:$port" --control "127.0.0.1:$control" >"$log" 2>&1 &
+        --listen "127.0.0.1:$port" --control "127.0.0.1:$control" \
+        --max-connections-per-ip 0 --connection-rate-per-ip 0 --user-rate 0 >"$log" 2>&1 &
       ;;
     nestjs)
       env PORT="$port" CONTROL_PORT="$control" HOST=127.0.0.1 NODE_ENV=production \
