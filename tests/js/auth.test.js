@@ -174,6 +174,9 @@ async function rawSocket(s, herald, query = '', options = {}) {
 // The status and JSON body of a refused `/ws` handshake.
 async function refusedRaw(s, herald, query = '', options = {}) {
   const ws = new WebSocket(`${herald.wsUrl.replace(/^http/, 'ws')}/ws${query}`, options);
+  // A refused socket never opens; ending it then reports "closed before the connection was
+  // established", which is expected here.
+  ws.on('error', () => {});
   s.defer(() => ws.terminate());
   const res = await new Promise((resolve, reject) => {
     ws.on('unexpected-response', (req, response) => resolve(response));
