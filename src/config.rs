@@ -24,7 +24,8 @@ pub struct Config {
     #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:5000")]
     pub listen: SocketAddr,
 
-    /// Address of the HTTP control API. Keep it on loopback: it has no authentication yet.
+    /// Address of the HTTP control API. An address off loopback needs --api-key: herald refuses
+    /// to start without one.
     #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001")]
     pub control: SocketAddr,
 
@@ -185,7 +186,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
 
     /// When JWT auth is on, a raw `/ws` connection that has not authenticated this long after
-    /// its WebSocket handshake is closed.
+    /// its WebSocket handshake is closed with 4001, and a Socket.IO session with no accepted
+    /// CONNECT by then (or by --connect-timeout, if shorter) is closed.
     #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub auth_timeout: Duration,
 

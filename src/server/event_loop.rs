@@ -65,6 +65,7 @@ pub fn tick(c: &Config) -> Duration {
         c.ping_timeout,
         c.close_timeout,
         c.connect_timeout,
+        c.auth_timeout,
     ]
     .into_iter()
     .min()
