@@ -716,3 +716,30 @@ fn base64_url(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
 }
+
+/// A long-polling client whose token expires is told so in the answer to its held GET, before
+/// the close packet: the queued error event and DISCONNECT used to be dropped with the session,
+/// and the client saw only an Engine.IO close with no reason.
+#[test]
+fn socketio_polling_expiry_is_told_before_the_close_packet() {
+    let srv = auth_server();
+    let addr = srv.public_addr;
+    let (short, _) = token_for("alice", 2);
+    let session = open_polling(addr);
+    post_packets(addr, &session, &[&connect_packet(&short)]);
+    let (status, packets) = poll(addr, &session);
+    assert_eq!(status, 200);
+    assert!(packets[0].starts_with("40{\"sid\":"), "{packets:?}");
+    // This GET is held until the token expires.
+    let (status, packets) = poll(addr, &session);
+    assert_eq!(status, 200);
+    assert_eq!(
+        packets,
+        vec![
+            r#"42["error",{"message":"token expired"}]"#.to_owned(),
+            "41".to_owned(),
+            "1".to_owned()
+        ]
+    );
+    assert_eq!(metric(&srv, "herald_tokens_expired_total"), 1.0);
+}

@@ -620,8 +620,22 @@ impl State {
     pub(super) fn session_token_expired(&mut self, s: usize, now: Instant) {
         debug!(session = s, "token expired");
         self.io.metrics.tokens_expired += 1;
-        self.socketio_error(s, "token expired", now);
-        self.send_socketio(s, &socketio::encode_disconnect(), now);
+        let error = socketio::encode_event("error", &[json!({"message": "token expired"})]);
+        let Some(sess) = self.io.session_mut(s) else {
+            return;
+        };
+        if let Transport::WebSocket { .. } = sess.transport {
+            self.send_socketio(s, &error, now);
+            self.send_socketio(s, &socketio::encode_disconnect(), now);
+        } else {
+            // Over polling both wait for the close, so that one answer to the held GET carries
+            // the reason, the DISCONNECT and the close packet together.
+            for packet in [error, socketio::encode_disconnect()] {
+                let packet = Bytes::from(format!("4{packet}"));
+                sess.queued += packet.len();
+                sess.queue.push_back(packet);
+            }
+        }
         self.close_session(s, "token expired", Some(CloseCode::TOKEN_EXPIRED), now);
     }
 
@@ -674,6 +688,10 @@ impl State {
         };
         debug!(session = s, why, "closing engine.io session");
         let transport = sess.transport;
+        // What waited for the next poll (an error event saying why, say) goes out before the
+        // close packet when a GET is held.
+        let queued = mem::take(&mut sess.queue);
+        sess.queued = 0;
         self.io.kill(s);
         self.rooms.remove_conn(s);
         let (get, ws) = match transport {
@@ -682,7 +700,9 @@ impl State {
             Transport::WebSocket { ws } => (None, Some(ws)),
         };
         if let Some(g) = get {
-            self.io.answer_poll(g, [&b"1"[..]].into_iter(), now);
+            let close: &[u8] = b"1";
+            let packets = queued.iter().map(|p| &p[..]).chain(std::iter::once(close));
+            self.io.answer_poll(g, packets, now);
         }
         if let Some(w) = ws {
             if let Some(conn) = self.io.conn_mut(w) {
