@@ -220,11 +220,11 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
-/// Per-user push buckets, for the control API: each user id may be pushed `limit` notifications.
+/// Per-user push buckets: each user id may be pushed `limit` notifications.
 ///
-/// One instance is shared by the control threads (behind a mutex: a check is a hash lookup and
-/// a few integer operations), or kept per thread at the cost of each thread allowing the full
-/// rate.
+/// The event loop owns the one instance and checks it as it hands a push to a user's sockets
+/// (a hash lookup and a few integer operations), so no lock is involved. Several loops would
+/// each need their own, at the cost of each allowing the full rate.
 ///
 /// Memory is bounded twice over:
 /// - A bucket that is full again is worth nothing (a new one is the same), so once per fill time
