@@ -1236,7 +1236,7 @@ impl Io {
             self.send(k, &frame);
             return;
         }
-        if conn.pending_pong.replace(frame).is_some() {
+        if conn.pending_pong.replace(Box::new(frame)).is_some() {
             self.metrics.pongs_dropped += 1;
         }
         // A corked connection is written at the end of the batch; any other with frames waiting
