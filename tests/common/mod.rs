@@ -154,15 +154,7 @@ pub fn push_to(srv: &Running, user: &str, message: &str) -> u64 {
 /// Reads one metric's value from `/metrics` (the first sample whose name and labels start with
 /// `series`).
 pub fn metric(srv: &Running, series: &str) -> f64 {
-    let (status, body) = get(srv, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+    metric_at(srv.control_addr, series)
 }
 
 /// Polls `cond` until it holds or [`PATIENCE`] runs out.

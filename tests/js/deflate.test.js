@@ -11,13 +11,12 @@ import assert from 'node:assert/strict';
 
 import WebSocket from 'ws';
 
-import { launchChromium, pageServer, reported } from './chromium.js';
+import { openPage } from './chromium.js';
 import {
   assertNotification,
   metrics,
   once,
   push,
-  Queue,
   record,
   recordRaw,
   scope,
@@ -296,28 +295,6 @@ function socketIoPage(heraldUrl, userId) {
 `;
 }
 
-// Serves `html` from its own origin and opens it in headless Chromium, both ended with the test;
-// returns `got(kind)`, which resolves with the page's next report of that kind. A page that gets
-// no further fails with herald's log too: a WebSocket that Chromium drops for a bad frame shows
-// the page only a bare error event, and herald's side of it only in its log.
-async function openPage(t, s, herald, html) {
-  const reports = new Queue('report from the page');
-  const server = await pageServer(() => html, reports);
-  s.defer(() => {
-    server.close();
-    server.closeAllConnections();
-  });
-  const chromium = launchChromium(`http://127.0.0.1:${server.address().port}/`);
-  t.after(() => chromium.close());
-  return async (kind) => {
-    try {
-      return await Promise.race([reported(reports, kind, chromium), chromium.spawnFailed]);
-    } catch (e) {
-      e.message += `\nherald: ${herald.log()}`;
-      throw e;
-    }
-  };
-}
 
 test('Chromium, native WebSocket on /ws: deflate agreed, pushes intact', limit, async (t) => {
   const s = scope(t);
