@@ -53,7 +53,7 @@ const CORKED_FLUSH_AT: usize = 64 * 1024;
 /// Reads one connection may take per wake-up before others get their turn.
 const READS_PER_TURN: usize = 16;
 
-/// Refused connections kept draining until their client closes (see [`EventLoop::refuse`]);
+/// Refused connections kept draining until their client closes (see [`refuse`]);
 /// past this many, a refused connection is closed at once.
 const MAX_REFUSED_DRAINING: usize = 1024;
 
