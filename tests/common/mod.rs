@@ -185,19 +185,10 @@ impl RawClient {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
-        write!(
-            stream,
-            "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("handshake response");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
+        stream
+            .write_all(upgrade_request_with(addr, target, extra).as_bytes())
+            .unwrap();
+        let head = read_head(&mut stream);
         if head.starts_with("HTTP/1.1 101") {
             assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
         }
@@ -521,10 +512,26 @@ pub fn metric_at(control: SocketAddr, series: &str) -> f64 {
 
 /// A WebSocket upgrade request for `target`, as [`RawClient::open`] sends it.
 pub fn upgrade_request(addr: SocketAddr, target: &str) -> String {
+    upgrade_request_with(addr, target, "")
+}
+
+/// [`upgrade_request`] with `extra` header lines, each ending in CRLF.
+fn upgrade_request_with(addr: SocketAddr, target: &str, extra: &str) -> String {
     format!(
         "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
+}
+
+/// Reads an HTTP response head, byte by byte so that nothing after it is consumed.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("handshake response");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
 }
 
 impl RawClient {
@@ -543,13 +550,7 @@ impl RawClient {
         stream
             .write_all(upgrade_request(addr, "/ws").as_bytes())
             .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).expect("handshake response");
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
+        let head = read_head(&mut stream);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         RawClient { stream }
     }
