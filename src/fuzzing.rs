@@ -1,12 +1,19 @@
 //! Entry points for the fuzz targets in `fuzz/`, one per parser, each a whole check in itself so
 //! a target is one line. Also run on a few inputs by the test suite so they cannot rot.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, UNIX_EPOCH};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+use crate::auth::{self, Verifier};
 use crate::command::{Command, LoopGone, PushReply, UserInfo};
 use crate::control::{api, http};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
+use crate::rooms::{self, ConnId, Rooms, SubscribeError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 use crate::ws::deflate::{self, Inflater};
 use crate::ws::{handshake, Decoder, Event};
@@ -66,19 +73,33 @@ fn decode_all(
     (events, None)
 }
 
-/// Parses an HTTP request head and validates it as a WebSocket upgrade.
+/// Parses an HTTP request head, validates it as a WebSocket upgrade, and reads everything the
+/// server reads from one: the offered extensions and subprotocols (and the format they choose
+/// with the query), the token in `Authorization` or `?token=`, and the query as Engine.IO's.
 pub fn handshake(data: &[u8]) {
-    if let Ok(Some((req, used))) = handshake::parse_request(data, 8 * 1024) {
-        assert!(used <= data.len());
-        if let Ok(hs) = handshake::validate_upgrade(&req) {
-            let agreed = handshake::Agreement {
-                deflate: hs.extensions.as_deref().and_then(deflate::negotiate),
-                protocol: None,
-            };
-            let mut out = Vec::new();
-            handshake::write_accept_with(&hs, &agreed, &mut out);
-        }
+    let Ok(Some((req, used))) = handshake::parse_request(data, 8 * 1024) else {
+        return;
+    };
+    assert!(used <= data.len());
+    if let Some(header) = req.header("authorization") {
+        let _ = auth::bearer(header);
     }
+    let Ok(hs) = handshake::validate_upgrade(&req) else {
+        return;
+    };
+    let query = hs.query.as_deref();
+    let _ = crate::engineio::parse_query(query);
+    let _ = query.and_then(auth::query_token);
+    let protocol = format::negotiate(hs.protocols.as_deref(), query)
+        .ok()
+        .and_then(|chosen| chosen.subprotocol);
+    let agreed = handshake::Agreement {
+        deflate: hs.extensions.as_deref().and_then(deflate::negotiate),
+        protocol,
+    };
+    let mut out = Vec::new();
+    handshake::write_accept_with(&hs, &agreed, &mut out);
+    assert!(out.ends_with(b"\r\n\r\n"), "an unterminated 101 response");
 }
 
 /// Inflates `data` as one compressed message under a cap taken from its first two bytes: the
@@ -189,7 +210,8 @@ pub fn engineio(data: &[u8]) {
 }
 
 /// Decodes a Socket.IO packet and, when it announces attachments, feeds it the rest of `data`
-/// as attachments.
+/// as attachments; then reads the packet as the server does: a CONNECT's auth token, an
+/// event's user id.
 pub fn socketio(data: &[u8]) {
     let (text, rest) = match data.iter().position(|&b| b == 0) {
         Some(i) => (&data[..i], &data[i + 1..]),
@@ -198,15 +220,169 @@ pub fn socketio(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(text) else {
         return;
     };
-    if let Ok(packet) = crate::socketio::decode(text, 10) {
-        if packet.attachments > 0 {
-            let mut r = crate::socketio::Reassembler::new(packet);
-            for chunk in rest.chunks(7) {
-                if !matches!(r.push(chunk.to_vec()), Ok(None)) {
-                    break;
-                }
+    let Ok(mut packet) = crate::socketio::decode(text, 10) else {
+        return;
+    };
+    if packet.attachments > 0 {
+        let mut r = crate::socketio::Reassembler::new(packet);
+        let mut chunks = rest.chunks(7);
+        packet = loop {
+            let Some(chunk) = chunks.next() else {
+                return;
+            };
+            match r.push(chunk.to_vec()) {
+                Ok(None) => {}
+                Ok(Some((whole, _attachments))) => break whole,
+                Err(_) => return,
+            }
+        };
+    }
+    if let Some(data) = &packet.data {
+        let _ = auth::auth_payload_token(data);
+        if let Some(args) = data.as_array() {
+            for arg in args {
+                let _ = rooms::user_id_from_json(arg);
             }
         }
+    }
+}
+
+/// The secret the `token` target signs with: long enough for HS256.
+const TOKEN_SECRET: &[u8] = b"herald fuzzing secret, 32 bytes!";
+
+/// Verifies `data` as a token, and as the header and claims of a token signed with the right
+/// key (split at the first NUL), so the claim checks behind the signature are reached too. A
+/// token only verifies with `exp` in the future and a valid `sub`.
+pub fn token(data: &[u8]) {
+    let verifier = Verifier::from_secret(TOKEN_SECRET);
+    let now = TOKEN_NOW;
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = verifier.verify(text, now);
+    }
+    if let Some(token) = signed_token(data) {
+        if let Ok(verified) = verifier.verify(&token, now) {
+            assert!(verified.exp > now, "an expired token verified");
+            assert!(
+                rooms::validate_user_id(&verified.sub).is_ok(),
+                "a token with an invalid sub verified"
+            );
+        }
+    }
+}
+
+/// The moment the `token` target verifies at, in Unix seconds.
+const TOKEN_NOW: u64 = 1_700_000_000;
+
+/// A token of `data`'s header and claims (split at the first NUL; a standard HS256 header when
+/// there is none), signed with [`TOKEN_SECRET`].
+fn signed_token(data: &[u8]) -> Option<String> {
+    let (header, claims) = match data.iter().position(|&b| b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (&br#"{"alg":"HS256","typ":"JWT"}"#[..], data),
+    };
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let key = EncodingKey::from_secret(TOKEN_SECRET);
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).ok()?;
+    Some(format!("{message}.{signature}"))
+}
+
+/// The rooms' model: which users each connection is subscribed to.
+type Model = BTreeMap<ConnId, BTreeSet<String>>;
+
+/// Rooms a connection may join in the `rooms` target: small, so the limit is reached.
+const ROOMS_PER_CONN: usize = 4;
+
+/// Connections open at once in the `rooms` target: enough to share rooms and reuse ids, few
+/// enough that checking the whole model after every operation stays cheap.
+const MAX_CONNS: usize = 24;
+
+/// Applies the operations `data` spells (connect, subscribe, unsubscribe, push, disconnect; two
+/// bytes each) to [`Rooms`] and to a plain model of it, and after each one requires the two to
+/// agree and the rooms' invariants to hold: membership both ways, no empty room kept.
+pub fn rooms(data: &[u8]) {
+    let mut rooms = Rooms::new(ROOMS_PER_CONN);
+    let mut model = Model::new();
+    // Connection ids are slab keys in the server: freed ids are reused, lowest first.
+    let mut next_id: ConnId = 0;
+    for op in data.chunks_exact(2) {
+        let (verb, arg) = (op[0] % 5, op[1]);
+        let user = format!("u{}", arg % 16);
+        let conn = model
+            .keys()
+            .nth(usize::from(op[0] / 5) % model.len().max(1));
+        match (verb, conn.copied()) {
+            (0, _) if model.len() < MAX_CONNS => {
+                let id = (0..=next_id)
+                    .find(|c| !model.contains_key(c))
+                    .unwrap_or(next_id);
+                next_id = next_id.max(id + 1);
+                model.insert(id, BTreeSet::new());
+            }
+            (1, Some(c)) => {
+                let joined = model.get_mut(&c).map(|s| (s.contains(&user), s.len()));
+                let expected = match joined {
+                    Some((true, _)) => Ok(false),
+                    Some((false, n)) if n >= ROOMS_PER_CONN => Err(SubscribeError::TooMany {
+                        max: ROOMS_PER_CONN,
+                    }),
+                    _ => Ok(true),
+                };
+                assert_eq!(rooms.subscribe(c, &user), expected, "subscribe {c} {user}");
+                if expected == Ok(true) {
+                    model.entry(c).or_default().insert(user.clone());
+                }
+            }
+            (2, Some(c)) => {
+                let was = model.get_mut(&c).is_some_and(|s| s.remove(&user));
+                assert_eq!(rooms.unsubscribe(c, &user), was, "unsubscribe {c} {user}");
+            }
+            (3, _) => {
+                let mut got = rooms.members(&user).to_vec();
+                got.sort_unstable();
+                let want: Vec<ConnId> = model
+                    .iter()
+                    .filter(|(_, users)| users.contains(&user))
+                    .map(|(&c, _)| c)
+                    .collect();
+                assert_eq!(
+                    got, want,
+                    "a push to {user} reaches its subscribers once each"
+                );
+            }
+            (4, Some(c)) => {
+                rooms.remove_conn(c);
+                model.remove(&c);
+            }
+            _ => {}
+        }
+        rooms.check_invariants();
+        agree(&rooms, &model);
+    }
+}
+
+/// Requires `rooms` to hold exactly what `model` says, seen from rooms and from connections.
+fn agree(rooms: &Rooms, model: &Model) {
+    let subscriptions: usize = model.values().map(BTreeSet::len).sum();
+    assert_eq!(rooms.subscriptions(), subscriptions);
+    let users: BTreeSet<&String> = model.values().flatten().collect();
+    assert_eq!(
+        rooms.len(),
+        users.len(),
+        "rooms kept: one per subscribed user"
+    );
+    let mut got: Vec<&str> = Vec::with_capacity(ROOMS_PER_CONN);
+    for (&c, want) in model {
+        got.clear();
+        got.extend(rooms.rooms_of(c));
+        got.sort_unstable();
+        assert!(
+            got.iter().copied().eq(want.iter().map(String::as_str)),
+            "rooms of {c}"
+        );
     }
 }
 
@@ -239,5 +415,55 @@ mod tests {
         );
         let refused: Value = serde_json::from_slice(&refused).unwrap();
         assert_eq!(refused["event"], "error", "{refused}");
+    }
+
+    /// The `token` target signs what it is given, so its claims reach the checks behind the
+    /// signature: a good one verifies, an expired one and a bad `sub` do not.
+    #[test]
+    fn token_target_reaches_the_claim_checks() {
+        let verifier = Verifier::from_secret(TOKEN_SECRET);
+        let exp = TOKEN_NOW + 60;
+        let good = signed_token(format!(r#"{{"sub":"alice","exp":{exp}}}"#).as_bytes()).unwrap();
+        assert_eq!(verifier.verify(&good, TOKEN_NOW).unwrap().sub, "alice");
+        let expired = signed_token(br#"{"sub":"alice","exp":1}"#).unwrap();
+        assert!(verifier.verify(&expired, TOKEN_NOW).is_err());
+        let bad_sub = signed_token(format!(r#"{{"sub":"","exp":{exp}}}"#).as_bytes()).unwrap();
+        assert!(verifier.verify(&bad_sub, TOKEN_NOW).is_err());
+        let none = signed_token(
+            format!("{{\"alg\":\"none\"}}\0{{\"sub\":\"a\",\"exp\":{exp}}}").as_bytes(),
+        )
+        .unwrap();
+        assert!(verifier.verify(&none, TOKEN_NOW).is_err());
+        token(good.as_bytes());
+    }
+
+    /// A hand-written run of the `rooms` target: three connections, one filling its rooms up to
+    /// the limit, pushes, an unsubscribe, a disconnect and the freed id reused.
+    #[test]
+    fn rooms_target_runs_every_operation() {
+        // (verb + 5 * connection index, argument): 0 connect, 1 subscribe, 2 unsubscribe,
+        // 3 push, 4 disconnect.
+        let ops: &[(u8, u8)] = &[
+            (0, 0),
+            (0, 0),
+            (0, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (1, 5), // over ROOMS_PER_CONN: refused
+            (6, 1),
+            (11, 1),
+            (3, 1),
+            (2, 2),
+            (3, 2),
+            (9, 0), // disconnect the second connection
+            (3, 1),
+            (0, 0), // reuses its id
+            (6, 1),
+            (3, 1),
+        ];
+        let data: Vec<u8> = ops.iter().flat_map(|&(a, b)| [a, b]).collect();
+        rooms(&data);
     }
 }

@@ -51,6 +51,8 @@ fn other_entry_points_take_any_bytes() {
         fuzzing::control_http(data);
         fuzzing::engineio(data);
         fuzzing::socketio(data);
+        fuzzing::token(data);
+        fuzzing::rooms(data);
     }
 }
 
