@@ -18,10 +18,10 @@ use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 use crate::ws::deflate::{self, Inflater};
 use crate::ws::{handshake, Decoder, Event};
 
-/// Decodes `data` once whole and once split into chunks sized by its first byte, and requires
-/// the same events and the same verdict either way. The first byte's top bit turns
-/// permessage-deflate on, so compressed messages go through the inflater; its next bit lowers
-/// the fragment limit to a few frames, so inputs of fuzzing size reach it.
+/// Decodes `data` once whole and once split into reads of varying sizes drawn from its first
+/// byte, and requires the same events and the same verdict either way. The first byte's top bit
+/// turns permessage-deflate on, so compressed messages go through the inflater; its next bit
+/// lowers the fragment limit to a few frames, so inputs of fuzzing size reach it.
 pub fn frame_decoder(data: &[u8]) {
     let Some((&split, stream)) = data.split_first() else {
         return;
@@ -32,14 +32,52 @@ pub fn frame_decoder(data: &[u8]) {
     } else {
         DEFAULT_MAX_FRAGMENTS
     };
-    let whole = decode_all(stream, stream.len().max(1), deflate, max_fragments);
-    let chunked = decode_all(stream, usize::from(split % 32) + 1, deflate, max_fragments);
-    assert_eq!(whole, chunked, "the split changed the result");
+    let whole = decode_all(
+        [stream].into_iter().filter(|s| !s.is_empty()),
+        deflate,
+        max_fragments,
+    );
+    let split = decode_all(Reads::new(stream, split), deflate, max_fragments);
+    assert_eq!(whole, split, "the split changed the result");
 }
 
-fn decode_all(
-    stream: &[u8],
-    chunk: usize,
+/// `stream` cut into reads of 1 to 32 bytes, as a socket might deliver it, sized by a small
+/// generator seeded with `seed` (its low five bits give the first size, so a seed of 0 starts
+/// with a one-byte read).
+struct Reads<'a> {
+    stream: &'a [u8],
+    state: u32,
+}
+
+impl<'a> Reads<'a> {
+    fn new(stream: &'a [u8], seed: u8) -> Self {
+        Reads {
+            stream,
+            state: u32::from(seed) | 0x100,
+        }
+    }
+}
+
+impl<'a> Iterator for Reads<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.stream.is_empty() {
+            return None;
+        }
+        let size = (self.state % 32) as usize + 1;
+        // xorshift32: any nonzero state cycles through every other nonzero value.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 17;
+        self.state ^= self.state << 5;
+        let (read, rest) = self.stream.split_at(size.min(self.stream.len()));
+        self.stream = rest;
+        Some(read)
+    }
+}
+
+fn decode_all<'a>(
+    reads: impl Iterator<Item = &'a [u8]>,
     deflate: bool,
     max_fragments: u32,
 ) -> (Vec<Event>, Option<crate::ws::Error>) {
@@ -48,7 +86,7 @@ fn decode_all(
         dec.enable_deflate();
     }
     let mut events = Vec::new();
-    for mut input in stream.chunks(chunk) {
+    for mut input in reads {
         while !input.is_empty() {
             match dec.decode(input) {
                 Ok((n, ev)) => {
@@ -190,6 +228,7 @@ impl api::Dispatch for Answer {
 /// Parses pipelined control API requests and routes each one.
 pub fn control_http(data: &[u8]) {
     let mut input = data;
+    let _ = http::wants_continue(input, 64 * 1024);
     while let Ok(Some((req, used))) = http::parse(input, 64 * 1024) {
         assert!(used > 0 && used <= input.len());
         input = &input[used..];
