@@ -235,7 +235,7 @@ fn json_data() -> Vec<u8> {
              \"read\":{},\"note\":\"notification № {}\"}},",
             r() % 10_000,
             r() % 97,
-            r() % 2 == 0,
+            r().is_multiple_of(2),
             r() % 1000
         );
     }

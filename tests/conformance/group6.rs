@@ -157,10 +157,13 @@ fn nothing_yet(ws: &mut Ws) {
         .unwrap();
 }
 
+/// One stress case: whether it is valid UTF-8, and its bytes.
+type Sequence = (bool, Vec<u8>);
+
 /// Sections 6.5 to 6.23: (title, [(valid, payload)]), after Markus Kuhn's UTF-8-test.txt as
 /// Autobahn's `case6_x_x.py` builds it (including its Python ranges, which leave out their
 /// upper bound).
-fn kuhn() -> Vec<(&'static str, Vec<(bool, Vec<u8>)>)> {
+fn kuhn() -> Vec<(&'static str, Vec<Sequence>)> {
     let v = |b: &[u8]| (true, b.to_vec());
     let x = |b: &[u8]| (false, b.to_vec());
     let range = |lo: u8, hi: u8, sep: &[u8]| -> Vec<u8> {
