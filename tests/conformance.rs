@@ -95,7 +95,41 @@ fn shutdown_closes_echo_connections_with_1001() {
     ws.probe(b"open");
     srv.shutdown();
     ws.expect_fail(&[1001], std::time::Instant::now());
+    drop(ws);
     srv.join().unwrap();
+}
+
+#[test]
+fn an_echo_client_over_its_message_rate_is_dropped_then_closed_with_1008() {
+    let srv = start_server_with(|c| {
+        c.echo_path = Some(ECHO.to_owned());
+        c.client_rate = 1;
+        c.client_burst = 3;
+    });
+    let mut ws = Ws::connect(srv.public_addr);
+    // Three within the burst are echoed; the fourth is dropped (the echo has no error event to
+    // warn with), and once more than a burst's worth has been dropped in a row, 1008.
+    let frames: Vec<Vec<u8>> = (0..10)
+        .map(|i| frame(OP_TEXT, format!("{i}").as_bytes()))
+        .collect();
+    let _ = ws.send_frames(&frames, How::Whole);
+    let since = std::time::Instant::now();
+    for i in 0..3 {
+        ws.expect(&text(format!("{i}")));
+    }
+    ws.expect_fail(&[1008], since);
+}
+
+#[test]
+fn an_idle_echo_connection_is_pinged() {
+    let srv = start_server_with(|c| {
+        c.echo_path = Some(ECHO.to_owned());
+        c.ping_interval = std::time::Duration::from_millis(100);
+    });
+    let mut ws = Ws::connect(srv.public_addr);
+    assert_eq!(ws.read_msg(), Some(Msg::Ping(Vec::new())));
+    ws.send(&frame(OP_PONG, b""), How::Whole);
+    ws.close_clean();
 }
 
 #[test]
