@@ -37,6 +37,13 @@ pub struct Config {
     #[arg(long, env = "HERALD_SOCKETIO_PATH", default_value = "/socket.io/")]
     pub socketio_path: String,
 
+    /// For conformance testing only (an Autobahn-style test suite): a WebSocket upgraded on this
+    /// path echoes every text and binary message back as it came, with no authentication and no
+    /// protocol of its own. Never set in production. Unset (the default): the path is unknown
+    /// like any other and answered 404.
+    #[arg(long, env = "HERALD_ECHO_PATH", value_name = "PATH")]
+    pub echo_path: Option<String>,
+
     /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated
     /// (`https://app.example.com,http://localhost:3000`), exact scheme://host:port. A request whose
     /// `Origin` is listed gets it back in `Access-Control-Allow-Origin` (credentials allowed); any
@@ -253,6 +260,8 @@ impl Config {
         c.jwt_issuer = None;
         c.jwt_audience = None;
         c.api_key = None;
+        // Nor may an echo route appear that the test did not ask for.
+        c.echo_path = None;
         // Tests open many connections from one address and push in bursts; each limit test turns
         // its own limit back on.
         c.user_rate = 0;
@@ -350,6 +359,13 @@ mod tests {
         assert!(c.api_key().unwrap().matches(Some(b"Bearer k")));
         let v = c.verifier().unwrap().unwrap();
         assert_eq!(v.algorithm(), jsonwebtoken::Algorithm::HS256);
+    }
+
+    #[test]
+    fn echo_path_is_off_unless_given() {
+        assert_eq!(Config::for_tests().echo_path, None);
+        let c = Config::try_parse_from(["herald", "--echo-path", "/echo"]).unwrap();
+        assert_eq!(c.echo_path.as_deref(), Some("/echo"));
     }
 
     #[test]

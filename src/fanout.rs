@@ -30,7 +30,8 @@ pub struct Deflate {
     compressor: RefCell<Compressor>,
     /// Payloads shorter than this go uncompressed.
     threshold: usize,
-    /// Messages compressed since start: at most one per push and wire form.
+    /// Messages compressed since start: at most one per push and wire form (and one per echoed
+    /// message, when the echo route is on).
     runs: Cell<u64>,
     /// Payload bytes given to the compressor, and the compressed bytes it gave back.
     bytes_in: Cell<u64>,
@@ -56,6 +57,18 @@ impl Deflate {
     /// Payload bytes compressed since start, before and after.
     pub fn bytes(&self) -> (u64, u64) {
         (self.bytes_in.get(), self.bytes_out.get())
+    }
+
+    /// One unfragmented `op` frame of `payload` for a single connection: compressed when
+    /// `deflate` (the connection agreed permessage-deflate) and worth it, plain otherwise. What
+    /// the conformance echo sends back.
+    pub fn message_frame(&self, op: u8, payload: &[u8], deflate: bool) -> Bytes {
+        let compressed = if deflate {
+            self.frame(op, &[payload])
+        } else {
+            None
+        };
+        compressed.unwrap_or_else(|| frame::encode(op, payload))
     }
 
     /// One compressed frame (RSV1 set) whose payload is `parts` joined; `None` when the payload
@@ -376,6 +389,21 @@ mod tests {
         assert_eq!(z[0], 0xC2, "FIN, RSV1, binary");
         let inflated = crate::ws::deflate::inflate(payload_of(z), 1 << 20).unwrap();
         assert_eq!(inflated, payload_of(&a));
+        assert_eq!(deflate.runs(), 1);
+    }
+
+    #[test]
+    fn message_frame_compresses_only_when_agreed_and_worth_it() {
+        let deflate = Deflate::new(1, 1024);
+        let text = big_notification();
+        let z = deflate.message_frame(opcode::BINARY, &text, true);
+        assert_eq!(z[0], 0xC2, "FIN, RSV1, binary");
+        let inflated = crate::ws::deflate::inflate(payload_of(&z), 1 << 20).unwrap();
+        assert_eq!(inflated, &text[..]);
+        let plain = deflate.message_frame(opcode::BINARY, &text, false);
+        assert_eq!(plain, frame::encode(opcode::BINARY, &text));
+        let small = deflate.message_frame(opcode::TEXT, b"hi", true);
+        assert_eq!(&small[..], &[0x81, 0x02, b'h', b'i'], "below the threshold");
         assert_eq!(deflate.runs(), 1);
     }
 

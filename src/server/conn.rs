@@ -58,6 +58,9 @@ pub enum Proto {
     Raw,
     /// Engine.IO v4 packets of the session in [`Conn::session`].
     EngineIo,
+    /// The conformance echo at `--echo-path`: every text and binary message goes back as it
+    /// came. Never a recipient of pushes.
+    Echo,
 }
 
 /// What an HTTP response to a polling request needs to know of its request.

@@ -490,6 +490,11 @@ impl State {
                     }
                 } else if req.path == self.config.socketio_path {
                     self.on_engine_request(k, req, rest, now);
+                } else if self.config.echo_path.as_ref() == Some(&req.path) {
+                    match handshake::validate_upgrade(&req) {
+                        Err(e) => self.reject(k, &e, now),
+                        Ok(hs) => self.open_echo(k, &hs, &rest, now),
+                    }
                 } else {
                     self.reject(k, &HandshakeError::NotFound, now);
                 }
@@ -528,6 +533,29 @@ impl State {
         let mut out = Vec::with_capacity(256);
         handshake::write_accept_with(hs, &agreed, &mut out);
         self.open_websocket(k, Proto::Raw, &agreed, out, rest, now);
+    }
+
+    /// Accepts a handshake on `--echo-path`: no format, no token, permessage-deflate as anywhere.
+    fn open_echo(&mut self, k: usize, hs: &Handshake, rest: &[u8], now: Instant) {
+        let agreed = self.agree(hs);
+        let mut out = Vec::with_capacity(256);
+        handshake::write_accept_with(hs, &agreed, &mut out);
+        self.open_websocket(k, Proto::Echo, &agreed, out, rest, now);
+    }
+
+    /// A text or binary message on the echo route, sent straight back with the same opcode;
+    /// compressed, when the connection agreed permessage-deflate, by the rule pushes follow.
+    fn on_echo_message(&mut self, k: usize, message: Event) {
+        let (op, payload) = match &message {
+            Event::Text(text) => (opcode::TEXT, text.as_bytes()),
+            Event::Binary(bytes) => (opcode::BINARY, &bytes[..]),
+            _ => return,
+        };
+        let Some(compress) = self.io.conn_mut(k).map(|c| c.deflate) else {
+            return;
+        };
+        let frame = self.deflate.message_frame(op, payload, compress);
+        self.io.send(k, &frame);
     }
 
     /// Who a `/ws` client is from its handshake: its token from `Authorization: Bearer` or else
@@ -662,6 +690,7 @@ impl State {
                             match proto {
                                 Proto::Raw => self.on_raw_message(k, message, now),
                                 Proto::EngineIo => self.on_engine_message(k, message, now),
+                                Proto::Echo => self.on_echo_message(k, message),
                             }
                         }
                         None => {}
@@ -713,6 +742,17 @@ impl State {
                 false
             }
             (_, Proto::EngineIo, None) => true,
+            // The echo has no error event to warn with: what is over the rate is dropped, and
+            // a client that keeps at it is closed like any other.
+            (Admit::DropAndWarn, Proto::Echo, _) => true,
+            (Admit::Close, Proto::Echo, _) => {
+                warn!(
+                    conn = k,
+                    "echo client kept sending over its message rate; closing"
+                );
+                self.start_close(k, CloseCode::POLICY, "rate limit exceeded", now);
+                false
+            }
         }
     }
 
@@ -1024,7 +1064,8 @@ impl State {
                     raw_expired.push(k);
                     false
                 }
-                Phase::Open(Proto::Raw) => match conn.ping_sent {
+                // The echo has no identity to time out, but the same keepalive.
+                Phase::Open(Proto::Raw | Proto::Echo) => match conn.ping_sent {
                     Some(sent) if now.duration_since(sent) >= c.ping_timeout => {
                         self.io.metrics.ping_timeouts += 1;
                         self.io.metrics.count_close(CloseCode::ABNORMAL);
@@ -1093,7 +1134,7 @@ impl State {
                     self.close_session(k, "server shutting down", Some(CloseCode::GOING_AWAY), now)
                 }
                 Some(Entry::Conn(c)) => match c.phase {
-                    Phase::Open(Proto::Raw) => {
+                    Phase::Open(Proto::Raw | Proto::Echo) => {
                         self.start_close(k, CloseCode::GOING_AWAY, "server shutting down", now)
                     }
                     Phase::Http { .. } | Phase::Body(_) if c.session.is_none() => self.io.kill(k),

@@ -43,6 +43,7 @@ pub struct Running {
 /// API key: anyone who could reach it could push to every user.
 pub fn start(config: Config) -> io::Result<Running> {
     check_control_exposure(&config)?;
+    check_echo_path(&config)?;
     let listener = mio::net::TcpListener::bind(config.listen)
         .map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
     let public_addr = listener.local_addr()?;
@@ -53,6 +54,14 @@ pub fn start(config: Config) -> io::Result<Running> {
         tracing::warn!(
             "JWT auth is off: clients are not authenticated and any client may subscribe to any \
              user id; set --jwt-secret or --jwt-public-key to require a token"
+        );
+    }
+
+    if let Some(path) = &config.echo_path {
+        tracing::warn!(
+            path = %path,
+            "echo route on: every message sent there comes back, unauthenticated; it exists for \
+             conformance testing only"
         );
     }
 
@@ -91,6 +100,20 @@ fn check_control_exposure(config: &Config) -> io::Result<()> {
             config.control
         ),
     ))
+}
+
+/// An echo path equal to another endpoint's would never be reached (the other is routed first):
+/// refused, rather than leaving the operator to wonder why the echo does not answer.
+fn check_echo_path(config: &Config) -> io::Result<()> {
+    match &config.echo_path {
+        Some(path) if *path == config.ws_path || *path == config.socketio_path => {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--echo-path {path} is already the path of another endpoint"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Says which listener could not bind; the error's kind is kept.
