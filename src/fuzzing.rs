@@ -85,6 +85,16 @@ fn decode_all<'a>(
     if deflate {
         dec.enable_deflate();
     }
+    decode_reads(&mut dec, reads)
+}
+
+/// Feeds `reads` to `dec` in order with the calling loop [`Decoder`] documents, checking each
+/// call consumes at least a byte and no more than it was given. Returns the events up to the
+/// first error, and that error. Shared by the fuzz targets and the decoder's tests.
+pub fn decode_reads<'a>(
+    dec: &mut Decoder,
+    reads: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Event>, Option<crate::ws::Error>) {
     let mut events = Vec::new();
     for mut input in reads {
         while !input.is_empty() {
@@ -96,13 +106,7 @@ fn decode_all<'a>(
                         input.len()
                     );
                     input = &input[n..];
-                    if let Some(ev) = ev {
-                        let closed = matches!(ev, Event::Close(_));
-                        events.push(ev);
-                        if closed {
-                            return (events, None);
-                        }
-                    }
+                    events.extend(ev);
                 }
                 Err(e) => return (events, Some(e)),
             }

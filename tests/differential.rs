@@ -25,6 +25,8 @@
 //! - Close code 1014 ("Bad Gateway", registered with IANA after RFC 6455) is valid to herald and
 //!   unknown to tungstenite 0.24, which answers 1002. Such streams are left out.
 
+mod strategies;
+
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 
@@ -38,6 +40,7 @@ use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
 
 use herald::ws::frame::{apply_mask, encode_masked, opcode, parse_header};
 use herald::ws::{CloseCode, Decoder, Error, Event};
+use strategies::{bytes_from, frame_len};
 
 /// Random streams compared per run.
 const CASES: u32 = 4096;
@@ -320,31 +323,6 @@ fn summary(v: &Verdict) -> (Vec<String>, Ending) {
 
 // ---------------------------------------------------------------------------------------------
 // Random client streams
-
-/// Payload lengths, weighted to the edges of the length encodings (125/126, 65535/65536).
-fn frame_len() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        6 => 0usize..=8,
-        4 => 122usize..=130,
-        1 => 65534usize..=65537,
-        4 => 0usize..=400,
-    ]
-}
-
-/// `len` bytes from a seed (splitmix64).
-fn bytes_from(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Valid UTF-8 of exactly `len` bytes, from `pool` padded with ASCII.
 fn text_of_len(pool: &[char], len: usize) -> Vec<u8> {

@@ -8,16 +8,20 @@
 //! ids and JSON data, decode to what their wire text says, binary ones reassembled with their
 //! attachments.
 
+mod strategies;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use serde_json::{json, Map, Value};
 
 use herald::engineio::{self, Data, Packet as EioPacket};
+use herald::fuzzing::decode_reads as run;
 use herald::socketio::{self, PacketType, Reassembler};
 use herald::ws::deflate::Compressor;
 use herald::ws::frame::{encode_masked, opcode};
-use herald::ws::{CloseCode, Decoder, Error, Event};
+use herald::ws::{CloseCode, Decoder, Event};
+use strategies::{bytes_from, frame_len};
 
 /// Cases per property: enough to reach each length class and fragment shape many times, few
 /// enough that the file runs in seconds.
@@ -31,32 +35,6 @@ const RSV1: u8 = 0b100;
 
 // ---------------------------------------------------------------------------------------------
 // WebSocket generators
-
-/// Payload lengths, weighted to the edges of the three length encodings (RFC 6455 §5.2): the
-/// 7-bit form up to 125, the 16-bit form from 126 to 65535, the 64-bit form from 65536.
-fn frame_len() -> impl Strategy<Value = usize> {
-    prop_oneof![
-        4 => 0usize..=8,
-        4 => 122usize..=130,
-        1 => 65533usize..=65538,
-        3 => 0usize..=600,
-    ]
-}
-
-/// `len` bytes from a seed (splitmix64): payloads of 64 KiB without asking proptest for each byte.
-fn bytes_from(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Valid UTF-8 of exactly `len` bytes, cycling through `pool` (any chars, so 1 to 4 bytes each)
 /// and padding with ASCII where the next char would not fit.
@@ -300,28 +278,6 @@ fn any_stream() -> impl Strategy<Value = Vec<u8>> {
         vec(raw_frame(), 1..6).prop_map(|frames| frames.concat()),
         vec(any::<u8>(), 0..300),
     ]
-}
-
-/// Feeds `chunks` in order with the calling loop `Decoder` documents. Returns the events up to
-/// the first error, and that error.
-fn run<'a>(
-    dec: &mut Decoder,
-    chunks: impl IntoIterator<Item = &'a [u8]>,
-) -> (Vec<Event>, Option<Error>) {
-    let mut events = Vec::new();
-    for mut input in chunks {
-        while !input.is_empty() {
-            match dec.decode(input) {
-                Ok((n, ev)) => {
-                    assert!(n > 0 && n <= input.len(), "consumed {n} of {}", input.len());
-                    input = &input[n..];
-                    events.extend(ev);
-                }
-                Err(err) => return (events, Some(err)),
-            }
-        }
-    }
-    (events, None)
 }
 
 /// `bytes` cut at the given points (in any order, repeats allowed, so empty pieces occur).

@@ -542,27 +542,7 @@ mod tests {
         out
     }
 
-    /// Feeds `chunks` in order with the documented calling loop. Returns the events up to the
-    /// first error, and that error.
-    fn run<'a>(
-        dec: &mut Decoder,
-        chunks: impl IntoIterator<Item = &'a [u8]>,
-    ) -> (Vec<Event>, Option<Error>) {
-        let mut events = Vec::new();
-        for mut input in chunks {
-            while !input.is_empty() {
-                match dec.decode(input) {
-                    Ok((n, ev)) => {
-                        assert!(n > 0 && n <= input.len(), "consumed {n} of {}", input.len());
-                        input = &input[n..];
-                        events.extend(ev);
-                    }
-                    Err(err) => return (events, Some(err)),
-                }
-            }
-        }
-        (events, None)
-    }
+    use crate::fuzzing::decode_reads as run;
 
     fn run_whole(bytes: &[u8]) -> (Vec<Event>, Option<Error>) {
         run(&mut Decoder::new(LIMIT), [bytes])
