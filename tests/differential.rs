@@ -40,7 +40,7 @@ use tungstenite::protocol::{Message, Role, WebSocket, WebSocketConfig};
 
 use herald::ws::frame::{apply_mask, encode_masked, opcode, parse_header};
 use herald::ws::{CloseCode, Decoder, Error, Event};
-use strategies::{bytes_from, frame_len};
+use strategies::{bytes_from, frame_len, text_of_len};
 
 /// Random streams compared per run.
 const CASES: u32 = 4096;
@@ -324,22 +324,6 @@ fn summary(v: &Verdict) -> (Vec<String>, Ending) {
 // ---------------------------------------------------------------------------------------------
 // Random client streams
 
-/// Valid UTF-8 of exactly `len` bytes, from `pool` padded with ASCII.
-fn text_of_len(pool: &[char], len: usize) -> Vec<u8> {
-    let mut s = String::with_capacity(len);
-    for c in pool.iter().cycle() {
-        if s.len() >= len {
-            break;
-        }
-        if s.len() + c.len_utf8() <= len {
-            s.push(*c);
-        } else {
-            s.push('a');
-        }
-    }
-    s.into_bytes()
-}
-
 /// Byte sequences that are not UTF-8: overlong forms, surrogates, past U+10FFFF, bytes that never
 /// appear, a stray continuation, and sequences cut short.
 const NOT_UTF8: &[&[u8]] = &[
@@ -388,7 +372,7 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
         )
             .prop_map(|(text, frames, pool, seed)| {
                 let total = frames.iter().map(|f| f.0).sum();
-                let data = if text { text_of_len(&pool, total) } else { bytes_from(seed, total) };
+                let data = if text { text_of_len(&pool, total).into_bytes() } else { bytes_from(seed, total) };
                 let mut out = Vec::new();
                 let mut at = 0;
                 let last = frames.len() - 1;
@@ -419,7 +403,7 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
             any::<[u8; 4]>(),
         )
             .prop_map(|(pool, len, bad, at, cuts, fin, key)| {
-                let good = text_of_len(&pool, len);
+                let good = text_of_len(&pool, len).into_bytes();
                 // Insert at a char boundary of the valid text, so only `bad` is at fault.
                 let mut i = at.index(good.len() + 1);
                 while std::str::from_utf8(&good[..i]).is_err() {
@@ -467,7 +451,7 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
                         1 => any::<u16>(),
                     ],
                     prop_oneof![
-                        3 => (pool(), 0usize..=60).prop_map(|(p, n)| text_of_len(&p, n)),
+                        3 => (pool(), 0usize..=60).prop_map(|(p, n)| text_of_len(&p, n).into_bytes()),
                         1 => prop::sample::select(NOT_UTF8).prop_map(<[u8]>::to_vec),
                     ],
                 )

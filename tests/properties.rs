@@ -21,7 +21,7 @@ use herald::socketio::{self, PacketType, Reassembler};
 use herald::ws::deflate::Compressor;
 use herald::ws::frame::{encode_masked, opcode};
 use herald::ws::{CloseCode, Decoder, Event};
-use strategies::{bytes_from, frame_len};
+use strategies::{bytes_from, frame_len, text_of_len};
 
 /// Cases per property: enough to reach each length class and fragment shape many times, few
 /// enough that the file runs in seconds.
@@ -35,23 +35,6 @@ const RSV1: u8 = 0b100;
 
 // ---------------------------------------------------------------------------------------------
 // WebSocket generators
-
-/// Valid UTF-8 of exactly `len` bytes, cycling through `pool` (any chars, so 1 to 4 bytes each)
-/// and padding with ASCII where the next char would not fit.
-fn text_of_len(pool: &[char], len: usize) -> String {
-    let mut s = String::with_capacity(len);
-    for c in pool.iter().cycle() {
-        if s.len() >= len {
-            break;
-        }
-        if s.len() + c.len_utf8() <= len {
-            s.push(*c);
-        } else {
-            s.push('a');
-        }
-    }
-    s
-}
 
 /// A Ping or Pong as a client sends it, with the event it must decode to.
 #[derive(Debug, Clone)]

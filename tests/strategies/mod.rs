@@ -27,3 +27,20 @@ pub fn bytes_from(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Valid UTF-8 of exactly `len` bytes, cycling through `pool` (any chars, so 1 to 4 bytes each)
+/// and padding with ASCII where the next char would not fit.
+pub fn text_of_len(pool: &[char], len: usize) -> String {
+    let mut s = String::with_capacity(len);
+    for c in pool.iter().cycle() {
+        if s.len() >= len {
+            break;
+        }
+        if s.len() + c.len_utf8() <= len {
+            s.push(*c);
+        } else {
+            s.push('a');
+        }
+    }
+    s
+}
