@@ -423,7 +423,9 @@ fn namespace() -> impl Strategy<Value = String> {
     ]
 }
 
-/// The names Socket.IO keeps for itself; socket.io-parser refuses them as event names.
+/// The names Socket.IO keeps for itself; socket.io-parser refuses them as event names. Written
+/// out from socket.io-parser rather than taken from herald's own list, so a name dropped there
+/// fails here.
 const RESERVED: [&str; 6] = [
     "connect",
     "connect_error",
