@@ -32,11 +32,7 @@ pub fn frame_decoder(data: &[u8]) {
     } else {
         DEFAULT_MAX_FRAGMENTS
     };
-    let whole = decode_all(
-        [stream].into_iter().filter(|s| !s.is_empty()),
-        deflate,
-        max_fragments,
-    );
+    let whole = decode_all([stream].into_iter(), deflate, max_fragments);
     let split = decode_all(Reads::new(stream, split), deflate, max_fragments);
     assert_eq!(whole, split, "the split changed the result");
 }
