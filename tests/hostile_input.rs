@@ -320,6 +320,37 @@ fn socketio_binary_frames_beyond_those_announced_are_closed() {
     });
 }
 
+/// Socket.IO attachment hoarding: a BINARY_EVENT announcing nine attachments, then only some of
+/// them, each near `maxPayload`, and never the rest. herald held what came with no bound and no
+/// deadline (20 such sessions held 184 MB). The attachments waiting for their packet are now
+/// charged against `--max-queued-bytes` like what waits to be written: past it the client is
+/// told `attachments too large`, the WebSocket is closed with 1009, and the session is gone.
+#[test]
+fn socketio_attachments_held_past_the_queue_limit_are_closed() {
+    let srv = start_server();
+    let mut c = socketio_client(&srv);
+    let placeholders: Vec<String> = (0..9)
+        .map(|n| format!(r#"{{"_placeholder":true,"num":{n}}}"#))
+        .collect();
+    let packet = format!(r#"459-["hoard",{}]"#, placeholders.join(","));
+    c.send(&client_frame(true, TEXT, packet.as_bytes()));
+    // 600 KB each: the first fits under the default 1 MiB, the second does not.
+    for _ in 0..2 {
+        c.send(&client_frame(true, BINARY, &vec![0xAB; 600_000]));
+    }
+    let (op, error) = c.read_frame().expect("an error event");
+    assert_eq!(op, TEXT);
+    assert_eq!(
+        String::from_utf8_lossy(&error),
+        r#"42["error",{"message":"attachments too large"}]"#
+    );
+    assert_eq!(c.expect_close(), 1009);
+    eventually("the session to be gone", || {
+        metric(&srv, "herald_socketio_sessions") == 0.0
+    });
+    assert_eq!(metric(&srv, "herald_attachments_refused_total"), 1.0);
+}
+
 /// Idle connections opened in the 10,000 test.
 const IDLE: usize = 10_000;
 /// Connections opened before their handshakes are read: below the listen backlog (128), so no

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, Write};
 use std::net::{IpAddr, Shutdown};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
 use crate::limits::InboundBucket;
@@ -22,14 +22,17 @@ use crate::ws::Decoder;
 pub enum Phase {
     /// Reading an HTTP request head: a WebSocket handshake, or an Engine.IO long-polling request
     /// (a keep-alive connection comes back here after each response). `head` holds what arrived
-    /// so far; the connection is closed if the request is not complete by `deadline`.
-    Http { head: Vec<u8>, deadline: Instant },
+    /// so far (a `BytesMut`, so taking one pipelined request off its front costs nothing however
+    /// many follow); the connection is closed if the request is not complete by `deadline`.
+    Http { head: BytesMut, deadline: Instant },
     /// Reading the body of an Engine.IO polling POST; boxed, as it is rare and large, so every
     /// slab slot stays small.
     Body(Box<PostBody>),
     /// An Engine.IO polling GET held open until [`Conn::session`] has packets to send. Bytes the
-    /// client sends meanwhile wait in `pending` for the next request.
-    Poll { meta: HttpMeta, pending: Vec<u8> },
+    /// client sends meanwhile wait in `pending` for the next request; once `pending` holds a
+    /// request head's worth the connection is not read until the GET is answered (see
+    /// [`Conn::wants_input`]), so a client cannot grow it without bound.
+    Poll { meta: HttpMeta, pending: BytesMut },
     /// WebSocket open, speaking `Proto`.
     Open(Proto),
     /// herald sent its last bytes (a close frame or an HTTP error) and shuts its write side once
@@ -121,6 +124,9 @@ pub struct Conn {
     /// they are: a newer ping replaces it, so a client that pings and never reads costs one pong.
     /// Boxed: rarely set, and 8 bytes in every connection's slot rather than 32.
     pub pending_pong: Option<Box<Bytes>>,
+    /// The loop stopped reading this connection (see [`Conn::wants_input`]) and must read it
+    /// again once it wants input: with edge-triggered readiness no new event would say so.
+    pub read_paused: bool,
 }
 
 /// Buffers handed to one `writev`.
@@ -139,7 +145,7 @@ impl Conn {
         Conn {
             stream,
             phase: Phase::Http {
-                head: Vec::new(),
+                head: BytesMut::new(),
                 deadline,
             },
             decoder: Decoder::new(max_message).with_max_fragments(max_fragments),
@@ -161,6 +167,7 @@ impl Conn {
             inbound: InboundBucket::new(None),
             identity: Identity::Anyone,
             pending_pong: None,
+            read_paused: false,
         }
     }
 
@@ -198,6 +205,14 @@ impl Conn {
                 n = 0;
             }
         }
+    }
+
+    /// Whether the loop should read more of this connection: not while a held polling GET
+    /// already has `max_pending` bytes of the client's next requests waiting behind it. Those
+    /// are answered only after the GET, so reading on would buffer without bound; the socket's
+    /// own buffers hold the rest, and TCP slows the client down.
+    pub fn wants_input(&self, max_pending: usize) -> bool {
+        !matches!(&self.phase, Phase::Poll { pending, .. } if pending.len() >= max_pending)
     }
 
     /// A WebSocket past its handshake, not closing.

@@ -9,7 +9,7 @@
 use std::mem;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
@@ -20,12 +20,12 @@ use crate::limits::{Admit, InboundBucket};
 use crate::protocol::raw;
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
-use crate::server::event_loop::{new_id, over_limit, unix_now, Entry, Io, State};
+use crate::server::event_loop::{count_refusal, new_id, over_limit, unix_now, Entry, Io, State};
 use crate::server::http;
 use crate::server::identity::Identity;
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
-use crate::ws::handshake::{self, Request};
+use crate::ws::handshake::{self, HandshakeError, Request};
 use crate::ws::{CloseCode, Decoder, Event};
 
 impl State {
@@ -35,7 +35,7 @@ impl State {
         &mut self,
         k: usize,
         req: Request,
-        rest: Vec<u8>,
+        rest: BytesMut,
         now: Instant,
     ) {
         let meta = HttpMeta {
@@ -62,7 +62,9 @@ impl State {
             engineio::Transport::WebSocket => self.engine_upgrade(k, &req, session, rest, now),
             engineio::Transport::Polling => match (req.method.as_str(), session) {
                 ("GET", None) => {
-                    let s = self.new_session(Transport::Polling { get: None }, now);
+                    let Some(s) = self.new_session(k, Transport::Polling { get: None }, now) else {
+                        return;
+                    };
                     let open = self.open_packet(s, &["websocket"]);
                     let mut out = Vec::new();
                     http::write_packets(&mut out, [open.as_bytes()].into_iter(), &meta);
@@ -81,17 +83,28 @@ impl State {
         self.sids.get(&key).copied()
     }
 
-    fn new_session(&mut self, transport: Transport, now: Instant) -> usize {
+    /// Opens a session for a handshake that arrived on connection `k`, or refuses it (answered
+    /// on `k`, which closes) when the per-address caps or `--max-connections` are reached: a
+    /// session holds memory and a slot like a connection does, so it counts as one, for as long
+    /// as it lives. Otherwise one keep-alive connection could pipeline handshakes without end.
+    fn new_session(&mut self, k: usize, transport: Transport, now: Instant) -> Option<usize> {
+        let peer = self.io.conn_mut(k)?.peer;
+        if let Err(refusal) = self.ips.on_connect(peer, now) {
+            count_refusal(&mut self.io.metrics, &refusal);
+            debug!(conn = k, %refusal, "engine.io session refused");
+            self.reject(k, &HandshakeError::Refused(refusal), now);
+            return None;
+        }
         let sid = new_id();
         let deadline = now + self.connect_timeout();
-        let mut session = Session::new(sid, transport, now, deadline);
+        let mut session = Session::new(sid, transport, peer, now, deadline);
         session.identity = Identity::new(self.verifier.is_some(), deadline);
         session.inbound = InboundBucket::new(self.limits.client.as_ref());
         let s = self.io.entries.insert(Entry::Session(session));
         self.sids.insert(sid, s);
         self.io.metrics.sessions_opened += 1;
         debug!(session = s, "engine.io session open");
-        s
+        Some(s)
     }
 
     /// How long a session may go without an accepted CONNECT: `--connect-timeout`, or
@@ -137,8 +150,10 @@ impl State {
         }
     }
 
-    /// Writes a complete HTTP answer to `k`, then reads its next request (or closes).
-    fn answer(&mut self, k: usize, out: Vec<u8>, rest: Vec<u8>, meta: &HttpMeta, now: Instant) {
+    /// Writes a complete HTTP answer to `k`, then puts it back to reading requests with `rest`
+    /// as the start of the next (or closes). The next request is parsed by the loop in
+    /// `on_http`, never from here: pipelined requests must not recurse.
+    fn answer(&mut self, k: usize, out: Vec<u8>, rest: BytesMut, meta: &HttpMeta, now: Instant) {
         if let Some(conn) = self.io.conn_mut(k) {
             conn.served = true;
         }
@@ -155,7 +170,6 @@ impl State {
                 deadline,
             };
         }
-        self.on_http(k, now);
     }
 
     /// A WebSocket on the Socket.IO path: a new session (`sid` absent) or a polling session's
@@ -165,7 +179,7 @@ impl State {
         k: usize,
         req: &Request,
         session: Option<usize>,
-        rest: Vec<u8>,
+        rest: BytesMut,
         now: Instant,
     ) {
         let hs = match handshake::validate_upgrade(req) {
@@ -173,7 +187,10 @@ impl State {
             Err(e) => return self.reject(k, &e, now),
         };
         let s = match session {
-            None => self.new_session(Transport::WebSocket { ws: k }, now),
+            None => match self.new_session(k, Transport::WebSocket { ws: k }, now) {
+                Some(s) => s,
+                None => return,
+            },
             Some(s) => {
                 let Some(sess) = self.io.session_mut(s) else {
                     return;
@@ -205,7 +222,7 @@ impl State {
     }
 
     /// A polling GET: answered at once when packets wait, else held until some do.
-    fn engine_poll(&mut self, k: usize, s: usize, meta: HttpMeta, rest: Vec<u8>, now: Instant) {
+    fn engine_poll(&mut self, k: usize, s: usize, meta: HttpMeta, rest: BytesMut, now: Instant) {
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
@@ -247,7 +264,7 @@ impl State {
         s: usize,
         req: &Request,
         meta: HttpMeta,
-        rest: Vec<u8>,
+        rest: BytesMut,
         now: Instant,
     ) {
         let len = req
@@ -296,7 +313,7 @@ impl State {
             return;
         }
         let placeholder = Phase::Http {
-            head: Vec::new(),
+            head: BytesMut::new(),
             deadline: now + idle,
         };
         let Phase::Body(post) = mem::replace(&mut conn.phase, placeholder) else {
@@ -309,7 +326,8 @@ impl State {
             sid,
             ..
         } = *post;
-        let rest = body.split_off(need);
+        let rest = BytesMut::from(&body[need..]);
+        body.truncate(need);
         let Some(&s) = self.sids.get(&sid) else {
             return self.engine_error(k, &engineio::Error::UnknownSid, &meta, now);
         };
@@ -435,6 +453,7 @@ impl State {
     }
 
     fn on_socketio_binary(&mut self, s: usize, bytes: Vec<u8>, now: Instant) {
+        let max_held = self.io.max_queued;
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
@@ -446,6 +465,19 @@ impl State {
                 now,
             );
         };
+        // Attachments announced and partly sent wait here for the rest: charged against the
+        // same bound as what waits to be written to the client, so a client that never sends
+        // the last one holds at most `--max-queued-bytes`.
+        if over_limit(reassembler.held_bytes(), bytes.len(), max_held) {
+            debug!(
+                session = s,
+                "binary attachments over --max-queued-bytes; closing"
+            );
+            self.io.metrics.attachments_refused += 1;
+            self.socketio_error(s, "attachments too large", now);
+            let code = Some(CloseCode::TOO_BIG);
+            return self.close_session(s, "attachments too large", code, now);
+        }
         match reassembler.push(bytes) {
             Ok(None) => {}
             Ok(Some((packet, _attachments))) => {
@@ -812,7 +844,7 @@ impl Io {
         let Phase::Poll { meta, pending } = mem::replace(
             &mut conn.phase,
             Phase::Http {
-                head: Vec::new(),
+                head: BytesMut::new(),
                 deadline: now + idle,
             },
         ) else {
@@ -824,6 +856,9 @@ impl Io {
         http::write_packets(&mut out, packets, &meta);
         if let Phase::Http { head, .. } = &mut conn.phase {
             *head = pending;
+        }
+        if mem::take(&mut conn.read_paused) {
+            self.resume.push(g);
         }
         if !self.send(g, &Bytes::from(out)) {
             return;

@@ -4,8 +4,10 @@
 //! It reads until `WouldBlock` and feeds the protocol of each connection's phase, drains the
 //! command channel when the control API wakes it, and writes. Writes go straight to the socket;
 //! only what would block is queued, and `WRITABLE` interest is registered only while something
-//! is queued. Timers (handshake, ping, close, Engine.IO heartbeats) are checked by a sweep every
-//! [`tick`] rather than one timer per connection: O(entries) per tick, a few nanoseconds each.
+//! is queued. Timers (handshake, ping, close, Engine.IO heartbeats, token expiry) are checked by
+//! a sweep over every entry that also finds the earliest deadline left; the loop sleeps exactly
+//! until then (see [`next_sweep`]) rather than waking on a fixed tick, so a timer fires at its
+//! deadline, not up to a tick late.
 //!
 //! The Engine.IO and Socket.IO side of the loop is in [`super::engine`].
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -57,20 +59,44 @@ const READS_PER_TURN: usize = 16;
 /// past this many, a refused connection is closed at once.
 const MAX_REFUSED_DRAINING: usize = 1024;
 
-/// The timer sweep period: a quarter of the shortest timer, between 10 ms and 1 s.
-pub fn tick(c: &Config) -> Duration {
-    let shortest = [
+/// A slab whose capacity passes this and is under a quarter used is shrunk at the sweep.
+const SHRINK_ABOVE: usize = 4096;
+
+/// Sweeps are never closer together than this: deadlines that cluster (thousands of pings
+/// due within a few milliseconds) are served by one sweep, at most this late.
+const MIN_SWEEP_GAP: Duration = Duration::from_millis(5);
+
+/// The longest the loop sleeps without sweeping, whatever the deadlines say: a backstop for
+/// deadlines set between sweeps that the sweep has not seen yet (a token's expiry, accepted
+/// moments before it falls due), and for retrying paused accepts.
+pub fn max_sweep_gap(c: &Config) -> Duration {
+    [
         c.handshake_timeout,
         c.ping_interval,
         c.ping_timeout,
         c.close_timeout,
         c.connect_timeout,
         c.auth_timeout,
+        Duration::from_secs(1),
     ]
     .into_iter()
     .min()
-    .unwrap_or(Duration::from_secs(1));
-    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    .unwrap_or(Duration::from_secs(1))
+    .max(MIN_SWEEP_GAP)
+}
+
+/// When the next sweep is due after one at `now` found `earliest` as the earliest deadline
+/// left: at that deadline, but no sooner than [`MIN_SWEEP_GAP`] and no later than `max_gap`.
+///
+/// Every deadline a handler sets between sweeps lies at least one configured timer ahead (a
+/// handshake, close, connect or ping timeout from the moment it is set), and so no earlier than
+/// `max_gap` from the last sweep; the one exception, a freshly accepted token's expiry, is
+/// found by the next sweep, `max_gap` later at most.
+pub fn next_sweep(now: Instant, earliest: Option<Instant>, max_gap: Duration) -> Instant {
+    let latest = now + max_gap;
+    earliest
+        .map_or(latest, |at| at.min(latest))
+        .max(now + MIN_SWEEP_GAP)
 }
 
 /// What a slab slot holds: a TCP connection, or an Engine.IO session (which outlives the HTTP
@@ -89,7 +115,7 @@ pub struct EventLoop {
     poll: Poll,
     /// `None` once shutdown began: no new connections.
     listener: Option<TcpListener>,
-    /// Accepting failed for want of resources (file descriptors); retried at the next tick.
+    /// Accepting failed for want of resources (file descriptors); retried at the next sweep.
     accept_paused: bool,
     rx: Receiver<Command>,
     read_buf: Box<[u8]>,
@@ -121,7 +147,7 @@ pub(super) struct State {
     /// Per-user push buckets; `None` without `--user-rate`.
     users: Option<UserBuckets>,
     /// Per-address connection caps.
-    ips: IpLimiter,
+    pub(super) ips: IpLimiter,
 }
 
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
@@ -135,6 +161,8 @@ pub(super) struct Io {
     /// Keep-alive connections whose next request arrived while a GET was held: parsed after
     /// this batch.
     pub(super) reparse: Vec<usize>,
+    /// Connections whose reading was paused and that want input again: read next turn.
+    pub(super) resume: Vec<usize>,
     /// How long a keep-alive HTTP connection may sit between requests.
     pub(super) idle: Duration,
     pub(super) close_timeout: Duration,
@@ -183,6 +211,7 @@ impl EventLoop {
                     metrics: Metrics::default(),
                     dead: Vec::new(),
                     reparse: Vec::new(),
+                    resume: Vec::new(),
                     idle: config.handshake_timeout,
                     close_timeout: config.close_timeout,
                     closing_all: false,
@@ -210,11 +239,15 @@ impl EventLoop {
     /// Runs until a [`Command::Shutdown`] has been carried out.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let tick = tick(&self.state.config);
-        let mut next_tick = Instant::now() + tick;
+        let max_gap = max_sweep_gap(&self.state.config);
+        let mut sweep_at = Instant::now() + max_gap;
         loop {
+            let wake_at = match self.state.shutdown_deadline {
+                Some(deadline) => sweep_at.min(deadline),
+                None => sweep_at,
+            };
             let timeout = if self.more_to_read.is_empty() {
-                next_tick.saturating_duration_since(Instant::now())
+                wake_at.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
             };
@@ -244,15 +277,16 @@ impl EventLoop {
             }
             self.drain_commands(now);
             self.state.reap(now);
-            if now >= next_tick {
+            if now >= sweep_at {
                 if self.accept_paused {
                     self.accept(now);
                 }
-                self.state.sweep(now);
+                let earliest = self.state.sweep(now);
                 self.state.reap(now);
                 self.drain_refused(now);
-                next_tick = now + tick;
+                sweep_at = next_sweep(now, earliest, max_gap);
             }
+            self.more_to_read.append(&mut self.state.io.resume);
             if let Some(deadline) = self.state.shutdown_deadline {
                 if self.state.io.entries.is_empty() || now >= deadline {
                     info!(left = self.state.io.entries.len(), "shutdown complete");
@@ -305,8 +339,8 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: the backlog keeps the connections; try again at the
-                    // next tick rather than spin on an error that persists.
-                    warn!(error = %e, "accept failed; pausing accepts until the next tick");
+                    // next sweep rather than spin on an error that persists.
+                    warn!(error = %e, "accept failed; pausing accepts until the next sweep");
                     self.accept_paused = true;
                     return;
                 }
@@ -340,6 +374,10 @@ impl EventLoop {
                 return;
             };
             if matches!(conn.phase, Phase::Dead) {
+                return;
+            }
+            if !conn.wants_input(self.state.config.max_handshake) {
+                conn.read_paused = true;
                 return;
             }
             match conn.stream.read(&mut self.read_buf) {
@@ -412,12 +450,7 @@ fn refuse(
     refusal: IpRefusal,
     now: Instant,
 ) {
-    let m = &mut state.io.metrics;
-    match refusal {
-        IpRefusal::TooManyConnections { .. } => m.refused_total += 1,
-        IpRefusal::TooManyFromIp { .. } => m.refused_per_ip += 1,
-        IpRefusal::TooFastFromIp { .. } => m.refused_rate += 1,
-    }
+    count_refusal(&mut state.io.metrics, &refusal);
     debug!(peer = ?stream.peer_addr().ok(), %refusal, "connection refused");
     let mut out = Vec::with_capacity(256);
     handshake::write_error(&HandshakeError::Refused(refusal), &mut out);
@@ -426,6 +459,22 @@ fn refuse(
     if refused.len() < MAX_REFUSED_DRAINING {
         refused.push((stream, now + state.config.close_timeout));
     }
+}
+
+/// Counts a connection or Engine.IO session the caps refused, by cap.
+pub(super) fn count_refusal(m: &mut Metrics, refusal: &IpRefusal) {
+    match refusal {
+        IpRefusal::TooManyConnections { .. } => m.refused_total += 1,
+        IpRefusal::TooManyFromIp { .. } => m.refused_per_ip += 1,
+        IpRefusal::TooFastFromIp { .. } => m.refused_rate += 1,
+    }
+}
+
+/// Time since the Unix epoch, to the nanosecond: when a token's `exp` falls due.
+pub(super) fn unix_time() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 /// Seconds since the Unix epoch, the clock JWT `exp` is read against.
@@ -458,47 +507,70 @@ impl State {
                 head.extend_from_slice(data);
                 self.on_http(k, now);
             }
-            Phase::Body(_) => self.on_body(k, data, now),
+            Phase::Body(_) => {
+                self.on_body(k, data, now);
+                // A completed POST is answered and leaves what followed it as the next head.
+                self.on_http(k, now);
+            }
+            // Bounded: the runtime stops reading a connection whose `pending` holds a full
+            // request head's worth (see `Conn::wants_input`).
             Phase::Poll { pending, .. } => pending.extend_from_slice(data),
             Phase::Open(_) => self.on_frames(k, data, now),
             Phase::Closing { .. } | Phase::Dead => {}
         }
     }
 
-    /// Parses the request head buffered on `k`, if it is complete, and routes it.
+    /// Parses and routes every complete request head buffered on `k`, one after another.
+    ///
+    /// This loop is the only place a connection's next request is taken: an answer only puts
+    /// the connection back to reading requests (see `answer`), so any number of pipelined
+    /// requests is handled iteratively, never by recursion.
     pub(super) fn on_http(&mut self, k: usize, now: Instant) {
-        let Some(conn) = self.io.conn_mut(k) else {
-            return;
-        };
-        let Phase::Http { head, .. } = &mut conn.phase else {
-            return;
-        };
-        match handshake::parse_request(head, self.config.max_handshake) {
-            Ok(None) => {}
-            Err(e) => self.reject(k, &e, now),
-            Ok(Some((req, used))) => {
-                let rest = head.split_off(used);
-                *head = Vec::new();
-                if !self.origin_allowed(&req) {
-                    self.io.metrics.origins_refused += 1;
-                    return self.reject(k, &HandshakeError::OriginNotAllowed, now);
+        loop {
+            let Some(conn) = self.io.conn_mut(k) else {
+                return;
+            };
+            let Phase::Http { head, .. } = &mut conn.phase else {
+                return;
+            };
+            match handshake::parse_request(head, self.config.max_handshake) {
+                Ok(None) => {
+                    if head.is_empty() {
+                        // Let go of the buffer the last request came in.
+                        *head = BytesMut::new();
+                    }
+                    return;
                 }
-                if req.path == self.config.ws_path {
-                    match handshake::validate_upgrade(&req) {
-                        Err(e) => self.reject(k, &e, now),
-                        Ok(hs) => self.open_raw(k, &req, &hs, &rest, now),
-                    }
-                } else if req.path == self.config.socketio_path {
-                    self.on_engine_request(k, req, rest, now);
-                } else if self.config.echo_path.as_ref() == Some(&req.path) {
-                    match handshake::validate_upgrade(&req) {
-                        Err(e) => self.reject(k, &e, now),
-                        Ok(hs) => self.open_echo(k, &hs, &rest, now),
-                    }
-                } else {
-                    self.reject(k, &HandshakeError::NotFound, now);
+                Err(e) => return self.reject(k, &e, now),
+                Ok(Some((req, used))) => {
+                    let _ = head.split_to(used);
+                    let rest = mem::take(head);
+                    self.route(k, req, rest, now);
                 }
             }
+        }
+    }
+
+    /// Routes one request: to the raw WebSocket, Socket.IO, or echo path, or a 404.
+    fn route(&mut self, k: usize, req: Request, rest: BytesMut, now: Instant) {
+        if !self.origin_allowed(&req) {
+            self.io.metrics.origins_refused += 1;
+            return self.reject(k, &HandshakeError::OriginNotAllowed, now);
+        }
+        if req.path == self.config.ws_path {
+            match handshake::validate_upgrade(&req) {
+                Err(e) => self.reject(k, &e, now),
+                Ok(hs) => self.open_raw(k, &req, &hs, &rest, now),
+            }
+        } else if req.path == self.config.socketio_path {
+            self.on_engine_request(k, req, rest, now);
+        } else if self.config.echo_path.as_ref() == Some(&req.path) {
+            match handshake::validate_upgrade(&req) {
+                Err(e) => self.reject(k, &e, now),
+                Ok(hs) => self.open_echo(k, &hs, &rest, now),
+            }
+        } else {
+            self.reject(k, &HandshakeError::NotFound, now);
         }
     }
 
@@ -999,10 +1071,15 @@ impl State {
         reply
     }
 
-    /// Checks every entry's timers.
-    fn sweep(&mut self, now: Instant) {
+    /// Checks every entry's timers; returns the earliest deadline left, if any.
+    fn sweep(&mut self, now: Instant) -> Option<Instant> {
         let c = &self.config;
         let unix = unix_now();
+        let unix_precise = unix_time();
+        let mut earliest: Option<Instant> = None;
+        let mut due = |at: Instant| {
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        };
         let mut ping = Vec::new();
         let mut engine_ping = Vec::new();
         let mut expired_sessions = Vec::new();
@@ -1033,11 +1110,24 @@ impl State {
                     };
                     if let Some(why) = why {
                         expired_sessions.push((k, why));
-                    } else if !s.awaiting_pong && now.duration_since(s.last_ping) >= c.ping_interval
-                    {
+                        continue;
+                    }
+                    if !s.awaiting_pong && now.duration_since(s.last_ping) >= c.ping_interval {
                         s.awaiting_pong = true;
                         s.last_ping = now;
                         engine_ping.push(k);
+                    }
+                    if s.socket.is_none() {
+                        due(s.connect_deadline);
+                    } else if let Some(at) = s.identity.deadline(now, unix_precise) {
+                        due(at);
+                    }
+                    due(match s.awaiting_pong {
+                        true => s.last_ping + c.ping_timeout,
+                        false => s.last_ping + c.ping_interval,
+                    });
+                    if polling {
+                        due(s.last_poll + c.ping_interval + c.ping_timeout);
                     }
                     continue;
                 }
@@ -1087,6 +1177,21 @@ impl State {
                 debug!(conn = k, "timed out");
                 conn.phase = Phase::Dead;
                 self.io.dead.push(k);
+                continue;
+            }
+            match conn.phase {
+                Phase::Http { deadline, .. } | Phase::Closing { deadline } => due(deadline),
+                Phase::Body(ref post) => due(post.deadline),
+                Phase::Open(Proto::Raw | Proto::Echo) => {
+                    if let Some(at) = conn.identity.deadline(now, unix_precise) {
+                        due(at);
+                    }
+                    due(match conn.ping_sent {
+                        Some(sent) => sent + c.ping_timeout,
+                        None => conn.last_heard + c.ping_interval,
+                    });
+                }
+                Phase::Open(Proto::EngineIo) | Phase::Poll { .. } | Phase::Dead => {}
             }
         }
         let frame = Bytes::from_static(&[0x89, 0x00]); // FIN | ping, empty payload
@@ -1118,6 +1223,14 @@ impl State {
         for s in sessions_expired {
             self.session_token_expired(s, now);
         }
+        if self.io.entries.capacity() > SHRINK_ABOVE
+            && self.io.entries.len() < self.io.entries.capacity() / 4
+        {
+            // A crowd that came and went leaves its slots behind; give back what trails.
+            self.io.entries.shrink_to_fit();
+            self.sids.shrink_to_fit();
+        }
+        earliest
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -1149,8 +1262,13 @@ impl State {
     /// hold to each other.
     fn reap(&mut self, now: Instant) {
         self.drop_slow(now);
-        for k in mem::take(&mut self.io.reparse) {
-            self.on_http(k, now);
+        // Parsing one connection's next request may answer another's held GET and list that
+        // one in turn; each pass is a plain loop, and each connection can be listed only once
+        // per answered GET.
+        while !self.io.reparse.is_empty() {
+            for k in mem::take(&mut self.io.reparse) {
+                self.on_http(k, now);
+            }
         }
         while !self.io.dead.is_empty() {
             for k in mem::take(&mut self.io.dead) {
@@ -1165,6 +1283,7 @@ impl State {
                     Some(Entry::Session(s)) => {
                         self.rooms.remove_conn(k);
                         self.sids.remove(&s.sid);
+                        self.ips.on_disconnect(s.peer);
                         debug!(session = k, "session closed");
                     }
                     None => {}

@@ -6,7 +6,7 @@
 //! must name the same `sub`, and the socket is closed when its token expires. No I/O, and the
 //! clocks are passed in.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::auth::Claims;
 
@@ -90,6 +90,19 @@ impl Identity {
         matches!(self, Identity::Pending { deadline } if now >= *deadline)
     }
 
+    /// When this client's standing next changes on its own: the auth deadline of a pending
+    /// client, the expiry of a user's token (`now_unix` is the time since the Unix epoch at
+    /// `now`); `None` for anyone.
+    pub fn deadline(&self, now: Instant, now_unix: Duration) -> Option<Instant> {
+        match self {
+            Identity::Anyone => None,
+            Identity::Pending { deadline } => Some(*deadline),
+            Identity::User { expires, .. } => {
+                Some(now + Duration::from_secs(*expires).saturating_sub(now_unix))
+            }
+        }
+    }
+
     /// Whether the token's expiry has passed at `now_unix` (seconds since the Unix epoch).
     pub fn expired(&self, now_unix: u64) -> bool {
         matches!(self, Identity::User { expires, .. } if now_unix >= *expires)
@@ -99,7 +112,6 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn claims(sub: &str, exp: u64) -> Claims {
         Claims {

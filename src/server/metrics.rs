@@ -31,6 +31,9 @@ pub struct Metrics {
     pub messages_inflated: u64,
     /// Connections and polling sessions closed for reading too slowly (4008).
     pub slow_consumers: u64,
+    /// Socket.IO sessions closed for holding more than `--max-queued-bytes` of binary
+    /// attachments of a packet not yet complete.
+    pub attachments_refused: u64,
     /// Pushes withheld from a user whose push bucket was empty (`--user-rate`).
     pub rate_limited_user: u64,
     /// Client messages dropped by their connection's bucket (`--client-rate`).
@@ -214,6 +217,12 @@ impl Metrics {
             "herald_slow_consumers_total",
             "Connections and polling sessions closed (4008) for letting more than --max-queued-bytes wait.",
             self.slow_consumers,
+        );
+        counter(
+            &mut s,
+            "herald_attachments_refused_total",
+            "Socket.IO sessions closed (1009) for holding more than --max-queued-bytes of an incomplete binary packet's attachments.",
+            self.attachments_refused,
         );
         counter(
             &mut s,

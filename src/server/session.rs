@@ -5,6 +5,7 @@
 //! or written to its WebSocket once the client has upgraded.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -53,6 +54,9 @@ pub struct Session {
     pub closed: bool,
     /// Who the Socket.IO client is: set by its CONNECT's token, refreshed by `refresh` events.
     pub identity: Identity,
+    /// The address that opened it, counted against the per-address caps (and the total) like
+    /// a connection until the session is removed.
+    pub peer: IpAddr,
     /// Its budget of client packets over long-polling (`--client-rate`); over WebSocket the
     /// connection's own bucket counts its frames.
     pub inbound: InboundBucket,
@@ -62,11 +66,13 @@ impl Session {
     pub fn new(
         sid: SocketId,
         transport: Transport,
+        peer: IpAddr,
         now: Instant,
         connect_deadline: Instant,
     ) -> Self {
         Session {
             sid,
+            peer,
             transport,
             queue: VecDeque::new(),
             queued: 0,

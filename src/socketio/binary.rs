@@ -37,6 +37,11 @@ impl Reassembler {
         }
     }
 
+    /// The attachment bytes held so far: what a session waiting for the rest is charged.
+    pub fn held_bytes(&self) -> usize {
+        self.buffers.iter().map(Vec::len).sum()
+    }
+
     /// Adds the next attachment. Returns `Ok(None)` while more are due, then the packet with
     /// every placeholder replaced, and the attachments themselves.
     ///
