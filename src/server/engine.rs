@@ -78,9 +78,17 @@ impl State {
         }
     }
 
-    fn session_by_sid(&self, sid: &str) -> Option<usize> {
+    fn session_by_sid(&mut self, sid: &str) -> Option<usize> {
         let key: SocketId = sid.as_bytes().try_into().ok()?;
-        self.sids.get(&key).copied()
+        self.live_session(&key)
+    }
+
+    /// The slab key of session `sid` while it is open. A session closed during this batch
+    /// keeps its id until the batch ends; a request for it must be told it is unknown, not
+    /// routed to a session every handler then skips (which left the request unanswered).
+    fn live_session(&mut self, sid: &SocketId) -> Option<usize> {
+        let s = *self.sids.get(sid)?;
+        self.io.session_mut(s).map(|_| s)
     }
 
     /// Opens a session for a handshake that arrived on connection `k`, or refuses it (answered
@@ -328,7 +336,7 @@ impl State {
         } = *post;
         let rest = BytesMut::from(&body[need..]);
         body.truncate(need);
-        let Some(&s) = self.sids.get(&sid) else {
+        let Some(s) = self.live_session(&sid) else {
             return self.engine_error(k, &engineio::Error::UnknownSid, &meta, now);
         };
         let packets = std::str::from_utf8(&body)
