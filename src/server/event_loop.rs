@@ -1635,3 +1635,37 @@ fn send_to(
     }
     !failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_sweep_is_at_the_earliest_deadline_within_bounds() {
+        let now = Instant::now();
+        let max = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // At the deadline itself.
+        assert_eq!(next_sweep(now, Some(now + ms(300)), max), now + ms(300));
+        // Never sooner than the minimum gap, even for a deadline already passed.
+        assert_eq!(next_sweep(now, Some(now), max), now + MIN_SWEEP_GAP);
+        assert_eq!(next_sweep(now, Some(now + ms(1)), max), now + MIN_SWEEP_GAP);
+        // Never later than the backstop, and at the backstop when nothing is due.
+        assert_eq!(next_sweep(now, Some(now + ms(5_000)), max), now + max);
+        assert_eq!(next_sweep(now, None, max), now + max);
+    }
+
+    #[test]
+    fn the_backstop_is_the_shortest_timer_up_to_a_second() {
+        let mut c = Config::for_tests();
+        c.ping_timeout = Duration::from_millis(200);
+        assert_eq!(max_sweep_gap(&c), Duration::from_millis(200));
+        c.ping_timeout = Duration::from_secs(20);
+        c.handshake_timeout = Duration::from_secs(20);
+        c.close_timeout = Duration::from_secs(20);
+        c.auth_timeout = Duration::from_secs(20);
+        c.ping_interval = Duration::from_secs(20);
+        c.connect_timeout = Duration::from_secs(20);
+        assert_eq!(max_sweep_gap(&c), Duration::from_secs(1));
+    }
+}

@@ -121,6 +121,28 @@ mod tests {
     }
 
     #[test]
+    fn deadline_is_the_auth_deadline_or_the_token_expiry() {
+        let now = Instant::now();
+        assert_eq!(Identity::Anyone.deadline(now, Duration::ZERO), None);
+        let pending = Identity::new(true, now + Duration::from_secs(10));
+        let unix = Duration::from_secs(1_000);
+        assert_eq!(
+            pending.deadline(now, unix),
+            Some(now + Duration::from_secs(10))
+        );
+        // Expiry at 1,002 s (exp 1,000 + 2 s of leeway), seen at 1,000.25 s: 1.75 s from now.
+        let user = Identity::user(claims("u", 1_000), 2);
+        let unix = Duration::from_millis(1_000_250);
+        assert_eq!(
+            user.deadline(now, unix),
+            Some(now + Duration::from_millis(1_750))
+        );
+        // Already expired: due now.
+        let unix = Duration::from_secs(5_000);
+        assert_eq!(user.deadline(now, unix), Some(now));
+    }
+
+    #[test]
     fn anyone_may_subscribe_to_anything() {
         let id = Identity::new(false, Instant::now());
         assert_eq!(id.may_subscribe("42"), Ok(()));
