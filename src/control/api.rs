@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer as _};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -278,7 +278,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
         }
         ["v1", "notifications"] if post => {
             let body = Envelope::parse(&req.body)?;
-            let user_ids = user_ids(body.user_ids.as_ref())?;
+            let user_ids = user_ids(body.user_ids)?;
             push(Target::Users(user_ids), body.notification()?, ctx)
         }
         ["v1", "broadcast"] if post => {
@@ -420,8 +420,10 @@ impl<'a> Notification<'a> {
 /// The body of a multi-user push or a broadcast: `{"userIds": [...], "notification": {...}}`.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(rename = "userIds", default)]
-    user_ids: Option<Value>,
+    /// Kept as text and read id by id in [`user_ids`]: a megabyte of ids built as a `Value`
+    /// first would take ten times that.
+    #[serde(rename = "userIds", borrow, default)]
+    user_ids: Option<&'a RawValue>,
     #[serde(borrow, default)]
     notification: Option<&'a RawValue>,
 }
@@ -463,24 +465,53 @@ fn wait<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, ApiError> {
     })
 }
 
-/// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order.
-fn user_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    let Some(Value::Array(items)) = v else {
-        return Err(ApiError::UserIdsNotAList);
-    };
-    if items.is_empty() {
+/// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order. Each
+/// item is built alone and turned into its id at once, so the list costs its ids and no more.
+fn user_ids(raw: Option<&RawValue>) -> Result<Vec<String>, ApiError> {
+    let raw = raw.ok_or(ApiError::UserIdsNotAList)?;
+    let mut fault = None;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let ids = de
+        .deserialize_any(IdsVisitor { fault: &mut fault })
+        .map_err(|_| fault.take().unwrap_or(ApiError::UserIdsNotAList))?;
+    if ids.is_empty() {
         return Err(ApiError::UserIdsNotAList);
     }
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let id =
-            rooms::user_id_from_json(item).map_err(|err| ApiError::BadUserIdAt { index, err })?;
-        if seen.insert(id.clone()) {
-            ids.push(id);
-        }
-    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    let first: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_str())).collect();
+    drop(seen);
+    let mut first = first.into_iter();
+    let mut ids = ids;
+    ids.retain(|_| first.next().unwrap_or(false));
     Ok(ids)
+}
+
+/// Reads a JSON array of user ids; anything else is refused. A bad item is left in `fault`.
+struct IdsVisitor<'f> {
+    fault: &'f mut Option<ApiError>,
+}
+
+impl<'de> Visitor<'de> for IdsVisitor<'_> {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of user ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<Value>()? {
+            let index = ids.len();
+            match rooms::user_id_from_json(&item) {
+                Ok(id) => ids.push(id),
+                Err(err) => {
+                    *self.fault = Some(ApiError::BadUserIdAt { index, err });
+                    return Err(serde::de::Error::custom("bad user id"));
+                }
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// Splits the path on `/` and percent-decodes each segment, so an encoded `%2F` stays inside
