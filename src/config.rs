@@ -164,6 +164,20 @@ pub struct Config {
     #[arg(long, env = "HERALD_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub control_idle_timeout: Duration,
 
+    /// A control API request must arrive whole, head and body, within this long (counted from
+    /// its first byte, or from the connection's opening for its first request); a slower one is
+    /// answered 408 and its connection closed, so trickling clients cannot hold the connection
+    /// slots. 0: no limit.
+    #[arg(long, env = "HERALD_CONTROL_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub control_request_timeout: Duration,
+
+    /// Request body bytes the control API holds at once, over all its connections, from the
+    /// request's head until the event loop has taken its command. A body that would go past it
+    /// is answered 503 with `Retry-After` before it is read; bodies up to 64 KiB always pass, so
+    /// small pushes keep moving behind heavy ones.
+    #[arg(long, env = "HERALD_CONTROL_MAX_INFLIGHT_BYTES", default_value_t = 32 * 1024 * 1024, value_name = "BYTES")]
+    pub control_max_inflight_bytes: usize,
+
     /// Shared secret of HS256 JWTs, at least 32 bytes (RFC 7518 §3.2). Clients then present a
     /// token whose `sub` is their user id. Exclusive with --jwt-public-key; with neither,
     /// clients are not authenticated.

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer as _};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
+use super::stats::Stats;
 use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::limits::retry_after_secs;
@@ -72,8 +73,12 @@ pub enum ApiError {
     },
     /// The loop has stopped (or dropped the command without answering).
     LoopGone,
-    /// The loop did not answer within the reply timeout.
+    /// The loop did not answer a read (a user's sockets, the metrics) within the reply timeout.
+    /// A push is never answered this: once sent to the loop it will be delivered.
     NoAnswer,
+    /// The request's body would take the bytes held by the control API past
+    /// `--control-max-inflight-bytes`; it was not read, and nothing was delivered.
+    TooManyBytesInFlight,
 }
 
 impl ApiError {
@@ -92,7 +97,7 @@ impl ApiError {
             | ApiError::UserIdsNotAList
             | ApiError::BadUserIdAt { .. } => 400,
             ApiError::RateLimited { .. } => 429,
-            ApiError::LoopGone | ApiError::NoAnswer => 503,
+            ApiError::LoopGone | ApiError::NoAnswer | ApiError::TooManyBytesInFlight => 503,
         }
     }
 }
@@ -116,6 +121,9 @@ impl fmt::Display for ApiError {
             ApiError::RateLimited { .. } => f.write_str("rate limited"),
             ApiError::LoopGone => f.write_str("gateway is shutting down"),
             ApiError::NoAnswer => f.write_str("gateway did not answer in time"),
+            ApiError::TooManyBytesInFlight => {
+                f.write_str("too many request bytes in flight; nothing was delivered, retry")
+            }
         }
     }
 }
@@ -141,6 +149,10 @@ impl From<&ApiError> for Response {
                 )
                 .with_header("Retry-After", secs.to_string())
             }
+            // The budget frees as the loop takes commands, which is quick when it is healthy.
+            ApiError::TooManyBytesInFlight => {
+                Response::error(e.status(), &e.to_string()).with_header("Retry-After", "1".into())
+            }
             _ => Response::error(e.status(), &e.to_string()),
         }
     }
@@ -160,18 +172,19 @@ pub fn handle(
     reply_timeout: Duration,
     now: SystemTime,
 ) -> Response {
-    start(req, loop_, reply_timeout, None, now).finish()
+    start(req, loop_, reply_timeout, None, None, now).finish()
 }
 
 /// Starts answering one request: checks its key (when `api_key` is set), validates it and hands
 /// its command to the loop, without waiting for the loop's answer. A connection with several
 /// pipelined requests starts them all, then finishes them in order, so the loop takes them in
-/// one batch.
+/// one batch. `stats`, when given, are the control API's own counters, appended to `/metrics`.
 pub fn start(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
     api_key: Option<&ApiKey>,
+    stats: Option<&Stats>,
     now: SystemTime,
 ) -> Pending {
     // Before routing, so that without the key every path answers alike: neither which routes
@@ -185,6 +198,7 @@ pub fn start(
     let ctx = Ctx {
         loop_,
         reply_timeout,
+        stats,
         now,
     };
     match route(req, &ctx) {
@@ -211,19 +225,45 @@ pub enum Pending {
     Metrics {
         rx: Receiver<String>,
         deadline: Instant,
+        /// The control API's own counters, appended to the loop's.
+        control: String,
     },
+}
+
+/// A request's answer, and for a push the loop had not counted in time, the channel its count
+/// will still come on.
+pub struct Answer {
+    pub response: Response,
+    /// Set when a push was answered 202 `{"accepted":true}` at the reply deadline: its command is
+    /// in the loop's queue, so it will be delivered (a timeout must not answer a failure: a
+    /// backend that retries would deliver it twice). The loop answers here once it has taken
+    /// the command; until then the request's bytes are still held.
+    pub unconfirmed: Option<Receiver<PushReply>>,
 }
 
 impl Pending {
     /// Waits for the loop's answer (until the request's reply deadline) and builds the response.
     pub fn finish(self) -> Response {
+        self.answer().response
+    }
+
+    /// [`Pending::finish`], keeping the channel of a push answered before the loop counted it.
+    pub fn answer(self) -> Answer {
         let result = match self {
-            Pending::Ready(resp) => return resp,
+            Pending::Ready(response) => Ok(response),
             Pending::Push {
                 rx,
                 deadline,
                 one_user,
-            } => wait(&rx, deadline).and_then(|reply| push_answer(reply, one_user)),
+            } => match wait(&rx, deadline) {
+                Err(ApiError::NoAnswer) => {
+                    return Answer {
+                        response: Response::json(202, &json!({ "accepted": true })),
+                        unconfirmed: Some(rx),
+                    }
+                }
+                result => result.and_then(|reply| push_answer(reply, one_user)),
+            },
             Pending::UserInfo {
                 user_id,
                 rx,
@@ -234,17 +274,24 @@ impl Pending {
                     &json!({ "userId": user_id, "online": sockets > 0, "sockets": sockets }),
                 )
             }),
-            Pending::Metrics { rx, deadline } => {
-                wait(&rx, deadline).map(|text| Response::text(200, METRICS_CONTENT_TYPE, text))
-            }
+            Pending::Metrics {
+                rx,
+                deadline,
+                control,
+            } => wait(&rx, deadline)
+                .map(|text| Response::text(200, METRICS_CONTENT_TYPE, text + &control)),
         };
-        result.unwrap_or_else(|e| Response::from(&e))
+        Answer {
+            response: result.unwrap_or_else(|e| Response::from(&e)),
+            unconfirmed: None,
+        }
     }
 }
 
 struct Ctx<'a, D> {
     loop_: &'a D,
     reply_timeout: Duration,
+    stats: Option<&'a Stats>,
     now: SystemTime,
 }
 
@@ -278,7 +325,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
         }
         ["v1", "notifications"] if post => {
             let body = Envelope::parse(&req.body)?;
-            let user_ids = user_ids(body.user_ids.as_ref())?;
+            let user_ids = user_ids(body.user_ids)?;
             push(Target::Users(user_ids), body.notification()?, ctx)
         }
         ["v1", "broadcast"] if post => {
@@ -302,9 +349,14 @@ fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
     ctx.loop_
         .dispatch(Command::Metrics { reply })
         .map_err(|LoopGone| ApiError::LoopGone)?;
+    let mut control = String::new();
+    if let Some(stats) = ctx.stats {
+        stats.render(&mut control);
+    }
     Ok(Pending::Metrics {
         rx,
         deadline: ctx.deadline(),
+        control,
     })
 }
 
@@ -341,8 +393,8 @@ fn push<D: Dispatch>(
             reply,
         })
         .map_err(|LoopGone| ApiError::LoopGone)?;
-    // On a timeout the push may still be delivered later; the caller only learns it was not
-    // confirmed.
+    // From here the push will be delivered (unless the loop stops first): a slow loop makes
+    // its answer 202 without counts, never an error.
     Ok(Pending::Push {
         rx,
         deadline: ctx.deadline(),
@@ -420,8 +472,10 @@ impl<'a> Notification<'a> {
 /// The body of a multi-user push or a broadcast: `{"userIds": [...], "notification": {...}}`.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(rename = "userIds", default)]
-    user_ids: Option<Value>,
+    /// Kept as text and read id by id in [`user_ids`]: a megabyte of ids built as a `Value`
+    /// first would take ten times that.
+    #[serde(rename = "userIds", borrow, default)]
+    user_ids: Option<&'a RawValue>,
     #[serde(borrow, default)]
     notification: Option<&'a RawValue>,
 }
@@ -463,24 +517,53 @@ fn wait<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, ApiError> {
     })
 }
 
-/// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order.
-fn user_ids(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    let Some(Value::Array(items)) = v else {
-        return Err(ApiError::UserIdsNotAList);
-    };
-    if items.is_empty() {
+/// `userIds` as a list of valid ids, duplicates removed, first occurrence kept in order. Each
+/// item is built alone and turned into its id at once, so the list costs its ids and no more.
+fn user_ids(raw: Option<&RawValue>) -> Result<Vec<String>, ApiError> {
+    let raw = raw.ok_or(ApiError::UserIdsNotAList)?;
+    let mut fault = None;
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let ids = de
+        .deserialize_any(IdsVisitor { fault: &mut fault })
+        .map_err(|_| fault.take().unwrap_or(ApiError::UserIdsNotAList))?;
+    if ids.is_empty() {
         return Err(ApiError::UserIdsNotAList);
     }
-    let mut seen = HashSet::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let id =
-            rooms::user_id_from_json(item).map_err(|err| ApiError::BadUserIdAt { index, err })?;
-        if seen.insert(id.clone()) {
-            ids.push(id);
-        }
-    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    let first: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_str())).collect();
+    drop(seen);
+    let mut first = first.into_iter();
+    let mut ids = ids;
+    ids.retain(|_| first.next().unwrap_or(false));
     Ok(ids)
+}
+
+/// Reads a JSON array of user ids; anything else is refused. A bad item is left in `fault`.
+struct IdsVisitor<'f> {
+    fault: &'f mut Option<ApiError>,
+}
+
+impl<'de> Visitor<'de> for IdsVisitor<'_> {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of user ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element::<Value>()? {
+            let index = ids.len();
+            match rooms::user_id_from_json(&item) {
+                Ok(id) => ids.push(id),
+                Err(err) => {
+                    *self.fault = Some(ApiError::BadUserIdAt { index, err });
+                    return Err(serde::de::Error::custom("bad user id"));
+                }
+            }
+        }
+        Ok(ids)
+    }
 }
 
 /// Splits the path on `/` and percent-decodes each segment, so an encoded `%2F` stays inside
@@ -934,6 +1017,33 @@ mod tests {
         assert_eq!(fake.held.borrow().len(), 1);
     }
 
+    #[test]
+    fn a_push_the_loop_has_not_counted_in_time_is_accepted_not_failed() {
+        let fake = FakeLoop::new(Behaviour::Hold);
+        for (path, body) in [
+            ("/v1/users/1/notifications", "{}"),
+            (
+                "/v1/notifications",
+                r#"{"userIds":["a"],"notification":{}}"#,
+            ),
+            ("/v1/broadcast", r#"{"notification":{}}"#),
+        ] {
+            let req = request(Method::Post, path, body);
+            let answer = start(&req, &fake, Duration::from_millis(20), None, None, now()).answer();
+            assert_eq!(answer.response.status, 202, "{path}");
+            assert_eq!(answer.response.body, br#"{"accepted":true}"#);
+            assert!(answer.unconfirmed.is_some(), "{path}");
+        }
+        assert_eq!(fake.held.borrow().len(), 3);
+    }
+
+    #[test]
+    fn too_many_bytes_in_flight_is_503_with_retry_after() {
+        let resp = Response::from(&ApiError::TooManyBytesInFlight);
+        assert_eq!(resp.status, 503);
+        assert_eq!(resp.headers, vec![("Retry-After", "1".to_owned())]);
+    }
+
     fn limited(retry_after: Duration) -> FakeLoop {
         FakeLoop::new(Behaviour::RateLimit {
             retry_after,
@@ -1001,7 +1111,7 @@ mod tests {
         let mut req = request(method, path, "{}");
         req.authorization = authorization.map(|a| Credentials(a.as_bytes().to_vec()));
         let key = ApiKey::new(KEY);
-        start(&req, fake, Duration::from_secs(1), Some(&key), now()).finish()
+        start(&req, fake, Duration::from_secs(1), Some(&key), None, now()).finish()
     }
 
     #[test]
@@ -1059,7 +1169,7 @@ mod tests {
         let fake = FakeLoop::new(Behaviour::Answer);
         let mut req = request(Method::Get, "/healthz", "");
         req.authorization = Some(Credentials(b"Bearer whatever".to_vec()));
-        let resp = start(&req, &fake, Duration::from_secs(1), None, now()).finish();
+        let resp = start(&req, &fake, Duration::from_secs(1), None, None, now()).finish();
         assert_eq!(resp.status, 200);
     }
 }

@@ -5,6 +5,7 @@
 //! requests), keep-alive, pipelining. Anything else is refused with a status that says why.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -106,6 +107,9 @@ pub enum HttpError {
     DuplicateContentLength,
     /// The declared body is larger than the configured maximum.
     BodyTooLarge { len: u64, max: usize },
+    /// The request had not arrived whole this long after it began. Found by the caller, who
+    /// owns the clock; named here so that its status is decided with the others.
+    RequestTimeout { after: Duration },
 }
 
 impl HttpError {
@@ -116,6 +120,7 @@ impl HttpError {
             | HttpError::BadContentLength
             | HttpError::DuplicateContentLength => 400,
             HttpError::LengthRequired | HttpError::ChunkedNotSupported => 411,
+            HttpError::RequestTimeout { .. } => 408,
             HttpError::BodyTooLarge { .. } => 413,
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
         }
@@ -138,6 +143,9 @@ impl fmt::Display for HttpError {
             HttpError::DuplicateContentLength => f.write_str("Content-Length sent more than once"),
             HttpError::BodyTooLarge { len, max } => {
                 write!(f, "request body is {len} bytes, at most {max} are allowed")
+            }
+            HttpError::RequestTimeout { after } => {
+                write!(f, "request did not arrive whole within {after:?}")
             }
         }
     }
@@ -177,6 +185,30 @@ pub fn wants_continue(buf: &[u8], max_body: usize) -> bool {
     match parse_head(buf, max_body) {
         Ok(Some(head)) => head.req.expect_continue && buf.len() - head.len < head.body_len,
         _ => false,
+    }
+}
+
+/// How the request at the front of `buf` is framed, once its head is complete (`Ok(None)`
+/// before): what the caller needs to budget for its body before reading it.
+pub fn framing(buf: &[u8], max_body: usize) -> Result<Option<Framing>, HttpError> {
+    Ok(parse_head(buf, max_body)?.map(|head| Framing {
+        head_len: head.len,
+        body_len: head.body_len,
+    }))
+}
+
+/// The lengths of a request whose head has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    pub head_len: usize,
+    /// From `Content-Length`, already checked against the maximum.
+    pub body_len: usize,
+}
+
+impl Framing {
+    /// Bytes the whole request takes.
+    pub fn total(&self) -> usize {
+        self.head_len + self.body_len
     }
 }
 
@@ -370,6 +402,7 @@ fn reason(status: u16) -> &'static str {
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
         429 => "Too Many Requests",

@@ -1,10 +1,14 @@
 //! The HTTP/1.1 control API through which backends push notifications, on its own threads.
 //!
 //! One thread accepts; each connection gets a thread of its own (at most `max_connections`, more
-//! are answered 503) that reads requests with blocking I/O, answers them in order (keep-alive and
-//! pipelining included), and closes after an idle timeout. A request becomes a [`Command`] sent
-//! to the event loop over [`LoopHandle`], and the answer waits for the loop's reply. Parsing
-//! ([`http`]) and routing ([`api`]) do no I/O; only [`server`] touches sockets.
+//! are answered 503 and read dry by a draining thread before they close) that reads requests with
+//! blocking I/O, answers them in order (keep-alive and pipelining included), and closes after an
+//! idle timeout, or with 408 when a request does not arrive whole within the request timeout.
+//! Request bodies are budgeted across connections ([`stats::Stats::reserve`]) before they are
+//! read. A request becomes a [`Command`] sent to the event loop over [`LoopHandle`], and the
+//! answer waits for the loop's reply; a push the loop is slow to count is answered 202 all the
+//! same, since it will be delivered. Parsing ([`http`]) and routing ([`api`]) do no I/O; only
+//! [`server`] touches sockets.
 //!
 //! With an API key configured, every request (`/healthz` and `/metrics` included) must present
 //! it as `Authorization: Bearer <key>`, or is answered 401; without one, anyone who can connect
@@ -28,8 +32,11 @@ use crate::config::Config;
 pub mod api;
 pub mod http;
 mod server;
+pub mod stats;
 
-/// How long a request waits for the event loop's answer before it is answered 503.
+/// How long a request waits for the event loop's answer. A push not counted by then is answered
+/// 202 `{"accepted":true}` (it is in the loop's queue and will be delivered); a read is answered
+/// 503.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The control API's limits.
@@ -41,6 +48,11 @@ pub struct ControlOptions {
     pub max_connections: usize,
     /// A connection idle this long between requests is closed. Zero means never.
     pub idle_timeout: Duration,
+    /// A request must be read whole within this long of its first byte (of the connection's
+    /// opening, for the first request), or is answered 408. Zero means no limit.
+    pub request_timeout: Duration,
+    /// Request body bytes held at once over all connections; see [`stats::Stats::reserve`].
+    pub max_inflight_bytes: usize,
     /// How long a request waits for the event loop's answer.
     pub reply_timeout: Duration,
     /// The key every request must present; `None`: no authentication.
@@ -53,6 +65,8 @@ impl From<&Config> for ControlOptions {
             max_body: c.control_max_body,
             max_connections: c.control_max_connections,
             idle_timeout: c.control_idle_timeout,
+            request_timeout: c.control_request_timeout,
+            max_inflight_bytes: c.control_max_inflight_bytes,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             api_key: c.api_key(),
         }

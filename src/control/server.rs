@@ -6,10 +6,13 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::api::{self, Dispatch};
-use super::http::{self, Method, Response};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::api::{self, Answer, ApiError, Dispatch, Pending};
+use super::http::{self, HttpError, Method, Response};
+use super::stats::{Reservation, Stats};
 use super::ControlOptions;
 
 /// How long the accept thread may block writing a 503 to a refused connection.
@@ -19,11 +22,21 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// is still sending, so that closing does not reset the connection before the answer is read.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Most bytes discarded while lingering.
+/// Most bytes discarded while lingering (beyond a refused body's own length).
 const LINGER_MAX: usize = 256 * 1024;
+
+/// Connections refused over the cap whose requests are being read dry; more are closed at once.
+const MAX_REFUSED_DRAINING: usize = 256;
+
+/// How often the draining thread reads the refused connections it holds.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// Pause after a failed accept, so running out of file descriptors does not spin a core.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Bytes read at a time, and the buffer a connection keeps between requests: one that took a
+/// large body gives the room back once it is answered.
+const READ_CHUNK: usize = 8192;
 
 pub(super) fn spawn<D>(
     listener: TcpListener,
@@ -35,13 +48,23 @@ where
 {
     // The accept thread blocks in accept; a listener handed over non-blocking would spin.
     listener.set_nonblocking(false)?;
+    let (refused, to_drain) = crossbeam_channel::bounded(MAX_REFUSED_DRAINING);
+    thread::Builder::new()
+        .name("herald-control-refused".into())
+        .spawn(move || drain_refused(to_drain))?;
+    let stats = Arc::new(Stats::default());
     thread::Builder::new()
         .name("herald-control-accept".into())
-        .spawn(move || accept_loop(listener, loop_, Arc::new(opts)))
+        .spawn(move || accept_loop(listener, loop_, Arc::new(opts), stats, refused))
 }
 
-fn accept_loop<D>(listener: TcpListener, loop_: D, opts: Arc<ControlOptions>)
-where
+fn accept_loop<D>(
+    listener: TcpListener,
+    loop_: D,
+    opts: Arc<ControlOptions>,
+    stats: Arc<Stats>,
+    refused: Sender<TcpStream>,
+) where
     D: Dispatch + Clone + Send + 'static,
 {
     let active = Arc::new(AtomicUsize::new(0));
@@ -55,17 +78,19 @@ where
             }
         };
         let Some(slot) = Slot::take(&active, opts.max_connections) else {
-            refuse(stream);
+            stats.count_refused_connection();
+            refuse(stream, &refused);
             continue;
         };
         let loop_ = loop_.clone();
         let opts = Arc::clone(&opts);
+        let stats = Arc::clone(&stats);
         let spawned = thread::Builder::new()
             .name("herald-control".into())
             .spawn(move || {
                 // Held for the thread's life, released however the thread ends.
                 let _slot = slot;
-                if let Err(e) = serve(stream, &loop_, &opts) {
+                if let Err(e) = serve(stream, &loop_, &opts, &stats) {
                     tracing::debug!(error = %e, "control connection ended with an error");
                 }
             });
@@ -96,35 +121,105 @@ impl Drop for Slot {
     }
 }
 
-/// Answers a connection over the cap with 503 and closes it, on the accept thread: the answer is
-/// small enough for the socket's send buffer, and the write timeout bounds the rare case it isn't.
-fn refuse(mut stream: TcpStream) {
+/// Answers a connection over the cap with 503 on the accept thread (the answer is small enough
+/// for the socket's send buffer, and the write timeout bounds the rare case it isn't), then hands
+/// it to the draining thread. Closing it here, with the client's request unread, would make the
+/// kernel reset the connection, and the reset can destroy the 503 before the client reads it.
+fn refuse(mut stream: TcpStream, drain: &Sender<TcpStream>) {
     let mut out = Vec::new();
     Response::error(503, "too many control connections").write(false, &mut out);
     let _ = stream.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
     let _ = stream.write_all(&out);
     let _ = stream.shutdown(Shutdown::Write);
+    // Full: closed at once, as a flood of refusals must not grow this without bound.
+    let _ = drain.try_send(stream);
+}
+
+/// The draining thread: reads refused connections dry, without blocking on any, and closes each
+/// once its client has closed, or after [`LINGER`] or [`LINGER_MAX`] bytes.
+fn drain_refused(to_drain: Receiver<TcpStream>) {
+    let mut held: Vec<(TcpStream, Instant, usize)> = Vec::new();
+    let mut sink = [0u8; READ_CHUNK];
+    loop {
+        let next = if held.is_empty() {
+            match to_drain.recv() {
+                Ok(stream) => Some(stream),
+                Err(_) => return,
+            }
+        } else {
+            match to_drain.recv_timeout(DRAIN_POLL) {
+                Ok(stream) => Some(stream),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        let now = Instant::now();
+        for stream in next.into_iter().chain(to_drain.try_iter()) {
+            if held.len() < MAX_REFUSED_DRAINING && stream.set_nonblocking(true).is_ok() {
+                held.push((stream, now + LINGER, 0));
+            }
+        }
+        held.retain_mut(|(stream, deadline, read)| {
+            now < *deadline && read_available(stream, read, &mut sink)
+        });
+    }
+}
+
+/// Reads and drops what a non-blocking `stream` has; false once it is done with (the client
+/// closed, an error, or more than [`LINGER_MAX`] bytes in all).
+fn read_available(stream: &mut TcpStream, read: &mut usize, sink: &mut [u8]) -> bool {
+    loop {
+        match stream.read(sink) {
+            Ok(0) => return false,
+            Ok(n) => {
+                *read += n;
+                if *read >= LINGER_MAX {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Pipelined requests started before the first of them is answered.
 const MAX_PIPELINED: usize = 128;
 
 /// Serves requests on one connection, in order, until the client closes, asks to close, idles
-/// past the timeout, or sends something unparseable.
-fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) -> io::Result<()> {
-    // A zero duration is refused by set_read_timeout; it means "no idle limit" here.
+/// past the timeout, sends something unparseable, or takes longer than the request timeout to
+/// send a request whole.
+///
+/// Each request's body is budgeted ([`Stats::reserve`]) as soon as its head says how long it is,
+/// before the body is read; the budget is held until the loop has taken the request's command.
+fn serve(
+    mut stream: TcpStream,
+    loop_: &impl Dispatch,
+    opts: &ControlOptions,
+    stats: &Arc<Stats>,
+) -> io::Result<()> {
+    let opened = Instant::now();
+    // A zero duration is refused by set_read_timeout; it means "no limit" here.
     let idle = Some(opts.idle_timeout).filter(|d| !d.is_zero());
-    stream.set_read_timeout(idle)?;
+    let whole = Some(opts.request_timeout).filter(|d| !d.is_zero());
     // A client that stops reading its answers would otherwise hold this thread forever.
-    stream.set_write_timeout(idle)?;
+    stream.set_write_timeout(shortest(idle, whole))?;
     // Each answer is one write; waiting for an ACK to coalesce it only adds latency.
     stream.set_nodelay(true)?;
 
-    let mut buf = Vec::with_capacity(4096);
+    let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(512);
-    let mut chunk = [0u8; 8192];
+    let mut chunk = [0u8; READ_CHUNK];
     // `100 Continue` is sent at most once per request.
     let mut continued = false;
+    // When the request at the front of `buf` must have arrived whole. The first request's time
+    // runs from the connection's opening (a client that connects and says nothing holds a slot
+    // as surely as one that trickles); a later one's from its first byte. `None` between
+    // requests, where only the idle timeout applies.
+    let mut deadline = whole.map(|t| opened + t);
+    // The budget of the body of the request at the front of `buf`, taken when its head arrived.
+    let mut reserved: Option<Reservation> = None;
     loop {
         // Start every complete request already buffered (pipelining), so the loop takes their
         // commands in one batch; then answer them in arrival order with one write.
@@ -136,14 +231,27 @@ fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) ->
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
                     continued = false;
-                    let started = api::start(
-                        &req,
-                        loop_,
-                        opts.reply_timeout,
-                        opts.api_key.as_ref(),
-                        SystemTime::now(),
-                    );
-                    pending.push((started, req.method == Method::Head, req.keep_alive));
+                    // A request that arrived whole in one read is budgeted now.
+                    let reservation = reserved
+                        .take()
+                        .or_else(|| stats.reserve(req.body.len(), opts.max_inflight_bytes));
+                    let started = match reservation {
+                        Some(_) => api::start(
+                            &req,
+                            loop_,
+                            opts.reply_timeout,
+                            opts.api_key.as_ref(),
+                            Some(stats),
+                            SystemTime::now(),
+                        ),
+                        None => Pending::Ready(Response::from(&ApiError::TooManyBytesInFlight)),
+                    };
+                    pending.push((
+                        started,
+                        reservation,
+                        req.method == Method::Head,
+                        req.keep_alive,
+                    ));
                     if !req.keep_alive {
                         close = true;
                         break;
@@ -156,66 +264,155 @@ fn serve(mut stream: TcpStream, loop_: &impl Dispatch, opts: &ControlOptions) ->
                 }
             }
         }
+        if !pending.is_empty() {
+            // What is left began arriving with (or after) what was just taken.
+            deadline = match buf.is_empty() {
+                true => None,
+                false => whole.map(|t| Instant::now() + t),
+            };
+        }
         out.clear();
-        for (started, head, keep_alive) in pending {
-            let resp = started.finish();
+        let mut unconfirmed = Vec::new();
+        for (started, reservation, head, keep_alive) in pending {
+            let Answer {
+                response,
+                unconfirmed: counting,
+            } = started.answer();
+            if let Some(rx) = counting {
+                stats.count_unconfirmed_push();
+                unconfirmed.push((rx, reservation));
+            }
             if head {
-                resp.write_head(keep_alive, &mut out);
+                response.write_head(keep_alive, &mut out);
             } else {
-                resp.write(keep_alive, &mut out);
+                response.write(keep_alive, &mut out);
             }
         }
         if let Some(e) = &fault {
             tracing::debug!(error = %e, "bad control request");
             Response::from(e).write(false, &mut out);
         }
-        if !out.is_empty() {
-            stream.write_all(&out)?;
+        let written = match out.is_empty() {
+            true => Ok(()),
+            false => stream.write_all(&out),
+        };
+        // Pushes answered 202 before the loop counted them are still in its queue, their bytes
+        // with them: their budget is kept until the loop has taken them, and this connection
+        // waits with it, so a slow loop slows its callers instead of growing its queue. The loop
+        // answers every command it takes, and drops the channel when it stops.
+        for (rx, reservation) in unconfirmed {
+            let _ = rx.recv();
+            drop(reservation);
         }
+        written?;
         if fault.is_some() {
-            linger_close(&mut stream);
+            linger_close(&mut stream, LINGER_MAX);
             return Ok(());
         }
         if close {
             return Ok(());
         }
+        if buf.capacity() > 4 * READ_CHUNK && buf.len() <= READ_CHUNK {
+            buf.shrink_to(READ_CHUNK);
+        }
         if http::parse(&buf, opts.max_body).is_ok_and(|r| r.is_some()) {
             // More complete requests than one batch takes: the next batch, before reading.
             continue;
+        }
+        if reserved.is_none() {
+            if let Ok(Some(framing)) = http::framing(&buf, opts.max_body) {
+                let Some(reservation) = stats.reserve(framing.body_len, opts.max_inflight_bytes)
+                else {
+                    // Refused before its body is read: none of it is held, nothing is
+                    // delivered. The body the client is still sending is read and dropped
+                    // while lingering, so that closing does not reset the answer away.
+                    out.clear();
+                    Response::from(&ApiError::TooManyBytesInFlight).write(false, &mut out);
+                    stream.write_all(&out)?;
+                    let unread = framing.total().saturating_sub(buf.len());
+                    linger_close(&mut stream, unread + LINGER_MAX);
+                    return Ok(());
+                };
+                reserved = Some(reservation);
+                // Room for the rest made once, rather than by doubling while it arrives.
+                buf.reserve_exact(framing.total().saturating_sub(buf.len()));
+            }
         }
         if !continued && http::wants_continue(&buf, opts.max_body) {
             stream.write_all(http::CONTINUE)?;
             continued = true;
         }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return time_out(stream, &buf, whole, stats);
+        }
+        stream.set_read_timeout(shortest(idle, left))?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
-            // The read timeout: the connection idled out.
+            // The read timeout: the request is late, or the connection idled out.
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Ok(())
+                return time_out(stream, &buf, shortest(whole, idle), stats);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         buf.extend_from_slice(&chunk[..n]);
+        if deadline.is_none() {
+            deadline = whole.map(|t| Instant::now() + t);
+        }
     }
 }
 
-/// Closes our side, then reads and discards what the client still sends for a short while.
-/// Closing a socket with unread input makes the kernel send a reset, which can destroy the error
-/// answer before the client reads it (a 413 sent while the body is still arriving).
-fn linger_close(stream: &mut TcpStream) {
-    if stream.shutdown(Shutdown::Write).is_err() || stream.set_read_timeout(Some(LINGER)).is_err() {
+/// Ends a connection whose time ran out: quietly between requests, with 408 when part of a
+/// request had arrived (RFC 9110 §15.5.9).
+fn time_out(
+    mut stream: TcpStream,
+    buf: &[u8],
+    after: Option<Duration>,
+    stats: &Stats,
+) -> io::Result<()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    stats.count_request_timeout();
+    let mut out = Vec::new();
+    let after = after.unwrap_or_default();
+    Response::from(&HttpError::RequestTimeout { after }).write(false, &mut out);
+    stream.write_all(&out)?;
+    linger_close(&mut stream, LINGER_MAX);
+    Ok(())
+}
+
+/// The shorter of two optional limits; `None` when neither is set.
+fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Closes our side, then reads and discards what the client still sends, for at most [`LINGER`]
+/// in all and `max` bytes. Closing a socket with unread input makes the kernel send a reset,
+/// which can destroy the error answer before the client reads it (a 413 sent while the body is
+/// still arriving).
+fn linger_close(stream: &mut TcpStream, max: usize) {
+    if stream.shutdown(Shutdown::Write).is_err() {
         return;
     }
-    let mut sink = [0u8; 8192];
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; READ_CHUNK];
     let mut discarded = 0;
-    while discarded < LINGER_MAX {
+    while discarded < max {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => return,
             Ok(n) => discarded += n,
@@ -268,6 +465,8 @@ mod tests {
             max_body: 1024,
             max_connections,
             idle_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_inflight_bytes: 1024 * 1024,
             reply_timeout: Duration::from_secs(5),
             api_key: None,
         };
