@@ -34,6 +34,7 @@ use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::identity::Identity;
+use crate::server::log_limit::{peer_warn, PeerFault};
 use crate::server::metrics::{Gauges, Metrics};
 use crate::server::session::{Session, Transport};
 use crate::ws::deflate;
@@ -306,7 +307,14 @@ impl EventLoop {
                 Err(e) => {
                     // EMFILE and the like: the backlog keeps the connections; try again at the
                     // next tick rather than spin on an error that persists.
-                    warn!(error = %e, "accept failed; pausing accepts until the next tick");
+                    let warnings = &mut self.state.io.metrics.peer_warnings;
+                    peer_warn!(
+                        warnings,
+                        PeerFault::Accept,
+                        now,
+                        error = %e,
+                        "accept failed; pausing accepts until the next tick"
+                    );
                     self.accept_paused = true;
                     return;
                 }
@@ -637,7 +645,16 @@ impl State {
         let status = e.status();
         if let Some(conn) = self.io.conn_mut(k) {
             let peer = conn.stream.peer_addr().ok();
-            warn!(?peer, status, error = %e, "handshake rejected");
+            let warnings = &mut self.io.metrics.peer_warnings;
+            peer_warn!(
+                warnings,
+                PeerFault::Handshake,
+                now,
+                ?peer,
+                status,
+                error = %e,
+                "handshake rejected"
+            );
         }
         *self
             .io
@@ -698,7 +715,15 @@ impl State {
                 }
                 Err(e) => {
                     let code = CloseCode::from(&e);
-                    warn!(conn = k, code = code.0, error = %e, "closing on a protocol fault");
+                    peer_warn!(
+                        self.io.metrics.peer_warnings,
+                        PeerFault::Protocol,
+                        now,
+                        conn = k,
+                        code = code.0,
+                        error = %e,
+                        "closing on a protocol fault"
+                    );
                     self.start_close(k, code, &e.to_string(), now);
                     return;
                 }
@@ -726,7 +751,10 @@ impl State {
                 true
             }
             (Admit::Close, Proto::Raw, _) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     conn = k,
                     "client kept sending over its message rate; closing"
                 );
@@ -734,7 +762,10 @@ impl State {
                 false
             }
             (Admit::Close, Proto::EngineIo, Some(s)) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     session = s,
                     "client kept sending over its message rate; closing"
                 );
@@ -746,7 +777,10 @@ impl State {
             // a client that keeps at it is closed like any other.
             (Admit::DropAndWarn, Proto::Echo, _) => true,
             (Admit::Close, Proto::Echo, _) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     conn = k,
                     "echo client kept sending over its message rate; closing"
                 );
