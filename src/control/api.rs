@@ -212,6 +212,10 @@ pub enum Pending {
         rx: Receiver<String>,
         deadline: Instant,
     },
+    Readiness {
+        rx: Receiver<bool>,
+        deadline: Instant,
+    },
 }
 
 impl Pending {
@@ -237,6 +241,11 @@ impl Pending {
             Pending::Metrics { rx, deadline } => {
                 wait(&rx, deadline).map(|text| Response::text(200, METRICS_CONTENT_TYPE, text))
             }
+            // A loop that is gone or does not answer takes no clients either.
+            Pending::Readiness { rx, deadline } => match wait(&rx, deadline) {
+                Ok(true) => Ok(Response::json(200, &json!({ "status": "ok" }))),
+                Ok(false) | Err(_) => Ok(Response::json(503, &json!({ "status": "draining" }))),
+            },
         };
         result.unwrap_or_else(|e| Response::from(&e))
     }
@@ -269,6 +278,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
             200,
             &json!({ "status": "ok" }),
         ))),
+        ["readyz"] if get => readiness(ctx),
         ["metrics"] if get => metrics(ctx),
         ["v1", "users", user_id] if get => user_info(user_id, ctx),
         ["v1", "users", user_id, "notifications"] if post => {
@@ -285,7 +295,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
             let body = Envelope::parse(&req.body)?;
             push(Target::All, body.notification()?, ctx)
         }
-        ["healthz"] | ["metrics"] | ["v1", "users", _] => {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["v1", "users", _] => {
             Err(ApiError::MethodNotAllowed { allow: GET })
         }
         ["v1", "users", _, "notifications"] | ["v1", "notifications"] | ["v1", "broadcast"] => {
@@ -303,6 +313,20 @@ fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
         .dispatch(Command::Metrics { reply })
         .map_err(|LoopGone| ApiError::LoopGone)?;
     Ok(Pending::Metrics {
+        rx,
+        deadline: ctx.deadline(),
+    })
+}
+
+fn readiness<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    if ctx.loop_.dispatch(Command::Readiness { reply }).is_err() {
+        return Ok(Pending::Ready(Response::json(
+            503,
+            &json!({ "status": "draining" }),
+        )));
+    }
+    Ok(Pending::Readiness {
         rx,
         deadline: ctx.deadline(),
     })
@@ -554,6 +578,7 @@ mod tests {
         Push(Target, String),
         UserInfo(String),
         Metrics,
+        Readiness,
     }
 
     enum Behaviour {
@@ -632,6 +657,10 @@ mod tests {
                 Command::Metrics { reply } => {
                     let _ = reply.send("herald_sockets 3\n".to_owned());
                     Seen::Metrics
+                }
+                Command::Readiness { reply } => {
+                    let _ = reply.send(true);
+                    Seen::Readiness
                 }
                 Command::Shutdown => panic!("the API never sends Shutdown"),
             };
@@ -876,6 +905,27 @@ mod tests {
         assert_eq!(resp.status, 200);
         assert_eq!(resp.content_type, METRICS_CONTENT_TYPE);
         assert_eq!(resp.body, b"herald_sockets 3\n");
+    }
+
+    /// `/readyz` was missing: a balancer could not tell a draining herald from a healthy one.
+    #[test]
+    fn readyz_is_ok_until_the_loop_stops_taking_clients() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        assert_eq!(
+            call(&fake, Method::Get, "/readyz", ""),
+            (200, json!({ "status": "ok" }))
+        );
+        let gone = FakeLoop::new(Behaviour::Gone);
+        assert_eq!(
+            call(&gone, Method::Get, "/readyz", ""),
+            (503, json!({ "status": "draining" }))
+        );
+        let silent = FakeLoop::new(Behaviour::Drop);
+        assert_eq!(
+            call(&silent, Method::Get, "/readyz", ""),
+            (503, json!({ "status": "draining" }))
+        );
+        assert_eq!(call(&fake, Method::Post, "/readyz", "").0, 405);
     }
 
     #[test]

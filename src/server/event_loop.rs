@@ -33,6 +33,7 @@ use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
+use crate::server::health::Probe;
 use crate::server::identity::Identity;
 use crate::server::log_limit::{peer_warn, PeerFault};
 use crate::server::metrics::{Gauges, Metrics};
@@ -393,6 +394,9 @@ impl EventLoop {
                 Command::Metrics { reply } => {
                     let _ = reply.send(self.state.render_metrics());
                 }
+                Command::Readiness { reply } => {
+                    let _ = reply.send(self.state.shutdown_deadline.is_none());
+                }
                 Command::Shutdown => {
                     if let Some(mut listener) = self.listener.take() {
                         let _ = self.poll.registry().deregister(&mut listener);
@@ -503,6 +507,8 @@ impl State {
                         Err(e) => self.reject(k, &e, now),
                         Ok(hs) => self.open_echo(k, &hs, &rest, now),
                     }
+                } else if let Some(probe) = Probe::at(&req.path) {
+                    self.answer_probe(k, probe, &req, rest, now);
                 } else {
                     self.reject(k, &HandshakeError::NotFound, now);
                 }
