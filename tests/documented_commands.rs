@@ -83,16 +83,24 @@ fn the_load_generator_example_runs_as_pasted() {
         .replace("7101", &free_port().to_string());
     let work = tempdir("work");
     let tmp = tempdir("tmp");
-    let out = Command::new("bash")
+    // Not part of the block: whatever it leaves running in the background is stopped with the
+    // shell, and its output goes to a file, so that a block that forgets its server fails
+    // rather than hangs.
+    const CLEANUP: &str = "trap 'st=$?; kill $(jobs -p) 2>/dev/null || true; exit $st' EXIT";
+    let script = format!("{CLEANUP}\n{script}");
+    let log = tmp.join("script.log");
+    let status = Command::new("bash")
         .args(["-e", "-c", &script])
         .current_dir(&work)
         .env("TMPDIR", &tmp)
-        .output()
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(tmp.join("script.err")).unwrap())
+        .status()
         .expect("bash runs");
     assert!(
-        out.status.success(),
+        status.success(),
         "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(tmp.join("script.err")).unwrap()
     );
     let left: Vec<_> = std::fs::read_dir(&work).unwrap().collect();
     assert!(left.is_empty(), "written into the tree: {left:?}");

@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -22,12 +23,35 @@ fn herald() -> Command {
     cmd
 }
 
-/// Runs `cmd` to its end, which must come at once: herald refusing its configuration.
-fn refused(mut cmd: Command) -> (Output, String) {
-    let out = cmd.output().expect("herald runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "herald started: {stderr}");
-    (out, stderr)
+/// Runs `cmd`, which must end by itself: herald refusing its configuration. One that starts
+/// instead is stopped, and fails the test.
+fn refused(mut cmd: Command) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("herald runs");
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herald started: {}", reader.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(!status.success(), "{stderr}");
+    (status, stderr)
 }
 
 /// Starts `cmd` and returns it with its log up to and including the listening line.
@@ -52,8 +76,8 @@ fn started(mut cmd: Command) -> (Child, Vec<String>) {
 fn a_zero_ping_interval_is_refused_naming_the_flag() {
     let mut cmd = herald();
     cmd.args(["--ping-interval", "0s"]);
-    let (out, stderr) = refused(cmd);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (status, stderr) = refused(cmd);
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--ping-interval"), "{stderr}");
     assert!(stderr.contains("above zero"), "{stderr}");
 }
@@ -65,8 +89,8 @@ fn a_bad_variable_is_named_with_its_flag() {
     for value in ["abc", "0s"] {
         let mut cmd = herald();
         cmd.env("HERALD_PING_INTERVAL", value);
-        let (out, stderr) = refused(cmd);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let (status, stderr) = refused(cmd);
+        assert_eq!(status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("HERALD_PING_INTERVAL"), "{stderr}");
         assert!(stderr.contains("--ping-interval"), "{stderr}");
     }
