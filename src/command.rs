@@ -37,6 +37,8 @@ pub enum Command {
     },
     /// The loop's counters, rendered in the Prometheus text format.
     Metrics { reply: Sender<String> },
+    /// Whether the loop takes new clients: `false` once shutdown began.
+    Readiness { reply: Sender<bool> },
     /// Stop accepting, close every client with 1001, flush, and return.
     Shutdown,
 }

@@ -1,7 +1,8 @@
 //! Every address, limit and timer herald has, with its default, its flag and its `HERALD_*`
 //! environment twin. `herald --help` prints this table.
 
-use std::net::SocketAddr;
+use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,17 +17,20 @@ use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 /// Clients hold a WebSocket (`ws://HOST:5000/ws`) and subscribe to user ids with
 /// `{"event":"subscribe","data":"<userId>"}`; services push notifications over the HTTP control
 /// API (`POST http://127.0.0.1:5001/v1/users/<userId>/notifications`), and every socket
-/// subscribed to that user receives them. Durations take units: `500ms`, `10s`, `2m`.
+/// subscribed to that user receives them. Durations take units: `500ms`, `10s`, `2m`; a timer is
+/// above zero unless its flag says what 0 means, and at most a day. A size or count where 0 would
+/// refuse everything is refused at start; where 0 means "off", the flag says so.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "herald", version, about, long_about)]
 pub struct Config {
-    /// Address of the public WebSocket listener.
-    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:5000")]
+    /// Address of the public WebSocket listener: `IP:PORT`, or `HOST:PORT` resolved once at
+    /// start (its first IPv4 address, else its first).
+    #[arg(long, env = "HERALD_LISTEN", default_value = "0.0.0.0:5000", value_parser = socket_addr)]
     pub listen: SocketAddr,
 
-    /// Address of the HTTP control API. An address off loopback needs --api-key: herald refuses
+    /// Address of the HTTP control API, `IP:PORT` or `HOST:PORT`. An address off loopback needs --api-key: herald refuses
     /// to start without one.
-    #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001")]
+    #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001", value_parser = socket_addr)]
     pub control: SocketAddr,
 
     /// Path of the raw JSON WebSocket endpoint.
@@ -61,21 +65,21 @@ pub struct Config {
 
     /// Engine.IO `maxPayload`: the largest polling request body and Socket.IO WebSocket message
     /// a client may send, in bytes.
-    #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    #[arg(long, env = "HERALD_MAX_PAYLOAD", default_value_t = 1_000_000, value_parser = at_least_one())]
     pub max_payload: usize,
 
     /// A Socket.IO client that has not connected to a namespace this long after its Engine.IO
     /// session opened is closed.
-    #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_CONNECT_TIMEOUT", default_value = "45s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
 
-    /// Most binary attachments one Socket.IO packet may announce.
+    /// Most binary attachments one Socket.IO packet may announce. 0: binary packets are refused.
     #[arg(long, env = "HERALD_MAX_ATTACHMENTS", default_value_t = 10)]
     pub max_attachments: usize,
 
     /// Largest WebSocket message a client may send, in bytes, summed over its fragments.
     /// A larger one is refused from its frame header and closed with 1009.
-    #[arg(long, env = "HERALD_MAX_MESSAGE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "HERALD_MAX_MESSAGE", default_value_t = 64 * 1024, value_parser = at_least_one())]
     pub max_message: usize,
 
     /// Most frames one WebSocket message from a client may span: its first frame plus its
@@ -92,27 +96,27 @@ pub struct Config {
 
     /// Largest HTTP request head (request line and headers) of a WebSocket handshake, in bytes.
     /// A larger one is answered 431.
-    #[arg(long, env = "HERALD_MAX_HANDSHAKE", default_value_t = 8 * 1024)]
+    #[arg(long, env = "HERALD_MAX_HANDSHAKE", default_value_t = 8 * 1024, value_parser = at_least_one())]
     pub max_handshake: usize,
 
     /// A connection that has not completed its WebSocket handshake (or, for HTTP long-polling,
     /// sent its next request) by then is closed.
-    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub handshake_timeout: Duration,
 
     /// A connection silent for this long is sent a ping. Also the Engine.IO `pingInterval`:
     /// how often Socket.IO sessions are pinged.
-    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_PING_INTERVAL", default_value = "25s", value_parser = positive_duration)]
     pub ping_interval: Duration,
 
     /// A connection that sends nothing (no pong, no message) this long after a ping is closed.
     /// Also the Engine.IO `pingTimeout`.
-    #[arg(long, env = "HERALD_PING_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_PING_TIMEOUT", default_value = "20s", value_parser = positive_duration)]
     pub ping_timeout: Duration,
 
     /// After herald sends a close frame, how long it waits for the client to finish the close
     /// handshake before it drops the TCP connection.
-    #[arg(long, env = "HERALD_CLOSE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_CLOSE_TIMEOUT", default_value = "3s", value_parser = positive_duration)]
     pub close_timeout: Duration,
 
     /// Agree permessage-deflate (RFC 7692) with clients that offer it, on `/ws` and on
@@ -140,28 +144,34 @@ pub struct Config {
     /// session between polls). A push that would take it past this closes the connection with
     /// 4008 ("slow consumer, reconnect") and drops what was waiting: one slow reader never grows
     /// herald's memory without bound or holds up the others.
-    #[arg(long, env = "HERALD_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "HERALD_MAX_QUEUED_BYTES",
+        default_value_t = 1024 * 1024,
+        value_name = "BYTES",
+        value_parser = at_least_one()
+    )]
     pub max_queued_bytes: usize,
 
     /// How many user ids one connection may subscribe to.
-    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16)]
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16, value_parser = at_least_one())]
     pub max_subscriptions: usize,
 
     /// On SIGINT/SIGTERM, how long herald waits for clients to acknowledge close 1001 and for
-    /// queued bytes to drain before it exits anyway.
-    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// queued bytes to drain before it exits anyway. 0: exit without waiting.
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 
     /// Largest control API request body, in bytes; a larger one is answered 413.
-    #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024, value_parser = at_least_one())]
     pub control_max_body: usize,
 
     /// How many control API connections are served at once (a thread each); more are answered 503.
-    #[arg(long, env = "HERALD_CONTROL_MAX_CONNECTIONS", default_value_t = 256)]
+    #[arg(long, env = "HERALD_CONTROL_MAX_CONNECTIONS", default_value_t = 256, value_parser = at_least_one())]
     pub control_max_connections: usize,
 
-    /// A keep-alive control API connection idle this long is closed.
-    #[arg(long, env = "HERALD_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// A keep-alive control API connection idle this long is closed. 0: never.
+    #[arg(long, env = "HERALD_CONTROL_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub control_idle_timeout: Duration,
 
     /// A control API request must arrive whole, head and body, within this long (counted from
@@ -202,14 +212,14 @@ pub struct Config {
     #[arg(long, env = "HERALD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Clock skew forgiven on a JWT's `exp` and `nbf`, in whole seconds.
-    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    /// Clock skew forgiven on a JWT's `exp` and `nbf`, in whole seconds. 0: none.
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value = "0s", value_parser = duration)]
     pub jwt_leeway: Duration,
 
     /// When JWT auth is on, a raw `/ws` connection that has not authenticated this long after
     /// its WebSocket handshake is closed with 4001, and a Socket.IO session with no accepted
     /// CONNECT by then (or by --connect-timeout, if shorter) is closed.
-    #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub auth_timeout: Duration,
 
     /// Key control API callers present as `Authorization: Bearer <key>`, compared in constant
@@ -222,7 +232,7 @@ pub struct Config {
     pub user_rate: u32,
 
     /// Notifications one user id may be pushed in a burst, before `--user-rate` paces them.
-    #[arg(long, env = "HERALD_USER_BURST", default_value_t = limits::DEFAULT_USER_BURST)]
+    #[arg(long, env = "HERALD_USER_BURST", default_value_t = limits::DEFAULT_USER_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub user_burst: u32,
 
     /// Messages per second one client connection may send, sustained, pings included. 0: no
@@ -232,7 +242,7 @@ pub struct Config {
 
     /// Messages one client connection may send in a burst, before `--client-rate` paces them:
     /// enough to subscribe `--max-subscriptions` user ids right after connecting.
-    #[arg(long, env = "HERALD_CLIENT_BURST", default_value_t = limits::DEFAULT_CLIENT_BURST)]
+    #[arg(long, env = "HERALD_CLIENT_BURST", default_value_t = limits::DEFAULT_CLIENT_BURST, value_parser = clap::value_parser!(u32).range(1..))]
     pub client_burst: u32,
 
     /// Client connections open at once; more are answered 503. The process's open-file limit
@@ -258,9 +268,135 @@ pub struct Config {
         default_value_t = limits::DEFAULT_CONNECTION_RATE_PER_IP
     )]
     pub connection_rate_per_ip: u32,
+
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line, with
+    /// `timestamp`, `level`, `fields` and `target`) for log collectors. `RUST_LOG` picks what is
+    /// logged either way.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of herald's log lines.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The longest timer herald takes. A timer of more than a day is a slip of the finger, and
+/// bounding it keeps every `Instant + timer` far from overflow.
+pub const MAX_TIMER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A duration flag that may be 0 (its flag says what 0 means), at most [`MAX_TIMER`].
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d > MAX_TIMER {
+        return Err(format!(
+            "at most {} (a day) is accepted",
+            humantime::format_duration(MAX_TIMER)
+        ));
+    }
+    Ok(d)
+}
+
+/// A timer that must be above zero: a ping interval of 0 would ping without pause, a timeout of
+/// 0 would close every connection at once.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s)? {
+        Duration::ZERO => Err("must be above zero (e.g. 500ms, 10s)".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// A size or count for which 0 would refuse every message, request or client.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now, once: its first IPv4 address, else its first (so that
+/// `localhost` means 127.0.0.1 where both it and ::1 are listed).
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let hint = "give IP:PORT or HOST:PORT, e.g. 127.0.0.1:5000 or localhost:5000";
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{e}; {hint}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s} resolves to no address; {hint}"))
+}
+
+/// Rewrites clap's "invalid value for '--flag'" as "invalid value in HERALD_FLAG (--flag)" when
+/// the flag is not among `args`, so the value can only have come from its variable.
+fn name_env_twin(e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    // `--ping-interval <PING_INTERVAL>`
+    let Some(long) = arg
+        .strip_prefix("--")
+        .and_then(|a| a.split([' ', '=']).next())
+    else {
+        return e;
+    };
+    let mut cmd = Config::command();
+    let Some(env) = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+    else {
+        return e;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if on_command_line {
+        return e;
+    }
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v)) => v.clone(),
+        _ => String::new(),
+    };
+    let reason = match std::error::Error::source(&e) {
+        Some(source) => source.to_string(),
+        None => "not one of the accepted values (see --help)".to_owned(),
+    };
+    cmd.error(
+        ErrorKind::ValueValidation,
+        format!("invalid value '{value}' in {env} (the environment twin of {flag}): {reason}"),
+    )
 }
 
 impl Config {
+    /// Parses `args` and the `HERALD_*` variables. A bad value that came from a variable is
+    /// reported under the variable's name and its flag's, since the command line the operator
+    /// looks at does not show it.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        Config::try_parse_from(&args).map_err(|e| name_env_twin(e, &args))
+    }
+
     /// The defaults, as `herald` with no flags would run, except that both listeners take
     /// ephemeral loopback ports: what tests and embedders start from.
     pub fn for_tests() -> Self {
@@ -453,5 +589,108 @@ mod tests {
         let mut c = Config::for_tests();
         c.api_key = Some(String::new());
         assert!(!c.api_key().unwrap().matches(Some(b"Bearer ")));
+    }
+
+    /// `--ping-interval 0s` was accepted and pinged a client 276 times in 3 s; every timer and
+    /// every size where 0 means nothing useful is now refused at start, naming its flag.
+    #[test]
+    fn zero_timers_and_sizes_refused_naming_the_flag() {
+        for flag in [
+            "--connect-timeout",
+            "--handshake-timeout",
+            "--ping-interval",
+            "--ping-timeout",
+            "--close-timeout",
+            "--auth-timeout",
+        ] {
+            for value in ["0s", "0ms", "2d"] {
+                let e = Config::try_parse_from(["herald", flag, value]).unwrap_err();
+                assert!(e.to_string().contains(flag), "{flag} {value}: {e}");
+            }
+            assert!(
+                Config::try_parse_from(["herald", flag, "250ms"]).is_ok(),
+                "{flag}"
+            );
+        }
+        for flag in [
+            "--max-payload",
+            "--max-message",
+            "--max-handshake",
+            "--max-queued-bytes",
+            "--max-subscriptions",
+            "--control-max-body",
+            "--control-max-connections",
+            "--user-burst",
+            "--client-burst",
+        ] {
+            let e = Config::try_parse_from(["herald", flag, "0"]).unwrap_err();
+            assert!(e.to_string().contains(flag), "{flag}: {e}");
+            assert!(
+                Config::try_parse_from(["herald", flag, "1"]).is_ok(),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_means_off_where_documented() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--shutdown-timeout",
+            "0s",
+            "--control-idle-timeout",
+            "0s",
+            "--jwt-leeway",
+            "0s",
+            "--max-attachments",
+            "0",
+            "--deflate-threshold",
+            "0",
+            "--user-rate",
+            "0",
+            "--client-rate",
+            "0",
+            "--max-connections",
+            "0",
+            "--max-connections-per-ip",
+            "0",
+            "--connection-rate-per-ip",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.shutdown_timeout, Duration::ZERO);
+        assert!(Config::try_parse_from(["herald", "--shutdown-timeout", "25h"]).is_err());
+    }
+
+    /// `--listen localhost:7050` was refused as "invalid socket address syntax".
+    #[test]
+    fn listen_and_control_take_host_names() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--listen",
+            "localhost:7050",
+            "--control",
+            "localhost:7051",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 7050)));
+        assert_eq!(c.control, SocketAddr::from(([127, 0, 0, 1], 7051)));
+        let e = Config::try_parse_from(["herald", "--listen", "localhost"]).unwrap_err();
+        assert!(e.to_string().contains("HOST:PORT"), "{e}");
+    }
+
+    /// A bad `HERALD_MAX_MESSAGE` was reported as a bad `--max-message`, a flag the operator
+    /// never typed. (The variable itself is set in `tests/startup.rs`, on the binary: setting
+    /// it here would race the other tests' parsing.)
+    #[test]
+    fn a_bad_value_not_on_the_command_line_names_its_variable_and_flag() {
+        let e = Config::try_parse_from(["herald", "--max-message", "abc"]).unwrap_err();
+        let named = name_env_twin(e, &["herald".into()]).to_string();
+        assert!(
+            named.contains("HERALD_MAX_MESSAGE") && named.contains("--max-message"),
+            "{named}"
+        );
+        let e = Config::try_parse_args(["herald", "--max-message", "abc"]).unwrap_err();
+        assert!(!e.to_string().contains("HERALD_MAX_MESSAGE"), "{e}");
     }
 }

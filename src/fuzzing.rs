@@ -220,6 +220,7 @@ impl api::Dispatch for Answer {
                 reply.send(UserInfo { sockets: 1 }).map_err(|_| LoopGone)
             }
             Command::Metrics { reply } => reply.send(String::new()).map_err(|_| LoopGone),
+            Command::Readiness { reply } => reply.send(true).map_err(|_| LoopGone),
             Command::Shutdown => Ok(()),
         }
     }

@@ -3,25 +3,26 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use herald::config::Config;
+use herald::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    tracing_subscriber::fmt()
+    let config = Config::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         // A closed stderr must not turn every log line into a panic.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

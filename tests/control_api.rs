@@ -328,6 +328,9 @@ fn answer_limited(_poll: mio::Poll, rx: Receiver<Command>) {
             Command::Metrics { reply } => {
                 let _ = reply.send(String::new());
             }
+            Command::Readiness { reply } => {
+                let _ = reply.send(true);
+            }
             Command::Shutdown => return,
         }
     }

@@ -228,6 +228,10 @@ pub enum Pending {
         /// The control API's own counters, appended to the loop's.
         control: String,
     },
+    Readiness {
+        rx: Receiver<bool>,
+        deadline: Instant,
+    },
 }
 
 /// A request's answer, and for a push the loop had not counted in time, the channel its count
@@ -280,6 +284,11 @@ impl Pending {
                 control,
             } => wait(&rx, deadline)
                 .map(|text| Response::text(200, METRICS_CONTENT_TYPE, text + &control)),
+            // A loop that is gone or does not answer takes no clients either.
+            Pending::Readiness { rx, deadline } => match wait(&rx, deadline) {
+                Ok(true) => Ok(Response::json(200, &json!({ "status": "ok" }))),
+                Ok(false) | Err(_) => Ok(Response::json(503, &json!({ "status": "draining" }))),
+            },
         };
         Answer {
             response: result.unwrap_or_else(|e| Response::from(&e)),
@@ -316,6 +325,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
             200,
             &json!({ "status": "ok" }),
         ))),
+        ["readyz"] if get => readiness(ctx),
         ["metrics"] if get => metrics(ctx),
         ["v1", "users", user_id] if get => user_info(user_id, ctx),
         ["v1", "users", user_id, "notifications"] if post => {
@@ -332,7 +342,7 @@ fn route<D: Dispatch>(req: &Request, ctx: &Ctx<'_, D>) -> Result<Pending, ApiErr
             let body = Envelope::parse(&req.body)?;
             push(Target::All, body.notification()?, ctx)
         }
-        ["healthz"] | ["metrics"] | ["v1", "users", _] => {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["v1", "users", _] => {
             Err(ApiError::MethodNotAllowed { allow: GET })
         }
         ["v1", "users", _, "notifications"] | ["v1", "notifications"] | ["v1", "broadcast"] => {
@@ -357,6 +367,20 @@ fn metrics<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
         rx,
         deadline: ctx.deadline(),
         control,
+    })
+}
+
+fn readiness<D: Dispatch>(ctx: &Ctx<'_, D>) -> Result<Pending, ApiError> {
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    if ctx.loop_.dispatch(Command::Readiness { reply }).is_err() {
+        return Ok(Pending::Ready(Response::json(
+            503,
+            &json!({ "status": "draining" }),
+        )));
+    }
+    Ok(Pending::Readiness {
+        rx,
+        deadline: ctx.deadline(),
     })
 }
 
@@ -637,6 +661,7 @@ mod tests {
         Push(Target, String),
         UserInfo(String),
         Metrics,
+        Readiness,
     }
 
     enum Behaviour {
@@ -715,6 +740,10 @@ mod tests {
                 Command::Metrics { reply } => {
                     let _ = reply.send("herald_sockets 3\n".to_owned());
                     Seen::Metrics
+                }
+                Command::Readiness { reply } => {
+                    let _ = reply.send(true);
+                    Seen::Readiness
                 }
                 Command::Shutdown => panic!("the API never sends Shutdown"),
             };
@@ -959,6 +988,27 @@ mod tests {
         assert_eq!(resp.status, 200);
         assert_eq!(resp.content_type, METRICS_CONTENT_TYPE);
         assert_eq!(resp.body, b"herald_sockets 3\n");
+    }
+
+    /// `/readyz` was missing: a balancer could not tell a draining herald from a healthy one.
+    #[test]
+    fn readyz_is_ok_until_the_loop_stops_taking_clients() {
+        let fake = FakeLoop::new(Behaviour::Answer);
+        assert_eq!(
+            call(&fake, Method::Get, "/readyz", ""),
+            (200, json!({ "status": "ok" }))
+        );
+        let gone = FakeLoop::new(Behaviour::Gone);
+        assert_eq!(
+            call(&gone, Method::Get, "/readyz", ""),
+            (503, json!({ "status": "draining" }))
+        );
+        let silent = FakeLoop::new(Behaviour::Drop);
+        assert_eq!(
+            call(&silent, Method::Get, "/readyz", ""),
+            (503, json!({ "status": "draining" }))
+        );
+        assert_eq!(call(&fake, Method::Post, "/readyz", "").0, 405);
     }
 
     #[test]

@@ -453,6 +453,9 @@ mod tests {
                 Command::Metrics { reply } => {
                     let _ = reply.send(String::new());
                 }
+                Command::Readiness { reply } => {
+                    let _ = reply.send(true);
+                }
                 Command::Shutdown => return,
             }
         }

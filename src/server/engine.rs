@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::auth;
 use crate::engineio::{self, Data, OpenParams, Packet};
@@ -23,6 +23,7 @@ use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{count_refusal, new_id, over_limit, unix_now, Entry, Io, State};
 use crate::server::http;
 use crate::server::identity::Identity;
+use crate::server::log_limit::{peer_warn, PeerFault};
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};
@@ -240,7 +241,13 @@ impl State {
             }
             // Engine.IO: a second GET while one is pending is an error that closes the session.
             Transport::Polling { get: Some(_) } | Transport::Upgrading { get: Some(_), .. } => {
-                warn!(session = s, "overlapping polling GET; closing the session");
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Protocol,
+                    now,
+                    session = s,
+                    "overlapping polling GET; closing the session"
+                );
                 self.close_session(s, "overlapping GET", None, now);
                 self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
             }
@@ -363,7 +370,10 @@ impl State {
                 Admit::Drop => self.io.metrics.rate_limited_client += 1,
                 Admit::Close => {
                     self.io.metrics.rate_limited_client += 1;
-                    warn!(
+                    peer_warn!(
+                        self.io.metrics.peer_warnings,
+                        PeerFault::Rate,
+                        now,
                         session = s,
                         "client kept sending over its message rate; closing"
                     );
@@ -454,7 +464,14 @@ impl State {
             }
             Ok(p) => self.on_socketio_packet(s, p, now),
             Err(e) => {
-                warn!(session = s, error = %e, "invalid socket.io packet; closing");
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Protocol,
+                    now,
+                    session = s,
+                    error = %e,
+                    "invalid socket.io packet; closing"
+                );
                 self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
             }
         }
@@ -493,7 +510,14 @@ impl State {
                 self.on_socketio_packet(s, packet, now);
             }
             Err(e) => {
-                warn!(session = s, error = %e, "invalid binary attachment; closing");
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Protocol,
+                    now,
+                    session = s,
+                    error = %e,
+                    "invalid binary attachment; closing"
+                );
                 self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
             }
         }

@@ -35,7 +35,9 @@ use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
+use crate::server::health::Probe;
 use crate::server::identity::Identity;
+use crate::server::log_limit::{peer_warn, PeerFault};
 use crate::server::metrics::{Gauges, Metrics};
 use crate::server::session::{Session, Transport};
 use crate::ws::deflate;
@@ -340,7 +342,14 @@ impl EventLoop {
                 Err(e) => {
                     // EMFILE and the like: the backlog keeps the connections; try again at the
                     // next sweep rather than spin on an error that persists.
-                    warn!(error = %e, "accept failed; pausing accepts until the next sweep");
+                    let warnings = &mut self.state.io.metrics.peer_warnings;
+                    peer_warn!(
+                        warnings,
+                        PeerFault::Accept,
+                        now,
+                        error = %e,
+                        "accept failed; pausing accepts until the next sweep"
+                    );
                     self.accept_paused = true;
                     return;
                 }
@@ -422,6 +431,9 @@ impl EventLoop {
                 }
                 Command::Metrics { reply } => {
                     let _ = reply.send(self.state.render_metrics());
+                }
+                Command::Readiness { reply } => {
+                    let _ = reply.send(self.state.shutdown_deadline.is_none());
                 }
                 Command::Shutdown => {
                     if let Some(mut listener) = self.listener.take() {
@@ -569,6 +581,8 @@ impl State {
                 Err(e) => self.reject(k, &e, now),
                 Ok(hs) => self.open_echo(k, &hs, &rest, now),
             }
+        } else if let Some(probe) = Probe::at(&req.path) {
+            self.answer_probe(k, probe, &req, rest, now);
         } else {
             self.reject(k, &HandshakeError::NotFound, now);
         }
@@ -709,7 +723,16 @@ impl State {
         let status = e.status();
         if let Some(conn) = self.io.conn_mut(k) {
             let peer = conn.stream.peer_addr().ok();
-            warn!(?peer, status, error = %e, "handshake rejected");
+            let warnings = &mut self.io.metrics.peer_warnings;
+            peer_warn!(
+                warnings,
+                PeerFault::Handshake,
+                now,
+                ?peer,
+                status,
+                error = %e,
+                "handshake rejected"
+            );
         }
         *self
             .io
@@ -770,7 +793,15 @@ impl State {
                 }
                 Err(e) => {
                     let code = CloseCode::from(&e);
-                    warn!(conn = k, code = code.0, error = %e, "closing on a protocol fault");
+                    peer_warn!(
+                        self.io.metrics.peer_warnings,
+                        PeerFault::Protocol,
+                        now,
+                        conn = k,
+                        code = code.0,
+                        error = %e,
+                        "closing on a protocol fault"
+                    );
                     self.start_close(k, code, &e.to_string(), now);
                     return;
                 }
@@ -798,7 +829,10 @@ impl State {
                 true
             }
             (Admit::Close, Proto::Raw, _) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     conn = k,
                     "client kept sending over its message rate; closing"
                 );
@@ -806,7 +840,10 @@ impl State {
                 false
             }
             (Admit::Close, Proto::EngineIo, Some(s)) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     session = s,
                     "client kept sending over its message rate; closing"
                 );
@@ -818,7 +855,10 @@ impl State {
             // a client that keeps at it is closed like any other.
             (Admit::DropAndWarn, Proto::Echo, _) => true,
             (Admit::Close, Proto::Echo, _) => {
-                warn!(
+                peer_warn!(
+                    self.io.metrics.peer_warnings,
+                    PeerFault::Rate,
+                    now,
                     conn = k,
                     "echo client kept sending over its message rate; closing"
                 );

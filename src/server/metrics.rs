@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::server::log_limit::{PeerFault, PeerWarnings};
 use crate::ws::CloseCode;
 
 /// Counters since start. Gauges (connections, rooms) are read from the loop's state at render time.
@@ -65,6 +66,8 @@ pub struct Metrics {
     /// Closed WebSocket connections by close code; 1006 where none was exchanged (the peer vanished
     /// or timed out).
     pub closes: BTreeMap<u16, u64>,
+    /// The rate limit of warnings peers can cause, and its count of lines held back.
+    pub peer_warnings: PeerWarnings,
 }
 
 /// Gauges sampled from the loop's state.
@@ -320,6 +323,15 @@ impl Metrics {
         let _ = write!(s, "# HELP herald_closes_total Closed WebSocket connections by close code (1006: none exchanged).\n# TYPE herald_closes_total counter\n");
         for (code, v) in &self.closes {
             let _ = writeln!(s, "herald_closes_total{{code=\"{code}\"}} {v}");
+        }
+        let _ = write!(s, "# HELP herald_log_lines_suppressed_total Warnings a peer caused that were not logged, past a few lines a second of each kind.\n# TYPE herald_log_lines_suppressed_total counter\n");
+        for kind in PeerFault::ALL {
+            let _ = writeln!(
+                s,
+                "herald_log_lines_suppressed_total{{kind=\"{}\"}} {}",
+                kind.label(),
+                self.peer_warnings.suppressed(kind)
+            );
         }
         s
     }

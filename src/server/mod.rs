@@ -6,13 +6,17 @@
 //! - `engine`: Engine.IO sessions (long-polling, WebSocket, the upgrade) and Socket.IO events.
 //! - [`session`]: an Engine.IO session, a slab entry beside the connections.
 //! - `http`: the public port's plain HTTP answers (polling, CORS, Engine.IO errors).
+//! - `health`: `/healthz` and `/readyz` on the public port, for load balancers.
 //! - [`metrics`]: the loop's counters and their Prometheus rendering.
+//! - [`log_limit`]: warnings a peer can cause, at most a few lines a second of each kind.
 
 pub mod conn;
 mod engine;
 pub mod event_loop;
+mod health;
 mod http;
 mod identity;
+pub mod log_limit;
 pub mod metrics;
 pub mod session;
 
@@ -56,6 +60,8 @@ pub fn start(config: Config) -> io::Result<Running> {
              user id; set --jwt-secret or --jwt-public-key to require a token"
         );
     }
+
+    warn_file_limit(&config, open_file_limit());
 
     if let Some(path) = &config.echo_path {
         tracing::warn!(
@@ -116,6 +122,49 @@ fn check_echo_path(config: &Config) -> io::Result<()> {
     }
 }
 
+/// Descriptors herald needs beside its client connections: the two listeners, the poll, the
+/// waker, stdio, a few to spare.
+const SPARE_FILES: u64 = 32;
+
+/// The process's open-file limit (the soft `RLIMIT_NOFILE`); `None` when unlimited or unknown.
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes one `rlimit` through a pointer to a live, properly aligned
+    // `rlimit` owned by this frame, and keeps no reference to it.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// The descriptors `--max-connections` and `--control-max-connections` may take at once, when
+/// the open-file `limit` is below them: past the limit accepts fail, and clients are refused
+/// with a reset instead of a 503.
+fn files_short(config: &Config, limit: Option<u64>) -> Option<(u64, u64)> {
+    let limit = limit?;
+    if config.max_connections == 0 {
+        return None;
+    }
+    let needed =
+        config.max_connections as u64 + config.control_max_connections as u64 + SPARE_FILES;
+    (limit < needed).then_some((limit, needed))
+}
+
+fn warn_file_limit(config: &Config, limit: Option<u64>) {
+    if let Some((limit, needed)) = files_short(config, limit) {
+        tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit ({limit}) is below what --max-connections {} needs ({needed} \
+             descriptors, control API included): connections past it are reset, not answered \
+             503; raise it (`ulimit -n {needed}` in the shell, `LimitNOFILE={needed}` in a \
+             systemd unit) or lower --max-connections",
+            config.max_connections
+        );
+    }
+}
+
 /// Says which listener could not bind; the error's kind is kept.
 fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
@@ -148,5 +197,22 @@ impl Drop for Running {
         if self.thread.is_some() {
             self.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_limit_below_max_connections_is_reported() {
+        let mut c = Config::for_tests();
+        c.max_connections = 10_000;
+        c.control_max_connections = 256;
+        assert_eq!(files_short(&c, Some(1024)), Some((1024, 10_288)));
+        assert_eq!(files_short(&c, Some(20_000)), None);
+        assert_eq!(files_short(&c, None), None);
+        c.max_connections = 0;
+        assert_eq!(files_short(&c, Some(1024)), None);
     }
 }

@@ -446,6 +446,12 @@ pub struct Herald {
 /// Starts the binary on ephemeral loopback ports with `args` added, reads both addresses from its
 /// listening line, and keeps draining its log so it never blocks on a full pipe.
 pub fn spawn_herald(args: &[&str]) -> Herald {
+    spawn_herald_logged(args).0
+}
+
+/// [`spawn_herald`], handing over its log: every line after the listening line, in order, until
+/// the process ends. Lines may be text or JSON (`--log-format json`).
+pub fn spawn_herald_logged(args: &[&str]) -> (Herald, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
@@ -463,19 +469,41 @@ pub fn spawn_herald(args: &[&str]) -> Herald {
         .find(|l| l.contains("herald listening"))
         .expect("a listening line");
     let addr = |key: &str| -> SocketAddr {
-        let rest = &line[line.find(key).expect("address in the listening line") + key.len()..];
+        if let Ok(json) = serde_json::from_str::<Value>(&line) {
+            return json["fields"][key].as_str().unwrap().parse().unwrap();
+        }
+        let key = format!("{key}=");
+        let rest = &line[line.find(&key).expect("address in the listening line") + key.len()..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     };
-    let (public_addr, control_addr) = (addr("websocket="), addr("control="));
-    std::thread::spawn(move || lines.for_each(drop));
-    Herald {
+    let (public_addr, control_addr) = (addr("websocket"), addr("control"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            // Nobody listening is fine: the pipe must still be drained.
+            let _ = tx.send(line);
+        }
+    });
+    let herald = Herald {
         child,
         public_addr,
         control_addr,
-    }
+    };
+    (herald, rx)
 }
 
 impl Herald {
+    /// Stops the process with SIGTERM, as an operator would, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+
     /// The process's peak resident set size (`VmHWM`), in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
