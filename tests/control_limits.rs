@@ -248,6 +248,9 @@ fn hold(_poll: mio::Poll, rx: Receiver<Command>, release: Receiver<()>) {
             Command::Metrics { reply } => {
                 let _ = reply.send(String::new());
             }
+            Command::Readiness { reply } => {
+                let _ = reply.send(true);
+            }
             Command::UserInfo { .. } => {}
             Command::Shutdown => return,
         }
