@@ -403,3 +403,25 @@ fn a_socketio_client_is_disconnected_on_shutdown_with_1001() {
         }
     }
 }
+
+/// `40/random`, a CONNECT whose namespace has no `,` after it, was refused by the decoder and
+/// closed the WebSocket with 1002, and so did `41/custom`. socket.io-client always writes the
+/// `,`, but socket.io-parser reads the namespace to the end of the packet, the official
+/// socket.io-protocol suite sends both packets that way, and other clients may too. The CONNECT
+/// must be refused as any unknown namespace is, and the DISCONNECT leave the session as it was.
+#[test]
+fn a_namespace_may_end_the_packet_without_its_comma() {
+    let srv = start_server();
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40/random".into())).unwrap();
+    assert_eq!(
+        recv_text(&mut ws),
+        r#"44/random,{"message":"Invalid namespace"}"#
+    );
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    ws.send(Message::Text("41/custom".into())).unwrap();
+    ws.send(Message::Text(r#"42["subscribe","n"]"#.into()))
+        .unwrap();
+    assert_eq!(sio_event(&recv_text(&mut ws)).0, "subscribed");
+}
