@@ -425,3 +425,23 @@ fn a_namespace_may_end_the_packet_without_its_comma() {
         .unwrap();
     assert_eq!(sio_event(&recv_text(&mut ws)).0, "subscribed");
 }
+
+/// A polling client that closed its session (`1` in a POST) while its GET was held got `1` on
+/// that GET, as if the server had closed it. engine.io's polling transport answers such a GET
+/// with a noop (`Polling.onClose`), and the official engine.io-protocol suite expects `6`.
+#[test]
+fn a_client_close_releases_the_held_get_with_a_noop() {
+    let srv = start_server();
+    let addr = srv.public_addr;
+    let (sid, _) = connected(addr);
+    let held = {
+        let sid = sid.clone();
+        thread::spawn(move || poll(addr, &sid))
+    };
+    eventually("the GET to be held", || {
+        metric(&srv, "herald_socketio_polls_held") == 1.0
+    });
+    assert_eq!(send(addr, &sid, &["1"]), (200, "ok".to_string()));
+    assert_eq!(held.join().unwrap(), ["6"]);
+    assert_eq!(poll_status(addr, &sid), 400, "the session is gone");
+}

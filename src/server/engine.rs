@@ -429,7 +429,15 @@ impl State {
             }
             Packet::Message(Data::Text(text)) => self.on_socketio(s, &text, now),
             Packet::Message(Data::Binary(bytes)) => self.on_socketio_binary(s, bytes, now),
-            Packet::Close => self.close_session(s, "client closed", Some(CloseCode::NORMAL), now),
+            Packet::Close => {
+                // engine.io's polling transport answers a GET held when the client closes with a
+                // noop (`Polling.onClose`): the client ended the session itself, and a close
+                // packet (`1`) would say the server did.
+                if let Some(g) = sess.take_get() {
+                    self.io.answer_poll(g, [&b"6"[..]].into_iter(), now);
+                }
+                self.close_session(s, "client closed", Some(CloseCode::NORMAL), now)
+            }
             Packet::Noop => {}
             Packet::Open(_) | Packet::Upgrade => {
                 self.close_session(s, "unexpected packet", Some(CloseCode::PROTOCOL_ERROR), now)

@@ -96,6 +96,14 @@ impl Session {
             .unwrap_or("")
     }
 
+    /// Lets go of the polling GET held open, if any, which the caller answers.
+    pub fn take_get(&mut self) -> Option<usize> {
+        match &mut self.transport {
+            Transport::Polling { get } | Transport::Upgrading { get, .. } => get.take(),
+            Transport::WebSocket { .. } => None,
+        }
+    }
+
     /// The polling GET held open, if any.
     pub fn get(&self) -> Option<usize> {
         match self.transport {
