@@ -445,3 +445,21 @@ fn a_client_close_releases_the_held_get_with_a_noop() {
     assert_eq!(held.join().unwrap(), ["6"]);
     assert_eq!(poll_status(addr, &sid), 400, "the session is gone");
 }
+
+/// After a client's `41` (leaving `/`), herald armed its connect timer again and closed the
+/// Engine.IO session a connect timeout later. The reference server arms that timer once, for a
+/// client that never connected, and keeps a session that left `/` open, so the client may
+/// CONNECT again on it.
+#[test]
+fn leaving_the_main_namespace_keeps_the_session() {
+    let srv = start_server_with(|c| c.connect_timeout = Duration::from_millis(100));
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    ws.send(Message::Text("41".into())).unwrap();
+    // Several connect timeouts: the session would have been closed by now.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(metric(&srv, "herald_socketio_sessions"), 1.0);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+}

@@ -97,7 +97,7 @@ impl State {
         }
         let sid = new_id();
         let deadline = now + self.connect_timeout();
-        let mut session = Session::new(sid, transport, peer, now, deadline);
+        let mut session = Session::new(sid, transport, peer, now, Some(deadline));
         session.identity = Identity::new(self.verifier.is_some(), deadline);
         session.inbound = InboundBucket::new(self.limits.client.as_ref());
         let s = self.io.entries.insert(Entry::Session(session));
@@ -500,7 +500,6 @@ impl State {
     }
 
     fn on_socketio_packet(&mut self, s: usize, p: socketio::Packet, now: Instant) {
-        let connect_timeout = self.connect_timeout();
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
@@ -529,6 +528,9 @@ impl State {
                         }
                     }
                 }
+                // The reference server's connect timer fires once, for a client that never
+                // connected; one that leaves `/` later keeps its session.
+                sess.connect_deadline = None;
                 let socket = *sess.socket.get_or_insert_with(new_id);
                 let reply = socketio::encode_connect(std::str::from_utf8(&socket).unwrap_or(""));
                 self.send_socketio(s, &reply, now);
@@ -538,12 +540,11 @@ impl State {
                 let reply = socketio::encode_connect_error(&p.namespace, "Invalid namespace");
                 self.send_socketio(s, &reply, now);
             }
+            // The session stays open, as the reference server keeps it, until the client
+            // closes it or stops answering pings. Its identity is left as it was: with no socket
+            // no event is served, and the next CONNECT sets it from that CONNECT's token.
             PacketType::Disconnect if on_root => {
                 sess.socket = None;
-                sess.connect_deadline = now + connect_timeout;
-                if self.verifier.is_some() {
-                    sess.identity = Identity::new(true, sess.connect_deadline);
-                }
                 self.rooms.remove_conn(s);
             }
             PacketType::Event | PacketType::BinaryEvent if on_root && sess.socket.is_some() => {
