@@ -463,3 +463,24 @@ fn leaving_the_main_namespace_keeps_the_session() {
     ws.send(Message::Text("40".into())).unwrap();
     assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
 }
+
+/// An event herald does not know, sent with an ack id, was ignored, so the client's
+/// `emitWithAck` waited for its whole timeout. Its ack is answered with an error at once; the
+/// same event without an ack id is still ignored, as the reference server ignores an event
+/// nobody listens to.
+#[test]
+fn an_unknown_event_with_an_ack_id_is_answered_with_an_error() {
+    let srv = start_server();
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    for packet in [
+        r#"42["dance"]"#,
+        r#"427["dance",1]"#,
+        r#"42["subscribe","a"]"#,
+    ] {
+        ws.send(Message::Text(packet.into())).unwrap();
+    }
+    assert_eq!(recv_text(&mut ws), r#"437[{"error":"unknown event"}]"#);
+    assert_eq!(sio_event(&recv_text(&mut ws)).0, "subscribed");
+}

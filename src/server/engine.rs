@@ -558,7 +558,10 @@ impl State {
         }
     }
 
-    /// `subscribe` and `unsubscribe`; other events are ignored.
+    /// `subscribe`, `unsubscribe` and `refresh`. Another event is ignored, as the reference
+    /// server ignores an event nobody listens to, except that an ack it asks for is answered
+    /// `[{"error":"unknown event"}]`, so the client's `emitWithAck` has its answer at once
+    /// instead of timing out.
     fn on_socketio_event(&mut self, s: usize, ack: Option<u64>, data: Value, now: Instant) {
         let Value::Array(args) = data else {
             return;
@@ -569,6 +572,10 @@ impl State {
             Some("refresh") => return self.on_refresh(s, ack, args.get(1), now),
             other => {
                 debug!(session = s, event = ?other, "unknown event ignored");
+                if let Some(id) = ack {
+                    let reply = json!({"error": "unknown event"});
+                    self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
+                }
                 return;
             }
         };
