@@ -522,6 +522,23 @@ proptest! {
         }));
     }
 
+    /// socket.io-parser ends a namespace at a ',' or at the end of the packet, so a CONNECT or
+    /// DISCONNECT without payload or ack id may leave the ',' out (`40/random`).
+    #[test]
+    fn socketio_namespace_may_end_the_packet(
+        kind in prop_oneof![Just(PacketType::Connect), Just(PacketType::Disconnect)],
+        ns in namespace().prop_filter("main namespace is left out", |ns| ns != "/"),
+    ) {
+        let text = format!("{}{ns}", kind as u8);
+        prop_assert_eq!(socketio::decode(&text, 10), Ok(socketio::Packet {
+            kind,
+            namespace: ns,
+            id: None,
+            data: None,
+            attachments: 0,
+        }));
+    }
+
     /// CONNECT_ERROR is written by servers only; a client's is refused.
     #[test]
     fn socketio_connect_error_from_a_client_is_refused(ns in namespace(), msg in any::<String>()) {

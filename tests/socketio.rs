@@ -403,3 +403,84 @@ fn a_socketio_client_is_disconnected_on_shutdown_with_1001() {
         }
     }
 }
+
+/// `40/random`, a CONNECT whose namespace has no `,` after it, was refused by the decoder and
+/// closed the WebSocket with 1002, and so did `41/custom`. socket.io-client always writes the
+/// `,`, but socket.io-parser reads the namespace to the end of the packet, the official
+/// socket.io-protocol suite sends both packets that way, and other clients may too. The CONNECT
+/// must be refused as any unknown namespace is, and the DISCONNECT leave the session as it was.
+#[test]
+fn a_namespace_may_end_the_packet_without_its_comma() {
+    let srv = start_server();
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40/random".into())).unwrap();
+    assert_eq!(
+        recv_text(&mut ws),
+        r#"44/random,{"message":"Invalid namespace"}"#
+    );
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    ws.send(Message::Text("41/custom".into())).unwrap();
+    ws.send(Message::Text(r#"42["subscribe","n"]"#.into()))
+        .unwrap();
+    assert_eq!(sio_event(&recv_text(&mut ws)).0, "subscribed");
+}
+
+/// A polling client that closed its session (`1` in a POST) while its GET was held got `1` on
+/// that GET, as if the server had closed it. engine.io's polling transport answers such a GET
+/// with a noop (`Polling.onClose`), and the official engine.io-protocol suite expects `6`.
+#[test]
+fn a_client_close_releases_the_held_get_with_a_noop() {
+    let srv = start_server();
+    let addr = srv.public_addr;
+    let (sid, _) = connected(addr);
+    let held = {
+        let sid = sid.clone();
+        thread::spawn(move || poll(addr, &sid))
+    };
+    eventually("the GET to be held", || {
+        metric(&srv, "herald_socketio_polls_held") == 1.0
+    });
+    assert_eq!(send(addr, &sid, &["1"]), (200, "ok".to_string()));
+    assert_eq!(held.join().unwrap(), ["6"]);
+    assert_eq!(poll_status(addr, &sid), 400, "the session is gone");
+}
+
+/// After a client's `41` (leaving `/`), herald armed its connect timer again and closed the
+/// Engine.IO session a connect timeout later. The reference server arms that timer once, for a
+/// client that never connected, and keeps a session that left `/` open, so the client may
+/// CONNECT again on it.
+#[test]
+fn leaving_the_main_namespace_keeps_the_session() {
+    let srv = start_server_with(|c| c.connect_timeout = Duration::from_millis(100));
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    ws.send(Message::Text("41".into())).unwrap();
+    // Several connect timeouts: the session would have been closed by now.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(metric(&srv, "herald_socketio_sessions"), 1.0);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+}
+
+/// An event herald does not know, sent with an ack id, was ignored, so the client's
+/// `emitWithAck` waited for its whole timeout. Its ack is answered with an error at once; the
+/// same event without an ack id is still ignored, as the reference server ignores an event
+/// nobody listens to.
+#[test]
+fn an_unknown_event_with_an_ack_id_is_answered_with_an_error() {
+    let srv = start_server();
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    assert!(recv_text(&mut ws).starts_with("40{\"sid\":"));
+    for packet in [
+        r#"42["dance"]"#,
+        r#"427["dance",1]"#,
+        r#"42["subscribe","a"]"#,
+    ] {
+        ws.send(Message::Text(packet.into())).unwrap();
+    }
+    assert_eq!(recv_text(&mut ws), r#"437[{"error":"unknown event"}]"#);
+    assert_eq!(sio_event(&recv_text(&mut ws)).0, "subscribed");
+}

@@ -106,7 +106,7 @@ impl State {
         }
         let sid = new_id();
         let deadline = now + self.connect_timeout();
-        let mut session = Session::new(sid, transport, peer, now, deadline);
+        let mut session = Session::new(sid, transport, peer, now, Some(deadline));
         session.identity = Identity::new(self.verifier.is_some(), deadline);
         session.inbound = InboundBucket::new(self.limits.client.as_ref());
         let s = self.io.entries.insert(Entry::Session(session));
@@ -447,7 +447,15 @@ impl State {
             }
             Packet::Message(Data::Text(text)) => self.on_socketio(s, &text, now),
             Packet::Message(Data::Binary(bytes)) => self.on_socketio_binary(s, bytes, now),
-            Packet::Close => self.close_session(s, "client closed", Some(CloseCode::NORMAL), now),
+            Packet::Close => {
+                // engine.io's polling transport answers a GET held when the client closes with a
+                // noop (`Polling.onClose`): the client ended the session itself, and a close
+                // packet (`1`) would say the server did.
+                if let Some(g) = sess.take_get() {
+                    self.io.answer_poll(g, [&b"6"[..]].into_iter(), now);
+                }
+                self.close_session(s, "client closed", Some(CloseCode::NORMAL), now)
+            }
             Packet::Noop => {}
             Packet::Open(_) | Packet::Upgrade => {
                 self.close_session(s, "unexpected packet", Some(CloseCode::PROTOCOL_ERROR), now)
@@ -524,7 +532,6 @@ impl State {
     }
 
     fn on_socketio_packet(&mut self, s: usize, p: socketio::Packet, now: Instant) {
-        let connect_timeout = self.connect_timeout();
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
@@ -553,6 +560,9 @@ impl State {
                         }
                     }
                 }
+                // The reference server's connect timer fires once, for a client that never
+                // connected; one that leaves `/` later keeps its session.
+                sess.connect_deadline = None;
                 let socket = *sess.socket.get_or_insert_with(new_id);
                 let reply = socketio::encode_connect(std::str::from_utf8(&socket).unwrap_or(""));
                 self.send_socketio(s, &reply, now);
@@ -562,12 +572,11 @@ impl State {
                 let reply = socketio::encode_connect_error(&p.namespace, "Invalid namespace");
                 self.send_socketio(s, &reply, now);
             }
+            // The session stays open, as the reference server keeps it, until the client
+            // closes it or stops answering pings. Its identity is left as it was: with no socket
+            // no event is served, and the next CONNECT sets it from that CONNECT's token.
             PacketType::Disconnect if on_root => {
                 sess.socket = None;
-                sess.connect_deadline = now + connect_timeout;
-                if self.verifier.is_some() {
-                    sess.identity = Identity::new(true, sess.connect_deadline);
-                }
                 self.rooms.remove_conn(s);
             }
             PacketType::Event | PacketType::BinaryEvent if on_root && sess.socket.is_some() => {
@@ -581,7 +590,10 @@ impl State {
         }
     }
 
-    /// `subscribe` and `unsubscribe`; other events are ignored.
+    /// `subscribe`, `unsubscribe` and `refresh`. Another event is ignored, as the reference
+    /// server ignores an event nobody listens to, except that an ack it asks for is answered
+    /// `[{"error":"unknown event"}]`, so the client's `emitWithAck` has its answer at once
+    /// instead of timing out.
     fn on_socketio_event(&mut self, s: usize, ack: Option<u64>, data: Value, now: Instant) {
         let Value::Array(args) = data else {
             return;
@@ -592,6 +604,10 @@ impl State {
             Some("refresh") => return self.on_refresh(s, ack, args.get(1), now),
             other => {
                 debug!(session = s, event = ?other, "unknown event ignored");
+                if let Some(id) = ack {
+                    let reply = json!({"error": "unknown event"});
+                    self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
+                }
                 return;
             }
         };

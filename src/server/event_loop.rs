@@ -1134,7 +1134,7 @@ impl State {
                         continue;
                     }
                     let polling = matches!(s.transport, Transport::Polling { get: None });
-                    let why = if s.socket.is_none() && now >= s.connect_deadline {
+                    let why = if s.connect_deadline.is_some_and(|d| now >= d) {
                         Some("connect timeout")
                     } else if s.socket.is_some() && s.identity.expired(unix) {
                         sessions_expired.push(k);
@@ -1157,9 +1157,11 @@ impl State {
                         s.last_ping = now;
                         engine_ping.push(k);
                     }
-                    if s.socket.is_none() {
-                        due(s.connect_deadline);
-                    } else if let Some(at) = s.identity.deadline(now, unix_precise) {
+                    if let Some(at) = s.connect_deadline {
+                        due(at);
+                    } else if let (Some(_), Some(at)) =
+                        (s.socket, s.identity.deadline(now, unix_precise))
+                    {
                         due(at);
                     }
                     due(match s.awaiting_pong {

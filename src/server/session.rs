@@ -44,8 +44,9 @@ pub struct Session {
     pub last_poll: Instant,
     /// The Socket.IO socket id, once the client connected to `/`.
     pub socket: Option<SocketId>,
-    /// The client must connect to a namespace by then.
-    pub connect_deadline: Instant,
+    /// The client must connect to `/` by then; `None` once it has (leaving `/` later does not
+    /// arm it again).
+    pub connect_deadline: Option<Instant>,
     /// A binary Socket.IO packet waiting for its attachments (boxed: rare, and large).
     pub binary: Option<Box<Reassembler>>,
     /// See [`Conn::push_mark`](crate::server::conn::Conn::push_mark).
@@ -68,7 +69,7 @@ impl Session {
         transport: Transport,
         peer: IpAddr,
         now: Instant,
-        connect_deadline: Instant,
+        connect_deadline: Option<Instant>,
     ) -> Self {
         Session {
             sid,
@@ -94,6 +95,14 @@ impl Session {
             .as_ref()
             .and_then(|s| std::str::from_utf8(s).ok())
             .unwrap_or("")
+    }
+
+    /// Lets go of the polling GET held open, if any, which the caller answers.
+    pub fn take_get(&mut self) -> Option<usize> {
+        match &mut self.transport {
+            Transport::Polling { get } | Transport::Upgrading { get, .. } => get.take(),
+            Transport::WebSocket { .. } => None,
+        }
     }
 
     /// The polling GET held open, if any.

@@ -19,8 +19,6 @@ pub enum Error {
     /// More attachments announced than the server accepts (a count too large for `usize` is
     /// reported as `usize::MAX`).
     TooManyAttachments { count: usize, max: usize },
-    /// A namespace with no `,` after it.
-    UnterminatedNamespace,
     /// An acknowledgement id too large for a `u64`.
     AckIdOverflow,
     /// The payload is not one JSON value (bad JSON, or bytes after it); serde_json's reason.
@@ -63,7 +61,6 @@ impl fmt::Display for Error {
             Error::TooManyAttachments { count, max } => {
                 write!(f, "{count} attachments announced, the limit is {max}")
             }
-            Error::UnterminatedNamespace => f.write_str("namespace not followed by ','"),
             Error::AckIdOverflow => f.write_str("acknowledgement id does not fit in 64 bits"),
             Error::InvalidJson(e) => write!(f, "payload is not valid JSON: {e}"),
             Error::ConnectPayloadNotObject => f.write_str("CONNECT payload is not an object"),

@@ -105,9 +105,10 @@ pub fn decode(s: &str, max_attachments: usize) -> Result<Packet, Error> {
     }
 
     let namespace = if rest.starts_with('/') {
-        // The namespace ends at the first ','; socket.io-parser always writes one after a
-        // namespace other than "/", so a missing ',' is a broken packet, not the end of one.
-        let (namespace, after) = rest.split_once(',').ok_or(Error::UnterminatedNamespace)?;
+        // The namespace ends at the first ',' or at the end of the packet: socket.io-parser
+        // writes the ',', but reads `0/admin` as a CONNECT to "/admin" as well, and so do the
+        // official protocol suite and clients other than socket.io-client.
+        let (namespace, after) = rest.split_once(',').unwrap_or((rest, ""));
         rest = after;
         namespace.to_owned()
     } else {
@@ -302,6 +303,11 @@ mod tests {
         ack_id_max: r#"218446744073709551615["x"]"#
             => Event, "/", Some(u64::MAX), Some(json!(["x"])), 0;
         namespace_with_query_chars: r#"2/chat?x=1,["x"]"# => Event, "/chat?x=1", None, Some(json!(["x"])), 0;
+        connect_namespace_without_comma: "0/random" => Connect, "/random", None, None, 0;
+        disconnect_namespace_without_comma: "1/custom" => Disconnect, "/custom", None, None, 0;
+        // socket.io-parser reads everything up to the end as the namespace, payload included.
+        connect_namespace_swallows_payload: r#"0/admin{"token":"1"}"#
+            => Connect, r#"/admin{"token":"1"}"#, None, None, 0;
     }
 
     macro_rules! refused {
@@ -344,8 +350,9 @@ mod tests {
         attachments_over_cap: r#"5999-["x"]"# => Error::TooManyAttachments { count: 999, max: MAX };
         attachments_overflow: r#"599999999999999999999999-["x"]"#
             => Error::TooManyAttachments { count: usize::MAX, max: MAX };
-        namespace_without_comma: r#"2/admin["x"]"# => Error::UnterminatedNamespace;
-        namespace_alone: "0/admin" => Error::UnterminatedNamespace;
+        // Without a ',' the payload is read as part of the namespace, and an EVENT has none.
+        event_namespace_without_comma: r#"2/admin["x"]"# => Error::MissingPayload;
+        ack_namespace_without_comma: "3/admin" => Error::MissingPayload;
     }
 
     #[test]

@@ -194,6 +194,22 @@ test('an invalid subscribe gets an error event; the socket stays usable', limit,
   assertNotification(data, LIKE);
 });
 
+// An event herald does not know, emitted with an ack, was ignored, so emitWithAck waited out its
+// whole timeout and then rejected. herald answers the ack at once with
+// `{ error: 'unknown event' }`, as it answers a refused subscribe; socket.io-client resolves with
+// what the server answers.
+test('emitWithAck of an unknown event is answered at once with an error', limit, async (t) => {
+  const s = scope(t);
+  const herald = await s.herald();
+  const socket = s.io(herald.wsUrl);
+  await once(socket, 'connect');
+
+  // Without the answer this rejects with the client's "operation has timed out".
+  const answer = await socket.timeout(20_000).emitWithAck('no-such-event', 'x');
+  assert.deepEqual(answer, { error: 'unknown event' });
+  assert.ok(socket.connected);
+});
+
 test('a Socket.IO tab and a raw /ws socket of one user both get a push', limit, async (t) => {
   const s = scope(t);
   const herald = await s.herald();
