@@ -386,6 +386,30 @@ fn upgrade_from_polling_to_websocket() {
     assert_eq!(poll_status(addr, &sid), 400);
 }
 
+/// A second WebSocket for a session that has upgraded was refused with HTTP 400 at its
+/// handshake, which Node's `ws` raises as an uncaught error (the official Engine.IO suite's
+/// "ignores WebSocket connection with same sid after upgrade" failed on it). The reference
+/// server opens it and closes it at once; the session keeps its own WebSocket.
+#[test]
+fn a_second_websocket_for_an_upgraded_session_is_opened_and_closed() {
+    let srv = start_server();
+    let addr = srv.public_addr;
+    let (sid, _) = connected(addr);
+    send(addr, &sid, &[r#"42["subscribe","twice"]"#]);
+    assert_eq!(event(&poll(addr, &sid)[0]).0, "subscribed");
+    let target = format!("/socket.io/?EIO=4&transport=websocket&sid={sid}");
+    let mut ws = connect_path(addr, &target);
+    ws.send(Message::Text("2probe".into())).unwrap();
+    assert_eq!(ws_text(&mut ws), "3probe");
+    ws.send(Message::Text("5".into())).unwrap();
+    // No GET was held: the noop meant for it comes over the WebSocket once that takes over.
+    assert_eq!(ws_text(&mut ws), "6");
+    let mut second = connect_path(addr, &target);
+    assert_eq!(expect_close_code(&mut second), 1008);
+    assert_eq!(push_to(&srv, "twice", "still here"), 1);
+    assert_eq!(event(&ws_text(&mut ws)).1["message"], "still here");
+}
+
 #[test]
 fn a_socketio_client_is_disconnected_on_shutdown_with_1001() {
     let srv = start_server();

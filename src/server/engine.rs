@@ -204,10 +204,12 @@ impl State {
                 let Some(sess) = self.io.session_mut(s) else {
                     return;
                 };
-                // Engine.IO: only a polling session upgrades, and only once at a time.
+                // Engine.IO: only a polling session upgrades, and only once at a time. As the
+                // reference server does, a WebSocket for a session that has one (or is probing
+                // one) is opened and closed at once, and the session keeps its own: a client's
+                // WebSocket library sees a close, not a failed handshake it may throw on.
                 let Transport::Polling { get } = sess.transport else {
-                    let meta = HttpMeta::default();
-                    return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
+                    return self.open_and_close(k, &hs, now);
                 };
                 sess.transport = Transport::Upgrading { get, ws: k };
                 s
@@ -228,6 +230,16 @@ impl State {
             out.extend_from_slice(&text_frame(&[open.as_bytes()]));
         }
         self.open_websocket(k, Proto::EngineIo, &agreed, out, &rest, now);
+    }
+
+    /// Completes the WebSocket handshake `hs` on `k`, then closes it (1008) without a session.
+    fn open_and_close(&mut self, k: usize, hs: &handshake::Handshake, now: Instant) {
+        let agreed = self.agree(hs);
+        let mut out = Vec::with_capacity(256);
+        handshake::write_accept_with(hs, &agreed, &mut out);
+        if self.open_websocket(k, Proto::EngineIo, &agreed, out, &[], now) {
+            self.start_close(k, CloseCode::POLICY, "session already upgraded", now);
+        }
     }
 
     /// A polling GET: answered at once when packets wait, else held until some do.
