@@ -483,18 +483,22 @@ impl State {
                 }
             }
             Ok(p) => self.on_socketio_packet(s, p, now),
-            Err(e) => {
-                peer_warn!(
-                    self.io.metrics.peer_warnings,
-                    PeerFault::Protocol,
-                    now,
-                    session = s,
-                    error = %e,
-                    "invalid socket.io packet; closing"
-                );
-                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
-            }
+            Err(e) => self.socketio_fault(s, &e, "invalid socket.io packet; closing", now),
         }
+    }
+
+    /// Session `s` sent a packet or attachment that cannot be taken: a (rate-limited) warning
+    /// saying `what`, and the session closed as a protocol error (1002 on its WebSocket).
+    fn socketio_fault(&mut self, s: usize, e: &socketio::Error, what: &str, now: Instant) {
+        peer_warn!(
+            self.io.metrics.peer_warnings,
+            PeerFault::Protocol,
+            now,
+            session = s,
+            error = %e,
+            "{what}"
+        );
+        self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
     }
 
     fn on_socketio_binary(&mut self, s: usize, bytes: Vec<u8>, now: Instant) {
@@ -529,17 +533,7 @@ impl State {
                 sess.binary = None;
                 self.on_socketio_packet(s, packet, now);
             }
-            Err(e) => {
-                peer_warn!(
-                    self.io.metrics.peer_warnings,
-                    PeerFault::Protocol,
-                    now,
-                    session = s,
-                    error = %e,
-                    "invalid binary attachment; closing"
-                );
-                self.close_session(s, "invalid packet", Some(CloseCode::PROTOCOL_ERROR), now);
-            }
+            Err(e) => self.socketio_fault(s, &e, "invalid binary attachment; closing", now),
         }
     }
 
