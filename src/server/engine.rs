@@ -162,7 +162,14 @@ impl State {
     /// Writes a complete HTTP answer to `k`, then puts it back to reading requests with `rest`
     /// as the start of the next (or closes). The next request is parsed by the loop in
     /// `on_http`, never from here: pipelined requests must not recurse.
-    fn answer(&mut self, k: usize, out: Vec<u8>, rest: BytesMut, meta: &HttpMeta, now: Instant) {
+    pub(super) fn answer(
+        &mut self,
+        k: usize,
+        out: Vec<u8>,
+        rest: BytesMut,
+        meta: &HttpMeta,
+        now: Instant,
+    ) {
         if let Some(conn) = self.io.conn_mut(k) {
             conn.served = true;
         }

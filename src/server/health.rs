@@ -11,9 +11,9 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use crate::server::conn::Phase;
+use crate::server::conn::HttpMeta;
 use crate::server::event_loop::State;
 use crate::server::http::keep_alive;
 use crate::ws::handshake::Request;
@@ -82,22 +82,11 @@ impl State {
         let mut out = Vec::with_capacity(192);
         let draining = self.shutdown_deadline.is_some();
         write_answer(&mut out, probe, &req.method, draining, keep);
-        if !self.io.send(k, &Bytes::from(out)) {
-            return;
-        }
-        if !keep {
-            return self.enter_closing(k, now);
-        }
-        let Some(conn) = self.io.conn_mut(k) else {
-            return;
+        let meta = HttpMeta {
+            cors: None,
+            keep_alive: keep,
         };
-        conn.served = true;
-        conn.phase = Phase::Http {
-            head: rest,
-            deadline: now + self.config.handshake_timeout,
-        };
-        // A request that came behind this one is taken by the loop in `on_http`, not from
-        // here: answering must not re-enter request parsing.
+        self.answer(k, out, rest, &meta, now);
     }
 }
 
