@@ -24,6 +24,8 @@
 //! - [`server`]: the mio event loop that owns every connection.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
 //!   counters. No I/O.
+//! - [`metrics`]: the workers' counters and their Prometheus rendering.
+//! - [`log_limit`]: warnings a peer can cause, at most a few lines a second of each kind.
 //! - [`config`]: every limit and address, with its default.
 
 pub mod auth;
@@ -35,6 +37,8 @@ pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod log_limit;
+pub mod metrics;
 pub mod protocol;
 pub mod rooms;
 pub mod server;

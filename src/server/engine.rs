@@ -23,7 +23,7 @@ use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{count_refusal, new_id, over_limit, unix_now, Entry, Io, State};
 use crate::server::http;
 use crate::server::identity::Identity;
-use crate::server::log_limit::{peer_warn, PeerFault};
+use crate::log_limit::{peer_warn, PeerFault};
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};

@@ -7,8 +7,6 @@
 //! - [`session`]: an Engine.IO session, a slab entry beside the connections.
 //! - `http`: the public port's plain HTTP answers (polling, CORS, Engine.IO errors).
 //! - `health`: `/healthz` and `/readyz` on the public port, for load balancers.
-//! - [`metrics`]: the loop's counters and their Prometheus rendering.
-//! - [`log_limit`]: warnings a peer can cause, at most a few lines a second of each kind.
 
 pub mod conn;
 mod engine;
@@ -16,8 +14,6 @@ pub mod event_loop;
 mod health;
 mod http;
 mod identity;
-pub mod log_limit;
-pub mod metrics;
 pub mod session;
 
 use std::io;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::server::log_limit::{PeerFault, PeerWarnings};
+use crate::log_limit::{PeerFault, PeerWarnings};
 use crate::ws::CloseCode;
 
 /// Counters since start. Gauges (connections, rooms) are read from the loop's state at render time.
