@@ -1,8 +1,9 @@
-//! What the control API asks of the event loop, and how it wakes it.
+//! What the control API asks of the gateway.
 //!
-//! Threads meet only here: the control threads send plain [`Command`] values over a
-//! crossbeam channel and wake the loop's `mio::Poll` through its [`mio::Waker`]; the loop answers
-//! each command on the one-shot channel the command carries. No state is shared otherwise.
+//! The control threads hand plain [`Command`] values to the [`crate::router::Router`], which
+//! passes them to the workers over their channels and wakes them; the answer comes on the
+//! one-shot channel the command carries. [`LoopHandle`] sends commands unchanged over one
+//! channel, for a stand-in loop in tests.
 
 use std::sync::Arc;
 use std::time::Duration;

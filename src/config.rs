@@ -12,6 +12,13 @@ use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
 use crate::limits;
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
+/// How accepted connections are spread over the workers (`--accept`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Handoff,
+    Reuseport,
+}
+
 /// herald: a real-time notification gateway.
 ///
 /// Clients hold a WebSocket (`ws://HOST:5000/ws`) and subscribe to user ids with
@@ -32,6 +39,18 @@ pub struct Config {
     /// to start without one.
     #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001", value_parser = socket_addr)]
     pub control: SocketAddr,
+
+    /// Worker threads, each an event loop owning its share of the client connections. 0: one per
+    /// CPU this process may run on (its affinity mask and CPU quota), at most 64.
+    #[arg(long, env = "HERALD_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub workers: u16,
+
+    /// How new connections reach the workers: `handoff`, one listener whose worker accepts and
+    /// deals connections to the workers in turn; `reuseport`, a listener per worker on the same
+    /// port (`SO_REUSEPORT`), the kernel choosing (another process of the same user could then
+    /// bind the port too and take a share of the connections).
+    #[arg(long, env = "HERALD_ACCEPT", value_enum, default_value_t = Accept::Handoff)]
+    pub accept: Accept,
 
     /// Path of the raw JSON WebSocket endpoint.
     #[arg(long, env = "HERALD_WS_PATH", default_value = "/ws")]
@@ -418,7 +437,22 @@ impl Config {
         c.client_rate = 0;
         c.max_connections_per_ip = 0;
         c.connection_rate_per_ip = 0;
+        // Several workers unless the run asks otherwise (`HERALD_WORKERS=1`): every test then
+        // crosses workers, as production on a multi-core machine does.
+        if std::env::var_os("HERALD_WORKERS").is_none() {
+            c.workers = 4;
+        }
         c
+    }
+
+    /// The workers to run: `--workers`, or one per CPU the process may run on.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(crate::router::directory::MAX_WORKERS),
+            n => n as usize,
+        }
     }
 
     /// The JWT verifier the configuration asks for: `None` when neither --jwt-secret nor

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! bytes ─▶ ws::Decoder ─▶ ws::Event ─▶ protocol::raw ─▶ subscribe / unsubscribe ─▶ rooms
-//! control HTTP ─▶ Command ─▶ crossbeam channel + mio Waker ─▶ server loop ─▶ rooms ─▶ one shared frame ─▶ sockets
+//! control HTTP ─▶ Command ─▶ router (buckets, directory) ─▶ channel + Waker per worker ─▶ rooms ─▶ one shared frame ─▶ sockets
 //! ```
 //!
 //! - [`ws`]: RFC 6455 codec: opening handshake, frame decoder and encoder, close codes. No I/O.
@@ -21,7 +21,9 @@
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
-//! - [`server`]: the mio event loop that owns every connection.
+//! - [`router`]: where control requests meet the workers: push buckets, the directory of which
+//!   worker holds which user, answers gathered from several workers.
+//! - [`server`]: the workers, one mio event loop per core, each owning its connections.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
 //!   counters. No I/O.
 //! - [`metrics`]: the workers' counters and their Prometheus rendering.
@@ -41,6 +43,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod protocol;
 pub mod rooms;
+pub mod router;
 pub mod server;
 pub mod socketio;
 pub mod time;

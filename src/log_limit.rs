@@ -58,7 +58,7 @@ struct Window {
 }
 
 /// The per-kind windows, owned by the event loop's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeerWarnings {
     windows: [Window; PeerFault::ALL.len()],
 }
@@ -81,6 +81,13 @@ impl PeerWarnings {
             w.pending += 1;
             w.total += 1;
             None
+        }
+    }
+
+    /// Adds another worker's counts of lines held back (its windows stay its own).
+    pub fn merge(&mut self, o: &PeerWarnings) {
+        for (a, b) in self.windows.iter_mut().zip(&o.windows) {
+            a.total += b.total;
         }
     }
 

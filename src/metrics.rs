@@ -1,5 +1,6 @@
-//! The event loop's counters, owned by the loop thread and rendered on request: no atomics and no
-//! locks on the hot path; `GET /metrics` asks the loop over the command channel.
+//! The workers' counters, each worker's owned by its thread: no atomics and no locks on the hot
+//! path. `GET /metrics` asks every worker for a [`WorkerReport`] over its command channel, and
+//! [`render`] sums them (a few gauges are also given per worker).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -8,7 +9,7 @@ use crate::log_limit::{PeerFault, PeerWarnings};
 use crate::ws::CloseCode;
 
 /// Counters since start. Gauges (connections, rooms) are read from the loop's state at render time.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Metrics {
     pub connections_accepted: u64,
     pub handshakes_completed: u64,
@@ -68,9 +69,121 @@ pub struct Metrics {
     pub closes: BTreeMap<u16, u64>,
     /// The rate limit of warnings peers can cause, and its count of lines held back.
     pub peer_warnings: PeerWarnings,
+    /// From a push's arrival at the router to its frames handed to the kernel by the last
+    /// worker it went to; one observation per push.
+    pub fanout: Histogram,
 }
 
-/// Gauges sampled from the loop's state.
+/// Upper bounds of `herald_fanout_seconds`' buckets.
+pub const FANOUT_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A Prometheus histogram over [`FANOUT_BUCKETS`].
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative; summed at render).
+    buckets: [u64; FANOUT_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let v = d.as_secs_f64();
+        if let Some(i) = FANOUT_BUCKETS.iter().position(|&b| v <= b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+    }
+
+    fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cumulative = 0;
+        for (bound, n) in FANOUT_BUCKETS.iter().zip(self.buckets) {
+            cumulative += n;
+            let _ = writeln!(s, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(s, "{name}_sum {}", self.sum);
+        let _ = writeln!(s, "{name}_count {}", self.count);
+    }
+}
+
+/// What one worker reports for `GET /metrics`.
+#[derive(Debug, Clone)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub metrics: Metrics,
+    pub gauges: Gauges,
+}
+
+/// What the router counts itself: pushes are counted once where they enter, not per worker.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RouterCounts {
+    pub pushes_user: u64,
+    pub pushes_users: u64,
+    pub pushes_broadcast: u64,
+    pub rate_limited_user: u64,
+    /// Users with a socket on some worker (the router's directory).
+    pub users: usize,
+}
+
+/// Every worker's report summed, the router's own counts, and the per-worker gauges.
+pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
+    let mut total = Metrics::default();
+    let mut gauges = Gauges::default();
+    for r in reports {
+        total.merge(&r.metrics);
+        gauges.merge(&r.gauges);
+    }
+    total.pushes_user = router.pushes_user;
+    total.pushes_users = router.pushes_users;
+    total.pushes_broadcast = router.pushes_broadcast;
+    total.rate_limited_user += router.rate_limited_user;
+    gauges.users = router.users;
+    let mut s = total.render(&gauges);
+    let _ = write!(
+        s,
+        "# HELP herald_workers Worker threads, each with its own event loop.\n# TYPE herald_workers gauge\nherald_workers {}\n",
+        reports.len()
+    );
+    let mut sorted: Vec<&WorkerReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| r.worker);
+    let _ = write!(s, "# HELP herald_worker_connections Open TCP connections on the public port, per worker.\n# TYPE herald_worker_connections gauge\n");
+    for r in &sorted {
+        let _ = writeln!(
+            s,
+            "herald_worker_connections{{worker=\"{}\"}} {}",
+            r.worker, r.gauges.connections
+        );
+    }
+    let _ = write!(s, "# HELP herald_worker_queued_bytes Bytes waiting to be written to client sockets, per worker.\n# TYPE herald_worker_queued_bytes gauge\n");
+    for r in &sorted {
+        let _ = writeln!(
+            s,
+            "herald_worker_queued_bytes{{worker=\"{}\"}} {}",
+            r.worker, r.gauges.queued_bytes
+        );
+    }
+    s
+}
+
+/// Gauges sampled from a worker's state.
+#[derive(Debug, Default, Clone)]
 pub struct Gauges {
     pub connections: usize,
     pub websockets: usize,
@@ -81,9 +194,124 @@ pub struct Gauges {
     pub subscriptions: usize,
     /// Open WebSockets that agreed permessage-deflate.
     pub deflate_websockets: usize,
+    /// Bytes queued for client connections and polling sessions.
+    pub queued_bytes: usize,
+    /// Users with a socket anywhere: filled in from the router's directory (a user with
+    /// sockets on two workers has a room on each).
+    pub users: usize,
+}
+
+impl Gauges {
+    fn merge(&mut self, o: &Gauges) {
+        let Gauges {
+            connections,
+            websockets,
+            sessions,
+            held_polls,
+            rooms,
+            subscriptions,
+            deflate_websockets,
+            queued_bytes,
+            users,
+        } = o;
+        self.connections += connections;
+        self.websockets += websockets;
+        self.sessions += sessions;
+        self.held_polls += held_polls;
+        self.rooms += rooms;
+        self.subscriptions += subscriptions;
+        self.deflate_websockets += deflate_websockets;
+        self.queued_bytes += queued_bytes;
+        self.users += users;
+    }
 }
 
 impl Metrics {
+    /// Adds another worker's counters to these.
+    pub fn merge(&mut self, o: &Metrics) {
+        // Destructured whole: a counter added to `Metrics` and forgotten here does not compile.
+        let Metrics {
+            connections_accepted,
+            handshakes_completed,
+            handshakes_rejected,
+            handshake_timeouts,
+            sessions_opened,
+            ping_timeouts,
+            pushes_user,
+            pushes_users,
+            pushes_broadcast,
+            deliveries,
+            bytes_sent,
+            corked_batches,
+            messages_received,
+            messages_inflated,
+            slow_consumers,
+            attachments_refused,
+            rate_limited_user,
+            rate_limited_client,
+            refused_total,
+            refused_per_ip,
+            refused_rate,
+            origins_refused,
+            pongs_dropped,
+            auth_failures,
+            auth_timeouts,
+            forbidden,
+            tokens_expired,
+            msgpack_skipped,
+            deliveries_compressed,
+            compressions,
+            compressed_bytes_in,
+            compressed_bytes_out,
+            closes,
+            peer_warnings,
+            fanout,
+        } = o;
+        for (a, b) in [
+            (&mut self.connections_accepted, connections_accepted),
+            (&mut self.handshake_timeouts, handshake_timeouts),
+            (&mut self.handshakes_completed, handshakes_completed),
+            (&mut self.sessions_opened, sessions_opened),
+            (&mut self.ping_timeouts, ping_timeouts),
+            (&mut self.pushes_user, pushes_user),
+            (&mut self.pushes_users, pushes_users),
+            (&mut self.pushes_broadcast, pushes_broadcast),
+            (&mut self.deliveries, deliveries),
+            (&mut self.bytes_sent, bytes_sent),
+            (&mut self.corked_batches, corked_batches),
+            (&mut self.messages_received, messages_received),
+            (&mut self.messages_inflated, messages_inflated),
+            (&mut self.slow_consumers, slow_consumers),
+            (&mut self.attachments_refused, attachments_refused),
+            (&mut self.rate_limited_user, rate_limited_user),
+            (&mut self.rate_limited_client, rate_limited_client),
+            (&mut self.refused_total, refused_total),
+            (&mut self.refused_per_ip, refused_per_ip),
+            (&mut self.refused_rate, refused_rate),
+            (&mut self.origins_refused, origins_refused),
+            (&mut self.pongs_dropped, pongs_dropped),
+            (&mut self.auth_failures, auth_failures),
+            (&mut self.auth_timeouts, auth_timeouts),
+            (&mut self.forbidden, forbidden),
+            (&mut self.tokens_expired, tokens_expired),
+            (&mut self.msgpack_skipped, msgpack_skipped),
+            (&mut self.deliveries_compressed, deliveries_compressed),
+            (&mut self.compressions, compressions),
+            (&mut self.compressed_bytes_in, compressed_bytes_in),
+            (&mut self.compressed_bytes_out, compressed_bytes_out),
+        ] {
+            *a += b;
+        }
+        for (status, n) in handshakes_rejected {
+            *self.handshakes_rejected.entry(*status).or_default() += n;
+        }
+        for (code, n) in closes {
+            *self.closes.entry(*code).or_default() += n;
+        }
+        self.peer_warnings.merge(peer_warnings);
+        self.fanout.merge(fanout);
+    }
+
     /// Counts one WebSocket connection ending with `code`.
     pub fn count_close(&mut self, code: CloseCode) {
         *self.closes.entry(code.0).or_default() += 1;
@@ -123,12 +351,12 @@ impl Metrics {
             &mut s,
             "herald_subscribed_users",
             "User ids with at least one subscribed socket.",
-            g.rooms,
+            g.users,
         );
         gauge(
             &mut s,
             "herald_rooms",
-            "Rooms held (empty rooms are freed).",
+            "Rooms held, one per user per worker with its sockets (empty rooms are freed).",
             g.rooms,
         );
         gauge(
@@ -333,6 +561,11 @@ impl Metrics {
                 self.peer_warnings.suppressed(kind)
             );
         }
+        self.fanout.render(
+            &mut s,
+            "herald_fanout_seconds",
+            "From a push's arrival to its frames handed to the kernel (or queued behind a full socket buffer) on the last worker it went to.",
+        );
         s
     }
 }

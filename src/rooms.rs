@@ -104,6 +104,14 @@ struct Membership {
     pos: u32,
 }
 
+/// A room opened (its first member joined) or closed (its last member left), in the order
+/// they happened: what a worker tells the router's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    Opened(Box<str>),
+    Closed(Box<str>),
+}
+
 /// Rooms and their members, both ways.
 pub struct Rooms {
     index: HashMap<Box<str>, RoomId>,
@@ -111,6 +119,9 @@ pub struct Rooms {
     /// Indexed by connection id; an empty `Vec` does not allocate.
     by_conn: Vec<Vec<Membership>>,
     max_per_conn: usize,
+    /// Whether rooms opening and closing are logged in `events` (see [`Rooms::logging_events`]).
+    log_events: bool,
+    events: Vec<RoomEvent>,
 }
 
 impl Rooms {
@@ -121,7 +132,20 @@ impl Rooms {
             rooms: Slab::new(),
             by_conn: Vec::new(),
             max_per_conn,
+            log_events: false,
+            events: Vec::new(),
         }
+    }
+
+    /// Logs every room opening and closing, to be taken with [`Rooms::take_events`].
+    pub fn logging_events(mut self) -> Self {
+        self.log_events = true;
+        self
+    }
+
+    /// The rooms opened and closed since the last call, in order.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, RoomEvent> {
+        self.events.drain(..)
     }
 
     /// Joins `conn` to `user_id`'s room. Returns `Ok(false)` when it was already a member
@@ -146,6 +170,9 @@ impl Rooms {
                 });
                 let room = RoomId(key as u32);
                 self.index.insert(user_id.into(), room);
+                if self.log_events {
+                    self.events.push(RoomEvent::Opened(user_id.into()));
+                }
                 room
             }
         };
@@ -203,6 +230,9 @@ impl Rooms {
         if self.rooms[key].members.is_empty() {
             let room = self.rooms.remove(key);
             self.index.remove(&room.name);
+            if self.log_events {
+                self.events.push(RoomEvent::Closed(room.name));
+            }
         }
     }
 
@@ -306,6 +336,31 @@ mod tests {
         let mut m = r.members("u").to_vec();
         m.sort();
         assert_eq!(m, [2, 3]);
+    }
+
+    #[test]
+    fn rooms_opening_and_closing_are_logged_in_order() {
+        let mut r = Rooms::new(16).logging_events();
+        r.subscribe(1, "ann").unwrap();
+        r.subscribe(2, "ann").unwrap();
+        r.subscribe(2, "bob").unwrap();
+        r.remove_conn(1);
+        r.remove_conn(2);
+        let events: Vec<_> = r.take_events().collect();
+        assert_eq!(
+            events,
+            [
+                RoomEvent::Opened("ann".into()),
+                RoomEvent::Opened("bob".into()),
+                RoomEvent::Closed("ann".into()),
+                RoomEvent::Closed("bob".into()),
+            ]
+        );
+        assert_eq!(r.take_events().count(), 0);
+        // Without logging nothing is kept.
+        let mut quiet = Rooms::new(16);
+        quiet.subscribe(1, "ann").unwrap();
+        assert_eq!(quiet.take_events().count(), 0);
     }
 
     #[test]

@@ -18,15 +18,23 @@ use super::stats::Stats;
 use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::limits::retry_after_secs;
+use crate::router::Router;
 use crate::rooms::{self, UserIdError};
 use crate::time;
 
 /// Content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-/// How a handler reaches the event loop. [`LoopHandle`] in the server; a fake loop in tests.
+/// How a handler reaches the workers: the [`Router`] in the server; a [`LoopHandle`] on a fake
+/// loop in tests.
 pub trait Dispatch {
     fn dispatch(&self, cmd: Command) -> Result<(), LoopGone>;
+}
+
+impl Dispatch for Router {
+    fn dispatch(&self, cmd: Command) -> Result<(), LoopGone> {
+        self.send(cmd)
+    }
 }
 
 impl Dispatch for LoopHandle {

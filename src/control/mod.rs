@@ -5,9 +5,9 @@
 //! blocking I/O, answers them in order (keep-alive and pipelining included), and closes after an
 //! idle timeout, or with 408 when a request does not arrive whole within the request timeout.
 //! Request bodies are budgeted across connections ([`stats::Stats::reserve`]) before they are
-//! read. A request becomes a [`Command`] sent to the event loop over [`LoopHandle`], and the
-//! answer waits for the loop's reply; a push the loop is slow to count is answered 202 all the
-//! same, since it will be delivered. Parsing ([`http`]) and routing ([`api`]) do no I/O; only
+//! read. A request becomes a [`Command`] handed to the [`Router`], which sends it on to the
+//! workers that must see it, and the answer waits for their gathered reply; a push the workers
+//! are slow to count is answered 202 all the same, since it will be delivered. Parsing ([`http`]) and routing ([`api`]) do no I/O; only
 //! [`server`] touches sockets.
 //!
 //! With an API key configured, every request (`/healthz` and `/metrics` included) must present
@@ -15,10 +15,11 @@
 //! may push, which is why [`crate::server::start`] refuses a non-loopback control address
 //! without a key. It does not speak TLS (put it behind a proxy that does, or keep it on a
 //! private network) or HTTP/2, or accept chunked request bodies: every body comes with
-//! `Content-Length`. It never touches the rooms itself; the event loop is the only owner of
-//! connection state.
+//! `Content-Length`. It never touches the rooms itself; each worker is the only owner of its
+//! connections' state.
 //!
 //! [`Command`]: crate::command::Command
+//! [`Router`]: crate::router::Router
 
 use std::io;
 use std::net::TcpListener;
@@ -26,8 +27,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::auth::ApiKey;
-use crate::command::LoopHandle;
 use crate::config::Config;
+use api::Dispatch;
 
 pub mod api;
 pub mod http;
@@ -75,10 +76,13 @@ impl From<&Config> for ControlOptions {
 
 /// Serves the control API on `listener` until the process exits. Returns the accept thread's
 /// handle.
-pub fn spawn(
+pub fn spawn<D>(
     listener: TcpListener,
-    handle: LoopHandle,
+    handle: D,
     opts: ControlOptions,
-) -> io::Result<JoinHandle<()>> {
+) -> io::Result<JoinHandle<()>>
+where
+    D: Dispatch + Clone + Send + 'static,
+{
     server::spawn(listener, handle, opts)
 }

@@ -90,7 +90,7 @@ pub struct Conn {
     pub slow: bool,
     /// Whether `WRITABLE` interest is registered: while `out` holds bytes the socket refused.
     pub writable_interest: bool,
-    /// Listed in the loop's corked set: `out` holds frames to write at the end of this batch.
+    /// Listed in the worker's corked set: `out` holds frames to write at the end of this turn.
     pub corked: bool,
     /// Shut the write side down once `out` drains (set when entering [`Phase::Closing`]).
     pub shutdown_when_flushed: bool,
@@ -223,30 +223,6 @@ impl Conn {
     /// An open raw-protocol WebSocket: a direct recipient of pushes.
     pub fn is_raw(&self) -> bool {
         matches!(self.phase, Phase::Open(Proto::Raw))
-    }
-
-    /// Writes `bytes` now if nothing is queued before it, and queues what the socket would not
-    /// take. Returns the bytes written now. The fast path (socket accepts it all) neither
-    /// allocates nor touches the reference count.
-    pub fn send(&mut self, bytes: &Bytes) -> io::Result<usize> {
-        if !self.out.is_empty() {
-            self.enqueue(bytes.clone());
-            return Ok(0);
-        }
-        let mut written = 0;
-        while written < bytes.len() {
-            match self.stream.write(&bytes[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        if written < bytes.len() {
-            self.enqueue(bytes.slice(written..));
-        }
-        Ok(written)
     }
 
     /// Writes queued bytes, then the held pong, until the socket pushes back or nothing is

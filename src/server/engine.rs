@@ -20,7 +20,9 @@ use crate::limits::{Admit, InboundBucket};
 use crate::protocol::raw;
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
-use crate::server::event_loop::{count_refusal, new_id, over_limit, unix_now, Entry, Io, State};
+use crate::server::event_loop::{
+    count_refusal, lock_ips, new_id, new_sid, over_limit, unix_now, Entry, Io, State,
+};
 use crate::server::http;
 use crate::server::identity::Identity;
 use crate::log_limit::{peer_warn, PeerFault};
@@ -98,13 +100,14 @@ impl State {
     /// as it lives. Otherwise one keep-alive connection could pipeline handshakes without end.
     fn new_session(&mut self, k: usize, transport: Transport, now: Instant) -> Option<usize> {
         let peer = self.io.conn_mut(k)?.peer;
-        if let Err(refusal) = self.ips.on_connect(peer, now) {
+        let admitted = lock_ips(&self.ips).on_connect(peer, now);
+        if let Err(refusal) = admitted {
             count_refusal(&mut self.io.metrics, &refusal);
             debug!(conn = k, %refusal, "engine.io session refused");
             self.reject(k, &HandshakeError::Refused(refusal), now);
             return None;
         }
-        let sid = new_id();
+        let sid = new_sid(self.worker);
         let deadline = now + self.connect_timeout();
         let mut session = Session::new(sid, transport, peer, now, Some(deadline));
         session.identity = Identity::new(self.verifier.is_some(), deadline);

@@ -1,10 +1,11 @@
-//! The event loop: one thread, one `mio::Poll`, every connection and Engine.IO session in one
-//! `Slab`.
+//! A worker's event loop: one thread, one `mio::Poll`, this worker's connections and Engine.IO
+//! sessions in one `Slab`. A connection stays on the worker that took it, but for a polling
+//! request or upgrade for another worker's session, handed to that worker between requests.
 //!
-//! It reads until `WouldBlock` and feeds the protocol of each connection's phase, drains the
-//! command channel when the control API wakes it, and writes. Writes go straight to the socket;
-//! only what would block is queued, and `WRITABLE` interest is registered only while something
-//! is queued. Timers (handshake, ping, close, Engine.IO heartbeats, token expiry) are checked by
+//! It reads until `WouldBlock` and feeds the protocol of each connection's phase, carries out
+//! the commands the router sent, and at the end of each turn writes every connection that has
+//! output once (one `writev` of all its frames); what would block stays queued, and `WRITABLE`
+//! interest is registered only while something is. Timers (handshake, ping, close, Engine.IO heartbeats, token expiry) are checked by
 //! a sweep over every entry that also finds the earliest deadline left; the loop sleeps exactly
 //! until then (see [`next_sweep`]) rather than waking on a fixed tick, so a timer fires at its
 //! deadline, not up to a tick late.
@@ -13,13 +14,14 @@
 
 use std::io::{self, Read, Write};
 use std::mem;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
@@ -27,18 +29,21 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Verifier};
-use crate::command::{Command, PushReply, Target, UserInfo};
+use crate::command::{LoopGone, Target, UserInfo};
 use crate::config::Config;
 use crate::fanout::{Deflate, Payload};
-use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits, UserBuckets};
+use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
-use crate::rooms::Rooms;
+use crate::rooms::{RoomEvent, Rooms};
+use crate::router::directory::Directory;
+use crate::router::mailbox::{PushJob, ToWorker};
+use crate::router::WorkerLink;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::health::Probe;
 use crate::server::identity::Identity;
 use crate::log_limit::{peer_warn, PeerFault};
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::server::session::{Session, Transport};
 use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
@@ -50,12 +55,16 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// Bytes read from a socket per `read` call, into one buffer shared by all connections.
 const READ_CHUNK: usize = 64 * 1024;
-/// While corked, a connection with this many bytes queued is written at once rather than at the
-/// end of the batch, so that a long batch does not pass for a slow reader.
+/// A connection with this many bytes queued during a turn is written at once rather than at
+/// the end of the turn, so that a long turn does not pass for a slow reader.
 const CORKED_FLUSH_AT: usize = 64 * 1024;
 
 /// Reads one connection may take per wake-up before others get their turn.
 const READS_PER_TURN: usize = 16;
+
+/// Commands one turn carries out before its frames are written and sockets read again: a
+/// flood of pushes cannot starve reads, pings and the writes themselves.
+const COMMANDS_PER_TURN: usize = 64;
 
 /// Refused connections kept draining until their client closes (see [`refuse`]);
 /// past this many, a refused connection is closed at once.
@@ -115,18 +124,39 @@ pub enum Entry {
 
 pub struct EventLoop {
     poll: Poll,
-    /// `None` once shutdown began: no new connections.
+    /// `None` once shutdown began, and on a worker that does not accept (`--accept handoff`
+    /// gives the listener to worker 0 alone).
     listener: Option<TcpListener>,
     /// Accepting failed for want of resources (file descriptors); retried at the next sweep.
     accept_paused: bool,
-    rx: Receiver<Command>,
+    rx: Receiver<ToWorker>,
+    /// Connections other workers hand this one: those carrying requests for its sessions.
+    handovers: Receiver<Box<Conn>>,
+    /// Every worker's channel, for dealing accepted connections out (`--accept handoff`).
+    links: Arc<[WorkerLink]>,
+    /// The worker the next accepted connection goes to.
+    next_worker: usize,
     read_buf: Box<[u8]>,
     /// Connections that still had bytes to read when their turn ended.
     more_to_read: Vec<usize>,
     /// Connections refused at accept, answered and shut for writing, read until their client
     /// closes or the deadline passes; never in the slab.
     refused: Vec<(TcpStream, Instant)>,
+    /// Pushes whose frames were queued this turn: each is told once they are written.
+    turn_pushes: Vec<Arc<PushJob>>,
     state: State,
+}
+
+/// What one worker shares with the others.
+pub struct WorkerShared {
+    /// This worker's index, `0..workers`; it is the first character of its sessions' ids.
+    pub worker: usize,
+    pub links: Arc<[WorkerLink]>,
+    /// Where to hand each worker a connection: indexed like `links`.
+    pub handover: Arc<[Sender<Box<Conn>>]>,
+    pub handovers: Receiver<Box<Conn>>,
+    pub directory: Arc<Directory>,
+    pub ips: Arc<Mutex<IpLimiter>>,
 }
 
 /// Everything the handlers touch, apart from the poll and the listener.
@@ -146,10 +176,17 @@ pub(super) struct State {
     pub(super) limits: Limits,
     /// The clock of the per-connection buckets.
     pub(super) epoch: Epoch,
-    /// Per-user push buckets; `None` without `--user-rate`.
-    users: Option<UserBuckets>,
-    /// Per-address connection caps.
-    pub(super) ips: IpLimiter,
+    /// Per-address connection caps, shared by every worker: checked once, where a connection
+    /// or session enters.
+    pub(super) ips: Arc<Mutex<IpLimiter>>,
+    /// This worker's index and how many there are.
+    pub(super) worker: usize,
+    pub(super) workers: usize,
+    /// Where this worker's rooms opening and closing are told.
+    directory: Arc<Directory>,
+    /// Where to hand another worker a connection that carries a request for its session.
+    handover: Arc<[Sender<Box<Conn>>]>,
+    links: Arc<[WorkerLink]>,
 }
 
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
@@ -176,37 +213,51 @@ pub(super) struct Io {
     /// Connections and sessions closed as slow consumers during this batch, to leave their rooms
     /// after it.
     pub(super) slow: Vec<usize>,
-    /// While set, writes are queued and their connections listed in `corked_conns`, to be
-    /// written together by [`Io::uncork`].
-    pub(super) corked: bool,
+    /// Connections with frames queued during this turn, written once each at its end
+    /// ([`Io::uncork`]).
     pub(super) corked_conns: Vec<usize>,
+}
+
+/// Locks the shared per-address caps. A worker that panicked holding them left counts that
+/// are at worst off by one connection: keep using them.
+pub(super) fn lock_ips(ips: &Mutex<IpLimiter>) -> MutexGuard<'_, IpLimiter> {
+    ips.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl EventLoop {
     pub fn new(
         poll: Poll,
-        mut listener: TcpListener,
-        rx: Receiver<Command>,
+        listener: Option<TcpListener>,
+        rx: Receiver<ToWorker>,
+        shared: WorkerShared,
         config: Config,
     ) -> io::Result<Self> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listener = listener;
+        if let Some(listener) = &mut listener {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
         let registry = poll.registry().try_clone()?;
         let verifier = config
             .verifier()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let limits = Limits::from(&config);
         let start = Instant::now();
+        let workers = shared.links.len();
         Ok(EventLoop {
             poll,
-            listener: Some(listener),
+            listener,
             accept_paused: false,
             rx,
+            handovers: shared.handovers,
+            links: shared.links.clone(),
+            next_worker: shared.worker,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             more_to_read: Vec::new(),
             refused: Vec::new(),
+            turn_pushes: Vec::new(),
             state: State {
-                rooms: Rooms::new(config.max_subscriptions),
+                rooms: Rooms::new(config.max_subscriptions).logging_events(),
                 io: Io {
                     registry,
                     entries: Slab::new(),
@@ -219,7 +270,6 @@ impl EventLoop {
                     closing_all: false,
                     max_queued: config.max_queued_bytes,
                     slow: Vec::new(),
-                    corked: false,
                     corked_conns: Vec::new(),
                 },
                 deflate: Deflate::new(config.deflate_level, config.deflate_threshold),
@@ -228,27 +278,36 @@ impl EventLoop {
                 push_seq: 0,
                 shutdown_deadline: None,
                 verifier,
-                users: limits
-                    .user
-                    .map(|l| UserBuckets::new(l, limits.max_tracked_users, start)),
-                ips: IpLimiter::new(limits.ip, start),
+                ips: shared.ips,
                 epoch: Epoch::new(start),
                 limits,
+                worker: shared.worker,
+                workers,
+                directory: shared.directory,
+                handover: shared.handover,
+                links: shared.links,
             },
         })
     }
 
-    /// Runs until a [`Command::Shutdown`] has been carried out.
+    /// Runs until a [`ToWorker::Shutdown`] has been carried out.
+    ///
+    /// One turn: read every ready connection and take every handed-over one, carry out the
+    /// queued commands (at most [`COMMANDS_PER_TURN`]), check the timers when due, tell the
+    /// directory which rooms opened and closed, then write each connection with output once
+    /// (one `writev` of all its frames). A push is answered when its frames are queued, before
+    /// they are written; a lone push on an idle worker is written in the turn it arrived.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let max_gap = max_sweep_gap(&self.state.config);
         let mut sweep_at = Instant::now() + max_gap;
+        let mut busy = false;
         loop {
             let wake_at = match self.state.shutdown_deadline {
                 Some(deadline) => sweep_at.min(deadline),
                 None => sweep_at,
             };
-            let timeout = if self.more_to_read.is_empty() {
+            let timeout = if self.more_to_read.is_empty() && !busy {
                 wake_at.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -266,7 +325,7 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
-                    WAKER => {} // the channel is drained below, after every wake-up
+                    WAKER => {} // the channels are drained below, after every wake-up
                     Token(k) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(k, now);
@@ -277,7 +336,12 @@ impl EventLoop {
                     }
                 }
             }
-            self.drain_commands(now);
+            while let Ok(conn) = self.handovers.try_recv() {
+                if let Some(k) = self.state.adopt(conn, now) {
+                    self.more_to_read.push(k);
+                }
+            }
+            busy = self.drain_commands(now);
             self.state.reap(now);
             if now >= sweep_at {
                 if self.accept_paused {
@@ -288,10 +352,24 @@ impl EventLoop {
                 self.drain_refused(now);
                 sweep_at = next_sweep(now, earliest, max_gap);
             }
+            self.state.publish_rooms();
+            self.state.io.uncork();
+            if !self.turn_pushes.is_empty() {
+                let written = Instant::now();
+                for job in self.turn_pushes.drain(..) {
+                    if let Some(took) = job.written(written) {
+                        self.state.io.metrics.fanout.observe(took);
+                    }
+                }
+            }
             self.more_to_read.append(&mut self.state.io.resume);
             if let Some(deadline) = self.state.shutdown_deadline {
                 if self.state.io.entries.is_empty() || now >= deadline {
-                    info!(left = self.state.io.entries.len(), "shutdown complete");
+                    info!(
+                        worker = self.state.worker,
+                        left = self.state.io.entries.len(),
+                        "shutdown complete"
+                    );
                     return Ok(());
                 }
             }
@@ -299,43 +377,24 @@ impl EventLoop {
     }
 
     fn accept(&mut self, now: Instant) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
         self.accept_paused = false;
         loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    if let Err(refusal) = self.state.ips.on_connect(peer.ip(), now) {
-                        refuse(&mut self.state, &mut self.refused, stream, refusal, now);
-                        continue;
-                    }
-                    // Notifications are small and latency is the point: no Nagle delay.
-                    let _ = stream.set_nodelay(true);
-                    let io = &mut self.state.io;
-                    let entry = io.entries.vacant_entry();
-                    if let Err(e) =
-                        io.registry
-                            .register(&mut stream, Token(entry.key()), Interest::READABLE)
+                Ok((stream, peer)) => {
+                    // `--accept handoff`: connections are dealt to the workers in turn.
+                    let w = self.next_worker % self.links.len().max(1);
+                    self.next_worker = self.next_worker.wrapping_add(1);
+                    if w == self.state.worker {
+                        self.take(stream, peer, now);
+                    } else if let Err(LoopGone) =
+                        self.links[w].send(ToWorker::Accepted(stream, peer))
                     {
-                        warn!(%peer, error = %e, "could not register a connection");
-                        self.state.ips.on_disconnect(peer.ip());
-                        continue;
+                        // The worker stopped (shutdown): the connection closes unanswered.
+                        debug!(worker = w, "could not hand a connection over");
                     }
-                    let c = &self.state.config;
-                    debug!(%peer, conn = entry.key(), "connection accepted");
-                    let mut conn = Conn::new(
-                        stream,
-                        peer.ip(),
-                        new_id(),
-                        now,
-                        now + c.handshake_timeout,
-                        c.max_message,
-                        c.max_fragments,
-                    );
-                    conn.inbound = InboundBucket::new(self.state.limits.client.as_ref());
-                    entry.insert(Entry::Conn(conn));
-                    io.metrics.connections_accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -355,6 +414,45 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// Serves an accepted connection: counted against the caps (or refused), registered, and
+    /// given a slot.
+    fn take(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let admitted = lock_ips(&self.state.ips).on_connect(peer.ip(), now);
+        if let Err(refusal) = admitted {
+            refuse(&mut self.state, &mut self.refused, stream, refusal, now);
+            return;
+        }
+        // Notifications are small and latency is the point: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let io = &mut self.state.io;
+        let entry = io.entries.vacant_entry();
+        if let Err(e) = io
+            .registry
+            .register(&mut stream, Token(entry.key()), Interest::READABLE)
+        {
+            warn!(%peer, error = %e, "could not register a connection");
+            lock_ips(&self.state.ips).on_disconnect(peer.ip());
+            return;
+        }
+        let c = &self.state.config;
+        debug!(%peer, conn = entry.key(), worker = self.state.worker, "connection accepted");
+        let mut conn = Conn::new(
+            stream,
+            peer.ip(),
+            new_id(),
+            now,
+            now + c.handshake_timeout,
+            c.max_message,
+            c.max_fragments,
+        );
+        conn.inbound = InboundBucket::new(self.state.limits.client.as_ref());
+        let k = entry.key();
+        entry.insert(Entry::Conn(conn));
+        io.metrics.connections_accepted += 1;
+        // Its first bytes may have arrived before it was registered here.
+        self.more_to_read.push(k);
     }
 
     /// Reads the refused connections dry; drops those whose client closed or whose time is up.
@@ -407,46 +505,41 @@ impl EventLoop {
         self.more_to_read.push(k);
     }
 
-    fn drain_commands(&mut self, now: Instant) {
-        // Commands waiting behind the one at hand (pushes arriving faster than the loop turns):
-        // from then on every frame is queued, and each socket is written once, one `writev` for
-        // all its frames, when the channel is empty. A command alone is written straight away.
-        let mut cork = false;
-        while let Ok(cmd) = self.rx.try_recv() {
-            if !cork && !self.rx.is_empty() {
-                cork = true;
-                self.state.io.corked = true;
-            }
-            match cmd {
-                Command::Push {
-                    target,
-                    notification,
-                    reply,
-                } => {
-                    let _ = reply.send(self.state.push(target, notification, now));
+    /// Carries out up to [`COMMANDS_PER_TURN`] queued commands; true when more wait (the next
+    /// turn then polls without sleeping).
+    fn drain_commands(&mut self, now: Instant) -> bool {
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(msg) = self.rx.try_recv() else {
+                return false;
+            };
+            match msg {
+                ToWorker::Push(job) => {
+                    let sockets = self.state.push(&job, now);
+                    job.counted(sockets);
+                    self.turn_pushes.push(job);
                 }
-                Command::UserInfo { user_id, reply } => {
+                ToWorker::UserInfo { user_id, gather } => {
                     let sockets = self.state.rooms.members(&user_id).len();
-                    let _ = reply.send(UserInfo { sockets });
+                    gather.add(UserInfo { sockets });
                 }
-                Command::Metrics { reply } => {
-                    let _ = reply.send(self.state.render_metrics());
+                ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
+                ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
+                ToWorker::Accepted(stream, peer) => {
+                    if self.state.shutdown_deadline.is_none() {
+                        self.take(stream, peer, now);
+                    }
                 }
-                Command::Readiness { reply } => {
-                    let _ = reply.send(self.state.shutdown_deadline.is_none());
-                }
-                Command::Shutdown => {
+                ToWorker::Shutdown => {
                     if let Some(mut listener) = self.listener.take() {
                         let _ = self.poll.registry().deregister(&mut listener);
                     }
-                    self.state.begin_shutdown(now);
+                    if self.state.shutdown_deadline.is_none() {
+                        self.state.begin_shutdown(now);
+                    }
                 }
             }
         }
-        if cork {
-            self.state.io.metrics.corked_batches += 1;
-            self.state.io.uncork();
-        }
+        !self.rx.is_empty()
     }
 }
 
@@ -507,6 +600,26 @@ pub(super) fn new_id() -> SocketId {
     id
 }
 
+/// The URL-safe base64 alphabet, in which session ids are written.
+const SID_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A session id owned by `worker` (`< 64`): its first character names the worker, and a request
+/// for the session that reaches another worker is handed to this one. 114 random bits remain.
+pub(super) fn new_sid(worker: usize) -> SocketId {
+    let mut id = new_id();
+    id[0] = SID_ALPHABET[worker % SID_ALPHABET.len()];
+    id
+}
+
+/// The worker a session id names, if it is a well-formed id.
+pub(super) fn sid_worker(sid: &[u8]) -> Option<usize> {
+    if sid.len() != 20 {
+        return None;
+    }
+    SID_ALPHABET.iter().position(|&c| c == sid[0])
+}
+
 impl State {
     pub(super) fn on_bytes(&mut self, k: usize, data: &[u8], now: Instant) {
         let Some(conn) = self.io.conn_mut(k) else {
@@ -555,6 +668,15 @@ impl State {
                 }
                 Err(e) => return self.reject(k, &e, now),
                 Ok(Some((req, used))) => {
+                    if let Some(owner) = self.owner_elsewhere(&req) {
+                        return self.hand_over(k, owner);
+                    }
+                    let Some(Entry::Conn(conn)) = self.io.entries.get_mut(k) else {
+                        return;
+                    };
+                    let Phase::Http { head, .. } = &mut conn.phase else {
+                        return;
+                    };
                     let _ = head.split_to(used);
                     let rest = mem::take(head);
                     self.route(k, req, rest, now);
@@ -1041,45 +1163,23 @@ impl State {
         self.io.kill(k);
     }
 
-    /// Hands one notification to every recipient of `target`, but the users whose push bucket
-    /// is empty; says how many sockets took it and how many users were skipped.
-    ///
-    /// A user spends a token only when at least one of its sockets is there to be handed the
-    /// push: the limit is on what reaches a person's devices.
-    fn push(&mut self, target: Target, notification: Bytes, now: Instant) -> PushReply {
-        let payload = Payload::new(notification, &self.deflate);
+    /// Hands a push to this worker's recipients of its target, but the sockets of the users the
+    /// router found over their rate; returns how many sockets took it (queued, written at the
+    /// end of the turn).
+    fn push(&mut self, job: &PushJob, now: Instant) -> usize {
+        let payload = Payload::new(job.notification.clone(), &self.deflate);
         let io = &mut self.io;
-        let mut reply = PushReply::default();
         let mut sockets = 0;
-        match &target {
+        match &job.target {
             Target::User(user) => {
-                io.metrics.pushes_user += 1;
-                let members = self.rooms.members(user);
-                if let (false, Some(users)) = (members.is_empty(), &mut self.users) {
-                    if let Err(wait) = users.check(user, now) {
-                        io.metrics.rate_limited_user += 1;
-                        debug!(user = %user, ?wait, "push refused: user over its rate");
-                        reply.rate_limited = 1;
-                        reply.retry_after = Some(wait);
-                        return reply;
-                    }
-                }
-                for &k in members {
+                for &k in self.rooms.members(user) {
                     sockets += io.deliver(k, &payload, now) as usize;
                 }
             }
             Target::Users(list) => {
-                io.metrics.pushes_users += 1;
                 self.push_seq += 1;
                 for user in list {
-                    let members = self.rooms.members(user);
-                    if let (false, Some(users)) = (members.is_empty(), &mut self.users) {
-                        if users.check(user, now).is_err() {
-                            reply.rate_limited += 1;
-                            continue;
-                        }
-                    }
-                    for &k in members {
+                    for &k in self.rooms.members(user) {
                         if io.mark(k, self.push_seq) {
                             sockets += io.deliver(k, &payload, now) as usize;
                         }
@@ -1087,28 +1187,94 @@ impl State {
                 }
             }
             Target::All => {
-                io.metrics.pushes_broadcast += 1;
                 self.push_seq += 1;
                 // The sockets of users over their rate are marked with this push's number, and
                 // the broadcast passes them over.
-                if let Some(users) = &mut self.users {
-                    for (user, members) in self.rooms.iter() {
-                        if users.check(user, now).is_err() {
-                            reply.rate_limited += 1;
-                            for &k in members {
-                                io.mark(k, self.push_seq);
-                            }
-                        }
+                for user in &job.except {
+                    for &k in self.rooms.members(user) {
+                        io.mark(k, self.push_seq);
                     }
                 }
                 sockets = io.broadcast(&payload, self.push_seq, now);
             }
         }
-        io.metrics.rate_limited_user += reply.rate_limited as u64;
         io.metrics.deliveries += sockets as u64;
-        debug!(?target, sockets, rate_limited = reply.rate_limited, "push");
-        reply.sockets = sockets;
-        reply
+        debug!(target = ?job.target, sockets, worker = self.worker, "push");
+        sockets
+    }
+
+    /// Tells the router's directory which of this worker's rooms opened and closed, in order:
+    /// before the turn's frames (a `subscribed` answer among them) are written.
+    fn publish_rooms(&mut self) {
+        for event in self.rooms.take_events() {
+            match event {
+                RoomEvent::Opened(user) => self.directory.opened(&user, self.worker),
+                RoomEvent::Closed(user) => self.directory.closed(&user, self.worker),
+            }
+        }
+    }
+
+    /// The worker whose session a request on the Socket.IO path names, when it is not this
+    /// one.
+    fn owner_elsewhere(&self, req: &Request) -> Option<usize> {
+        if self.workers <= 1 || req.path != self.config.socketio_path {
+            return None;
+        }
+        let query = crate::engineio::parse_query(req.query.as_deref()).ok()?;
+        let owner = sid_worker(query.sid?.as_bytes())?;
+        (owner != self.worker && owner < self.workers).then_some(owner)
+    }
+
+    /// Hands connection `k`, whose next request is for another worker's session, to that
+    /// worker: with its buffered requests and any answers still queued, between two requests,
+    /// so nothing is lost or reordered. It stays counted against the caps as it moves.
+    fn hand_over(&mut self, k: usize, owner: usize) {
+        let movable = matches!(
+            self.io.entries.get(k),
+            Some(Entry::Conn(c)) if c.session.is_none() && matches!(c.phase, Phase::Http { .. })
+        );
+        if !movable {
+            return;
+        }
+        let Some(Entry::Conn(mut conn)) = self.io.entries.try_remove(k) else {
+            return;
+        };
+        let _ = self.io.registry.deregister(&mut conn.stream);
+        self.rooms.remove_conn(k);
+        conn.corked = false;
+        conn.writable_interest = false;
+        let peer = conn.peer;
+        debug!(conn = k, from = self.worker, to = owner, "connection handed over");
+        let sent = self.handover[owner].send(Box::new(conn)).is_ok()
+            && self.links[owner].waker.wake().is_ok();
+        if !sent {
+            // The owner stopped (shutdown): the connection was dropped and closed.
+            lock_ips(&self.ips).on_disconnect(peer);
+        }
+    }
+
+    /// Takes a connection another worker handed over: registers it here and routes the request
+    /// it carries. Returns its key, to be read this turn (bytes may have arrived meanwhile).
+    pub(super) fn adopt(&mut self, conn: Box<Conn>, now: Instant) -> Option<usize> {
+        let mut conn = *conn;
+        let entry = self.io.entries.vacant_entry();
+        let k = entry.key();
+        if let Err(e) = self
+            .io
+            .registry
+            .register(&mut conn.stream, Token(k), Interest::READABLE)
+        {
+            debug!(error = %e, "could not register a handed-over connection");
+            lock_ips(&self.ips).on_disconnect(conn.peer);
+            return None;
+        }
+        if !conn.out.is_empty() {
+            conn.corked = true;
+            self.io.corked_conns.push(k);
+        }
+        entry.insert(Entry::Conn(conn));
+        self.on_http(k, now);
+        Some(k)
     }
 
     /// Checks every entry's timers; returns the earliest deadline left, if any.
@@ -1318,14 +1484,14 @@ impl State {
                 match self.io.entries.try_remove(k) {
                     Some(Entry::Conn(mut conn)) => {
                         let _ = self.io.registry.deregister(&mut conn.stream);
-                        self.ips.on_disconnect(conn.peer);
+                        lock_ips(&self.ips).on_disconnect(conn.peer);
                         self.rooms.remove_conn(k);
                         debug!(conn = k, "connection closed");
                     }
                     Some(Entry::Session(s)) => {
                         self.rooms.remove_conn(k);
                         self.sids.remove(&s.sid);
-                        self.ips.on_disconnect(s.peer);
+                        lock_ips(&self.ips).on_disconnect(s.peer);
                         debug!(session = k, "session closed");
                     }
                     None => {}
@@ -1352,35 +1518,36 @@ impl State {
         }
     }
 
-    fn render_metrics(&mut self) -> String {
+    /// This worker's counters and gauges, for `GET /metrics`.
+    fn report(&mut self) -> WorkerReport {
         let m = &mut self.io.metrics;
         m.compressions = self.deflate.runs();
         (m.compressed_bytes_in, m.compressed_bytes_out) = self.deflate.bytes();
-        let mut websockets = 0;
-        let mut connections = 0;
-        let mut sessions = 0;
-        let mut held_polls = 0;
-        let mut deflate_websockets = 0;
+        let mut g = Gauges {
+            rooms: self.rooms.len(),
+            subscriptions: self.rooms.subscriptions(),
+            ..Gauges::default()
+        };
         for (_, e) in &self.io.entries {
             match e {
                 Entry::Conn(c) => {
-                    connections += 1;
-                    websockets += c.is_open() as usize;
-                    deflate_websockets += (c.is_open() && c.deflate) as usize;
-                    held_polls += matches!(c.phase, Phase::Poll { .. }) as usize;
+                    g.connections += 1;
+                    g.websockets += c.is_open() as usize;
+                    g.deflate_websockets += (c.is_open() && c.deflate) as usize;
+                    g.held_polls += matches!(c.phase, Phase::Poll { .. }) as usize;
+                    g.queued_bytes += c.queued;
                 }
-                Entry::Session(_) => sessions += 1,
+                Entry::Session(s) => {
+                    g.sessions += 1;
+                    g.queued_bytes += s.queued;
+                }
             }
         }
-        self.io.metrics.render(&Gauges {
-            connections,
-            websockets,
-            sessions,
-            held_polls,
-            rooms: self.rooms.len(),
-            subscriptions: self.rooms.subscriptions(),
-            deflate_websockets,
-        })
+        WorkerReport {
+            worker: self.worker,
+            metrics: self.io.metrics.clone(),
+            gauges: g,
+        }
     }
 }
 
@@ -1399,30 +1566,11 @@ impl Io {
         }
     }
 
-    /// Writes `bytes` to connection `k`; false when `k` is gone or the write failed (then `k`
-    /// is closed).
+    /// Queues `bytes` for connection `k`, to be written at the end of the turn with everything
+    /// else queued for it (see [`Io::uncork`]); false when `k` is gone, closing as a slow
+    /// consumer, or would pass the slow-consumer limit with it (then it is closed as one).
     pub(super) fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
-        if self.corked {
-            return self.queue(k, bytes);
-        }
-        let Io {
-            registry,
-            entries,
-            metrics,
-            dead,
-            max_queued,
-            ..
-        } = self;
-        match entries.get_mut(k) {
-            Some(Entry::Conn(conn)) if over_limit(conn.queued, bytes.len(), *max_queued) => {
-                if !conn.slow {
-                    self.slow_consumer(k);
-                }
-                false
-            }
-            Some(Entry::Conn(conn)) => send_to(registry, metrics, dead, k, conn, bytes),
-            _ => false,
-        }
+        self.queue(k, bytes)
     }
 
     /// Sends pong `frame` to `k`, or holds it while other frames wait to be written: then a
@@ -1441,8 +1589,8 @@ impl Io {
         if conn.pending_pong.replace(Box::new(frame)).is_some() {
             self.metrics.pongs_dropped += 1;
         }
-        // A corked connection is written at the end of the batch; any other with frames waiting
-        // has WRITABLE interest already, and the held pong follows them.
+        // The connection is written at the end of the turn, or has WRITABLE interest already,
+        // and the held pong follows its frames.
     }
 
     /// Queues `bytes` for connection `k` until [`Io::uncork`].
@@ -1504,9 +1652,12 @@ impl Io {
         self.flush(k);
     }
 
-    /// Writes every connection that had frames queued while corked.
-    fn uncork(&mut self) {
-        self.corked = false;
+    /// Writes every connection that had frames queued this turn, once each.
+    pub(super) fn uncork(&mut self) {
+        if self.corked_conns.is_empty() {
+            return;
+        }
+        self.metrics.corked_batches += 1;
         for k in mem::take(&mut self.corked_conns) {
             if let Some(conn) = self.conn_mut(k) {
                 conn.corked = false;
@@ -1638,49 +1789,21 @@ fn frame_is_compressed(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x40 != 0)
 }
 
-/// [`Io::send`] on borrowed parts.
-fn send_to(
-    registry: &Registry,
-    metrics: &mut Metrics,
-    dead: &mut Vec<usize>,
-    k: usize,
-    conn: &mut Conn,
-    bytes: &Bytes,
-) -> bool {
-    if matches!(conn.phase, Phase::Dead) || conn.slow {
-        return false;
-    }
-    let failed = match conn.send(bytes) {
-        Ok(n) => {
-            metrics.bytes_sent += n as u64;
-            if !conn.out.is_empty() && !conn.writable_interest {
-                conn.writable_interest = true;
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                registry
-                    .reregister(&mut conn.stream, Token(k), interest)
-                    .is_err()
-            } else {
-                false
-            }
-        }
-        Err(e) => {
-            debug!(conn = k, error = %e, "write failed");
-            if conn.is_open() {
-                metrics.count_close(CloseCode::ABNORMAL);
-            }
-            true
-        }
-    };
-    if failed {
-        conn.phase = Phase::Dead;
-        dead.push(k);
-    }
-    !failed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_id_names_its_worker() {
+        for worker in 0..64 {
+            let sid = new_sid(worker);
+            assert_eq!(sid_worker(&sid), Some(worker));
+            assert!(sid.iter().all(|c| SID_ALPHABET.contains(c)));
+        }
+        assert_ne!(new_sid(3), new_sid(3));
+        assert_eq!(sid_worker(b"short"), None);
+        assert_eq!(sid_worker(b"!aaaaaaaaaaaaaaaaaaa"), None);
+    }
 
     #[test]
     fn the_next_sweep_is_at_the_earliest_deadline_within_bounds() {

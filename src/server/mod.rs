@@ -17,26 +17,32 @@ mod identity;
 pub mod session;
 
 use std::io;
+use std::mem;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
+use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
-use crate::command::{Command, LoopHandle};
-use crate::config::Config;
+use crate::command::Command;
+use crate::config::{Accept, Config};
 use crate::control::{self, ControlOptions};
-use event_loop::{EventLoop, WAKER};
+use crate::limits::{IpLimiter, Limits, UserBuckets};
+use crate::router::directory::Directory;
+use crate::router::{Router, WorkerLink};
+use event_loop::{EventLoop, WorkerShared, WAKER};
 
-/// A running gateway: its bound addresses and the handle that commands its loop.
+/// A running gateway: its bound addresses and the router that commands its workers.
 pub struct Running {
     pub public_addr: SocketAddr,
     pub control_addr: SocketAddr,
-    handle: LoopHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
+    handle: Router,
+    threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
-/// Binds the public and control listeners, then runs the event loop and the control API on
+/// Binds the public and control listeners, then runs the workers and the control API on
 /// threads of their own.
 ///
 /// Refuses (`InvalidInput`, before binding anything) a control address off loopback without an
@@ -44,9 +50,10 @@ pub struct Running {
 pub fn start(config: Config) -> io::Result<Running> {
     check_control_exposure(&config)?;
     check_echo_path(&config)?;
-    let listener = mio::net::TcpListener::bind(config.listen)
+    let workers = config.worker_count();
+    let mut listeners = bind_public(&config, workers)
         .map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
-    let public_addr = listener.local_addr()?;
+    let public_addr = listeners[0].local_addr()?;
     let control_listener = std::net::TcpListener::bind(config.control)
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
@@ -67,23 +74,93 @@ pub fn start(config: Config) -> io::Result<Running> {
         );
     }
 
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let handle = LoopHandle::new(tx, waker);
+    let polls = (0..workers).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
+    let mut links = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    let mut handover = Vec::with_capacity(workers);
+    let mut handovers = Vec::with_capacity(workers);
+    for poll in &polls {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        links.push(WorkerLink {
+            tx,
+            waker: Arc::new(Waker::new(poll.registry(), WAKER)?),
+        });
+        inboxes.push(rx);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        handover.push(tx);
+        handovers.push(rx);
+    }
+    let links: Arc<[WorkerLink]> = links.into();
+    let handover: Arc<[_]> = handover.into();
+    let directory = Arc::new(Directory::default());
+    let limits = Limits::from(&config);
+    let start = Instant::now();
+    let ips = Arc::new(Mutex::new(IpLimiter::new(limits.ip, start)));
+    let users = limits
+        .user
+        .map(|l| UserBuckets::new(l, limits.max_tracked_users, start));
+    let router = Router::new(links.clone(), directory.clone(), users);
 
     let opts = ControlOptions::from(&config);
-    let event_loop = EventLoop::new(poll, listener, rx, config)?;
-    let thread = thread::Builder::new()
-        .name("herald-loop".into())
-        .spawn(move || event_loop.run())?;
-    control::spawn(control_listener, handle.clone(), opts)?;
+    let mut threads = Vec::with_capacity(workers);
+    listeners.reverse();
+    for (worker, ((poll, rx), handovers)) in polls.into_iter().zip(inboxes).zip(handovers).enumerate() {
+        // `--accept handoff`: worker 0 alone holds the listener; `reuseport`: each its own.
+        let listener = match config.accept {
+            Accept::Reuseport => listeners.pop(),
+            Accept::Handoff if worker == 0 => listeners.pop(),
+            Accept::Handoff => None,
+        };
+        let shared = WorkerShared {
+            worker,
+            links: links.clone(),
+            handover: handover.clone(),
+            handovers,
+            directory: directory.clone(),
+            ips: ips.clone(),
+        };
+        let event_loop = EventLoop::new(poll, listener, rx, shared, config.clone())?;
+        threads.push(
+            thread::Builder::new()
+                .name(format!("herald-worker-{worker}"))
+                .spawn(move || event_loop.run())?,
+        );
+    }
+    tracing::info!(workers, accept = ?config.accept, "workers started");
+    control::spawn(control_listener, router.clone(), opts)?;
     Ok(Running {
         public_addr,
         control_addr,
-        handle,
-        thread: Some(thread),
+        handle: router,
+        threads,
     })
+}
+
+/// The public listeners: one (`--accept handoff`, or one worker), or one per worker on the same
+/// port with `SO_REUSEPORT`, the kernel spreading connections over them.
+fn bind_public(config: &Config, workers: usize) -> io::Result<Vec<TcpListener>> {
+    if config.accept == Accept::Handoff || workers == 1 {
+        return Ok(vec![TcpListener::bind(config.listen)?]);
+    }
+    let mut addr = config.listen;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = TcpListener::from_std(socket.into());
+        // Port 0 asks for any port: the others bind the one the first got.
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// The control API pushes to any user and has no TLS: without a key it may only listen where
@@ -167,8 +244,8 @@ fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
 }
 
 impl Running {
-    /// The loop's command handle.
-    pub fn handle(&self) -> &LoopHandle {
+    /// The router that commands the workers.
+    pub fn handle(&self) -> &Router {
         &self.handle
     }
 
@@ -177,20 +254,27 @@ impl Running {
         let _ = self.handle.send(Command::Shutdown);
     }
 
-    /// Waits for the loop to finish (after [`Running::shutdown`] or a signal).
+    /// Waits for every worker to finish (after [`Running::shutdown`] or a signal); the first
+    /// error a worker returned, if any.
     pub fn join(mut self) -> io::Result<()> {
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(io::Error::other("the event loop panicked")),
-            None => Ok(()),
+        let mut result = Ok(());
+        for thread in mem::take(&mut self.threads) {
+            let outcome = match thread.join() {
+                Ok(outcome) => outcome,
+                Err(_) => Err(io::Error::other("a worker panicked")),
+            };
+            if result.is_ok() {
+                result = outcome;
+            }
         }
+        result
     }
 }
 
 impl Drop for Running {
     /// A gateway dropped without [`Running::join`] is told to shut down, not waited for.
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if !self.threads.is_empty() {
             self.shutdown();
         }
     }

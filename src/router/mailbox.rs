@@ -1,0 +1,206 @@
+//! What the router hands a worker, and how the workers' answers to one request are gathered
+//! into one.
+//!
+//! A request that several workers answer (a push, a user's socket count, the metrics) carries
+//! one shared gatherer: each worker adds its part; the last one to add finishes the answer and
+//! sends it on the request's one-shot channel. No worker waits for another.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+
+use crate::command::{PushReply, Target, UserInfo};
+use crate::metrics::WorkerReport;
+
+/// A message to one worker.
+pub enum ToWorker {
+    /// Hand this notification to the worker's recipients of its target.
+    Push(Arc<PushJob>),
+    /// Count the worker's sockets of a user.
+    UserInfo {
+        user_id: Arc<str>,
+        gather: Arc<Gather<UserInfo>>,
+    },
+    /// The worker's counters and gauges.
+    Metrics(Arc<Gather<Vec<WorkerReport>>>),
+    /// Whether the worker takes new clients.
+    Readiness(Arc<Gather<bool>>),
+    /// A connection the acceptor took, for this worker to serve from now on.
+    Accepted(TcpStream, std::net::SocketAddr),
+    /// Stop accepting, close every client with 1001, flush, and return.
+    Shutdown,
+}
+
+/// One push, shared by every worker it goes to.
+pub struct PushJob {
+    pub target: Target,
+    /// The serialized notification; every wire form is built from these bytes.
+    pub notification: Bytes,
+    /// Users whose push bucket was empty (a broadcast under `--user-rate`): their sockets are
+    /// passed over.
+    pub except: Vec<String>,
+    /// When the router took the push: the start of `herald_fanout_seconds`.
+    pub arrived: Instant,
+    /// Workers yet to count their recipients; the last one answers.
+    to_count: AtomicUsize,
+    /// Workers yet to write their recipients' frames; the last one records the fan-out time.
+    to_write: AtomicUsize,
+    sockets: AtomicUsize,
+    /// The router's part of the answer (users it skipped) and where the answer goes.
+    answer: Mutex<Option<(PushReply, Sender<PushReply>)>>,
+}
+
+impl PushJob {
+    /// A push for `workers` workers; `base` holds what the router counted already.
+    pub fn new(
+        target: Target,
+        notification: Bytes,
+        except: Vec<String>,
+        arrived: Instant,
+        workers: usize,
+        base: PushReply,
+        reply: Sender<PushReply>,
+    ) -> Self {
+        PushJob {
+            target,
+            notification,
+            except,
+            arrived,
+            to_count: AtomicUsize::new(workers),
+            to_write: AtomicUsize::new(workers),
+            sockets: AtomicUsize::new(0),
+            answer: Mutex::new(Some((base, reply))),
+        }
+    }
+
+    /// A worker handed the push to `sockets` of its sockets (queued, not yet written). The last
+    /// worker to count sends the answer.
+    pub fn counted(&self, sockets: usize) {
+        self.sockets.fetch_add(sockets, Ordering::SeqCst);
+        if self.to_count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let answer = self.answer.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((mut reply, tx)) = answer {
+                reply.sockets = self.sockets.load(Ordering::SeqCst);
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// A worker wrote its recipients' frames (or queued them behind a full socket buffer). For
+    /// the last worker to do so, the time since the push arrived.
+    pub fn written(&self, now: Instant) -> Option<Duration> {
+        (self.to_write.fetch_sub(1, Ordering::SeqCst) == 1)
+            .then(|| now.saturating_duration_since(self.arrived))
+    }
+}
+
+/// Parts of one answer, merged as they come.
+pub trait Merge {
+    fn merge(&mut self, part: Self);
+}
+
+impl Merge for UserInfo {
+    fn merge(&mut self, part: Self) {
+        self.sockets += part.sockets;
+    }
+}
+
+impl Merge for bool {
+    /// Ready when every worker is.
+    fn merge(&mut self, part: Self) {
+        *self &= part;
+    }
+}
+
+impl<T> Merge for Vec<T> {
+    fn merge(&mut self, part: Self) {
+        self.extend(part);
+    }
+}
+
+type Finish<T> = Box<dyn FnOnce(T) + Send>;
+
+/// Gathers `parts` answers into one and hands it to `finish` when the last arrives. Dropped
+/// unfinished (a worker stopped), it drops `finish` and with it the request's channel: the
+/// waiting side sees the sender gone.
+pub struct Gather<T> {
+    state: Mutex<Option<(T, usize, Finish<T>)>>,
+}
+
+impl<T: Merge> Gather<T> {
+    pub fn new(parts: usize, init: T, finish: impl FnOnce(T) + Send + 'static) -> Self {
+        Gather {
+            state: Mutex::new(Some((init, parts, Box::new(finish)))),
+        }
+    }
+
+    /// Adds one worker's part.
+    pub fn add(&self, part: T) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((acc, left, _)) = state.as_mut() else {
+            return;
+        };
+        acc.merge(part);
+        *left -= 1;
+        if *left == 0 {
+            if let Some((acc, _, finish)) = state.take() {
+                drop(state);
+                finish(acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_part_finishes_the_answer() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let g = Gather::new(3, UserInfo { sockets: 0 }, move |u| {
+            let _ = tx.send(u);
+        });
+        g.add(UserInfo { sockets: 2 });
+        g.add(UserInfo { sockets: 0 });
+        assert!(rx.try_recv().is_err());
+        g.add(UserInfo { sockets: 5 });
+        assert_eq!(rx.try_recv().unwrap().sockets, 7);
+    }
+
+    #[test]
+    fn an_unfinished_gather_drops_its_channel() {
+        let (tx, rx) = crossbeam_channel::bounded::<bool>(1);
+        let g = Gather::new(2, true, move |r| {
+            let _ = tx.send(r);
+        });
+        g.add(true);
+        drop(g);
+        assert!(matches!(
+            rx.recv(),
+            Err(crossbeam_channel::RecvError)
+        ));
+    }
+
+    #[test]
+    fn a_push_is_answered_by_the_last_count_and_timed_by_the_last_write() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let t0 = Instant::now();
+        let base = PushReply {
+            rate_limited: 1,
+            ..PushReply::default()
+        };
+        let job = PushJob::new(Target::All, Bytes::new(), Vec::new(), t0, 2, base, tx);
+        job.counted(3);
+        assert!(rx.try_recv().is_err());
+        job.counted(4);
+        let reply = rx.try_recv().unwrap();
+        assert_eq!((reply.sockets, reply.rate_limited), (7, 1));
+        assert_eq!(job.written(t0), None);
+        assert_eq!(job.written(t0 + Duration::from_millis(3)), Some(Duration::from_millis(3)));
+    }
+}
