@@ -20,6 +20,7 @@
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
+//! - [`http`]: the HTTP/1.1 bits both ports share: the one response-head writer. No I/O.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`server`]: the mio event loop that owns every connection.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
@@ -34,6 +35,7 @@ pub mod engineio;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod limits;
 pub mod protocol;
 pub mod rooms;

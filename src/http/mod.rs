@@ -1,0 +1,10 @@
+//! The HTTP/1.1 bits both ports share: the one response-head writer ([`response`]).
+//!
+//! Only what is the same on the public port and the control API lives here. Parsing requests,
+//! routing, deciding a status or a header's value belong to the callers (`ws::handshake`,
+//! `server::http`, `control::http`); this module does no I/O and depends on no other module of
+//! the crate, so every codec may use it.
+
+pub mod response;
+
+pub use response::ResponseHead;
