@@ -20,7 +20,8 @@
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
-//! - [`http`]: the HTTP/1.1 bits both ports share: the one response-head writer. No I/O.
+//! - [`http`]: the HTTP/1.1 bits both ports share: the one response-head writer and the one
+//!   percent-decoder. No I/O.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`server`]: the mio event loop that owns every connection.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
