@@ -28,6 +28,8 @@
 //!   counters. No I/O.
 //! - [`config`]: every limit and address, with its default.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod command;
 pub mod config;
