@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
-use crate::limits;
+use crate::limits::{self, LimitSettings, Limits};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
 /// How accepted connections are spread over the workers (`--accept`).
@@ -496,6 +496,27 @@ impl Config {
     }
 }
 
+impl From<&Config> for LimitSettings {
+    fn from(c: &Config) -> Self {
+        LimitSettings {
+            user_rate: c.user_rate,
+            user_burst: c.user_burst,
+            client_rate: c.client_rate,
+            client_burst: c.client_burst,
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            connection_rate_per_ip: c.connection_rate_per_ip,
+        }
+    }
+}
+
+impl From<&Config> for Limits {
+    /// `0` on the command line turns a limit off.
+    fn from(c: &Config) -> Self {
+        Limits::from(LimitSettings::from(c))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +715,27 @@ mod tests {
         .unwrap();
         assert_eq!(c.shutdown_timeout, Duration::ZERO);
         assert!(Config::try_parse_from(["herald", "--shutdown-timeout", "25h"]).is_err());
+    }
+
+    #[test]
+    fn the_limit_defaults_are_the_flags_defaults() {
+        let c = Config::parse_from(["herald"]);
+        assert_eq!(LimitSettings::from(&c), LimitSettings::default());
+        assert_eq!(Limits::from(&c), Limits::default());
+        let off = Config::parse_from([
+            "herald",
+            "--user-rate=0",
+            "--client-rate=0",
+            "--max-connections=0",
+            "--max-connections-per-ip=0",
+            "--connection-rate-per-ip=0",
+        ]);
+        let off = Limits::from(&off);
+        assert_eq!((off.user, off.client), (None, None));
+        assert_eq!(
+            (off.ip.max_total, off.ip.max_per_ip, off.ip.rate_per_ip),
+            (None, None, None)
+        );
     }
 
     /// `--listen localhost:7050` was refused as "invalid socket address syntax".

@@ -20,6 +20,8 @@
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
+//! - [`http`]: the HTTP/1.1 bits both ports share: the one response-head writer and the one
+//!   percent-decoder. No I/O.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`router`]: where control requests meet the workers: push buckets, the directory of which
 //!   worker holds which user, answers gathered from several workers.
@@ -30,6 +32,8 @@
 //! - [`log_limit`]: warnings a peer can cause, at most a few lines a second of each kind.
 //! - [`config`]: every limit and address, with its default.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod command;
 pub mod config;
@@ -38,6 +42,7 @@ pub mod engineio;
 pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod limits;
 pub mod log_limit;
 pub mod metrics;

@@ -19,8 +19,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-
 /// Notifications per second one user may be pushed, sustained. A person reads a handful a
 /// second at most; 20/s leaves room for chatty apps while stopping a backend stuck in a loop
 /// from flooding every device of a user.
@@ -611,54 +609,52 @@ pub struct Limits {
     pub max_tracked_users: usize,
 }
 
+/// The limits as the command line states them, `0` meaning "off" where a flag says so: what
+/// the configuration hands over, so that this module never reads the configuration itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub user_rate: u32,
+    pub user_burst: u32,
+    pub client_rate: u32,
+    pub client_burst: u32,
+    pub max_connections: usize,
+    pub max_connections_per_ip: u32,
+    pub connection_rate_per_ip: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            user_rate: DEFAULT_USER_RATE,
+            user_burst: DEFAULT_USER_BURST,
+            client_rate: DEFAULT_CLIENT_RATE,
+            client_burst: DEFAULT_CLIENT_BURST,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            connection_rate_per_ip: DEFAULT_CONNECTION_RATE_PER_IP,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits::build(
-            DEFAULT_USER_RATE,
-            DEFAULT_USER_BURST,
-            DEFAULT_CLIENT_RATE,
-            DEFAULT_CLIENT_BURST,
-            DEFAULT_MAX_CONNECTIONS,
-            DEFAULT_MAX_CONNECTIONS_PER_IP,
-            DEFAULT_CONNECTION_RATE_PER_IP,
-        )
+        Limits::from(LimitSettings::default())
     }
 }
 
-impl From<&Config> for Limits {
-    /// `0` on the command line turns a limit off.
-    fn from(c: &Config) -> Self {
-        Limits::build(
-            c.user_rate,
-            c.user_burst,
-            c.client_rate,
-            c.client_burst,
-            c.max_connections,
-            c.max_connections_per_ip,
-            c.connection_rate_per_ip,
-        )
-    }
-}
-
-impl Limits {
-    fn build(
-        user_rate: u32,
-        user_burst: u32,
-        client_rate: u32,
-        client_burst: u32,
-        max_connections: usize,
-        max_per_ip: u32,
-        connection_rate_per_ip: u32,
-    ) -> Self {
+impl From<LimitSettings> for Limits {
+    /// `0` turns a limit off.
+    fn from(s: LimitSettings) -> Self {
         Limits {
-            user: Limit::new(user_rate, user_burst),
-            client: Limit::new(client_rate, client_burst),
+            user: Limit::new(s.user_rate, s.user_burst),
+            client: Limit::new(s.client_rate, s.client_burst),
             ip: IpLimits {
-                max_total: (max_connections > 0).then_some(max_connections),
-                max_per_ip: (max_per_ip > 0).then_some(max_per_ip),
+                max_total: (s.max_connections > 0).then_some(s.max_connections),
+                max_per_ip: (s.max_connections_per_ip > 0).then_some(s.max_connections_per_ip),
                 rate_per_ip: Limit::new(
-                    connection_rate_per_ip,
-                    connection_rate_per_ip.saturating_mul(CONNECTION_BURST_SECONDS),
+                    s.connection_rate_per_ip,
+                    s.connection_rate_per_ip
+                        .saturating_mul(CONNECTION_BURST_SECONDS),
                 ),
             },
             max_tracked_users: DEFAULT_MAX_TRACKED_USERS,
@@ -669,8 +665,6 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    use clap::Parser;
 
     use super::*;
 
@@ -1149,23 +1143,25 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_are_the_flags_defaults() {
+    fn the_defaults() {
         let limits = Limits::default();
-        assert_eq!(Limits::from(&Config::parse_from(["herald"])), limits);
         assert_eq!(limits.user, Limit::new(20, 50));
         assert_eq!(limits.client, Limit::new(10, 20));
         assert_eq!(limits.ip.max_total, Some(100_000));
         assert_eq!(limits.ip.max_per_ip, Some(1_000));
         assert_eq!(limits.ip.rate_per_ip, Limit::new(20, 100));
-        let off = Config::parse_from([
-            "herald",
-            "--user-rate=0",
-            "--client-rate=0",
-            "--max-connections=0",
-            "--max-connections-per-ip=0",
-            "--connection-rate-per-ip=0",
-        ]);
-        let off = Limits::from(&off);
+    }
+
+    #[test]
+    fn zero_settings_turn_limits_off() {
+        let off = Limits::from(LimitSettings {
+            user_rate: 0,
+            client_rate: 0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            connection_rate_per_ip: 0,
+            ..LimitSettings::default()
+        });
         assert_eq!((off.user, off.client), (None, None));
         assert_eq!(off.ip, unlimited());
     }

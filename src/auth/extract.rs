@@ -1,6 +1,8 @@
 //! Where clients put their token: an `Authorization` header, a `?token=` query parameter, or
 //! Socket.IO's CONNECT auth object. Pure functions over what the codecs already parsed.
 
+use crate::http::{percent_decode, Plus};
+
 /// The credentials of an `Authorization: Bearer <token>` header value, trimmed.
 ///
 /// RFC 9110 §11.1: "It uses a case-insensitive token to identify the authentication scheme", so
@@ -35,43 +37,8 @@ pub fn query_token(query: &str) -> Option<String> {
         }
         found = Some(value);
     }
-    let decoded = percent_decode(found?)?;
+    let decoded = percent_decode(found?, Plus::Space).ok()?;
     (!decoded.is_empty()).then_some(decoded)
-}
-
-/// `application/x-www-form-urlencoded` value decoding; `None` on an invalid escape.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = hex_value(*bytes.get(i + 1)?)?;
-                let lo = hex_value(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The token in a Socket.IO CONNECT packet's auth payload, `{"token":"<jwt>"}` as

@@ -17,6 +17,7 @@ use super::http::{Method, Request, Response};
 use super::stats::Stats;
 use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
+use crate::http::{percent_decode, PercentError, Plus};
 use crate::limits::retry_after_secs;
 use crate::router::Router;
 use crate::rooms::{self, UserIdError};
@@ -602,37 +603,15 @@ impl<'de> Visitor<'de> for IdsVisitor<'_> {
 /// its segment. The leading `/` yields no segment.
 fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
     let path = path.strip_prefix('/').unwrap_or(path);
-    path.split('/').map(percent_decode).collect()
-}
-
-fn percent_decode(s: &str) -> Result<String, ApiError> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hi = b.get(i + 1).and_then(|&c| hex(c));
-            let lo = b.get(i + 2).and_then(|&c| hex(c));
-            let (Some(hi), Some(lo)) = (hi, lo) else {
-                return Err(ApiError::BadPercentEncoding);
-            };
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ApiError::PathNotUtf8)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    path.split('/')
+        // RFC 3986: a `+` in a path is itself, not a space.
+        .map(|segment| {
+            percent_decode(segment, Plus::Literal).map_err(|e| match e {
+                PercentError::BadEscape { .. } => ApiError::BadPercentEncoding,
+                PercentError::NotUtf8 => ApiError::PathNotUtf8,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::http::ResponseHead;
+
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 8 * 1024;
 
@@ -368,48 +370,24 @@ impl Response {
 
     /// Appends the status line, headers and body to `out`.
     pub fn write(&self, keep_alive: bool, out: &mut Vec<u8>) {
-        self.write_head(keep_alive, out);
-        out.extend_from_slice(&self.body);
+        self.head(keep_alive, out).body(&self.body);
     }
 
     /// Appends the status line and headers only, with the `Content-Length` the body would have:
     /// the answer to a `HEAD` request (RFC 9110 §9.3.2).
     pub fn write_head(&self, keep_alive: bool, out: &mut Vec<u8>) {
-        use std::io::Write;
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-            if keep_alive { "keep-alive" } else { "close" },
-        );
-        for (name, value) in &self.headers {
-            let _ = write!(out, "{name}: {value}\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        self.head(keep_alive, out).end();
     }
-}
 
-/// Reason phrases for the statuses this API answers.
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
+    fn head<'a>(&self, keep_alive: bool, out: &'a mut Vec<u8>) -> ResponseHead<'a> {
+        let mut head = ResponseHead::new(out, self.status);
+        head.header("Content-Type", self.content_type)
+            .content_length(self.body.len())
+            .connection(keep_alive);
+        for (name, value) in &self.headers {
+            head.header(name, value);
+        }
+        head
     }
 }
 

@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::engineio::error::Error;
+use crate::http::{percent_decode, Plus};
 
 /// What the server announces in the open packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +69,14 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, Error> {
     let mut sid = None;
     for pair in query.unwrap_or("").split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match percent_decode(key).as_str() {
+        let slot = match decode(key).as_str() {
             "EIO" => &mut eio,
             "transport" => &mut transport,
             "sid" => &mut sid,
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(percent_decode(value));
+            *slot = Some(decode(value));
         }
     }
 
@@ -102,39 +103,15 @@ pub fn parse_query(query: Option<&str>) -> Result<Query, Error> {
     })
 }
 
-/// Decodes `%XX` escapes and `+` (a space in form encoding, as Node's `querystring` reads it).
+/// Decodes a query key or value: `%XX` escapes, and `+` as a space (form encoding, as Node's
+/// `querystring` reads it).
 ///
-/// A malformed escape is kept literally and invalid UTF-8 becomes U+FFFD, as `querystring` does:
-/// a bad value then fails the checks that read it instead of the whole request.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
-                    std::str::from_utf8(h)
-                        .ok()
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                });
-                // `from_str_radix` accepts a sign, which an escape never has.
-                let signed = bytes.get(i + 1).is_some_and(|b| matches!(b, b'+' | b'-'));
-                match hex {
-                    Some(byte) if !signed => {
-                        out.push(byte);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A value with a malformed escape or escapes that are not UTF-8 is kept as sent (`+` still read
+/// as a space): it then fails the check that reads it (an unknown transport, a bad `EIO`, an
+/// unknown `sid`) instead of the whole request, as with the reference server's `querystring`.
+/// Such a value always keeps a `%`, which no transport, version or session id holds.
+fn decode(s: &str) -> String {
+    percent_decode(s, Plus::Space).unwrap_or_else(|_| s.replace('+', " "))
 }
 
 #[cfg(test)]
@@ -206,6 +183,14 @@ mod tests {
             => query(Transport::Polling, Some("a%zz%4"));
         signed_escape_kept: Some("EIO=4&transport=polling&sid=%+1")
             => query(Transport::Polling, Some("% 1"));
+        escape_not_utf8_kept: Some("EIO=4&transport=polling&sid=a%FF")
+            => query(Transport::Polling, Some("a%FF"));
+        bad_escape_in_transport_is_unknown: Some("EIO=4&transport=polling%zz")
+            => Err(Error::UnknownTransport);
+        bad_escape_in_eio_is_bad_request: Some("EIO=4%zz&transport=polling")
+            => Err(Error::BadRequest);
+        not_utf8_eio_is_bad_request: Some("EIO=%FF&transport=polling")
+            => Err(Error::BadRequest);
         empty_sid_is_handshake: Some("EIO=4&transport=polling&sid=")
             => query(Transport::Polling, None);
         first_value_wins: Some("EIO=4&transport=polling&transport=flash")

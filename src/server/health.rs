@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::http::ResponseHead;
 use crate::server::conn::HttpMeta;
 use crate::server::event_loop::State;
 use crate::server::http::keep_alive;
@@ -38,32 +39,23 @@ impl Probe {
 
 /// Writes the answer to `probe` asked with `method`: herald is `draining` once shutdown began.
 pub fn write_answer(out: &mut Vec<u8>, probe: Probe, method: &str, draining: bool, keep: bool) {
-    let head = method == "HEAD";
-    let (status, reason, body) = match (method, probe, draining) {
-        ("GET" | "HEAD", Probe::Ready, true) => {
-            (503, "Service Unavailable", r#"{"status":"draining"}"#)
-        }
-        ("GET" | "HEAD", ..) => (200, "OK", r#"{"status":"ok"}"#),
-        _ => (
-            405,
-            "Method Not Allowed",
-            r#"{"error":"method not allowed"}"#,
-        ),
+    let (status, body) = match (method, probe, draining) {
+        ("GET" | "HEAD", Probe::Ready, true) => (503, r#"{"status":"draining"}"#),
+        ("GET" | "HEAD", ..) => (200, r#"{"status":"ok"}"#),
+        _ => (405, r#"{"error":"method not allowed"}"#),
     };
-    let allow = if status == 405 {
-        "Allow: GET, HEAD\r\n"
+    let mut head = ResponseHead::new(out, status);
+    head.header("Content-Type", "application/json")
+        .content_length(body.len())
+        .header("Cache-Control", "no-store");
+    if status == 405 {
+        head.header("Allow", "GET, HEAD");
+    }
+    head.connection(keep);
+    if method == "HEAD" {
+        head.end();
     } else {
-        ""
-    };
-    let connection = if keep { "keep-alive" } else { "close" };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\n{allow}Connection: {connection}\r\n\r\n",
-        body.len()
-    );
-    out.extend_from_slice(response.as_bytes());
-    if !head {
-        out.extend_from_slice(body.as_bytes());
+        head.body(body.as_bytes());
     }
 }
 

@@ -1,9 +1,8 @@
 //! The plain HTTP answers of the public port: Engine.IO long-polling responses, their CORS
 //! headers, and Engine.IO's errors. Writes into caller-owned buffers; no I/O.
 
-use std::fmt::Write as _;
-
 use crate::engineio;
+use crate::http::ResponseHead;
 use crate::server::conn::HttpMeta;
 use crate::ws::handshake::Request;
 
@@ -29,31 +28,25 @@ pub fn keep_alive(req: &Request) -> bool {
     }
 }
 
-fn head(
-    out: &mut Vec<u8>,
+/// Starts an answer: status, content type and length, the CORS headers when the request's
+/// origin is allowed, and `Connection`.
+fn head<'a>(
+    out: &'a mut Vec<u8>,
     status: u16,
-    reason: &str,
     content_type: &str,
     len: usize,
     meta: &HttpMeta,
-) {
-    let mut h = String::with_capacity(256);
-    let _ = write!(
-        h,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n"
-    );
+) -> ResponseHead<'a> {
+    let mut head = ResponseHead::new(out, status);
+    head.header("Content-Type", content_type)
+        .content_length(len);
     if let Some(origin) = &meta.cors {
-        let _ = write!(
-            h,
-            "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
-        );
+        head.header("Access-Control-Allow-Origin", origin)
+            .header("Access-Control-Allow-Credentials", "true")
+            .header("Vary", "Origin");
     }
-    h.push_str(if meta.keep_alive {
-        "Connection: keep-alive\r\n\r\n"
-    } else {
-        "Connection: close\r\n\r\n"
-    });
-    out.extend_from_slice(h.as_bytes());
+    head.connection(meta.keep_alive);
+    head
 }
 
 /// A polling GET's answer: Engine.IO packets joined by the record separator (0x1E).
@@ -64,64 +57,43 @@ pub fn write_packets<'a>(
 ) {
     let count = packets.clone().count();
     let len = packets.clone().map(<[u8]>::len).sum::<usize>() + count.saturating_sub(1);
-    head(out, 200, "OK", "text/plain; charset=UTF-8", len, meta);
+    head(out, 200, "text/plain; charset=UTF-8", len, meta).end();
     engineio::encode_payload(packets, out);
 }
 
 /// A polling POST's answer, as the reference server gives it.
 pub fn write_ok(out: &mut Vec<u8>, meta: &HttpMeta) {
-    head(out, 200, "OK", "text/html", 2, meta);
-    out.extend_from_slice(b"ok");
+    head(out, 200, "text/html", 2, meta).body(b"ok");
 }
 
 /// An Engine.IO error: its status and JSON body, decided by [`engineio::Error`].
 pub fn write_engine_error(out: &mut Vec<u8>, e: &engineio::Error, meta: &HttpMeta) {
     let body = e.http_body();
-    let status = e.status();
-    head(
-        out,
-        status,
-        reason(status),
-        "application/json",
-        body.len(),
-        meta,
-    );
-    out.extend_from_slice(body.as_bytes());
+    head(out, e.status(), "application/json", body.len(), meta).body(body.as_bytes());
 }
 
 /// The answer to a CORS preflight (`OPTIONS`) on the Socket.IO path.
+///
+/// It carries `Content-Length: 0` although RFC 9110 §8.6 has a 204 send none, as the `cors`
+/// middleware in front of the reference server does; a 204 has no body either way.
 pub fn write_preflight(out: &mut Vec<u8>, req: &Request, meta: &HttpMeta) {
-    let mut h = String::from("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n");
+    let mut head = ResponseHead::new(out, 204);
+    head.content_length(0);
     if let Some(origin) = &meta.cors {
         let headers = req
             .header("access-control-request-headers")
             .and_then(|v| std::str::from_utf8(v).ok())
             .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() || b == b' '))
             .unwrap_or("content-type");
-        let _ = write!(
-            h,
-            "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n\
-             Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Allow-Headers: {headers}\r\n\
-             Access-Control-Max-Age: 86400\r\nVary: Origin\r\n"
-        );
+        head.header("Access-Control-Allow-Origin", origin)
+            .header("Access-Control-Allow-Credentials", "true")
+            .header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            .header("Access-Control-Allow-Headers", headers)
+            .header("Access-Control-Max-Age", 86400)
+            .header("Vary", "Origin");
     }
-    h.push_str(if meta.keep_alive {
-        "Connection: keep-alive\r\n\r\n"
-    } else {
-        "Connection: close\r\n\r\n"
-    });
-    out.extend_from_slice(h.as_bytes());
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        413 => "Payload Too Large",
-        _ => "Error",
-    }
+    head.connection(meta.keep_alive);
+    head.end();
 }
 
 #[cfg(test)]

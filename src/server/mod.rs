@@ -7,10 +7,12 @@
 //! - [`session`]: an Engine.IO session, a slab entry beside the connections.
 //! - `http`: the public port's plain HTTP answers (polling, CORS, Engine.IO errors).
 //! - `health`: `/healthz` and `/readyz` on the public port, for load balancers.
+//! - `file_limit`: the process's open-file limit, which `start` warns about when it is low.
 
 pub mod conn;
 mod engine;
 pub mod event_loop;
+mod file_limit;
 mod health;
 mod http;
 mod identity;
@@ -33,6 +35,7 @@ use crate::limits::{IpLimiter, Limits, UserBuckets};
 use crate::router::directory::Directory;
 use crate::router::{Router, WorkerLink};
 use event_loop::{EventLoop, WorkerShared, WAKER};
+use file_limit::open_file_limit;
 
 /// A running gateway: its bound addresses and the router that commands its workers.
 pub struct Running {
@@ -198,18 +201,6 @@ fn check_echo_path(config: &Config) -> io::Result<()> {
 /// Descriptors herald needs beside its client connections: the two listeners, the poll, the
 /// waker, stdio, a few to spare.
 const SPARE_FILES: u64 = 32;
-
-/// The process's open-file limit (the soft `RLIMIT_NOFILE`); `None` when unlimited or unknown.
-fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes one `rlimit` through a pointer to a live, properly aligned
-    // `rlimit` owned by this frame, and keeps no reference to it.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
 
 /// The descriptors `--max-connections` and `--control-max-connections` may take at once, when
 /// the open-file `limit` is below them: past the limit accepts fail, and clients are refused

@@ -39,26 +39,24 @@ pub struct Agreed {
 }
 
 impl Agreed {
-    /// Writes the `Sec-WebSocket-Extensions` response header line, CRLF included.
-    pub fn write_header(&self, out: &mut Vec<u8>) {
+    /// The value of the `Sec-WebSocket-Extensions` response header.
+    pub fn response_value(&self) -> &'static str {
         // RFC 7692 §7.1.1.1: "A server MAY include the "server_no_context_takeover" extension
         // parameter in an extension negotiation response even if the extension negotiation
         // offer being accepted by the extension negotiation response didn't include [it]."
         // RFC 7692 §7.1.1.2: "By including the "client_no_context_takeover" extension parameter
         // in an extension negotiation response, a server prevents the peer client from using
         // context takeover." It is always asked for: no inflate window outlives a message.
-        out.extend_from_slice(
-            b"Sec-WebSocket-Extensions: permessage-deflate; \
-              server_no_context_takeover; client_no_context_takeover",
-        );
         if self.echo_server_max_window_bits {
             // RFC 7692 §7.1.2.1: "A server accepts an extension negotiation offer with this
             // parameter by including the "server_max_window_bits" extension parameter in the
             // extension negotiation response to send back to the client with the same or
             // smaller value as the offer."
-            out.extend_from_slice(b"; server_max_window_bits=15");
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             server_max_window_bits=15"
+        } else {
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         }
-        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -456,11 +454,7 @@ mod tests {
     use super::*;
 
     fn accepted(header: &str) -> Option<String> {
-        negotiate(header).map(|a| {
-            let mut out = Vec::new();
-            a.write_header(&mut out);
-            String::from_utf8(out).unwrap()
-        })
+        negotiate(header).map(|a| format!("Sec-WebSocket-Extensions: {}\r\n", a.response_value()))
     }
 
     const PLAIN: &str = "Sec-WebSocket-Extensions: permessage-deflate; \

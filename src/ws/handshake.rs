@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
+use crate::http::ResponseHead;
 use crate::limits::{self, IpRefusal};
 use crate::ws::deflate;
 
@@ -229,25 +230,19 @@ pub fn write_accept(hs: &Handshake, out: &mut Vec<u8>) {
 
 /// Writes the `101 Switching Protocols` response accepting `hs` with what `agreed` says.
 pub fn write_accept_with(hs: &Handshake, agreed: &Agreement, out: &mut Vec<u8>) {
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\n\
-          Upgrade: websocket\r\n\
-          Connection: Upgrade\r\n\
-          Sec-WebSocket-Accept: ",
-    );
-    out.extend_from_slice(accept_key(&hs.key).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let mut head = ResponseHead::new(out, 101);
+    head.header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Accept", accept_key(&hs.key));
     if let Some(protocol) = agreed.protocol {
         // RFC 6455 §4.2.2 item 5.4: the |Sec-WebSocket-Protocol| field, if present, holds "the
         // value [...] of the subprotocol the server has selected" from the client's list.
-        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-        out.extend_from_slice(protocol.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        head.header("Sec-WebSocket-Protocol", protocol);
     }
     if let Some(deflate) = &agreed.deflate {
-        deflate.write_header(out);
+        head.header("Sec-WebSocket-Extensions", deflate.response_value());
     }
-    out.extend_from_slice(b"\r\n");
+    head.end();
 }
 
 /// Writes the error response for `err`: its status, a JSON body naming the fault, and
@@ -257,48 +252,27 @@ pub fn write_error(err: &HandshakeError, out: &mut Vec<u8>) {
     // Serializing a JSON string value cannot fail, and this escapes whatever the message holds.
     let message = serde_json::Value::String(err.to_string());
     let body = format!("{{\"error\":{message}}}");
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\n\
-         Content-Type: application/json\r\n\
-         Content-Length: {}\r\n\
-         Connection: close\r\n",
-        reason_phrase(status),
-        body.len(),
-    );
-    out.extend_from_slice(head.as_bytes());
+    let mut head = ResponseHead::new(out, status);
+    head.header("Content-Type", "application/json")
+        .content_length(body.len())
+        .connection(false);
     if status == 426 {
         // RFC 6455 §4.2.2: on a version it does not understand the server MUST send "an
         // appropriate HTTP error code (such as 426 Upgrade Required) and a
         // |Sec-WebSocket-Version| header field indicating the version(s) the server is capable
         // of understanding."
-        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+        head.header("Sec-WebSocket-Version", "13");
     }
     if status == 401 {
         // RFC 9110 §11.6.1: a 401 response MUST send a WWW-Authenticate header field.
-        out.extend_from_slice(b"WWW-Authenticate: Bearer\r\n");
+        head.header("WWW-Authenticate", "Bearer");
     }
     if let HandshakeError::Refused(refusal) = err {
         if let Some(wait) = refusal.retry_after() {
-            let secs = limits::retry_after_secs(wait);
-            out.extend_from_slice(format!("Retry-After: {secs}\r\n").as_bytes());
+            head.header("Retry-After", limits::retry_after_secs(wait));
         }
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
+    head.body(body.as_bytes());
 }
 
 /// Why a request head was refused; [`HandshakeError::status`] decides the HTTP answer.
