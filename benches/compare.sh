@@ -137,9 +137,8 @@ trap 'exit 143' TERM
 # ---- Build. ----
 if [[ $BUILD == 1 ]]; then
   echo "== building herald, herald-bench and the floor"
-  targets=(--bin herald --example floor)
-  if [[ -z $HERALD_BENCH ]]; then targets+=(--bin herald-bench); fi
-  cargo build --release "${targets[@]}"
+  cargo build --release -p herald --bin herald --example floor
+  if [[ -z $HERALD_BENCH ]]; then cargo build --release -p herald-bench; fi
   if selected nestjs; then
     echo "== building the NestJS peer"
     (cd benches/peers/nestjs && npm ci --no-audit --no-fund && npm run build)

@@ -1,18 +1,26 @@
 //! The load generator end to end: `herald-bench` on its smallest setting against a gateway in
 //! this process, over both protocols, must see every delivery it expects and say so in its JSON
 //! and its exit status.
-
-mod common;
+//!
+//! It lives in the generator's package so that cargo builds the `herald-bench` binary for it
+//! (`CARGO_BIN_EXE_*` names only the binaries of the test's own package).
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use common::start_server;
+use herald::config::Config;
+use herald::server::{self, Running};
 
 const CONNECTIONS: u64 = 50;
 const PUSHES: u64 = 20;
+
+/// A gateway on `127.0.0.1:0` (both ports) with the default limits, as herald's own tests start
+/// it.
+fn start_server() -> Running {
+    server::start(Config::for_tests()).expect("gateway starts")
+}
 
 fn bench(args: &[&str]) -> (Output, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
