@@ -137,3 +137,41 @@ fn connections_that_fail_make_the_run_fail() {
     assert_eq!(r["connections_failed"], 5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED:"));
 }
+
+#[test]
+fn synchronous_callers_wait_for_each_answer_and_time_it() {
+    let srv = start_server();
+    let (url, control) = (srv.public_addr.to_string(), srv.control_addr.to_string());
+    let (out, r) = bench(&[
+        "--url",
+        &url,
+        "--control",
+        &control,
+        "--connections",
+        "20",
+        "--pattern",
+        "broadcast",
+        "--pushes",
+        "20",
+        "--rate",
+        "200",
+        "--synchronous",
+        "--control-connections",
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A caller still waiting when the 100 ms schedule ends leaves its later pushes unsent, and
+    // that is not a failure; every push sent is answered, timed and delivered.
+    let answered = r["pushes_answered"].as_u64().expect("pushes_answered");
+    assert!(answered > 0, "{r:#}");
+    assert_eq!(answered + r["pushes_unsent"].as_u64().unwrap(), 20, "{r:#}");
+    assert_eq!(r["push_call_us"]["count"], answered);
+    assert_eq!(r["deliveries_received"], answered * 20);
+    // One figure per push: the latency of its last delivery.
+    assert_eq!(r["last_delivery_us"]["count"], answered);
+}
