@@ -73,6 +73,14 @@ fn free_port() -> u16 {
 fn the_load_generator_example_runs_as_pasted() {
     let block = sh_block_after(&readme(), "### The load generator");
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_herald")).parent().unwrap();
+    // herald-bench is another package of the workspace: `cargo test` at the root builds it (both
+    // packages are default members), `cargo test -p herald` alone does not.
+    assert!(
+        bin_dir.join("herald-bench").is_file(),
+        "no herald-bench beside herald in {}: run the tests from the workspace root without -p, \
+         or `cargo build --release -p herald-bench` first",
+        bin_dir.display()
+    );
     let script = block
         .lines()
         .filter(|l| !l.starts_with("cargo build"))

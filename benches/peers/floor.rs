@@ -8,13 +8,20 @@
 //! 202 `{"sockets":N}`. Nothing else: no pings, no timestamps, no limits, no validation beyond
 //! what parsing needs. What remains per delivery is the kernel's cost of a small `write`.
 //!
+//! With `--coalesce N` (N > 1) it is the coalesced floor: a socket's frames wait until N are
+//! queued and go out in one `writev`, so what remains per delivery is a 1/N share of a system
+//! call. A batch that is not full is written once the loop has had nothing to do for
+//! [`COALESCE_IDLE`]; under steady load every batch is full, so this floor bounds CPU, not latency.
+//!
 //! ```sh
 //! cargo run --release --example floor -- --listen 127.0.0.1:7000 --control 127.0.0.1:7001
+//! cargo run --release --example floor -- --listen 127.0.0.1:7000 --control 127.0.0.1:7001 --coalesce 16
 //! ```
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
@@ -29,6 +36,8 @@ const WS_LISTENER: Token = Token(usize::MAX - 1);
 const CONTROL_LISTENER: Token = Token(usize::MAX - 2);
 /// Largest request head, for the handshake and the control API alike.
 const MAX_HEAD: usize = 8192;
+/// How long the loop must have nothing to do before batches that are not full are written.
+const COALESCE_IDLE: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -47,6 +56,8 @@ struct Conn {
     inbuf: Vec<u8>,
     /// Bytes the socket would not take yet; while non-empty the socket is registered WRITABLE.
     outbuf: Vec<u8>,
+    /// With `--coalesce`: frames waiting for the batch to fill, written before anything else.
+    pending: Vec<Bytes>,
     /// User ids this socket subscribed to, to forget it when it goes.
     users: Vec<String>,
 }
@@ -56,19 +67,28 @@ struct Floor {
     conns: Slab<Conn>,
     /// user id -> the sockets subscribed to it.
     users: HashMap<String, Vec<Token>>,
+    /// Frames per `writev` (1: every frame is written at once).
+    coalesce: usize,
+    /// Sockets that may hold pending frames (a token may be stale or listed with none left).
+    batching: Vec<Token>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut listen, mut control): (SocketAddr, SocketAddr) =
         ("127.0.0.1:5000".parse()?, "127.0.0.1:5001".parse()?);
+    let mut coalesce = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value.parse()?,
             "--control" => control = value.parse()?,
+            "--coalesce" => coalesce = value.parse::<usize>()?.max(1),
             _ => {
-                return Err(format!("unknown flag {flag}; use --listen ADDR --control ADDR").into())
+                return Err(format!(
+                    "unknown flag {flag}; use --listen ADDR --control ADDR [--coalesce N]"
+                )
+                .into())
             }
         }
     }
@@ -90,15 +110,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         poll,
         conns: Slab::new(),
         users: HashMap::new(),
+        coalesce,
+        batching: Vec::new(),
     };
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if let Err(e) = floor.poll.poll(&mut events, None) {
+        let timeout = (!floor.batching.is_empty()).then_some(COALESCE_IDLE);
+        if let Err(e) = floor.poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e.into());
+        }
+        if events.is_empty() {
+            floor.flush_batches();
+            continue;
         }
         for event in events.iter() {
             match event.token() {
@@ -141,6 +168,7 @@ impl Floor {
                 kind,
                 inbuf: Vec::new(),
                 outbuf: Vec::new(),
+                pending: Vec::new(),
                 users: Vec::new(),
             });
         }
@@ -333,7 +361,12 @@ impl Floor {
         let frame: Bytes = frame::encode(opcode::TEXT, &payload);
         let mut dead = Vec::new();
         for &token in &targets {
-            if !self.send(token, &frame) {
+            let alive = if self.coalesce > 1 {
+                self.queue(token, &frame)
+            } else {
+                self.send(token, &frame)
+            };
+            if !alive {
                 dead.push(token);
             }
         }
@@ -343,9 +376,71 @@ impl Floor {
         Some(targets.len())
     }
 
-    /// Writes `bytes` to the socket, or queues them behind bytes already waiting. Returns false
-    /// when the socket failed.
+    /// Queues a frame in the socket's batch and writes the batch once it holds `coalesce`
+    /// frames. Returns false when the socket failed.
+    fn queue(&mut self, token: Token, frame: &Bytes) -> bool {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return false;
+        };
+        if !conn.outbuf.is_empty() {
+            // Already waiting for the socket to drain: the frame joins the queue behind.
+            conn.outbuf.extend_from_slice(frame);
+            return true;
+        }
+        if conn.pending.is_empty() {
+            self.batching.push(token);
+        }
+        conn.pending.push(frame.clone());
+        if conn.pending.len() < self.coalesce {
+            return true;
+        }
+        self.write_batch(token)
+    }
+
+    /// Writes every batch that is not empty; what fails is closed.
+    fn flush_batches(&mut self) {
+        let tokens = std::mem::take(&mut self.batching);
+        for token in tokens {
+            if !self.write_batch(token) {
+                self.close(token);
+            }
+        }
+    }
+
+    /// Writes the socket's pending frames with one `writev`. Returns false when it failed.
+    fn write_batch(&mut self, token: Token) -> bool {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return true;
+        };
+        if conn.pending.is_empty() {
+            return true;
+        }
+        let frames = std::mem::take(&mut conn.pending);
+        let total: usize = frames.iter().map(Bytes::len).sum();
+        let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+        let written = loop {
+            match conn.stream.write_vectored(&slices) {
+                Ok(0) => return false,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        };
+        if written == total {
+            return true;
+        }
+        // The rest waits in `outbuf` for WRITABLE, as a plain `send` would leave it.
+        let rest: Vec<u8> = frames.concat().split_off(written);
+        self.send(token, &rest)
+    }
+
+    /// Writes `bytes` to the socket, or queues them behind bytes already waiting (frames of an
+    /// unwritten batch first). Returns false when the socket failed.
     fn send(&mut self, token: Token, bytes: &[u8]) -> bool {
+        if !self.write_batch(token) {
+            return false;
+        }
         let Some(conn) = self.conns.get_mut(token.0) else {
             return false;
         };

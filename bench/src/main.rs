@@ -7,13 +7,18 @@
 //!
 //! One run: open `--connections` WebSockets (on `--client-threads` mio loops, at most
 //! `--concurrency` handshakes in flight), subscribe connection `i` to `user-{i % users}`, then
-//! push at a fixed `--rate` over keep-alive control connections and measure, on every client,
-//! the latency of each delivery from the push's due time. Deliveries are checked against what the
+//! push at a fixed `--rate` over keep-alive control connections (pipelined, or `--synchronous`
+//! callers that wait for each answer) and measure, on every client, the latency of each delivery
+//! from the push's due time, the latency of each push call, and for each push the latency of
+//! its last delivery. Deliveries are checked against what the
 //! generator's own subscription map says should arrive. With `--server-pid` the server's CPU time
 //! and resident memory are read from `/proc`.
 //!
 //! Exit status: 0 when everything expected arrived, 2 when deliveries were lost or connections
 //! or pushes failed, 1 when the run could not be made at all.
+
+// The report's one `json!` literal has more keys than the default limit expands.
+#![recursion_limit = "256"]
 
 mod client;
 mod proto;
@@ -137,6 +142,12 @@ struct Args {
     /// connection k % n.
     #[arg(long, default_value_t = 1)]
     control_connections: usize,
+
+    /// Each control connection is a synchronous caller: one request at a time, the next sent
+    /// when it is due and the previous one answered. Pushes the callers could not send before
+    /// the schedule ended are reported as unsent, not as failures.
+    #[arg(long)]
+    synchronous: bool,
 
     /// After the last push, how long to wait for outstanding answers and deliveries.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -358,6 +369,8 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     let mut push_seconds = 0.0;
     let mut push_lag_max_us = 0;
     let mut pushes_sent = 0;
+    let mut pushes_unsent = 0;
+    let mut last_answer_seconds = None;
     let mut expected = 0;
     if planned > 0 {
         let cpu_start = pid.and_then(sys::cpu_ns);
@@ -373,6 +386,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
                 rate: args.rate,
                 total: planned,
                 connections: args.control_connections,
+                synchronous: args.synchronous,
                 subscribers: Arc::new(subscribers),
                 subscribed_total: connections_ok,
                 clock,
@@ -430,12 +444,18 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         };
         push_lag_max_us = pp.max_lag_ns.load(Ordering::Relaxed) / 1000;
         pushes_sent = pp.sent.load(Ordering::Relaxed);
+        pushes_unsent = pp.unsent.load(Ordering::Relaxed);
+        let last_answer = pp.last_answer_ns.load(Ordering::Relaxed);
+        last_answer_seconds =
+            (last_answer > 0).then(|| last_answer.saturating_sub(start_ns) as f64 / 1e9);
         expected = pp.expected.load(Ordering::Relaxed);
     }
 
     // Stop the clients and gather what they saw.
     client_stop.store(true, Ordering::Relaxed);
-    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut latency = pusher::latency_histogram();
+    // Per push seq, the latency of its latest delivery over every client thread.
+    let mut slowest: Vec<u64> = Vec::new();
     let mut report = Report {
         label: args.label.clone(),
         protocol: args.protocol.name(),
@@ -457,7 +477,10 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         disconnected: 0,
         pushes_planned: planned,
         pushes_sent,
+        pushes_unsent,
         push_statuses: Default::default(),
+        push_calls: pusher::latency_histogram(),
+        last_answer_seconds,
         push_errors: 0,
         push_error_messages: Vec::new(),
         push_lag_max_us,
@@ -468,6 +491,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         deliveries_unchecked: 0,
         deliveries_unparsed: 0,
         latency: latency.clone(),
+        last_delivery: pusher::latency_histogram(),
         server_cpu_ns,
         rss_baseline,
         rss_idle,
@@ -478,6 +502,12 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         match handle.join() {
             Ok(Ok(c)) => {
                 latency.add(&c.histogram)?;
+                if slowest.len() < c.slowest.len() {
+                    slowest.resize(c.slowest.len(), 0);
+                }
+                for (all, mine) in slowest.iter_mut().zip(&c.slowest) {
+                    *all = (*all).max(*mine);
+                }
                 report.deliveries_received += c.received;
                 report.deliveries_duplicates += c.duplicates;
                 report.deliveries_unchecked += c.unchecked;
@@ -503,10 +533,14 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         }
     }
     report.latency = latency;
+    for us in slowest.into_iter().filter(|us| *us > 0) {
+        report.last_delivery.saturating_record(us);
+    }
     if let Some(outcome) = push_outcome {
         let answered: u64 = outcome.statuses.values().sum();
-        report.push_errors = planned.saturating_sub(answered);
+        report.push_errors = planned.saturating_sub(answered + pushes_unsent);
         report.push_statuses = outcome.statuses;
+        report.push_calls = outcome.calls;
         report.push_error_messages = outcome.errors;
     }
     report.rss_after = pid.and_then(sys::rss_bytes);

@@ -1,12 +1,20 @@
 //! The open-loop pusher: control requests sent at a fixed rate over keep-alive connections,
-//! pipelined, each answer read in order by a reader thread.
+//! pipelined, each answer read in order by a reader thread; or, `synchronous`, one caller per
+//! connection that waits for each answer before its next request.
 //!
 //! Push `k` is due at `start + k / rate` and goes out over control connection `k % connections`.
 //! A writer sends everything due in one `write`, then sleeps until the next push is due; a slow
 //! server makes pushes late, never fewer, and the notification carries the due time, so latency
 //! is measured from when the push should have left (no coordinated omission). A writer hands
-//! each request's expected delivery count to its reader before writing it; the reader adds it to
-//! the expected total when the answer is 2xx.
+//! each request's expected delivery count and due time to its reader before writing it; the
+//! reader adds the count to the expected total when the answer is 2xx, and records the call's
+//! latency (answer read minus due time).
+//!
+//! A synchronous caller is one backend thread making blocking calls: it sends push `k` when it
+//! is due and the previous call is answered, whichever is later. A server slower than the
+//! offered rate makes its calls late; pushes still unsent when the schedule ends are not sent
+//! (counted as `unsent`, not as failures), so the number answered says what rate the server
+//! kept up with.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -16,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use hdrhistogram::Histogram;
 
 use crate::sys::{self, Clock, Rng};
 
@@ -50,6 +59,8 @@ pub struct Plan {
     pub rate: f64,
     pub total: u64,
     pub connections: usize,
+    /// One request at a time per connection (a synchronous caller) rather than pipelined.
+    pub synchronous: bool,
     /// Subscribed connections per user index: the generator's own subscription map.
     pub subscribers: Arc<Vec<u32>>,
     /// Every subscribed connection: what a broadcast should reach.
@@ -77,14 +88,44 @@ pub struct Progress {
     pub readers_done: AtomicU64,
     /// The largest delay of a request behind its due time, in ns.
     pub max_lag_ns: AtomicU64,
+    /// Unix ns of the latest answer read.
+    pub last_answer_ns: AtomicU64,
+    /// Synchronous pushes not sent because the schedule ended first.
+    pub unsent: AtomicU64,
 }
 
-/// What a reader hands back.
-#[derive(Default)]
+/// What a reader (or a synchronous caller) hands back.
 pub struct ReaderReport {
     pub statuses: BTreeMap<u16, u64>,
+    /// Call latency in µs: from the push's due time to its answer read, any status.
+    pub calls: Histogram<u64>,
     /// Why the connection ended early, if it did.
     pub error: Option<String>,
+}
+
+impl ReaderReport {
+    fn new() -> Self {
+        ReaderReport {
+            statuses: BTreeMap::new(),
+            calls: latency_histogram(),
+            error: None,
+        }
+    }
+
+    /// Counts the answer to a push due at `due_ns`, read at `now_ns`.
+    fn answered(&mut self, status: u16, due_ns: u64, now_ns: u64, progress: &Progress) {
+        *self.statuses.entry(status).or_default() += 1;
+        let us = now_ns.saturating_sub(due_ns) / 1000;
+        self.calls.saturating_record(us.max(1));
+        progress.answered.fetch_add(1, Ordering::Relaxed);
+        progress.last_answer_ns.fetch_max(now_ns, Ordering::Relaxed);
+    }
+}
+
+/// A histogram of µs from 1 µs to an hour, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that hdrhistogram accepts.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A running pusher's threads.
@@ -97,6 +138,8 @@ pub struct Running {
 /// What the pusher did, once joined.
 pub struct Outcome {
     pub statuses: BTreeMap<u16, u64>,
+    /// Call latency in µs over every answer.
+    pub calls: Histogram<u64>,
     pub errors: Vec<String>,
 }
 
@@ -112,6 +155,15 @@ pub fn start(plan: Plan, stop: Arc<AtomicBool>) -> io::Result<Running> {
         // Timeouts only so that a stuck server cannot keep a thread from seeing `stop`.
         stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         stream.set_write_timeout(Some(Duration::from_millis(100)))?;
+        if plan.synchronous {
+            let (p, pr, st) = (plan.clone(), progress.clone(), stop.clone());
+            readers.push(
+                std::thread::Builder::new()
+                    .name(format!("caller-{c}"))
+                    .spawn(move || call_loop(&p, c, stream, &pr, &st))?,
+            );
+            continue;
+        }
         let read_half = stream.try_clone()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let (p, pr, st) = (plan.clone(), progress.clone(), stop.clone());
@@ -139,6 +191,7 @@ impl Running {
     pub fn join(self) -> Outcome {
         let mut outcome = Outcome {
             statuses: BTreeMap::new(),
+            calls: latency_histogram(),
             errors: Vec::new(),
         };
         for w in self.writers {
@@ -154,6 +207,8 @@ impl Running {
                     for (status, n) in report.statuses {
                         *outcome.statuses.entry(status).or_default() += n;
                     }
+                    // Both histograms have the same bounds: adding cannot fail.
+                    let _ = outcome.calls.add(&report.calls);
                     outcome.errors.extend(report.error);
                 }
                 Err(_) => outcome.errors.push("a push reader panicked".into()),
@@ -170,7 +225,7 @@ fn write_loop(
     plan: &Plan,
     c: usize,
     mut stream: TcpStream,
-    expected_tx: Sender<u64>,
+    expected_tx: Sender<(u64, u64)>,
     progress: &Progress,
     stop: &AtomicBool,
 ) -> Option<String> {
@@ -194,7 +249,7 @@ fn write_loop(
         while k < plan.total && due(k) <= now && batch.len() < MAX_BATCH {
             let expected = request(plan, k, due(k), &mut rng, &mut picks, &mut batch);
             // Before the write: the answer must find its entry waiting.
-            if expected_tx.send(expected).is_err() {
+            if expected_tx.send((expected, due(k))).is_err() {
                 // The reader ends on its own only when stopped or when the connection failed,
                 // and says so itself.
                 break 'push;
@@ -213,6 +268,100 @@ fn write_loop(
     }
     progress.writers_done.fetch_add(1, Ordering::Relaxed);
     error
+}
+
+/// One synchronous caller on control connection `c`: each push is sent when due (or when the
+/// previous one is answered, if later) and its answer is read before the next is sent.
+fn call_loop(
+    plan: &Plan,
+    c: usize,
+    mut stream: TcpStream,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> ReaderReport {
+    sys::maybe_pin(plan.pin_cpu);
+    let mut report = ReaderReport::new();
+    let mut rng = Rng::new();
+    let mut request_buf = Vec::with_capacity(4096);
+    let mut picks = Vec::with_capacity(plan.k);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let step = plan.connections as u64;
+    let due = |k: u64| plan.start_ns + (k as f64 * 1e9 / plan.rate) as u64;
+    let schedule_end = due(plan.total);
+    let mut k = c as u64;
+    'push: while k < plan.total && !stop.load(Ordering::Relaxed) {
+        let now = plan.clock.now_ns();
+        if now >= schedule_end {
+            break;
+        }
+        if due(k) > now {
+            std::thread::sleep(Duration::from_nanos(due(k) - now));
+            continue;
+        }
+        progress
+            .max_lag_ns
+            .fetch_max(now - due(k), Ordering::Relaxed);
+        request_buf.clear();
+        let expected = request(plan, k, due(k), &mut rng, &mut picks, &mut request_buf);
+        if let Err(e) = write_all(&mut stream, &request_buf, stop) {
+            report.error = Some(format!("control connection {c}: write: {e}"));
+            break;
+        }
+        progress.sent.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match parse_response(&buf) {
+                Ok(Some((status, len))) => {
+                    buf.drain(..len);
+                    report.answered(status, due(k), plan.clock.now_ns(), progress);
+                    if (200..300).contains(&status) {
+                        progress.expected.fetch_add(expected, Ordering::Relaxed);
+                    }
+                    if !buf.is_empty() {
+                        report.error = Some("an answer to a request never sent".into());
+                        break 'push;
+                    }
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    report.error = Some(format!("control answer: {e}"));
+                    break 'push;
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                report.error = Some("a request unanswered when stopped".into());
+                break 'push;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    report.error = Some("control connection closed by the server".into());
+                    break 'push;
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    report.error = Some(format!("control read: {e}"));
+                    break 'push;
+                }
+            }
+        }
+        k += step;
+    }
+    // What the schedule left unsent on this connection: pushes k, k + step, ... below total.
+    if report.error.is_none() && k < plan.total {
+        let unsent = (plan.total - k).div_ceil(step);
+        progress.unsent.fetch_add(unsent, Ordering::Relaxed);
+    }
+    progress.writers_done.fetch_add(1, Ordering::Relaxed);
+    progress.readers_done.fetch_add(1, Ordering::Relaxed);
+    report
 }
 
 /// Writes all of `buf`, riding out write timeouts until `stop`.
@@ -332,16 +481,16 @@ const MAX_HEAD: usize = 64 * 1024;
 fn read_loop(
     plan: &Plan,
     mut stream: TcpStream,
-    expected_rx: Receiver<u64>,
+    expected_rx: Receiver<(u64, u64)>,
     progress: &Progress,
     stop: &AtomicBool,
 ) -> ReaderReport {
     sys::maybe_pin(plan.pin_cpu);
-    let mut report = ReaderReport::default();
+    let mut report = ReaderReport::new();
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    // Expected counts of requests sent and not yet answered, oldest first.
-    let mut waiting: VecDeque<u64> = VecDeque::new();
+    // Expected counts and due times of requests sent and not yet answered, oldest first.
+    let mut waiting: VecDeque<(u64, u64)> = VecDeque::new();
     let mut writer_done = false;
     'outer: loop {
         loop {
@@ -360,15 +509,14 @@ fn read_loop(
             match parse_response(&buf[used..]) {
                 Ok(Some((status, len))) => {
                     used += len;
-                    let Some(expected) = waiting.pop_front() else {
+                    let Some((expected, due_ns)) = waiting.pop_front() else {
                         report.error = Some("an answer to a request never sent".into());
                         break 'outer;
                     };
-                    *report.statuses.entry(status).or_default() += 1;
+                    report.answered(status, due_ns, plan.clock.now_ns(), progress);
                     if (200..300).contains(&status) {
                         progress.expected.fetch_add(expected, Ordering::Relaxed);
                     }
-                    progress.answered.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(None) => break,
                 Err(e) => {

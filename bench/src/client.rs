@@ -78,6 +78,8 @@ pub struct ClientReport {
     pub unchecked: u64,
     /// Notifications without the generator's `seq` and `t`.
     pub unparsed: u64,
+    /// Per push `seq`: the latency in µs of its latest delivery on this thread (0: none).
+    pub slowest: Vec<u64>,
     /// Subscribed connections the server closed during the run.
     pub disconnected: u64,
     /// Why connections failed during setup, with counts.
@@ -150,8 +152,14 @@ struct Tally {
     unchecked: u64,
     unparsed: u64,
     last_delivery_ns: u64,
+    /// Per push `seq`, the latency in µs of its latest delivery so far (0: none yet).
+    slowest: Vec<u64>,
     wire: Wire,
 }
+
+/// The highest push `seq` whose slowest delivery is tracked: 8 bytes per push up to here, per
+/// client thread, whatever `seq` a server sends back.
+const MAX_TRACKED_SEQ: u64 = 1 << 24;
 
 /// Why a connection ended.
 enum End {
@@ -197,6 +205,7 @@ pub fn run(
             unchecked: 0,
             unparsed: 0,
             last_delivery_ns: 0,
+            slowest: Vec::new(),
             wire: Wire::default(),
         },
         rng: Rng::new(),
@@ -313,6 +322,7 @@ pub fn run(
         duplicates: tally.duplicates,
         unchecked: tally.unchecked,
         unparsed: tally.unparsed,
+        slowest: tally.slowest,
         disconnected,
         failures,
         wire: tally.wire,
@@ -546,6 +556,13 @@ fn consume(
                                 tally.last_delivery_ns = now_ns;
                                 let us = now_ns.saturating_sub(t) / 1000;
                                 tally.histogram.saturating_record(us.max(1));
+                                if seq < MAX_TRACKED_SEQ {
+                                    let i = seq as usize;
+                                    if tally.slowest.len() <= i {
+                                        tally.slowest.resize(i + 1, 0);
+                                    }
+                                    tally.slowest[i] = tally.slowest[i].max(us.max(1));
+                                }
                             }
                         }
                     }

@@ -1,18 +1,26 @@
 //! The load generator end to end: `herald-bench` on its smallest setting against a gateway in
 //! this process, over both protocols, must see every delivery it expects and say so in its JSON
 //! and its exit status.
-
-mod common;
+//!
+//! It lives in the generator's package so that cargo builds the `herald-bench` binary for it
+//! (`CARGO_BIN_EXE_*` names only the binaries of the test's own package).
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use common::start_server;
+use herald::config::Config;
+use herald::server::{self, Running};
 
 const CONNECTIONS: u64 = 50;
 const PUSHES: u64 = 20;
+
+/// A gateway on `127.0.0.1:0` (both ports) with the default limits, as herald's own tests start
+/// it.
+fn start_server() -> Running {
+    server::start(Config::for_tests()).expect("gateway starts")
+}
 
 fn bench(args: &[&str]) -> (Output, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
@@ -128,4 +136,42 @@ fn connections_that_fail_make_the_run_fail() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(r["connections_failed"], 5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED:"));
+}
+
+#[test]
+fn synchronous_callers_wait_for_each_answer_and_time_it() {
+    let srv = start_server();
+    let (url, control) = (srv.public_addr.to_string(), srv.control_addr.to_string());
+    let (out, r) = bench(&[
+        "--url",
+        &url,
+        "--control",
+        &control,
+        "--connections",
+        "20",
+        "--pattern",
+        "broadcast",
+        "--pushes",
+        "20",
+        "--rate",
+        "200",
+        "--synchronous",
+        "--control-connections",
+        "2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A caller still waiting when the 100 ms schedule ends leaves its later pushes unsent, and
+    // that is not a failure; every push sent is answered, timed and delivered.
+    let answered = r["pushes_answered"].as_u64().expect("pushes_answered");
+    assert!(answered > 0, "{r:#}");
+    assert_eq!(answered + r["pushes_unsent"].as_u64().unwrap(), 20, "{r:#}");
+    assert_eq!(r["push_call_us"]["count"], answered);
+    assert_eq!(r["deliveries_received"], answered * 20);
+    // One figure per push: the latency of its last delivery.
+    assert_eq!(r["last_delivery_us"]["count"], answered);
 }

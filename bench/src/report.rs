@@ -83,7 +83,13 @@ pub struct Report {
     pub disconnected: u64,
     pub pushes_planned: u64,
     pub pushes_sent: u64,
+    /// Synchronous pushes the schedule ended before the callers could send.
+    pub pushes_unsent: u64,
     pub push_statuses: BTreeMap<u16, u64>,
+    /// Push call latency in µs: from each push's due time to its answer.
+    pub push_calls: Histogram<u64>,
+    /// From push 0's due time to the last answer read, in seconds.
+    pub last_answer_seconds: Option<f64>,
     /// Pushes planned that got no HTTP answer (unsent or unanswered).
     pub push_errors: u64,
     pub push_error_messages: Vec<String>,
@@ -96,6 +102,8 @@ pub struct Report {
     pub deliveries_unchecked: u64,
     pub deliveries_unparsed: u64,
     pub latency: Histogram<u64>,
+    /// One value per push that reached anyone: the latency in µs of its last delivery.
+    pub last_delivery: Histogram<u64>,
     pub server_cpu_ns: Option<u64>,
     pub rss_baseline: Option<u64>,
     pub rss_idle: Option<u64>,
@@ -115,6 +123,29 @@ impl Report {
         } else {
             0.0
         }
+    }
+
+    /// Pushes answered 2xx.
+    pub fn pushes_answered(&self) -> u64 {
+        self.push_statuses
+            .iter()
+            .filter(|(s, _)| (200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn pushes_per_sec(&self) -> f64 {
+        if self.push_seconds > 0.0 {
+            self.pushes_answered() as f64 / self.push_seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn cpu_ns_per_push(&self) -> Option<f64> {
+        let cpu = self.server_cpu_ns?;
+        let answered = self.pushes_answered();
+        (answered > 0).then(|| cpu as f64 / answered as f64)
     }
 
     pub fn cpu_ns_per_delivery(&self) -> Option<f64> {
@@ -139,6 +170,16 @@ impl Report {
     pub fn to_json(&self) -> Value {
         let h = &self.latency;
         let q = |p: f64| h.value_at_quantile(p);
+        let spread = |h: &Histogram<u64>| {
+            json!({
+                "p50": h.value_at_quantile(0.5),
+                "p90": h.value_at_quantile(0.9),
+                "p99": h.value_at_quantile(0.99),
+                "max": h.max(),
+                "mean": round3(h.mean()),
+                "count": h.len(),
+            })
+        };
         let statuses: serde_json::Map<String, Value> = self
             .push_statuses
             .iter()
@@ -163,6 +204,11 @@ impl Report {
             "disconnected": self.disconnected,
             "pushes_planned": self.pushes_planned,
             "pushes_sent": self.pushes_sent,
+            "pushes_unsent": self.pushes_unsent,
+            "pushes_answered": self.pushes_answered(),
+            "pushes_per_sec": round3(self.pushes_per_sec()),
+            "last_answer_seconds": self.last_answer_seconds.map(round3),
+            "push_call_us": spread(&self.push_calls),
             "push_statuses": statuses,
             "push_errors": self.push_errors,
             "push_error_messages": self.push_error_messages,
@@ -184,8 +230,10 @@ impl Report {
                 "mean": round3(h.mean()),
                 "count": h.len(),
             },
+            "last_delivery_us": spread(&self.last_delivery),
             "server_cpu_ns": self.server_cpu_ns,
             "cpu_ns_per_delivery": self.cpu_ns_per_delivery().map(round3),
+            "cpu_ns_per_push": self.cpu_ns_per_push().map(round3),
             "rss_baseline": self.rss_baseline,
             "rss_idle": self.rss_idle,
             "rss_per_connection": self.rss_per_connection().map(round3),
@@ -233,6 +281,17 @@ impl Report {
             );
             if self.deliveries_duplicates > 0 {
                 let _ = write!(s, ", {} duplicates", self.deliveries_duplicates);
+            }
+            let c = &self.push_calls;
+            let _ = write!(
+                s,
+                ", {} answered, call p50 {} p99 {}",
+                self.pushes_answered(),
+                micros(c.value_at_quantile(0.5)),
+                micros(c.value_at_quantile(0.99))
+            );
+            if self.pushes_unsent > 0 {
+                let _ = write!(s, ", {} unsent", self.pushes_unsent);
             }
             if let Some(cpu) = self.cpu_ns_per_delivery() {
                 let _ = write!(s, ", {cpu:.0} ns CPU/delivery");
