@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use crate::auth;
+use crate::core::identity::Identity;
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket};
@@ -22,7 +23,6 @@ use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{count_refusal, new_id, over_limit, unix_now, Entry, Io, State};
 use crate::server::http;
-use crate::server::identity::Identity;
 use crate::server::log_limit::{peer_warn, PeerFault};
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};

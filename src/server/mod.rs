@@ -15,7 +15,6 @@ mod engine;
 pub mod event_loop;
 mod health;
 mod http;
-mod identity;
 pub mod log_limit;
 pub mod metrics;
 pub mod session;
