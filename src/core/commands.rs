@@ -16,7 +16,7 @@
 use std::fmt;
 
 use crate::auth::{AuthError, Verifier};
-use crate::core::identity::{self, Identity};
+use crate::core::identity::Identity;
 use crate::protocol::raw;
 use crate::rooms::{ConnId, Rooms, SubscribeError, UserIdError};
 use crate::ws::CloseCode;
@@ -140,15 +140,6 @@ impl From<SubscribeError> for Refusal {
     fn from(e: SubscribeError) -> Self {
         match e {
             SubscribeError::TooMany { max } => Refusal::TooManySubscriptions { max },
-        }
-    }
-}
-
-impl From<identity::Refusal> for Refusal {
-    fn from(r: identity::Refusal) -> Self {
-        match r {
-            identity::Refusal::Unauthenticated => Refusal::NotAuthenticated,
-            identity::Refusal::Forbidden => Refusal::Forbidden,
         }
     }
 }
