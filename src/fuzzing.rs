@@ -2,7 +2,7 @@
 //! a target is one line. Also run on a few inputs by the test suite so they cannot rot.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -11,6 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use crate::auth::{self, Verifier};
 use crate::command::{Command, LoopGone, PushReply, UserInfo};
 use crate::control::{api, http};
+use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
+use crate::core::identity::Identity;
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::{self, ConnId, Rooms, SubscribeError};
@@ -426,6 +428,192 @@ fn agree(rooms: &Rooms, model: &Model) {
     }
 }
 
+/// Members in the `core_commands` target: few, so that they share rooms and ids are reused.
+const CORE_MEMBERS: usize = 4;
+
+/// Subscriptions a member may hold in the `core_commands` target: small, so the cap is reached.
+const CORE_SUBSCRIPTIONS: usize = 3;
+
+/// How long a member of the `core_commands` target may wait for its first token.
+const CORE_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Drives [`commands::handle`] as the event loop does, with the commands, members and time
+/// advances `data` spells, and after each step requires the rooms' invariants and the rules to
+/// hold: a refusal changes nothing, an outcome says what the rooms now hold, a member waiting
+/// for its token or closed is in no room, and with JWT auth on a member is only ever in its own
+/// user's room.
+///
+/// The first byte is the mode: bit 0 turns JWT auth on, bits 1-2 are the leeway in seconds, and
+/// bit 3 answers refusals as Socket.IO does (never closing) rather than as the raw protocol.
+/// Then two bytes a step: the low three bits of the first are the verb (connect, subscribe,
+/// unsubscribe, auth, refresh, a malformed message, time passing, disconnect), its other bits
+/// the member; the second is the argument (a user, a token's user and lifetime, seconds).
+pub fn core_commands(data: &[u8]) {
+    run_core_commands(data);
+}
+
+/// [`core_commands`], returning every outcome in order, so a test can see what it reached.
+fn run_core_commands(data: &[u8]) -> Vec<Result<Outcome, Refusal>> {
+    let mut outcomes = Vec::new();
+    let Some((&mode, steps)) = data.split_first() else {
+        return outcomes;
+    };
+    let auth_on = mode & 1 != 0;
+    let leeway = u64::from(mode >> 1 & 3);
+    let raw_closes = mode & 8 == 0;
+    let verifier = auth_on
+        .then(|| Verifier::from_secret(TOKEN_SECRET).with_leeway(Duration::from_secs(leeway)));
+    let tokens = Tokens {
+        verifier: verifier.as_ref(),
+        leeway_secs: leeway,
+    };
+    let mut rooms = Rooms::new(CORE_SUBSCRIPTIONS);
+    // `None`: no connection under that id, or a closed one.
+    let mut members: Vec<Option<Identity>> = vec![None; CORE_MEMBERS];
+    let start = Instant::now();
+    let mut elapsed = 0u64;
+    for step in data_steps(steps) {
+        let (verb, m, arg) = step;
+        let user = format!("u{}", arg % 4);
+        let now = start + Duration::from_secs(elapsed);
+        let now_unix = TOKEN_NOW + elapsed;
+        let command = match verb {
+            0 => {
+                if members[m].is_none() {
+                    members[m] = Some(Identity::new(auth_on, now + CORE_AUTH_TIMEOUT));
+                }
+                None
+            }
+            1 => Some(Ok(ClientCommand::Subscribe(user))),
+            2 => Some(Ok(ClientCommand::Unsubscribe(user))),
+            3 => Some(Ok(ClientCommand::Auth(core_token(arg, now_unix)))),
+            4 if arg & 0x80 != 0 => Some(Ok(ClientCommand::Refresh(None))),
+            4 => Some(Ok(ClientCommand::Refresh(Some(core_token(arg, now_unix))))),
+            5 => Some(core_malformed(arg)),
+            6 => {
+                // Time passes, and the loop's sweep closes who ran out of it: a member that did
+                // not authenticate in time (4001), one whose token expired (4003).
+                elapsed += u64::from(arg);
+                let now = start + Duration::from_secs(elapsed);
+                let now_unix = TOKEN_NOW + elapsed;
+                for (k, member) in members.iter_mut().enumerate() {
+                    let out = member
+                        .as_ref()
+                        .is_some_and(|id| id.timed_out(now) || id.expired(now_unix));
+                    if out {
+                        rooms.remove_conn(k);
+                        *member = None;
+                    }
+                }
+                None
+            }
+            _ => {
+                rooms.remove_conn(m);
+                members[m] = None;
+                None
+            }
+        };
+        if let (Some(command), Some(identity)) = (command, members[m].as_mut()) {
+            let before = identity.clone();
+            let target = match &command {
+                Ok(ClientCommand::Subscribe(u) | ClientCommand::Unsubscribe(u)) => {
+                    Some((u.clone(), rooms.members(u).contains(&m)))
+                }
+                _ => None,
+            };
+            let outcome = commands::handle(&mut rooms, tokens, m, identity, command, now_unix);
+            match &outcome {
+                Ok(Outcome::Subscribed { user_id, newly }) => {
+                    assert!(rooms.members(user_id).contains(&m), "subscribed, not in");
+                    assert_eq!(target, Some((user_id.clone(), !newly)), "newly");
+                    assert!(identity.may_subscribe(user_id).is_ok());
+                }
+                Ok(Outcome::Unsubscribed {
+                    user_id,
+                    was_member,
+                }) => {
+                    assert!(
+                        !rooms.members(user_id).contains(&m),
+                        "unsubscribed, still in"
+                    );
+                    assert_eq!(target, Some((user_id.clone(), *was_member)), "was_member");
+                }
+                Ok(Outcome::Authenticated { user_id, exp }) => {
+                    assert!(auth_on, "a token accepted with auth off");
+                    assert!(exp + leeway > now_unix, "an expired token accepted");
+                    let sub = user_id.as_str().into();
+                    let expires = exp + leeway;
+                    assert_eq!(*identity, Identity::User { sub, expires });
+                    if let Identity::User { sub, .. } = &before {
+                        assert_eq!(**sub, **user_id, "a token for another user accepted");
+                    }
+                }
+                Err(refusal) => {
+                    assert_eq!(*identity, before, "a refusal changed the identity");
+                    if let Some((user, was)) = &target {
+                        assert_eq!(rooms.members(user).contains(&m), *was, "{refusal}");
+                    }
+                    if raw_closes && refusal.raw_close().is_some() {
+                        rooms.remove_conn(m);
+                        members[m] = None;
+                    }
+                }
+            }
+            outcomes.push(outcome);
+        }
+        rooms.check_invariants();
+        for (k, member) in members.iter().enumerate() {
+            let mut joined = rooms.rooms_of(k);
+            match member {
+                None => assert!(joined.next().is_none(), "closed member {k} in a room"),
+                Some(Identity::Pending { .. }) => {
+                    assert!(
+                        joined.next().is_none(),
+                        "member {k} in a room before its token"
+                    )
+                }
+                Some(Identity::User { sub, .. }) => {
+                    assert!(
+                        joined.all(|u| *u == **sub),
+                        "member {k} in another user's room"
+                    )
+                }
+                Some(Identity::Anyone) => assert!(!auth_on),
+            }
+        }
+    }
+    outcomes
+}
+
+/// The steps `data` spells, two bytes each: (verb, member, argument).
+fn data_steps(data: &[u8]) -> impl Iterator<Item = (u8, usize, u8)> + '_ {
+    data.chunks_exact(2)
+        .map(|s| (s[0] & 7, usize::from(s[0] >> 3) % CORE_MEMBERS, s[1]))
+}
+
+/// A token signed with [`TOKEN_SECRET`] for user `u{arg % 4}`, whose `exp` is from 8 seconds
+/// ago to 23 seconds ahead of `now_unix` by `arg`'s upper bits, so that some are expired, some
+/// expire within the leeway, and some outlive a few time steps.
+fn core_token(arg: u8, now_unix: u64) -> String {
+    let exp = now_unix + u64::from(arg >> 2 & 0x1f) - 8;
+    let claims = format!(r#"{{"sub":"u{}","exp":{exp}}}"#, arg % 4);
+    signed_token(claims.as_bytes()).unwrap_or_default()
+}
+
+/// A message the protocols cannot read as a command, as their decoders hand it on.
+fn core_malformed(arg: u8) -> Result<ClientCommand, Refusal> {
+    match arg % 4 {
+        0 => Err(Refusal::Malformed(raw::Error::UnknownEvent("hello".into()))),
+        1 => Err(Refusal::BadUserId {
+            event: "subscribe",
+            fault: rooms::UserIdError::Empty,
+        }),
+        // A token that does not verify, whoever sends it.
+        2 => Ok(ClientCommand::Auth("a.b.c".into())),
+        _ => Err(Refusal::from(raw::Error::BadToken(raw::TokenFault::Empty))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
@@ -505,5 +693,85 @@ mod tests {
         ];
         let data: Vec<u8> = ops.iter().flat_map(|&(a, b)| [a, b]).collect();
         rooms(&data);
+    }
+    /// A hand-written run of the `core_commands` target with auth on: every outcome and the
+    /// refusals the rules make, a timeout and an expiry, as the raw protocol answers them.
+    #[test]
+    fn core_commands_target_reaches_every_outcome() {
+        // Verbs: 0 connect, 1 subscribe, 2 unsubscribe, 3 auth, 4 refresh, 5 malformed,
+        // 6 time passes, 7 disconnect; the member is the first byte's upper bits (m << 3).
+        // A token argument is user + 4 * (seconds to `exp` + 8).
+        let valid_u0 = 20 << 2; // u0, 12 s ahead
+        let valid_u1 = (20 << 2) | 1;
+        let steps: &[(u8, u8)] = &[
+            (0, 0),            // member 0 connects
+            (1, 0),            // subscribes before its token: closed (4001)
+            (0, 0),            // connects again
+            (3, valid_u0),     // authenticates as u0
+            (1, 0),            // subscribes to u0
+            (1, 0),            // again: not newly
+            (1, 1),            // u1: forbidden
+            (4, valid_u1),     // refresh for u1: forbidden
+            (4, 0x80),         // refresh without a token
+            (5, 0),            // malformed
+            (5, 1),            // bad user id
+            (2, 0),            // unsubscribes
+            (2, 0),            // again: was not a member
+            (1, 0),            // subscribes again
+            (4, valid_u0),     // fresh token
+            (1 << 3, 0),       // member 1 connects
+            (6, 11),           // 11 s pass: member 1 timed out, member 0 still in
+            ((1 << 3) | 1, 1), // member 1 is gone: nothing
+            (6, 5),            // member 0's token expired: closed
+            (2 << 3, 0),       // member 2 connects
+            ((2 << 3) | 3, 2), // with an expired token: closed
+        ];
+        let mut data = vec![0b0001];
+        data.extend(steps.iter().flat_map(|&(a, b)| [a, b]));
+        let outcomes = run_core_commands(&data);
+        let ok = |o: &Result<Outcome, Refusal>| o.as_ref().ok().cloned();
+        assert!(outcomes
+            .iter()
+            .any(|o| matches!(ok(o), Some(Outcome::Subscribed { newly: false, .. }))));
+        assert!(outcomes.iter().any(|o| matches!(
+            ok(o),
+            Some(Outcome::Unsubscribed {
+                was_member: false,
+                ..
+            })
+        )));
+        assert!(outcomes
+            .iter()
+            .any(|o| matches!(ok(o), Some(Outcome::Authenticated { .. }))));
+        let refusals: Vec<&Refusal> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        for want in [
+            Refusal::NotAuthenticated,
+            Refusal::Forbidden,
+            Refusal::RefreshFailed(auth::AuthError::Missing),
+            Refusal::AuthFailed(auth::AuthError::Expired),
+        ] {
+            assert!(
+                refusals.contains(&&want),
+                "{want:?} not reached: {refusals:?}"
+            );
+        }
+        assert!(refusals.iter().any(|r| matches!(r, Refusal::Malformed(_))));
+        assert!(refusals
+            .iter()
+            .any(|r| matches!(r, Refusal::BadUserId { .. })));
+        assert_eq!(outcomes.len(), 14, "{outcomes:?}");
+
+        // The subscription cap, with auth off, answered as Socket.IO does.
+        let mut data = vec![0b1000, 0, 0];
+        for user in 0..4 {
+            data.extend([1, user]);
+        }
+        let outcomes = run_core_commands(&data);
+        assert_eq!(
+            outcomes.last(),
+            Some(&Err(Refusal::TooManySubscriptions {
+                max: CORE_SUBSCRIPTIONS
+            }))
+        );
     }
 }

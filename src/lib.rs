@@ -17,6 +17,8 @@
 //!   envelope). No I/O.
 //! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
 //!   control API key check. No I/O, no clock: the caller passes the time in.
+//! - [`core`]: the sans-IO core of a worker: a client's identity, and its commands (subscribe,
+//!   unsubscribe, auth, refresh) carried out once for both protocols. No I/O, no clock.
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
@@ -38,6 +40,7 @@ pub mod auth;
 pub mod command;
 pub mod config;
 pub mod control;
+pub mod core;
 pub mod engineio;
 pub mod fanout;
 #[doc(hidden)]

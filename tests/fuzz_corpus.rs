@@ -60,6 +60,7 @@ corpus!(
     socketio,
     token,
     rooms,
+    core_commands,
 );
 
 /// Every fuzz target has a corpus replayed here: a target added to `fuzz/Cargo.toml` without

@@ -53,6 +53,7 @@ fn other_entry_points_take_any_bytes() {
         fuzzing::socketio(data);
         fuzzing::token(data);
         fuzzing::rooms(data);
+        fuzzing::core_commands(data);
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpStream;
 
+use crate::core::identity::Identity;
 use crate::limits::InboundBucket;
 use crate::protocol::format::Format;
-use crate::server::identity::Identity;
 use crate::ws::Decoder;
 
 /// Where a connection stands.

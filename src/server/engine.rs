@@ -14,17 +14,17 @@ use serde_json::{json, Value};
 use tracing::debug;
 
 use crate::auth;
+use crate::core::commands::{ClientCommand, Outcome, Refusal};
+use crate::core::identity::Identity;
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket};
-use crate::protocol::raw;
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{
     count_refusal, lock_ips, new_id, new_sid, over_limit, unix_now, Entry, Io, State,
 };
 use crate::server::http;
-use crate::server::identity::Identity;
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
@@ -610,14 +610,21 @@ impl State {
     /// server ignores an event nobody listens to, except that an ack it asks for is answered
     /// `[{"error":"unknown event"}]`, so the client's `emitWithAck` has its answer at once
     /// instead of timing out.
+    ///
+    /// `refresh` takes a fresh token (`"<jwt>"` or `{"token":"<jwt>"}`) for the same user: it
+    /// moves the session's expiry and emits `authenticated` `{userId, exp}`. Each answer is
+    /// emitted as an event, and the ack, when asked for, gets the same.
     fn on_socketio_event(&mut self, s: usize, ack: Option<u64>, data: Value, now: Instant) {
         let Value::Array(args) = data else {
             return;
         };
-        let (event, subscribe) = match args.first().and_then(Value::as_str) {
-            Some("subscribe") => ("subscribe", true),
-            Some("unsubscribe") => ("unsubscribe", false),
-            Some("refresh") => return self.on_refresh(s, ack, args.get(1), now),
+        let arg = args.get(1);
+        let command = match args.first().and_then(Value::as_str) {
+            Some("subscribe") => event_user_id("subscribe", arg).map(ClientCommand::Subscribe),
+            Some("unsubscribe") => {
+                event_user_id("unsubscribe", arg).map(ClientCommand::Unsubscribe)
+            }
+            Some("refresh") => Ok(ClientCommand::Refresh(refresh_token(arg))),
             other => {
                 debug!(session = s, event = ?other, "unknown event ignored");
                 if let Some(id) = ack {
@@ -627,84 +634,29 @@ impl State {
                 return;
             }
         };
-        let socket_id = match self.io.session_mut(s) {
-            Some(sess) => sess.socket_str().to_owned(),
-            None => return,
+        let Some(outcome) = self.client_command(s, command) else {
+            return;
         };
-        let user = match rooms::user_id_from_json(args.get(1).unwrap_or(&Value::Null)) {
-            Ok(user) => user,
-            Err(fault) => {
-                let message = raw::Error::BadUserId { event, fault }.to_string();
-                return self.refuse(s, ack, &message, now);
+        let (event, reply) = match outcome {
+            Ok(Outcome::Subscribed { user_id, .. }) => {
+                let socket_id = self.io.session_mut(s).map_or("", |sess| sess.socket_str());
+                let reply = json!({"userId": user_id, "socketId": socket_id});
+                ("subscribed", reply)
             }
-        };
-        let (reply_event, reply) = if subscribe {
-            let allowed = self
-                .io
-                .session_mut(s)
-                .map(|sess| sess.identity.may_subscribe(&user));
-            if let Some(Err(refusal)) = allowed {
-                debug!(session = s, user = %user, "subscription forbidden");
-                self.io.metrics.forbidden += 1;
-                return self.refuse(s, ack, refusal.message(), now);
+            Ok(Outcome::Unsubscribed { user_id, .. }) => {
+                ("unsubscribed", json!({"userId": user_id}))
             }
-            if let Err(e) = self.rooms.subscribe(s, &user) {
-                return self.refuse(s, ack, &format!("subscribe: {e}"), now);
+            Ok(Outcome::Authenticated { user_id, exp }) => {
+                ("authenticated", json!({"userId": user_id, "exp": exp}))
             }
-            debug!(session = s, user = %user, "subscribed");
-            ("subscribed", json!({"userId": user, "socketId": socket_id}))
-        } else {
-            self.rooms.unsubscribe(s, &user);
-            debug!(session = s, user = %user, "unsubscribed");
-            ("unsubscribed", json!({"userId": user}))
+            // Never a close: a session sends events only once its CONNECT was accepted.
+            Err(refusal) => return self.refuse(s, ack, &refusal.to_string(), now),
         };
         self.send_socketio(
             s,
-            &socketio::encode_event(reply_event, std::slice::from_ref(&reply)),
+            &socketio::encode_event(event, std::slice::from_ref(&reply)),
             now,
         );
-        if let Some(id) = ack {
-            self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
-        }
-    }
-
-    /// `refresh` with a fresh token (`"<jwt>"` or `{"token":"<jwt>"}`) for the same user: moves
-    /// the session's expiry and emits `authenticated` `{userId, exp}` (the ack gets the same).
-    /// A token that does not verify, or names another user, is refused and changes nothing.
-    fn on_refresh(&mut self, s: usize, ack: Option<u64>, arg: Option<&Value>, now: Instant) {
-        let leeway = self.config.jwt_leeway.as_secs();
-        let Some(verifier) = &self.verifier else {
-            let message = "refresh: authentication is not enabled on this server";
-            return self.refuse(s, ack, message, now);
-        };
-        let token = match arg {
-            Some(Value::String(token)) => Some(token.as_str()),
-            Some(payload) => auth::auth_payload_token(payload),
-            None => None,
-        };
-        let verified = match token {
-            Some(token) => verifier.verify(token, unix_now()),
-            None => Err(auth::AuthError::Missing),
-        };
-        let claims = match verified {
-            Ok(claims) => claims,
-            Err(e) => {
-                debug!(session = s, error = %e, "refresh refused");
-                self.io.metrics.auth_failures += 1;
-                return self.refuse(s, ack, e.message(), now);
-            }
-        };
-        let Some(sess) = self.io.session_mut(s) else {
-            return;
-        };
-        let reply = json!({"userId": claims.sub, "exp": claims.exp});
-        if let Err(refusal) = sess.identity.accept(claims, leeway) {
-            self.io.metrics.forbidden += 1;
-            return self.refuse(s, ack, refusal.message(), now);
-        }
-        debug!(session = s, "token refreshed");
-        let event = socketio::encode_event("authenticated", std::slice::from_ref(&reply));
-        self.send_socketio(s, &event, now);
         if let Some(id) = ack {
             self.send_socketio(s, &socketio::encode_ack(id, &[reply]), now);
         }
@@ -844,6 +796,21 @@ impl State {
             }
             _ => {}
         }
+    }
+}
+
+/// The user id a `subscribe` or `unsubscribe` event carries as its argument.
+fn event_user_id(event: &'static str, arg: Option<&Value>) -> Result<String, Refusal> {
+    rooms::user_id_from_json(arg.unwrap_or(&Value::Null))
+        .map_err(|fault| Refusal::BadUserId { event, fault })
+}
+
+/// The token a `refresh` event carries: `"<jwt>"` or `{"token":"<jwt>"}`.
+fn refresh_token(arg: Option<&Value>) -> Option<String> {
+    match arg {
+        Some(Value::String(token)) => Some(token.clone()),
+        Some(payload) => auth::auth_payload_token(payload).map(str::to_owned),
+        None => None,
     }
 }
 

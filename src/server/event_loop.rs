@@ -31,6 +31,8 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Verifier};
 use crate::command::{LoopGone, Target, UserInfo};
 use crate::config::Config;
+use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
+use crate::core::identity::Identity;
 use crate::fanout::{Deflate, Payload};
 use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits};
 use crate::protocol::format::{self, Format};
@@ -41,7 +43,6 @@ use crate::router::mailbox::{PushJob, ToWorker};
 use crate::router::WorkerLink;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::health::Probe;
-use crate::server::identity::Identity;
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::server::session::{Session, Transport};
@@ -1017,94 +1018,71 @@ impl State {
         self.start_close(k, code, message, now);
     }
 
+    /// Carries out a client's command for member `k`, a raw connection or a Socket.IO session:
+    /// the one way a command from either protocol reaches the rooms or a client's identity, and
+    /// so the place to follow what it changes. Counts the refusals that are authentication
+    /// failures or forbidden; the caller answers in its own wire form. `None` when `k` is gone.
+    pub(super) fn client_command(
+        &mut self,
+        k: usize,
+        command: Result<ClientCommand, Refusal>,
+    ) -> Option<Result<Outcome, Refusal>> {
+        let identity = match self.io.entries.get_mut(k) {
+            Some(Entry::Conn(conn)) => &mut conn.identity,
+            Some(Entry::Session(sess)) if !sess.closed => &mut sess.identity,
+            _ => return None,
+        };
+        let tokens = Tokens {
+            verifier: self.verifier.as_ref(),
+            leeway_secs: self.config.jwt_leeway.as_secs(),
+        };
+        let outcome = commands::handle(&mut self.rooms, tokens, k, identity, command, unix_now());
+        match &outcome {
+            Ok(outcome) => debug!(member = k, ?outcome, "client command"),
+            Err(refusal) => {
+                debug!(member = k, ?refusal, "client command refused");
+                let m = &mut self.io.metrics;
+                m.auth_failures += refusal.is_auth_failure() as u64;
+                m.forbidden += (*refusal == Refusal::Forbidden) as u64;
+            }
+        }
+        Some(outcome)
+    }
+
     /// A text or binary message on the raw `/ws` protocol; answered in the connection's format.
     fn on_raw_message(&mut self, k: usize, message: Event, now: Instant) {
-        let Some(conn) = self.io.conn_mut(k) else {
+        let Some(format) = self.io.conn_mut(k).map(|c| c.format) else {
             return;
         };
-        let format = conn.format;
         let message = match &message {
             Event::Text(text) => raw::Message::Text(text),
             Event::Binary(bytes) => raw::Message::Binary(bytes),
             _ => return,
         };
-        let event = raw::decode(format, message);
-        let pending = !conn.identity.is_authenticated() && conn.identity != Identity::Anyone;
-        let reply = match event {
-            Ok(raw::ClientEvent::Auth(token)) => return self.raw_auth(k, &token, now),
-            // Before its token, a client may only authenticate.
-            _ if pending => {
-                debug!(conn = k, "message before authenticating");
-                self.io.metrics.auth_failures += 1;
-                return self.raw_refuse(k, "unauthorized", CloseCode::UNAUTHORIZED, now);
+        let command = raw::decode(format, message)
+            .map(ClientCommand::from)
+            .map_err(Refusal::from);
+        let Some(outcome) = self.client_command(k, command) else {
+            return;
+        };
+        let reply = match outcome {
+            Ok(Outcome::Subscribed { user_id, .. }) => {
+                let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
+                raw::subscribed(format, &user_id, id)
             }
-            Ok(raw::ClientEvent::Subscribe(user)) => {
-                if let Err(refusal) = conn.identity.may_subscribe(&user) {
-                    debug!(conn = k, user = %user, "subscription forbidden");
-                    self.io.metrics.forbidden += 1;
-                    return self.raw_error(k, refusal.message());
-                }
-                match self.rooms.subscribe(k, &user) {
-                    Ok(_) => {
-                        let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
-                        debug!(conn = k, user = %user, "subscribed");
-                        raw::subscribed(format, &user, id)
-                    }
-                    Err(e) => raw::error(format, &format!("subscribe: {e}")),
-                }
+            Ok(Outcome::Unsubscribed { user_id, .. }) => raw::unsubscribed(format, &user_id),
+            Ok(Outcome::Authenticated { user_id, exp }) => {
+                raw::authenticated(format, &user_id, exp)
             }
-            Ok(raw::ClientEvent::Unsubscribe(user)) => {
-                self.rooms.unsubscribe(k, &user);
-                debug!(conn = k, user = %user, "unsubscribed");
-                raw::unsubscribed(format, &user)
-            }
-            Err(e) => {
-                debug!(conn = k, error = %e, "bad client message");
-                raw::error(format, &e.to_string())
+            Err(refusal) => {
+                let message = refusal.to_string();
+                return match refusal.raw_close() {
+                    Some(code) => self.raw_refuse(k, &message, code, now),
+                    None => self.raw_error(k, &message),
+                };
             }
         };
         self.raw_send(k, &reply);
-    }
-
-    /// `{"event":"auth","data":"<jwt>"}`: the first token authenticates a pending client (one
-    /// that does not verify closes it with 4001); a later one, for the same user, moves the
-    /// expiry, and one that does not verify or names another user is refused with an error
-    /// event and changes nothing.
-    fn raw_auth(&mut self, k: usize, token: &str, now: Instant) {
-        let leeway = self.config.jwt_leeway.as_secs();
-        let Some(verifier) = &self.verifier else {
-            return self.raw_error(k, "auth: authentication is not enabled on this server");
-        };
-        let verified = verifier.verify(token, unix_now());
-        let Some(conn) = self.io.conn_mut(k) else {
-            return;
-        };
-        let pending = !conn.identity.is_authenticated();
-        match verified {
-            Ok(claims) => {
-                let (sub, exp) = (claims.sub.clone(), claims.exp);
-                match conn.identity.accept(claims, leeway) {
-                    Ok(()) => {
-                        debug!(conn = k, user = %sub, "authenticated");
-                        let reply = raw::authenticated(conn.format, &sub, exp);
-                        self.raw_send(k, &reply);
-                    }
-                    Err(refusal) => {
-                        self.io.metrics.forbidden += 1;
-                        self.raw_error(k, refusal.message());
-                    }
-                }
-            }
-            Err(e) => {
-                debug!(conn = k, error = %e, "token refused");
-                self.io.metrics.auth_failures += 1;
-                if pending {
-                    self.raw_refuse(k, e.message(), CloseCode::UNAUTHORIZED, now);
-                } else {
-                    self.raw_error(k, e.message());
-                }
-            }
-        }
     }
 
     fn on_close_frame(&mut self, k: usize, close: Option<(CloseCode, String)>, now: Instant) {

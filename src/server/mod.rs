@@ -15,7 +15,6 @@ pub mod event_loop;
 mod file_limit;
 mod health;
 mod http;
-mod identity;
 pub mod session;
 
 use std::io;

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::core::identity::Identity;
 use crate::limits::InboundBucket;
 use crate::server::conn::SocketId;
-use crate::server::identity::Identity;
 use crate::socketio::Reassembler;
 
 /// Which connections carry a session's packets. Each key here is a connection whose

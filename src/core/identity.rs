@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::auth::Claims;
+use crate::core::commands::Refusal;
 
 /// A client's standing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,25 +20,6 @@ pub enum Identity {
     Pending { deadline: Instant },
     /// Authenticated as `sub`, until `expires` (Unix seconds, `--jwt-leeway` included).
     User { sub: Box<str>, expires: u64 },
-}
-
-/// Why a subscription is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No token accepted yet: the client is closed (4001).
-    Unauthenticated,
-    /// A token for another user: refused, and the client stays.
-    Forbidden,
-}
-
-impl Refusal {
-    /// What the client's error event says.
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Unauthenticated => "unauthorized",
-            Refusal::Forbidden => "forbidden",
-        }
-    }
 }
 
 impl Identity {
@@ -62,7 +44,7 @@ impl Identity {
     pub fn may_subscribe(&self, user_id: &str) -> Result<(), Refusal> {
         match self {
             Identity::Anyone => Ok(()),
-            Identity::Pending { .. } => Err(Refusal::Unauthenticated),
+            Identity::Pending { .. } => Err(Refusal::NotAuthenticated),
             Identity::User { sub, .. } if **sub == *user_id => Ok(()),
             Identity::User { .. } => Err(Refusal::Forbidden),
         }
@@ -154,7 +136,7 @@ mod tests {
     fn pending_may_not_subscribe_and_times_out() {
         let t = Instant::now();
         let id = Identity::new(true, t + Duration::from_secs(10));
-        assert_eq!(id.may_subscribe("42"), Err(Refusal::Unauthenticated));
+        assert_eq!(id.may_subscribe("42"), Err(Refusal::NotAuthenticated));
         assert!(!id.timed_out(t));
         assert!(id.timed_out(t + Duration::from_secs(10)));
     }
