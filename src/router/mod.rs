@@ -157,6 +157,7 @@ impl Router {
                         tracing::debug!(user = %user, ?wait, "push refused: user over its rate");
                         base.rate_limited = 1;
                         base.retry_after = Some(wait);
+                        s.rate_limited_user.fetch_add(1, Ordering::Relaxed);
                         return s.answer_now(base, reply);
                     }
                 }

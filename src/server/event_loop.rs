@@ -1560,15 +1560,16 @@ impl Io {
         let Some(conn) = self.conn_mut(k) else {
             return;
         };
-        if conn.out.is_empty() {
+        // Frames queued this turn are not a reason to hold it: they are written at the turn's
+        // end, the pong with them. Only a socket that refused bytes (WRITABLE interest) holds it.
+        if !conn.writable_interest {
             self.send(k, &frame);
             return;
         }
         if conn.pending_pong.replace(Box::new(frame)).is_some() {
             self.metrics.pongs_dropped += 1;
         }
-        // The connection is written at the end of the turn, or has WRITABLE interest already,
-        // and the held pong follows its frames.
+        // The held pong follows the frames waiting for the socket to take them.
     }
 
     /// Queues `bytes` for connection `k` until [`Io::uncork`].
