@@ -38,7 +38,10 @@ fn sessions_are_spread_over_the_workers_and_named_by_them() {
         owners[owner(&open_session(srv.public_addr))] += 1;
     }
     // Connections are dealt to the workers in turn, so each opened sessions.
-    assert!(owners.iter().all(|&n| n > 0), "sessions per worker: {owners:?}");
+    assert!(
+        owners.iter().all(|&n| n > 0),
+        "sessions per worker: {owners:?}"
+    );
     assert_eq!(metric(&srv, "herald_workers"), WORKERS as f64);
 }
 
@@ -149,7 +152,9 @@ fn two_sessions_of_two_workers_share_one_keep_alive_connection() {
 fn a_push_reaches_the_sockets_of_every_worker_once() {
     let srv = start_server_with(|c| c.workers = WORKERS);
     let mut clients: Vec<_> = (0..12).map(|_| client_for(&srv, "everywhere")).collect();
-    let mut others: Vec<_> = (0..5).map(|i| client_for(&srv, &format!("solo-{i}"))).collect();
+    let mut others: Vec<_> = (0..5)
+        .map(|i| client_for(&srv, &format!("solo-{i}")))
+        .collect();
     // Some clients also subscribe to a second user: one delivery per socket all the same.
     for ws in clients.iter_mut().take(6) {
         subscribe(ws, "solo-0");
@@ -163,7 +168,11 @@ fn a_push_reaches_the_sockets_of_every_worker_once() {
         json!({"userIds": ["everywhere", "solo-0", "nobody"], "notification": {"message": "two"}}),
     );
     assert_eq!((status, &body["sockets"]), (202, &json!(13)), "{body}");
-    let (status, body) = post(&srv, "/v1/broadcast", json!({"notification": {"message": "three"}}));
+    let (status, body) = post(
+        &srv,
+        "/v1/broadcast",
+        json!({"notification": {"message": "three"}}),
+    );
     assert_eq!((status, &body["sockets"]), (202, &json!(17)), "{body}");
     for ws in clients.iter_mut() {
         let got: Vec<_> = notifications_until(ws, "three");
@@ -176,14 +185,21 @@ fn a_push_reaches_the_sockets_of_every_worker_once() {
     assert_eq!(metric(&srv, "herald_deliveries_total"), 12.0 + 13.0 + 17.0);
     assert_eq!(metric(&srv, "herald_pushes_total{kind=\"user\"}"), 1.0);
     let per_worker: f64 = (0..WORKERS)
-        .map(|w| metric(&srv, &format!("herald_worker_connections{{worker=\"{w}\"}}")))
+        .map(|w| {
+            metric(
+                &srv,
+                &format!("herald_worker_connections{{worker=\"{w}\"}}"),
+            )
+        })
         .sum();
     assert_eq!(per_worker, metric(&srv, "herald_connections"));
     assert!(metric(&srv, "herald_fanout_seconds_count") >= 3.0);
     // A user whose sockets are gone leaves the directory: no worker is asked.
     drop(clients);
     eventually("the user's sockets to close", || {
-        get(&srv, "/v1/users/everywhere").1.contains(r#""sockets":0"#)
+        get(&srv, "/v1/users/everywhere")
+            .1
+            .contains(r#""sockets":0"#)
     });
     assert_eq!(push_to(&srv, "everywhere", "gone"), 0);
 }
@@ -201,7 +217,9 @@ fn the_per_address_cap_is_exact_across_workers() {
         assert_eq!(status, 429);
     }
     drop(held);
-    eventually("the cap to free up", || metric(&srv, "herald_connections") == 0.0);
+    eventually("the cap to free up", || {
+        metric(&srv, "herald_connections") == 0.0
+    });
     let _again: Vec<_> = (0..6).map(|_| connect(&srv)).collect();
 }
 

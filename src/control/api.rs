@@ -19,8 +19,8 @@ use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::http::{percent_decode, PercentError, Plus};
 use crate::limits::retry_after_secs;
-use crate::router::Router;
 use crate::rooms::{self, UserIdError};
+use crate::router::Router;
 use crate::time;
 
 /// Content type of the Prometheus text exposition format.

@@ -180,10 +180,7 @@ mod tests {
         });
         g.add(true);
         drop(g);
-        assert!(matches!(
-            rx.recv(),
-            Err(crossbeam_channel::RecvError)
-        ));
+        assert!(matches!(rx.recv(), Err(crossbeam_channel::RecvError)));
     }
 
     #[test]
@@ -201,6 +198,9 @@ mod tests {
         let reply = rx.try_recv().unwrap();
         assert_eq!((reply.sockets, reply.rate_limited), (7, 1));
         assert_eq!(job.written(t0), None);
-        assert_eq!(job.written(t0 + Duration::from_millis(3)), Some(Duration::from_millis(3)));
+        assert_eq!(
+            job.written(t0 + Duration::from_millis(3)),
+            Some(Duration::from_millis(3))
+        );
     }
 }

@@ -19,13 +19,13 @@ use crate::core::identity::Identity;
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket};
+use crate::log_limit::{peer_warn, PeerFault};
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{
     count_refusal, lock_ips, new_id, new_sid, over_limit, unix_now, Entry, Io, State,
 };
 use crate::server::http;
-use crate::log_limit::{peer_warn, PeerFault};
 use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};

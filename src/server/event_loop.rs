@@ -35,6 +35,8 @@ use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
 use crate::core::identity::Identity;
 use crate::fanout::{Deflate, Payload};
 use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits};
+use crate::log_limit::{peer_warn, PeerFault};
+use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::{RoomEvent, Rooms};
@@ -43,8 +45,6 @@ use crate::router::mailbox::{PushJob, ToWorker};
 use crate::router::WorkerLink;
 use crate::server::conn::{Conn, Phase, Proto, SocketId};
 use crate::server::health::Probe;
-use crate::log_limit::{peer_warn, PeerFault};
-use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::server::session::{Session, Transport};
 use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
@@ -602,8 +602,7 @@ pub(super) fn new_id() -> SocketId {
 }
 
 /// The URL-safe base64 alphabet, in which session ids are written.
-const SID_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const SID_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A session id owned by `worker` (`< 64`): its first character names the worker, and a request
 /// for the session that reaches another worker is handed to this one. 114 random bits remain.
@@ -1222,7 +1221,12 @@ impl State {
         conn.corked = false;
         conn.writable_interest = false;
         let peer = conn.peer;
-        debug!(conn = k, from = self.worker, to = owner, "connection handed over");
+        debug!(
+            conn = k,
+            from = self.worker,
+            to = owner,
+            "connection handed over"
+        );
         let sent = self.handover[owner].send(Box::new(conn)).is_ok()
             && self.links[owner].waker.wake().is_ok();
         if !sent {

@@ -53,8 +53,8 @@ pub fn start(config: Config) -> io::Result<Running> {
     check_control_exposure(&config)?;
     check_echo_path(&config)?;
     let workers = config.worker_count();
-    let mut listeners = bind_public(&config, workers)
-        .map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
+    let mut listeners =
+        bind_public(&config, workers).map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
     let public_addr = listeners[0].local_addr()?;
     let control_listener = std::net::TcpListener::bind(config.control)
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
@@ -76,7 +76,9 @@ pub fn start(config: Config) -> io::Result<Running> {
         );
     }
 
-    let polls = (0..workers).map(|_| Poll::new()).collect::<io::Result<Vec<_>>>()?;
+    let polls = (0..workers)
+        .map(|_| Poll::new())
+        .collect::<io::Result<Vec<_>>>()?;
     let mut links = Vec::with_capacity(workers);
     let mut inboxes = Vec::with_capacity(workers);
     let mut handover = Vec::with_capacity(workers);
@@ -106,7 +108,9 @@ pub fn start(config: Config) -> io::Result<Running> {
     let opts = ControlOptions::from(&config);
     let mut threads = Vec::with_capacity(workers);
     listeners.reverse();
-    for (worker, ((poll, rx), handovers)) in polls.into_iter().zip(inboxes).zip(handovers).enumerate() {
+    for (worker, ((poll, rx), handovers)) in
+        polls.into_iter().zip(inboxes).zip(handovers).enumerate()
+    {
         // `--accept handoff`: worker 0 alone holds the listener; `reuseport`: each its own.
         let listener = match config.accept {
             Accept::Reuseport => listeners.pop(),
