@@ -98,10 +98,6 @@ impl Histogram {
         self.sum += v;
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     fn merge(&mut self, o: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
             *a += b;
