@@ -67,6 +67,12 @@ const READS_PER_TURN: usize = 16;
 /// flood of pushes cannot starve reads, pings and the writes themselves.
 const COMMANDS_PER_TURN: usize = 64;
 
+/// Connections one turn writes. A broadcast to thousands of sockets is written over several
+/// turns that poll without sleeping, so reads, pings and new commands are taken between them;
+/// a push arriving meanwhile joins the frames still waiting, and each socket gets both in one
+/// `writev`.
+const FLUSHES_PER_TURN: usize = 256;
+
 /// Refused connections kept draining until their client closes (see [`refuse`]);
 /// past this many, a refused connection is closed at once.
 const MAX_REFUSED_DRAINING: usize = 1024;
@@ -143,8 +149,9 @@ pub struct EventLoop {
     /// Connections refused at accept, answered and shut for writing, read until their client
     /// closes or the deadline passes; never in the slab.
     refused: Vec<(TcpStream, Instant)>,
-    /// Pushes whose frames were queued this turn: each is told once they are written.
-    turn_pushes: Vec<Arc<PushJob>>,
+    /// Pushes whose frames wait to be written, each with the [`Io::corked_total`] its
+    /// delivery reached: it is written once [`Io::flushed_total`] gets there.
+    unwritten_pushes: VecDeque<(Arc<PushJob>, u64)>,
     state: State,
 }
 
@@ -214,9 +221,13 @@ pub(super) struct Io {
     /// Connections and sessions closed as slow consumers during this batch, to leave their rooms
     /// after it.
     pub(super) slow: Vec<usize>,
-    /// Connections with frames queued during this turn, written once each at its end
-    /// ([`Io::uncork`]).
-    pub(super) corked_conns: Vec<usize>,
+    /// Connections with frames queued, in the order they were listed, written once each at
+    /// the end of a turn, at most [`FLUSHES_PER_TURN`] a turn ([`Io::uncork`]).
+    pub(super) corked_conns: VecDeque<usize>,
+    /// Connections ever listed in `corked_conns`, and ever taken off its front: a push whose
+    /// delivery left the first at `n` is written once the second reaches `n`.
+    pub(super) corked_total: u64,
+    pub(super) flushed_total: u64,
 }
 
 /// Locks the shared per-address caps. A worker that panicked holding them left counts that
@@ -256,7 +267,7 @@ impl EventLoop {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             more_to_read: Vec::new(),
             refused: Vec::new(),
-            turn_pushes: Vec::new(),
+            unwritten_pushes: VecDeque::new(),
             state: State {
                 rooms: Rooms::new(config.max_subscriptions).logging_events(),
                 io: Io {
@@ -271,7 +282,9 @@ impl EventLoop {
                     closing_all: false,
                     max_queued: config.max_queued_bytes,
                     slow: Vec::new(),
-                    corked_conns: Vec::new(),
+                    corked_conns: VecDeque::new(),
+                    corked_total: 0,
+                    flushed_total: 0,
                 },
                 deflate: Deflate::new(config.deflate_level, config.deflate_threshold),
                 config,
@@ -354,15 +367,9 @@ impl EventLoop {
                 sweep_at = next_sweep(now, earliest, max_gap);
             }
             self.state.publish_rooms();
-            self.state.io.uncork();
-            if !self.turn_pushes.is_empty() {
-                let written = Instant::now();
-                for job in self.turn_pushes.drain(..) {
-                    if let Some(took) = job.written(written) {
-                        self.state.io.metrics.fanout.observe(took);
-                    }
-                }
-            }
+            let unwritten = self.state.io.uncork(FLUSHES_PER_TURN);
+            busy |= unwritten;
+            self.pushes_written();
             self.more_to_read.append(&mut self.state.io.resume);
             if let Some(deadline) = self.state.shutdown_deadline {
                 if self.state.io.entries.is_empty() || now >= deadline {
@@ -456,6 +463,23 @@ impl EventLoop {
         self.more_to_read.push(k);
     }
 
+    /// Tells each push whose frames are all written so; the last worker to say so times it.
+    fn pushes_written(&mut self) {
+        let io = &mut self.state.io;
+        let mut written = None;
+        while let Some((_, mark)) = self.unwritten_pushes.front() {
+            if *mark > io.flushed_total {
+                return;
+            }
+            let at = *written.get_or_insert_with(Instant::now);
+            if let Some((job, _)) = self.unwritten_pushes.pop_front() {
+                if let Some(took) = job.written(at) {
+                    io.metrics.fanout.observe(took);
+                }
+            }
+        }
+    }
+
     /// Reads the refused connections dry; drops those whose client closed or whose time is up.
     fn drain_refused(&mut self, now: Instant) {
         let buf = &mut self.read_buf;
@@ -517,7 +541,8 @@ impl EventLoop {
                 ToWorker::Push(job) => {
                     let sockets = self.state.push(&job, now);
                     job.counted(sockets);
-                    self.turn_pushes.push(job);
+                    self.unwritten_pushes
+                        .push_back((job, self.state.io.corked_total));
                 }
                 ToWorker::UserInfo { user_id, gather } => {
                     let sockets = self.state.rooms.members(&user_id).len();
@@ -1250,11 +1275,12 @@ impl State {
             lock_ips(&self.ips).on_disconnect(conn.peer);
             return None;
         }
-        if !conn.out.is_empty() {
-            conn.corked = true;
-            self.io.corked_conns.push(k);
-        }
+        let corked = !conn.out.is_empty();
+        conn.corked = corked;
         entry.insert(Entry::Conn(conn));
+        if corked {
+            self.io.cork(k);
+        }
         self.on_http(k, now);
         Some(k)
     }
@@ -1593,7 +1619,7 @@ impl Io {
         let flush_now = conn.queued >= CORKED_FLUSH_AT;
         if !conn.corked {
             conn.corked = true;
-            self.corked_conns.push(k);
+            self.cork(k);
         }
         if flush_now {
             self.flush(k);
@@ -1635,18 +1661,30 @@ impl Io {
         self.flush(k);
     }
 
-    /// Writes every connection that had frames queued this turn, once each.
-    pub(super) fn uncork(&mut self) {
+    /// Lists `k` (marked `corked`) to be written at the end of a turn.
+    pub(super) fn cork(&mut self, k: usize) {
+        self.corked_conns.push_back(k);
+        self.corked_total += 1;
+    }
+
+    /// Writes the connections that had frames queued, once each, in the order they were
+    /// listed, at most `limit` of them; true when some are left for the next turn.
+    pub(super) fn uncork(&mut self, limit: usize) -> bool {
         if self.corked_conns.is_empty() {
-            return;
+            return false;
         }
         self.metrics.corked_batches += 1;
-        for k in mem::take(&mut self.corked_conns) {
+        for _ in 0..limit {
+            let Some(k) = self.corked_conns.pop_front() else {
+                return false;
+            };
+            self.flushed_total += 1;
             if let Some(conn) = self.conn_mut(k) {
                 conn.corked = false;
             }
             self.flush(k);
         }
+        !self.corked_conns.is_empty()
     }
 
     /// Marks `k` as handed push `seq`; false when it already was (a socket of two listed users).
