@@ -1,5 +1,5 @@
-//! One client connection as the event loop holds it: the socket, where it stands in its life, and
-//! the bytes that could not be written yet.
+//! One client connection as a worker's state holds it: where it stands in its life, and the
+//! bytes not written yet. The socket is the runtime's; [`Conn::flush`] is handed it.
 //!
 //! Memory: an idle open connection holds no heap buffer. The handshake buffer exists only until the
 //! request is complete; the decoder frees its message buffer when a message completes; the write
@@ -7,11 +7,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::net::{IpAddr, Shutdown};
+use std::mem;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use mio::net::TcpStream;
 
 use crate::core::identity::Identity;
 use crate::limits::InboundBucket;
@@ -79,7 +79,6 @@ pub struct HttpMeta {
 pub type SocketId = [u8; 20];
 
 pub struct Conn {
-    pub stream: TcpStream,
     pub phase: Phase,
     pub decoder: Decoder,
     /// Bytes not yet written, in order; the front may be partly written (it is advanced in place).
@@ -129,12 +128,20 @@ pub struct Conn {
     pub read_paused: bool,
 }
 
+/// What one [`Conn::flush`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flushed {
+    pub written: usize,
+    /// Everything queued is written and the write side is to be shut (the peer sees FIN after
+    /// our last frame).
+    pub shut: bool,
+}
+
 /// Buffers handed to one `writev`.
 const WRITEV_MAX: usize = 64;
 
 impl Conn {
     pub fn new(
-        stream: TcpStream,
         peer: IpAddr,
         id: SocketId,
         now: Instant,
@@ -143,7 +150,6 @@ impl Conn {
         max_fragments: u32,
     ) -> Self {
         Conn {
-            stream,
             phase: Phase::Http {
                 head: BytesMut::new(),
                 deadline,
@@ -225,10 +231,10 @@ impl Conn {
         matches!(self.phase, Phase::Open(Proto::Raw))
     }
 
-    /// Writes queued bytes, then the held pong, until the socket pushes back or nothing is
-    /// left, several buffers per `writev`. Returns the bytes written. Frees the queue's memory once drained and
-    /// performs a pending write shutdown.
-    pub fn flush(&mut self) -> io::Result<usize> {
+    /// Writes queued bytes to `socket`, then the held pong, until it pushes back or nothing is
+    /// left, several buffers per `writev`. Frees the queue's memory once drained, and then says
+    /// whether the socket's write side is now to be shut.
+    pub fn flush(&mut self, socket: &mut impl Write) -> io::Result<Flushed> {
         let mut written = 0;
         loop {
             if self.out.is_empty() {
@@ -242,7 +248,7 @@ impl Conn {
                 }
             }
             let result = if self.out.len() == 1 {
-                self.stream.write(&self.out[0])
+                socket.write(&self.out[0])
             } else {
                 let mut slices = [IoSlice::new(&[]); WRITEV_MAX];
                 let count = slices
@@ -250,7 +256,7 @@ impl Conn {
                     .zip(&self.out)
                     .map(|(slice, bytes)| *slice = IoSlice::new(bytes))
                     .count();
-                self.stream.write_vectored(&slices[..count])
+                socket.write_vectored(&slices[..count])
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -258,18 +264,21 @@ impl Conn {
                     written += n;
                     self.consume(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(written),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Flushed {
+                        written,
+                        shut: false,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
         self.out = VecDeque::new();
         self.queued = 0;
-        if self.shutdown_when_flushed {
-            self.shutdown_when_flushed = false;
-            // The peer sees FIN after our last frame; an error here means it is gone already.
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
-        Ok(written)
+        Ok(Flushed {
+            written,
+            shut: mem::take(&mut self.shutdown_when_flushed),
+        })
     }
 }

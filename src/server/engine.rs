@@ -23,7 +23,7 @@ use crate::log_limit::{peer_warn, PeerFault};
 use crate::rooms;
 use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::server::event_loop::{
-    count_refusal, lock_ips, new_id, new_sid, over_limit, unix_now, Entry, Io, State,
+    count_refusal, lock_ips, new_id, new_sid, over_limit, Entry, Io, State,
 };
 use crate::server::http;
 use crate::server::session::{Session, Transport};
@@ -548,6 +548,7 @@ impl State {
     }
 
     fn on_socketio_packet(&mut self, s: usize, p: socketio::Packet, now: Instant) {
+        let unix = self.unix(now).as_secs();
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };
@@ -558,7 +559,7 @@ impl State {
                     // Socket.IO: the CONNECT packet's payload is the client's `auth` option.
                     let token = p.data.as_ref().and_then(auth::auth_payload_token);
                     let verified = match token {
-                        Some(token) => verifier.verify(token, unix_now()),
+                        Some(token) => verifier.verify(token, unix),
                         None => Err(auth::AuthError::Missing),
                     };
                     match verified {
@@ -634,7 +635,7 @@ impl State {
                 return;
             }
         };
-        let Some(outcome) = self.client_command(s, command) else {
+        let Some(outcome) = self.client_command(s, command, now) else {
             return;
         };
         let (event, reply) = match outcome {
@@ -912,7 +913,7 @@ impl Io {
         conn.phase = Phase::Closing { deadline };
         conn.shutdown_when_flushed = true;
         if conn.out.is_empty() {
-            self.flush(k);
+            self.write_now.push(k);
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read, Write};
 use std::mem;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,7 +23,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
@@ -138,9 +138,16 @@ pub struct EventLoop {
     accept_paused: bool,
     rx: Receiver<ToWorker>,
     /// Connections other workers hand this one: those carrying requests for its sessions.
-    handovers: Receiver<Box<Conn>>,
+    handovers: Receiver<Handover>,
+    /// Where to hand another worker a connection that carries a request for its session.
+    handover: Arc<[Sender<Handover>]>,
     /// Every worker's channel, for dealing accepted connections out (`--accept handoff`).
     links: Arc<[WorkerLink]>,
+    /// Where this worker's rooms opening and closing are told.
+    directory: Arc<Directory>,
+    /// The socket of each connection, by its key in the state's slab (`None` for sessions and
+    /// free keys): the state never touches a socket.
+    sockets: Vec<Option<TcpStream>>,
     /// The worker the next accepted connection goes to.
     next_worker: usize,
     read_buf: Box<[u8]>,
@@ -161,13 +168,17 @@ pub struct WorkerShared {
     pub worker: usize,
     pub links: Arc<[WorkerLink]>,
     /// Where to hand each worker a connection: indexed like `links`.
-    pub handover: Arc<[Sender<Box<Conn>>]>,
-    pub handovers: Receiver<Box<Conn>>,
+    pub handover: Arc<[Sender<Handover>]>,
+    pub handovers: Receiver<Handover>,
     pub directory: Arc<Directory>,
     pub ips: Arc<Mutex<IpLimiter>>,
 }
 
-/// Everything the handlers touch, apart from the poll and the listener.
+/// A connection one worker hands another: its state and its socket.
+pub type Handover = (Box<Conn>, TcpStream);
+
+/// Everything the handlers touch: no socket, no poll, no clock (every handler is given `now`,
+/// and the wall clock is derived from it).
 pub(super) struct State {
     pub(super) config: Config,
     pub(super) io: Io,
@@ -190,18 +201,20 @@ pub(super) struct State {
     /// This worker's index and how many there are.
     pub(super) worker: usize,
     pub(super) workers: usize,
-    /// Where this worker's rooms opening and closing are told.
-    directory: Arc<Directory>,
-    /// Where to hand another worker a connection that carries a request for its session.
-    handover: Arc<[Sender<Box<Conn>>]>,
-    links: Arc<[WorkerLink]>,
+    /// Connections to hand to the worker that owns their next request's session, with the
+    /// key they had here: the runtime sends each with its socket.
+    pub(super) handed: Vec<(usize, Box<Conn>, usize)>,
+    /// The wall clock at one instant of the monotonic one: JWT `exp` is read against
+    /// [`State::unix`], derived from the `now` each handler is given.
+    wall: (Instant, Duration),
 }
 
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
 /// members while writing to them.
 pub(super) struct Io {
-    pub(super) registry: Registry,
     pub(super) entries: Slab<Entry>,
+    /// The time the runtime gave at the start of this turn.
+    pub(super) now: Instant,
     pub(super) metrics: Metrics,
     /// Entries closed during this batch of events, removed from the slab after it.
     pub(super) dead: Vec<usize>,
@@ -228,6 +241,11 @@ pub(super) struct Io {
     /// delivery left the first at `n` is written once the second reaches `n`.
     pub(super) corked_total: u64,
     pub(super) flushed_total: u64,
+    /// Connections to write now rather than at the end of the turn: one whose queue passed
+    /// [`CORKED_FLUSH_AT`], or whose last bytes are queued and whose write side is to be shut.
+    pub(super) write_now: Vec<usize>,
+    /// Connections removed from the slab: the runtime closes their sockets.
+    pub(super) closed: Vec<usize>,
 }
 
 /// Locks the shared per-address caps. A worker that panicked holding them left counts that
@@ -249,58 +267,31 @@ impl EventLoop {
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
-        let registry = poll.registry().try_clone()?;
-        let verifier = config
-            .verifier()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let limits = Limits::from(&config);
-        let start = Instant::now();
         let workers = shared.links.len();
+        let state = State::new(
+            config,
+            shared.worker,
+            workers,
+            shared.ips,
+            Instant::now(),
+            unix_time(),
+        )?;
         Ok(EventLoop {
             poll,
             listener,
             accept_paused: false,
             rx,
             handovers: shared.handovers,
-            links: shared.links.clone(),
+            handover: shared.handover,
+            links: shared.links,
+            directory: shared.directory,
+            sockets: Vec::new(),
             next_worker: shared.worker,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             more_to_read: Vec::new(),
             refused: Vec::new(),
             unwritten_pushes: VecDeque::new(),
-            state: State {
-                rooms: Rooms::new(config.max_subscriptions).logging_events(),
-                io: Io {
-                    registry,
-                    entries: Slab::new(),
-                    metrics: Metrics::default(),
-                    dead: Vec::new(),
-                    reparse: Vec::new(),
-                    resume: Vec::new(),
-                    idle: config.handshake_timeout,
-                    close_timeout: config.close_timeout,
-                    closing_all: false,
-                    max_queued: config.max_queued_bytes,
-                    slow: Vec::new(),
-                    corked_conns: VecDeque::new(),
-                    corked_total: 0,
-                    flushed_total: 0,
-                },
-                deflate: Deflate::new(config.deflate_level, config.deflate_threshold),
-                config,
-                sids: HashMap::new(),
-                push_seq: 0,
-                shutdown_deadline: None,
-                verifier,
-                ips: shared.ips,
-                epoch: Epoch::new(start),
-                limits,
-                worker: shared.worker,
-                workers,
-                directory: shared.directory,
-                handover: shared.handover,
-                links: shared.links,
-            },
+            state,
         })
     }
 
@@ -333,6 +324,7 @@ impl EventLoop {
                 return Err(e);
             }
             let now = Instant::now();
+            self.state.io.now = now;
             for k in mem::take(&mut self.more_to_read) {
                 self.read(k, now);
             }
@@ -345,30 +337,30 @@ impl EventLoop {
                             self.read(k, now);
                         }
                         if event.is_writable() {
-                            self.state.io.flush(k);
+                            self.write(k);
                         }
                     }
                 }
             }
-            while let Ok(conn) = self.handovers.try_recv() {
-                if let Some(k) = self.state.adopt(conn, now) {
-                    self.more_to_read.push(k);
-                }
+            while let Ok((conn, stream)) = self.handovers.try_recv() {
+                self.adopt(conn, stream, now);
             }
             busy = self.drain_commands(now);
             self.state.reap(now);
+            self.settle();
             if now >= sweep_at {
                 if self.accept_paused {
                     self.accept(now);
                 }
                 let earliest = self.state.sweep(now);
+                self.settle();
                 self.state.reap(now);
+                self.settle();
                 self.drain_refused(now);
                 sweep_at = next_sweep(now, earliest, max_gap);
             }
-            self.state.publish_rooms();
-            let unwritten = self.state.io.uncork(FLUSHES_PER_TURN);
-            busy |= unwritten;
+            self.publish_rooms();
+            busy |= self.uncork(FLUSHES_PER_TURN);
             self.pushes_written();
             self.more_to_read.append(&mut self.state.io.resume);
             if let Some(deadline) = self.state.shutdown_deadline {
@@ -434,33 +426,149 @@ impl EventLoop {
         }
         // Notifications are small and latency is the point: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        let io = &mut self.state.io;
-        let entry = io.entries.vacant_entry();
-        if let Err(e) = io
-            .registry
-            .register(&mut stream, Token(entry.key()), Interest::READABLE)
+        let k = self.state.io.entries.vacant_key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(k), Interest::READABLE)
         {
             warn!(%peer, error = %e, "could not register a connection");
             lock_ips(&self.state.ips).on_disconnect(peer.ip());
             return;
         }
-        let c = &self.state.config;
-        debug!(%peer, conn = entry.key(), worker = self.state.worker, "connection accepted");
-        let mut conn = Conn::new(
-            stream,
-            peer.ip(),
-            new_id(),
-            now,
-            now + c.handshake_timeout,
-            c.max_message,
-            c.max_fragments,
-        );
-        conn.inbound = InboundBucket::new(self.state.limits.client.as_ref());
-        let k = entry.key();
-        entry.insert(Entry::Conn(conn));
-        io.metrics.connections_accepted += 1;
+        debug!(%peer, conn = k, worker = self.state.worker, "connection accepted");
+        let opened = self.state.open_conn(peer.ip(), now);
+        debug_assert_eq!(opened, k);
+        place(&mut self.sockets, k, stream);
         // Its first bytes may have arrived before it was registered here.
         self.more_to_read.push(k);
+    }
+
+    /// Takes a connection another worker handed over: registers its socket here, and the
+    /// state routes the request it carries. It is read this turn: bytes may have arrived
+    /// meanwhile.
+    fn adopt(&mut self, conn: Box<Conn>, mut stream: TcpStream, now: Instant) {
+        let k = self.state.io.entries.vacant_key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(k), Interest::READABLE)
+        {
+            debug!(error = %e, "could not register a handed-over connection");
+            lock_ips(&self.state.ips).on_disconnect(conn.peer);
+            return;
+        }
+        place(&mut self.sockets, k, stream);
+        let adopted = self.state.adopt(conn, now);
+        debug_assert_eq!(adopted, k);
+        self.more_to_read.push(k);
+        self.settle();
+    }
+
+    /// Carries out what the state asked of the sockets during its last call: writes that
+    /// cannot wait for the turn's end, sockets of removed connections to close, connections
+    /// to hand to another worker. Called after every call into the state that may ask, before
+    /// a key it freed can be given again.
+    fn settle(&mut self) {
+        while !self.state.io.write_now.is_empty() {
+            for k in mem::take(&mut self.state.io.write_now) {
+                self.write(k);
+            }
+        }
+        for k in mem::take(&mut self.state.io.closed) {
+            if let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+        }
+        for (k, conn, owner) in mem::take(&mut self.state.handed) {
+            let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut stream);
+            let peer = conn.peer;
+            let sent = self.handover[owner].send((conn, stream)).is_ok()
+                && self.links[owner].waker.wake().is_ok();
+            if !sent {
+                // The owner stopped (shutdown): the connection was dropped and closed.
+                lock_ips(&self.state.ips).on_disconnect(peer);
+            }
+        }
+    }
+
+    /// Writes the connections that had frames queued, once each, in the order they were
+    /// listed, at most `limit` of them; true when some are left for the next turn.
+    fn uncork(&mut self, limit: usize) -> bool {
+        if !self.state.io.corked() {
+            return false;
+        }
+        self.state.io.metrics.corked_batches += 1;
+        for _ in 0..limit {
+            let Some(k) = self.state.io.next_corked() else {
+                break;
+            };
+            self.write(k);
+        }
+        self.settle();
+        self.state.io.corked()
+    }
+
+    /// Writes what `k` has queued; drops `WRITABLE` interest once drained.
+    fn write(&mut self, k: usize) {
+        let io = &mut self.state.io;
+        let Some(Entry::Conn(conn)) = io.entries.get_mut(k) else {
+            return;
+        };
+        if matches!(conn.phase, Phase::Dead) {
+            return;
+        }
+        let Some(stream) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+            return;
+        };
+        match conn.flush(stream) {
+            Ok(flushed) => {
+                io.metrics.bytes_sent += flushed.written as u64;
+                if flushed.shut {
+                    // The peer sees FIN after our last frame; an error here means it is gone
+                    // already.
+                    let _ = stream.shutdown(Shutdown::Write);
+                }
+                let want = !conn.out.is_empty();
+                if want != conn.writable_interest {
+                    conn.writable_interest = want;
+                    let interest = if want {
+                        Interest::READABLE | Interest::WRITABLE
+                    } else {
+                        Interest::READABLE
+                    };
+                    if self
+                        .poll
+                        .registry()
+                        .reregister(stream, Token(k), interest)
+                        .is_err()
+                    {
+                        io.kill(k);
+                    }
+                }
+            }
+            Err(_) => {
+                if conn.is_open() {
+                    io.metrics.count_close(CloseCode::ABNORMAL);
+                }
+                io.kill(k);
+            }
+        }
+    }
+
+    /// Tells the router's directory which of this worker's rooms opened and closed, in order:
+    /// before the turn's frames (a `subscribed` answer among them) are written.
+    fn publish_rooms(&mut self) {
+        let worker = self.state.worker;
+        for event in self.state.rooms.take_events() {
+            match event {
+                RoomEvent::Opened(user) => self.directory.opened(&user, worker),
+                RoomEvent::Closed(user) => self.directory.closed(&user, worker),
+            }
+        }
     }
 
     /// Tells each push whose frames are all written so; the last worker to say so times it.
@@ -512,12 +620,18 @@ impl EventLoop {
                 conn.read_paused = true;
                 return;
             }
-            match conn.stream.read(&mut self.read_buf) {
+            let Some(stream) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+                return;
+            };
+            match stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     self.state.peer_closed(k);
                     return;
                 }
-                Ok(n) => self.state.on_bytes(k, &self.read_buf[..n], now),
+                Ok(n) => {
+                    self.state.on_bytes(k, &self.read_buf[..n], now);
+                    self.settle();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -540,6 +654,7 @@ impl EventLoop {
             match msg {
                 ToWorker::Push(job) => {
                     let sockets = self.state.push(&job, now);
+                    self.settle();
                     job.counted(sockets);
                     self.unwritten_pushes
                         .push_back((job, self.state.io.corked_total));
@@ -561,6 +676,7 @@ impl EventLoop {
                     }
                     if self.state.shutdown_deadline.is_none() {
                         self.state.begin_shutdown(now);
+                        self.settle();
                     }
                 }
             }
@@ -601,18 +717,12 @@ pub(super) fn count_refusal(m: &mut Metrics, refusal: &IpRefusal) {
     }
 }
 
-/// Time since the Unix epoch, to the nanosecond: when a token's `exp` falls due.
-pub(super) fn unix_time() -> Duration {
+/// Time since the Unix epoch, to the nanosecond: read once, when a worker starts (see
+/// [`State::unix`]).
+fn unix_time() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
-}
-
-/// Seconds since the Unix epoch, the clock JWT `exp` is read against.
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// 120 random bits as 20 URL-safe base64 characters: socket ids and Engine.IO session ids.
@@ -646,6 +756,83 @@ pub(super) fn sid_worker(sid: &[u8]) -> Option<usize> {
 }
 
 impl State {
+    /// Worker `worker` of `workers`' state, started at `start`, when the wall clock read
+    /// `unix` since the Unix epoch. Fails when the JWT settings do not make a verifier.
+    pub(super) fn new(
+        config: Config,
+        worker: usize,
+        workers: usize,
+        ips: Arc<Mutex<IpLimiter>>,
+        start: Instant,
+        unix: Duration,
+    ) -> io::Result<State> {
+        let verifier = config
+            .verifier()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let limits = Limits::from(&config);
+        Ok(State {
+            rooms: Rooms::new(config.max_subscriptions).logging_events(),
+            io: Io {
+                entries: Slab::new(),
+                now: start,
+                metrics: Metrics::default(),
+                dead: Vec::new(),
+                reparse: Vec::new(),
+                resume: Vec::new(),
+                idle: config.handshake_timeout,
+                close_timeout: config.close_timeout,
+                closing_all: false,
+                max_queued: config.max_queued_bytes,
+                slow: Vec::new(),
+                corked_conns: VecDeque::new(),
+                corked_total: 0,
+                flushed_total: 0,
+                write_now: Vec::new(),
+                closed: Vec::new(),
+            },
+            deflate: Deflate::new(config.deflate_level, config.deflate_threshold),
+            config,
+            sids: HashMap::new(),
+            push_seq: 0,
+            shutdown_deadline: None,
+            verifier,
+            ips,
+            epoch: Epoch::new(start),
+            limits,
+            worker,
+            workers,
+            handed: Vec::new(),
+            wall: (start, unix),
+        })
+    }
+
+    /// Gives a connection accepted from `peer` (already counted against the per-address
+    /// caps) a slot; returns its key, the slab's next vacant one.
+    pub(super) fn open_conn(&mut self, peer: IpAddr, now: Instant) -> usize {
+        let c = &self.config;
+        let mut conn = Conn::new(
+            peer,
+            new_id(),
+            now,
+            now + c.handshake_timeout,
+            c.max_message,
+            c.max_fragments,
+        );
+        conn.inbound = InboundBucket::new(self.limits.client.as_ref());
+        let k = self.io.entries.insert(Entry::Conn(conn));
+        self.io.metrics.connections_accepted += 1;
+        k
+    }
+
+    /// Time since the Unix epoch at `now`, by the wall clock read when the worker started.
+    pub(super) fn unix(&self, now: Instant) -> Duration {
+        let (at, unix) = self.wall;
+        match now.checked_duration_since(at) {
+            Some(since) => unix + since,
+            None => unix.saturating_sub(at - now),
+        }
+    }
+
     pub(super) fn on_bytes(&mut self, k: usize, data: &[u8], now: Instant) {
         let Some(conn) = self.io.conn_mut(k) else {
             return;
@@ -812,7 +999,7 @@ impl State {
         let Some(token) = token else {
             return Ok(Identity::new(true, now + self.config.auth_timeout));
         };
-        match verifier.verify(&token, unix_now()) {
+        match verifier.verify(&token, self.unix(now).as_secs()) {
             Ok(claims) => Ok(Identity::user(claims, self.config.jwt_leeway.as_secs())),
             Err(e) => {
                 debug!(error = %e, "token refused at the handshake");
@@ -869,13 +1056,13 @@ impl State {
     pub(super) fn reject(&mut self, k: usize, e: &HandshakeError, now: Instant) {
         let status = e.status();
         if let Some(conn) = self.io.conn_mut(k) {
-            let peer = conn.stream.peer_addr().ok();
+            let peer = conn.peer;
             let warnings = &mut self.io.metrics.peer_warnings;
             peer_warn!(
                 warnings,
                 PeerFault::Handshake,
                 now,
-                ?peer,
+                %peer,
                 status,
                 error = %e,
                 "handshake rejected"
@@ -1050,7 +1237,9 @@ impl State {
         &mut self,
         k: usize,
         command: Result<ClientCommand, Refusal>,
+        now: Instant,
     ) -> Option<Result<Outcome, Refusal>> {
+        let unix = self.unix(now).as_secs();
         let identity = match self.io.entries.get_mut(k) {
             Some(Entry::Conn(conn)) => &mut conn.identity,
             Some(Entry::Session(sess)) if !sess.closed => &mut sess.identity,
@@ -1060,7 +1249,7 @@ impl State {
             verifier: self.verifier.as_ref(),
             leeway_secs: self.config.jwt_leeway.as_secs(),
         };
-        let outcome = commands::handle(&mut self.rooms, tokens, k, identity, command, unix_now());
+        let outcome = commands::handle(&mut self.rooms, tokens, k, identity, command, unix);
         match &outcome {
             Ok(outcome) => debug!(member = k, ?outcome, "client command"),
             Err(refusal) => {
@@ -1086,7 +1275,7 @@ impl State {
         let command = raw::decode(format, message)
             .map(ClientCommand::from)
             .map_err(Refusal::from);
-        let Some(outcome) = self.client_command(k, command) else {
+        let Some(outcome) = self.client_command(k, command, now) else {
             return;
         };
         let reply = match outcome {
@@ -1151,11 +1340,11 @@ impl State {
         };
         conn.shutdown_when_flushed = true;
         if conn.out.is_empty() {
-            self.io.flush(k);
+            self.io.write_now.push(k);
         }
     }
 
-    fn peer_closed(&mut self, k: usize) {
+    pub(super) fn peer_closed(&mut self, k: usize) {
         if let Some(conn) = self.io.conn_mut(k) {
             if conn.is_open() {
                 // The peer left without a close frame: RFC 6455 §7.1.5 calls that 1006.
@@ -1205,17 +1394,6 @@ impl State {
         sockets
     }
 
-    /// Tells the router's directory which of this worker's rooms opened and closed, in order:
-    /// before the turn's frames (a `subscribed` answer among them) are written.
-    fn publish_rooms(&mut self) {
-        for event in self.rooms.take_events() {
-            match event {
-                RoomEvent::Opened(user) => self.directory.opened(&user, self.worker),
-                RoomEvent::Closed(user) => self.directory.closed(&user, self.worker),
-            }
-        }
-    }
-
     /// The worker whose session a request on the Socket.IO path names, when it is not this
     /// one.
     fn owner_elsewhere(&self, req: &Request) -> Option<usize> {
@@ -1241,55 +1419,37 @@ impl State {
         let Some(Entry::Conn(mut conn)) = self.io.entries.try_remove(k) else {
             return;
         };
-        let _ = self.io.registry.deregister(&mut conn.stream);
         self.rooms.remove_conn(k);
         conn.corked = false;
         conn.writable_interest = false;
-        let peer = conn.peer;
         debug!(
             conn = k,
             from = self.worker,
             to = owner,
             "connection handed over"
         );
-        let sent = self.handover[owner].send(Box::new(conn)).is_ok()
-            && self.links[owner].waker.wake().is_ok();
-        if !sent {
-            // The owner stopped (shutdown): the connection was dropped and closed.
-            lock_ips(&self.ips).on_disconnect(peer);
-        }
+        self.handed.push((k, Box::new(conn), owner));
     }
 
-    /// Takes a connection another worker handed over: registers it here and routes the request
-    /// it carries. Returns its key, to be read this turn (bytes may have arrived meanwhile).
-    pub(super) fn adopt(&mut self, conn: Box<Conn>, now: Instant) -> Option<usize> {
+    /// Takes a connection another worker handed over and routes the request it carries;
+    /// returns its key (the slab's next vacant one).
+    pub(super) fn adopt(&mut self, conn: Box<Conn>, now: Instant) -> usize {
         let mut conn = *conn;
-        let entry = self.io.entries.vacant_entry();
-        let k = entry.key();
-        if let Err(e) = self
-            .io
-            .registry
-            .register(&mut conn.stream, Token(k), Interest::READABLE)
-        {
-            debug!(error = %e, "could not register a handed-over connection");
-            lock_ips(&self.ips).on_disconnect(conn.peer);
-            return None;
-        }
         let corked = !conn.out.is_empty();
         conn.corked = corked;
-        entry.insert(Entry::Conn(conn));
+        let k = self.io.entries.insert(Entry::Conn(conn));
         if corked {
             self.io.cork(k);
         }
         self.on_http(k, now);
-        Some(k)
+        k
     }
 
     /// Checks every entry's timers; returns the earliest deadline left, if any.
     fn sweep(&mut self, now: Instant) -> Option<Instant> {
         let c = &self.config;
-        let unix = unix_now();
-        let unix_precise = unix_time();
+        let unix_precise = self.unix(now);
+        let unix = unix_precise.as_secs();
         let mut earliest: Option<Instant> = None;
         let mut due = |at: Instant| {
             earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -1490,8 +1650,8 @@ impl State {
             for k in mem::take(&mut self.io.dead) {
                 self.unlink(k, now);
                 match self.io.entries.try_remove(k) {
-                    Some(Entry::Conn(mut conn)) => {
-                        let _ = self.io.registry.deregister(&mut conn.stream);
+                    Some(Entry::Conn(conn)) => {
+                        self.io.closed.push(k);
                         lock_ips(&self.ips).on_disconnect(conn.peer);
                         self.rooms.remove_conn(k);
                         debug!(conn = k, "connection closed");
@@ -1622,7 +1782,7 @@ impl Io {
             self.cork(k);
         }
         if flush_now {
-            self.flush(k);
+            self.write_now.push(k);
         }
         true
     }
@@ -1646,7 +1806,7 @@ impl Io {
                     self.metrics.count_close(CloseCode::SLOW_CONSUMER);
                 }
                 conn.phase = Phase::Closing {
-                    deadline: Instant::now() + close_timeout,
+                    deadline: self.now + close_timeout,
                 };
                 conn.shutdown_when_flushed = true;
             }
@@ -1658,7 +1818,7 @@ impl Io {
             None => return,
         }
         self.slow.push(k);
-        self.flush(k);
+        self.write_now.push(k);
     }
 
     /// Lists `k` (marked `corked`) to be written at the end of a turn.
@@ -1667,24 +1827,19 @@ impl Io {
         self.corked_total += 1;
     }
 
-    /// Writes the connections that had frames queued, once each, in the order they were
-    /// listed, at most `limit` of them; true when some are left for the next turn.
-    pub(super) fn uncork(&mut self, limit: usize) -> bool {
-        if self.corked_conns.is_empty() {
-            return false;
-        }
-        self.metrics.corked_batches += 1;
-        for _ in 0..limit {
-            let Some(k) = self.corked_conns.pop_front() else {
-                return false;
-            };
-            self.flushed_total += 1;
-            if let Some(conn) = self.conn_mut(k) {
-                conn.corked = false;
-            }
-            self.flush(k);
-        }
+    /// Whether connections wait to be written.
+    pub(super) fn corked(&self) -> bool {
         !self.corked_conns.is_empty()
+    }
+
+    /// The connection listed longest, to be written now: taken off the list.
+    pub(super) fn next_corked(&mut self) -> Option<usize> {
+        let k = self.corked_conns.pop_front()?;
+        self.flushed_total += 1;
+        if let Some(conn) = self.conn_mut(k) {
+            conn.corked = false;
+        }
+        Some(k)
     }
 
     /// Marks `k` as handed push `seq`; false when it already was (a socket of two listed users).
@@ -1746,43 +1901,6 @@ impl Io {
         sockets
     }
 
-    /// Writes what `k` has queued; drops `WRITABLE` interest once drained.
-    pub(super) fn flush(&mut self, k: usize) {
-        let Some(Entry::Conn(conn)) = self.entries.get_mut(k) else {
-            return;
-        };
-        if matches!(conn.phase, Phase::Dead) {
-            return;
-        }
-        match conn.flush() {
-            Ok(n) => {
-                self.metrics.bytes_sent += n as u64;
-                let want = !conn.out.is_empty();
-                if want != conn.writable_interest {
-                    conn.writable_interest = want;
-                    let interest = if want {
-                        Interest::READABLE | Interest::WRITABLE
-                    } else {
-                        Interest::READABLE
-                    };
-                    if self
-                        .registry
-                        .reregister(&mut conn.stream, Token(k), interest)
-                        .is_err()
-                    {
-                        self.kill(k);
-                    }
-                }
-            }
-            Err(_) => {
-                if conn.is_open() {
-                    self.metrics.count_close(CloseCode::ABNORMAL);
-                }
-                self.kill(k);
-            }
-        }
-    }
-
     /// Marks `k` closed; it leaves the slab (and a connection's socket closes) after this batch
     /// of events.
     pub(super) fn kill(&mut self, k: usize) {
@@ -1797,6 +1915,14 @@ impl Io {
             self.dead.push(k);
         }
     }
+}
+
+/// Puts `stream` at key `k` of the socket table.
+fn place(sockets: &mut Vec<Option<TcpStream>>, k: usize, stream: TcpStream) {
+    if sockets.len() <= k {
+        sockets.resize_with(k + 1, || None);
+    }
+    sockets[k] = Some(stream);
 }
 
 /// Whether queueing `len` more bytes behind `queued` passes the slow-consumer limit `max`. A
