@@ -17,8 +17,9 @@
 //!   envelope). No I/O.
 //! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
 //!   control API key check. No I/O, no clock: the caller passes the time in.
-//! - [`core`]: the sans-IO core of a worker: a client's identity, and its commands (subscribe,
-//!   unsubscribe, auth, refresh) carried out once for both protocols. No I/O, no clock.
+//! - [`core`]: the sans-IO core of a worker: connections and sessions as state machines, HTTP
+//!   routing, both protocols' client commands (once), rooms' fan-out, every timer. No socket,
+//!   no clock: bytes and `now` in, bytes to write and the next deadline out.
 //! - [`rooms`]: user ids interned to room indices, membership kept both ways.
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
@@ -27,7 +28,8 @@
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`router`]: where control requests meet the workers: push buckets, the directory of which
 //!   worker holds which user, answers gathered from several workers.
-//! - [`server`]: the workers, one mio event loop per core, each owning its connections.
+//! - [`server`]: the runtime: one thin mio loop per core around that core's state; it owns the
+//!   sockets and only polls, reads, writes and wakes.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
 //!   counters. No I/O.
 //! - [`metrics`]: the workers' counters and their Prometheus rendering.

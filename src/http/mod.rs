@@ -3,7 +3,7 @@
 //!
 //! Only what is the same on the public port and the control API lives here. Parsing requests,
 //! routing, deciding a status or a header's value belong to the callers (`ws::handshake`,
-//! `server::http`, `control::http`); this module does no I/O and depends on no other module of
+//! `core::polling`, `control::http`); this module does no I/O and depends on no other module of
 //! the crate, so every codec may use it.
 
 pub mod percent;

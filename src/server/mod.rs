@@ -1,21 +1,13 @@
-//! The public side: the mio event loop that owns every client connection, and [`start`], which
-//! binds both listeners and runs the loop and the control API on their threads.
+//! The runtime: [`start`] binds both listeners and runs one worker per core and the control
+//! API on their threads. A worker's runtime only polls, reads, writes and wakes; what its
+//! connections and sessions do is decided by its state in [`crate::core`].
 //!
-//! - [`event_loop`]: the thin loop: poll, accept, read, write, timers, commands.
-//! - [`conn`]: one connection's socket, phase and write queue.
-//! - `engine`: Engine.IO sessions (long-polling, WebSocket, the upgrade) and Socket.IO events.
-//! - [`session`]: an Engine.IO session, a slab entry beside the connections.
-//! - `http`: the public port's plain HTTP answers (polling, CORS, Engine.IO errors).
-//! - `health`: `/healthz` and `/readyz` on the public port, for load balancers.
+//! - [`event_loop`]: one worker's thin loop: poll, accept, read into the state, write what the
+//!   state queued, hand connections between workers, sleep until the next deadline.
 //! - `file_limit`: the process's open-file limit, which `start` warns about when it is low.
 
-pub mod conn;
-mod engine;
 pub mod event_loop;
 mod file_limit;
-mod health;
-mod http;
-pub mod session;
 
 use std::io;
 use std::mem;

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::core::conn::SocketId;
 use crate::core::identity::Identity;
 use crate::limits::InboundBucket;
-use crate::server::conn::SocketId;
 use crate::socketio::Reassembler;
 
 /// Which connections carry a session's packets. Each key here is a connection whose
-/// [`Conn::session`](crate::server::conn::Conn::session) names this session.
+/// [`Conn::session`](crate::core::conn::Conn::session) names this session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// HTTP long-polling; `get` is the connection holding a GET open, if any.
@@ -49,7 +49,7 @@ pub struct Session {
     pub connect_deadline: Option<Instant>,
     /// A binary Socket.IO packet waiting for its attachments (boxed: rare, and large).
     pub binary: Option<Box<Reassembler>>,
-    /// See [`Conn::push_mark`](crate::server::conn::Conn::push_mark).
+    /// See [`Conn::push_mark`](crate::core::conn::Conn::push_mark).
     pub push_mark: u64,
     /// Closed; removed from the slab after this batch of events.
     pub closed: bool,

@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use crate::core::conn::HttpMeta;
+use crate::core::polling::keep_alive;
+use crate::core::worker::State;
 use crate::http::ResponseHead;
-use crate::server::conn::HttpMeta;
-use crate::server::event_loop::State;
-use crate::server::http::keep_alive;
 use crate::ws::handshake::Request;
 
 /// Which probe a path names.
@@ -62,7 +62,7 @@ pub fn write_answer(out: &mut Vec<u8>, probe: Probe, method: &str, draining: boo
 impl State {
     /// Answers `probe` on connection `k`, then waits for its next request (`rest` holds what
     /// followed this one) or closes it.
-    pub(super) fn answer_probe(
+    pub(crate) fn answer_probe(
         &mut self,
         k: usize,
         probe: Probe,

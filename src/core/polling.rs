@@ -1,9 +1,9 @@
 //! The plain HTTP answers of the public port: Engine.IO long-polling responses, their CORS
 //! headers, and Engine.IO's errors. Writes into caller-owned buffers; no I/O.
 
+use crate::core::conn::HttpMeta;
 use crate::engineio;
 use crate::http::ResponseHead;
-use crate::server::conn::HttpMeta;
 use crate::ws::handshake::Request;
 
 /// The request's `Origin`, when it is one of `allowed` (exact `scheme://host:port` match).

@@ -1,4 +1,4 @@
-//! The event loop's Engine.IO v4 and Socket.IO v5 side: sessions over HTTP long-polling and
+//! A worker's Engine.IO v4 and Socket.IO v5 side: sessions over HTTP long-polling and
 //! WebSocket, the upgrade between them, and the `subscribe`/`unsubscribe` events.
 //!
 //! A session is a slab entry of its own ([`Entry::Session`]); the connections carrying it point
@@ -15,18 +15,16 @@ use tracing::debug;
 
 use crate::auth;
 use crate::core::commands::{ClientCommand, Outcome, Refusal};
+use crate::core::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::core::identity::Identity;
+use crate::core::polling as http;
+use crate::core::session::{Session, Transport};
+use crate::core::worker::{count_refusal, lock_ips, new_id, new_sid, over_limit, Entry, Io, State};
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket};
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::rooms;
-use crate::server::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
-use crate::server::event_loop::{
-    count_refusal, lock_ips, new_id, new_sid, over_limit, Entry, Io, State,
-};
-use crate::server::http;
-use crate::server::session::{Session, Transport};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};
 use crate::ws::{CloseCode, Decoder, Event};
@@ -34,7 +32,7 @@ use crate::ws::{CloseCode, Decoder, Event};
 impl State {
     /// Routes a request on the Socket.IO path: a polling GET or POST, a CORS preflight, or a
     /// WebSocket upgrade (new session, or the upgrade of a polling one).
-    pub(super) fn on_engine_request(
+    pub(crate) fn on_engine_request(
         &mut self,
         k: usize,
         req: Request,
@@ -165,7 +163,7 @@ impl State {
     /// Writes a complete HTTP answer to `k`, then puts it back to reading requests with `rest`
     /// as the start of the next (or closes). The next request is parsed by the loop in
     /// `on_http`, never from here: pipelined requests must not recurse.
-    pub(super) fn answer(
+    pub(crate) fn answer(
         &mut self,
         k: usize,
         out: Vec<u8>,
@@ -337,7 +335,7 @@ impl State {
     }
 
     /// Body bytes of a polling POST; once complete, its packets are handled and it is answered.
-    pub(super) fn on_body(&mut self, k: usize, data: &[u8], now: Instant) {
+    pub(crate) fn on_body(&mut self, k: usize, data: &[u8], now: Instant) {
         let idle = self.config.handshake_timeout;
         let Some(conn) = self.io.conn_mut(k) else {
             return;
@@ -410,7 +408,7 @@ impl State {
     }
 
     /// A WebSocket message on a connection carrying an Engine.IO session.
-    pub(super) fn on_engine_message(&mut self, k: usize, message: Event, now: Instant) {
+    pub(crate) fn on_engine_message(&mut self, k: usize, message: Event, now: Instant) {
         let Some(s) = self.io.conn_mut(k).and_then(|c| c.session) else {
             return;
         };
@@ -666,7 +664,7 @@ impl State {
     /// Session `s`'s token expired without a `refresh`: it is told why, disconnected from its
     /// namespace (so socket.io-client does not reconnect on its own with the stale token), and
     /// closed (4003 on a WebSocket).
-    pub(super) fn session_token_expired(&mut self, s: usize, now: Instant) {
+    pub(crate) fn session_token_expired(&mut self, s: usize, now: Instant) {
         debug!(session = s, "token expired");
         self.io.metrics.tokens_expired += 1;
         let error = socketio::encode_event("error", &[json!({"message": "token expired"})]);
@@ -689,7 +687,7 @@ impl State {
     }
 
     /// Emits `error` `{message}` to session `s`.
-    pub(super) fn socketio_error(&mut self, s: usize, message: &str, now: Instant) {
+    pub(crate) fn socketio_error(&mut self, s: usize, message: &str, now: Instant) {
         self.refuse(s, None, message, now);
     }
 
@@ -719,13 +717,13 @@ impl State {
     }
 
     /// Sends an encoded Engine.IO packet to session `s` over whichever transport it has.
-    pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
+    pub(crate) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
         self.io.session_send(s, packet, now)
     }
 
     /// Ends session `s`: leaves its rooms, answers a held GET with a close packet, and closes its
     /// WebSocket with `ws_code` (or drops it at once when `None`).
-    pub(super) fn close_session(
+    pub(crate) fn close_session(
         &mut self,
         s: usize,
         why: &str,
@@ -770,7 +768,7 @@ impl State {
     }
 
     /// Cuts the link between connection `k` and its session, when `k` stops carrying it.
-    pub(super) fn unlink(&mut self, k: usize, now: Instant) {
+    pub(crate) fn unlink(&mut self, k: usize, now: Instant) {
         let Some(s) = self.io.conn_mut(k).and_then(|c| c.session.take()) else {
             return;
         };
@@ -818,7 +816,7 @@ fn refresh_token(arg: Option<&Value>) -> Option<String> {
 impl Io {
     /// Sends an encoded Engine.IO packet to session `s`: as a text frame on its WebSocket, or
     /// queued for its next polling GET and flushed to a held one.
-    pub(super) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
+    pub(crate) fn session_send(&mut self, s: usize, packet: &Bytes, now: Instant) -> bool {
         let max_queued = self.max_queued;
         let Some(sess) = self.session_mut(s) else {
             return false;
@@ -841,7 +839,7 @@ impl Io {
     }
 
     /// Answers session `s`'s held GET with every queued packet.
-    pub(super) fn flush_poll(&mut self, s: usize, now: Instant) {
+    pub(crate) fn flush_poll(&mut self, s: usize, now: Instant) {
         let Some(sess) = self.session_mut(s) else {
             return;
         };
@@ -859,7 +857,7 @@ impl Io {
     }
 
     /// Answers held GET `g` with `packets` and returns it to reading requests; cuts its link.
-    pub(super) fn answer_poll<'a>(
+    pub(crate) fn answer_poll<'a>(
         &mut self,
         g: usize,
         packets: impl Iterator<Item = &'a [u8]> + Clone,
@@ -906,7 +904,7 @@ impl Io {
     }
 
     /// Shuts `k`'s write side once its queue drains and waits for its EOF until `deadline`.
-    pub(super) fn close_after_flush(&mut self, k: usize, deadline: Instant) {
+    pub(crate) fn close_after_flush(&mut self, k: usize, deadline: Instant) {
         let Some(conn) = self.conn_mut(k) else {
             return;
         };
