@@ -9,15 +9,18 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 use crate::auth::{self, Verifier};
-use crate::command::{Command, LoopGone, PushReply, UserInfo};
+use crate::command::{Command, LoopGone, PushReply, Target, UserInfo};
+use crate::config::Config;
 use crate::control::{api, http};
 use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
+use crate::core::driver::Driver;
 use crate::core::identity::Identity;
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::{self, ConnId, Rooms, SubscribeError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 use crate::ws::deflate::{self, Inflater};
+use crate::ws::frame::encode_masked;
 use crate::ws::{handshake, Decoder, Event};
 
 /// Decodes `data` once whole and once split into reads of varying sizes drawn from its first
@@ -611,6 +614,167 @@ fn core_malformed(arg: u8) -> Result<ClientCommand, Refusal> {
         // A token that does not verify, whoever sends it.
         2 => Ok(ClientCommand::Auth("a.b.c".into())),
         _ => Err(Refusal::from(raw::Error::BadToken(raw::TokenFault::Empty))),
+    }
+}
+
+/// Connections one `core_worker` run opens at most.
+const WORKER_CONNS: usize = 12;
+
+/// Requests a `core_worker` step sends whole; `{sid}` is a live session's id, when one is.
+const WORKER_REQUESTS: [&str; 10] = [
+    "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "GET /ws?format=msgpack HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n",
+    "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n40",
+    "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\r\n",
+    "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n42[\"subscribe\",\"u1\"]\u{1e}3",
+    "GET /socket.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n",
+    "GET /socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: h\r\n\r\n",
+];
+
+/// Messages a `core_worker` step sends as one masked text frame: the raw protocol's and
+/// Engine.IO's over a WebSocket.
+const WORKER_MESSAGES: [&str; 10] = [
+    r#"{"event":"subscribe","data":"u0"}"#,
+    r#"{"event":"subscribe","data":{"userId":"u1"}}"#,
+    r#"{"event":"unsubscribe","data":"u0"}"#,
+    r#"{"event":"nonsense"}"#,
+    "2probe",
+    "5",
+    "40",
+    r#"42["subscribe","u2"]"#,
+    r#"42["unsubscribe","u2"]"#,
+    "3",
+];
+
+/// Time steps of a `core_worker` run, in milliseconds: from within one sweep gap to past every
+/// default timeout.
+const WORKER_STEPS_MS: [u64; 8] = [1, 7, 50, 300, 2_000, 10_000, 25_000, 61_000];
+
+/// A socket that takes `left` more bytes, then would block.
+struct PartialSocket {
+    left: usize,
+}
+
+impl std::io::Write for PartialSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.left);
+        self.left -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Drives a worker's whole state, as the runtime does but without a socket or a clock
+/// ([`Driver`]), with the connections, bytes, pushes, partial writes, closes and time steps
+/// `data` spells, and after every step requires what must hold between calls
+/// ([`Driver::check`]): queue counts match the queues, rooms hold only live entries, sessions
+/// and their connections name each other.
+///
+/// The first byte is the mode: bit 0 makes this worker 0 of 2 (so requests for the other's
+/// sessions are handed over), bit 1 lowers the slow-consumer limit to 2 KiB, bit 2 ends the
+/// run with a shutdown. Then two bytes a step: an operation and its argument; raw bytes take
+/// as many more as the argument says.
+pub fn core_worker(data: &[u8]) {
+    let Some((&mode, mut steps)) = data.split_first() else {
+        return;
+    };
+    let mut config = Config::for_tests();
+    config.workers = if mode & 1 != 0 { 2 } else { 1 };
+    if mode & 2 != 0 {
+        config.max_queued_bytes = 2048;
+    }
+    let workers = usize::from(config.workers);
+    let mut d = Driver::new(config, 0, workers);
+    let mut conns: Vec<usize> = Vec::new();
+    while let [op, arg, rest @ ..] = steps {
+        steps = rest;
+        let arg = *arg;
+        let conn = (!conns.is_empty()).then(|| conns[usize::from(arg) % conns.len()]);
+        let user = format!("u{}", arg % 3);
+        match op % 12 {
+            0 => {
+                if conns.len() < WORKER_CONNS {
+                    conns.extend(d.connect());
+                }
+            }
+            1 => {
+                let n = usize::from(arg >> 4).min(steps.len());
+                let (bytes, rest) = steps.split_at(n);
+                steps = rest;
+                if let Some(k) = conn {
+                    d.read(k, bytes);
+                }
+            }
+            2 => {
+                let sid = d.session_ids().into_iter().next().unwrap_or_default();
+                let request = WORKER_REQUESTS[usize::from(arg >> 4) % WORKER_REQUESTS.len()]
+                    .replace("{sid}", &sid);
+                if let Some(k) = conn {
+                    d.read(k, request.as_bytes());
+                }
+            }
+            3 => {
+                let message = WORKER_MESSAGES[usize::from(arg >> 4) % WORKER_MESSAGES.len()];
+                if let Some(k) = conn {
+                    let mask = [arg, 1, 2, 3];
+                    d.read(k, &encode_masked(true, 0x1, 0, message.as_bytes(), mask));
+                }
+            }
+            4 => {
+                // Control frames: ping, pong, close.
+                let opcode = [0x9, 0xA, 0x8][usize::from(arg >> 4) % 3];
+                let payload: &[u8] = if opcode == 0x8 { &[0x03, 0xe8] } else { b"p" };
+                if let Some(k) = conn {
+                    d.read(k, &encode_masked(true, opcode, 0, payload, [9, 9, 9, 9]));
+                }
+            }
+            5 => {
+                let ms = WORKER_STEPS_MS[usize::from(arg) % WORKER_STEPS_MS.len()];
+                d.advance(Duration::from_millis(ms));
+            }
+            6 => {
+                d.push(Target::User(user), r#"{"type":"like","message":"m"}"#);
+            }
+            7 => {
+                let users = vec![user, format!("u{}", (arg >> 2) % 3)];
+                d.push(Target::Users(users), r#"{"n":1}"#);
+            }
+            8 => {
+                d.push(Target::All, r#"{"n":2}"#);
+            }
+            9 => {
+                if let Some(k) = conn {
+                    let mut socket = PartialSocket {
+                        left: usize::from(arg >> 2) * 16,
+                    };
+                    d.write_to(k, &mut socket);
+                }
+            }
+            10 => {
+                if let Some(k) = conn {
+                    d.peer_closed(k);
+                }
+            }
+            _ => {
+                d.end_turn();
+            }
+        }
+        d.check();
+    }
+    if mode & 4 != 0 {
+        d.shutdown();
+        d.check();
+        d.advance(Duration::from_secs(60));
+        d.check();
     }
 }
 

@@ -61,6 +61,7 @@ corpus!(
     token,
     rooms,
     core_commands,
+    core_worker,
 );
 
 /// Every fuzz target has a corpus replayed here: a target added to `fuzz/Cargo.toml` without

@@ -19,6 +19,8 @@
 
 pub mod commands;
 pub mod conn;
+#[doc(hidden)]
+pub mod driver;
 mod engine;
 mod health;
 pub mod identity;
@@ -26,3 +28,6 @@ mod polling;
 pub mod session;
 pub mod timers;
 pub mod worker;
+
+#[cfg(test)]
+mod tests;
