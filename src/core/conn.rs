@@ -1,9 +1,10 @@
 //! One client connection as a worker's state holds it: where it stands in its life, and the
 //! bytes not written yet. The socket is the runtime's; [`Conn::flush`] is handed it.
 //!
-//! Memory: an idle open connection holds no heap buffer. The handshake buffer exists only until the
-//! request is complete; the decoder frees its message buffer when a message completes; the write
-//! queue is empty (and unallocated) unless the socket pushed back.
+//! Memory: an idle open connection holds one heap block, its boxed WebSocket decoder (whose message
+//! buffer exists only while a message is arriving); the slab slot itself stays small, so an
+//! Engine.IO session's slot beside it is small too. The handshake buffer exists only until the
+//! request is complete; the write queue is empty (and unallocated) unless the socket pushed back.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -80,7 +81,9 @@ pub type SocketId = [u8; 20];
 
 pub struct Conn {
     pub phase: Phase,
-    pub decoder: Decoder,
+    /// The frame decoder, from the WebSocket handshake on (boxed: a polling connection or an
+    /// Engine.IO session's slab slot does not carry its size).
+    pub decoder: Option<Box<Decoder>>,
     /// Bytes not yet written, in order; the front may be partly written (it is advanced in place).
     pub out: VecDeque<Bytes>,
     /// The bytes `out` holds, kept as it changes: what the slow-consumer limit is checked against.
@@ -141,20 +144,13 @@ pub struct Flushed {
 const WRITEV_MAX: usize = 64;
 
 impl Conn {
-    pub fn new(
-        peer: IpAddr,
-        id: SocketId,
-        now: Instant,
-        deadline: Instant,
-        max_message: usize,
-        max_fragments: u32,
-    ) -> Self {
+    pub fn new(peer: IpAddr, id: SocketId, now: Instant, deadline: Instant) -> Self {
         Conn {
             phase: Phase::Http {
                 head: BytesMut::new(),
                 deadline,
             },
-            decoder: Decoder::new(max_message).with_max_fragments(max_fragments),
+            decoder: None,
             out: VecDeque::new(),
             queued: 0,
             slow: false,

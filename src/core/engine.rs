@@ -27,7 +27,7 @@ use crate::log_limit::{peer_warn, PeerFault};
 use crate::rooms;
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};
-use crate::ws::{CloseCode, Decoder, Event};
+use crate::ws::{CloseCode, Event};
 
 impl State {
     /// Routes a request on the Socket.IO path: a polling GET or POST, a CORS preflight, or a
@@ -223,12 +223,9 @@ impl State {
                 s
             }
         };
-        let (max_payload, max_fragments) = (self.config.max_payload, self.config.max_fragments);
         if let Some(conn) = self.io.conn_mut(k) {
             conn.session = Some(s);
             conn.served = true;
-            // Socket.IO messages may be as large as Engine.IO's maxPayload.
-            conn.decoder = Decoder::new(max_payload).with_max_fragments(max_fragments);
         }
         let agreed = self.agree(&hs);
         let mut out = Vec::with_capacity(256);

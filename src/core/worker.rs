@@ -43,7 +43,7 @@ use crate::router::mailbox::PushJob;
 use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
 use crate::ws::handshake::{self, Agreement, Handshake, HandshakeError, Request};
-use crate::ws::{CloseCode, Event};
+use crate::ws::{CloseCode, Decoder, Event};
 
 /// A connection with this many bytes queued during a turn is written at once rather than at
 /// the end of the turn, so that a long turn does not pass for a slow reader.
@@ -222,14 +222,7 @@ impl State {
     /// caps) a slot; returns its key, the slab's next vacant one.
     pub(crate) fn open_conn(&mut self, peer: IpAddr, now: Instant) -> usize {
         let c = &self.config;
-        let mut conn = Conn::new(
-            peer,
-            new_id(),
-            now,
-            now + c.handshake_timeout,
-            c.max_message,
-            c.max_fragments,
-        );
+        let mut conn = Conn::new(peer, new_id(), now, now + c.handshake_timeout);
         conn.inbound = InboundBucket::new(self.limits.client.as_ref());
         let k = self.io.entries.insert(Entry::Conn(conn));
         self.io.metrics.connections_accepted += 1;
@@ -449,10 +442,17 @@ impl State {
             return false;
         };
         conn.phase = Phase::Open(proto);
+        // Socket.IO messages may be as large as Engine.IO's maxPayload.
+        let max_message = match proto {
+            Proto::EngineIo => self.config.max_payload,
+            Proto::Raw | Proto::Echo => self.config.max_message,
+        };
+        let mut decoder = Decoder::new(max_message).with_max_fragments(self.config.max_fragments);
         if agreed.deflate.is_some() {
             conn.deflate = true;
-            conn.decoder.enable_deflate();
+            decoder.enable_deflate();
         }
+        conn.decoder = Some(Box::new(decoder));
         self.io.metrics.handshakes_completed += 1;
         debug!(conn = k, ?proto, "websocket open");
         if !self.io.send(k, &Bytes::from(response)) {
@@ -501,8 +501,11 @@ impl State {
             let Phase::Open(proto) = conn.phase else {
                 return;
             };
-            let decoded = conn.decoder.decode(input);
-            let inflated = conn.decoder.message_was_compressed();
+            let Some(decoder) = conn.decoder.as_mut() else {
+                return;
+            };
+            let decoded = decoder.decode(input);
+            let inflated = decoder.message_was_compressed();
             match decoded {
                 Ok((n, event)) => {
                     input = &input[n..];
