@@ -48,7 +48,7 @@ const COMMANDS_PER_TURN: usize = 64;
 /// turns that poll without sleeping, so reads, pings and new commands are taken between them;
 /// a push arriving meanwhile joins the frames still waiting, and each socket gets both in one
 /// `writev`.
-const FLUSHES_PER_TURN: usize = 256;
+const FLUSHES_PER_TURN: usize = 64;
 /// Refused connections kept draining until their client closes (see [`refuse`]);
 /// past this many, a refused connection is closed at once.
 const MAX_REFUSED_DRAINING: usize = 1024;
@@ -203,8 +203,16 @@ impl EventLoop {
                 sweep_at = next_sweep(now, earliest, max_gap);
             }
             self.publish_rooms();
-            busy |= self.uncork(FLUSHES_PER_TURN);
+            let unwritten = self.uncork(FLUSHES_PER_TURN);
             self.pushes_written();
+            if unwritten {
+                // Writes are left for the next turn, which polls without sleeping: let a thread
+                // waiting for this core run first. The control thread that will answer the push
+                // just counted, or read the next one, may share it, and would otherwise wait
+                // out this thread's time slice.
+                std::thread::yield_now();
+            }
+            busy |= unwritten;
             self.more_to_read.append(&mut self.state.io.resume);
             if let Some(deadline) = self.state.shutdown_deadline {
                 if self.state.io.entries.is_empty() || now >= deadline {
