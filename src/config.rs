@@ -48,7 +48,9 @@ pub struct Config {
     /// How new connections reach the workers: `handoff`, one listener whose worker accepts and
     /// deals connections to the workers in turn; `reuseport`, a listener per worker on the same
     /// port (`SO_REUSEPORT`), the kernel choosing (another process of the same user could then
-    /// bind the port too and take a share of the connections).
+    /// bind the port too and take a share of the connections). Both measured alike; `handoff`
+    /// keeps the split exact whatever the clients' addresses, and one listener to close at
+    /// shutdown.
     #[arg(long, env = "HERALD_ACCEPT", value_enum, default_value_t = Accept::Handoff)]
     pub accept: Accept,
 
