@@ -116,7 +116,8 @@ pub(crate) struct Io {
     /// after it.
     pub(crate) slow: Vec<usize>,
     /// Connections with frames queued, in the order they were listed, written once each at
-    /// the end of a turn, at most [`FLUSHES_PER_TURN`] a turn ([`Io::uncork`]).
+    /// the end of a turn, a bounded number a turn (the runtime takes them with
+    /// [`Io::next_corked`]).
     pub(crate) corked_conns: VecDeque<usize>,
     /// Connections ever listed in `corked_conns`, and ever taken off its front: a push whose
     /// delivery left the first at `n` is written once the second reaches `n`.
@@ -984,13 +985,6 @@ impl Io {
         }
     }
 
-    /// Queues `bytes` for connection `k`, to be written at the end of the turn with everything
-    /// else queued for it (see [`Io::uncork`]); false when `k` is gone, closing as a slow
-    /// consumer, or would pass the slow-consumer limit with it (then it is closed as one).
-    pub(crate) fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
-        self.queue(k, bytes)
-    }
-
     /// Sends pong `frame` to `k`, or holds it while other frames wait to be written: then a
     /// newer ping's pong replaces the one held. RFC 6455 §5.5.3: "If an endpoint receives a Ping
     /// frame and has not yet sent Pong frame(s) in response to previous Ping frame(s), the
@@ -1012,8 +1006,10 @@ impl Io {
         // The held pong follows the frames waiting for the socket to take them.
     }
 
-    /// Queues `bytes` for connection `k` until [`Io::uncork`].
-    fn queue(&mut self, k: usize, bytes: &Bytes) -> bool {
+    /// Queues `bytes` for connection `k`, to be written by the runtime at the end of a turn with
+    /// everything else queued for it (see [`Io::next_corked`]); false when `k` is gone, closing as
+    /// a slow consumer, or would pass the slow-consumer limit with it (then it is closed as one).
+    pub(crate) fn send(&mut self, k: usize, bytes: &Bytes) -> bool {
         let max = self.max_queued;
         let Some(conn) = self.conn_mut(k) else {
             return false;
