@@ -83,7 +83,7 @@ fn fanout(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(name, recipients), &recipients, |b, &r| {
                 b.iter(|| {
                     handed.clear();
-                    let payload = Payload::new(black_box(n.clone()), &deflate);
+                    let payload = Payload::new(black_box(n.clone()), None, &deflate);
                     for _ in 0..r {
                         handed.push(payload.raw_frame(on).clone());
                     }

@@ -32,6 +32,7 @@ fn fanout(c: &mut Criterion) {
                     handed.clear();
                     let payload = Payload::new(
                         Bytes::from(serde_json::to_vec(black_box(&n)).unwrap_or_default()),
+                        None,
                         &deflate,
                     );
                     let frame = payload.raw_frame(false);

@@ -80,7 +80,7 @@ fn envelope(c: &mut Criterion) {
             })
         });
         g.bench_with_input(BenchmarkId::new("msgpack", n.len()), &n, |b, n| {
-            b.iter(|| raw::notification_msgpack(black_box(n)).ok())
+            b.iter(|| raw::notification_msgpack(black_box(n), None).ok())
         });
         g.bench_with_input(
             BenchmarkId::new("msgpack_via_value", n.len()),

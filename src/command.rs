@@ -45,7 +45,7 @@ pub enum Command {
 }
 
 /// The loop's answer to [`Command::Push`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PushReply {
     /// Sockets the notification was handed to (written or queued for writing).
     pub sockets: usize,
@@ -55,6 +55,9 @@ pub struct PushReply {
     /// For a [`Target::User`] push refused by the user's bucket: how long until it holds a
     /// token again. `None` otherwise.
     pub retry_after: Option<Duration>,
+    /// The push's offset in the recovery log; `None` when recovery is off or the push was
+    /// refused.
+    pub offset: Option<Arc<str>>,
 }
 
 /// The loop's answer to [`Command::UserInfo`].

@@ -178,10 +178,42 @@ pub struct Config {
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", default_value_t = 16, value_parser = at_least_one())]
     pub max_subscriptions: usize,
 
-    /// On SIGINT/SIGTERM, how long herald waits for clients to acknowledge close 1001 and for
-    /// queued bytes to drain before it exits anyway. 0: exit without waiting.
+    /// On SIGINT/SIGTERM, once every client was told to go (see --drain-time), how long herald
+    /// waits for clients to acknowledge their close and for queued bytes to drain before it
+    /// exits anyway. 0: exit without waiting.
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, herald stops accepting, answers /readyz 503, and closes its clients in
+    /// batches spread over this long (close 1012 on /ws, a transport close for Socket.IO), so
+    /// that they reconnect, to another instance or to this one restarted, without all arriving
+    /// at once. 0: all at once.
+    #[arg(long, env = "HERALD_DRAIN_TIME", default_value = "5s", value_parser = duration)]
+    pub drain_time: Duration,
+
+    /// Keep every push in an ordered log with offsets, so that reconnecting clients get what
+    /// they missed: raw clients subscribe with the last offset they saw, Socket.IO clients
+    /// recover their session (connection state recovery). `false` turns the log, offsets and
+    /// recovery off.
+    #[arg(long, env = "HERALD_RECOVERY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub recovery: bool,
+
+    /// How long pushes are kept for reconnecting clients (and how long a Socket.IO session whose
+    /// connection dropped may be taken back); an older offset is answered `recovered: false`.
+    #[arg(long, env = "HERALD_RECOVERY_WINDOW", default_value = "2m", value_parser = positive_duration)]
+    pub recovery_window: Duration,
+
+    /// The most bytes the recovery log may hold (notifications, user ids and bookkeeping); the
+    /// oldest pushes are dropped first when it is full.
+    #[arg(long, env = "HERALD_RECOVERY_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = at_least_one())]
+    pub recovery_max_bytes: usize,
+
+    /// A directory where herald writes its recovery log and Socket.IO sessions at a clean exit and
+    /// reads them back at start, keeping the log's epoch: clients that reconnect after a restart
+    /// recover what was pushed before it. Without it a restart starts a new epoch, and clients
+    /// are told `recovered: false`.
+    #[arg(long, env = "HERALD_STATE_DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
 
     /// Largest control API request body, in bytes; a larger one is answered 413.
     #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024, value_parser = at_least_one())]
@@ -433,6 +465,8 @@ impl Config {
         c.api_key = None;
         // Nor may an echo route appear that the test did not ask for.
         c.echo_path = None;
+        // Nor state be read from, or left in, a directory the test did not give.
+        c.state_dir = None;
         // Tests open many connections from one address and push in bursts; each limit test turns
         // its own limit back on.
         c.user_rate = 0;

@@ -8,6 +8,7 @@
 //! push runs the compressor at most once per wire form, however many sockets take it.
 
 use std::cell::{Cell, OnceCell, RefCell};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -16,10 +17,9 @@ use crate::ws::deflate::Compressor;
 use crate::ws::frame::{self, opcode};
 
 const RAW_PREFIX: &[u8] = b"{\"event\":\"notification\",\"data\":";
-const RAW_SUFFIX: &[u8] = b"}";
+
 /// Engine.IO message (`4`) carrying a Socket.IO EVENT (`2`) on `/`: `42["notification",{...}]`.
 const SIO_PREFIX: &[u8] = b"42[\"notification\",";
-const SIO_SUFFIX: &[u8] = b"]";
 
 /// RFC 7692 §6: the "Per-Message Compressed" bit, RSV1, in a frame's first byte.
 const RSV1: u8 = 0x40;
@@ -99,6 +99,13 @@ impl Deflate {
 pub struct Payload<'d> {
     /// The notification object, serialized once by the control API.
     notification: Bytes,
+    /// The push's sequence number and offset in the recovery log, when recovery is on.
+    offset: Option<(u64, Arc<str>)>,
+    /// What follows the notification in the raw envelope (`,"offset":"..."}` or `}`) and in
+    /// Socket.IO's event (`,"..."]` or `]`): the offset goes last, as the reference server
+    /// puts it.
+    raw_tail: Bytes,
+    sio_tail: Bytes,
     deflate: &'d Deflate,
     /// The raw protocol text frame, header included, and its compressed twin.
     raw_frame: OnceCell<Bytes>,
@@ -117,9 +124,20 @@ pub struct Payload<'d> {
 }
 
 impl<'d> Payload<'d> {
-    pub fn new(notification: Bytes, deflate: &'d Deflate) -> Self {
+    pub fn new(notification: Bytes, offset: Option<(u64, Arc<str>)>, deflate: &'d Deflate) -> Self {
+        let (raw_tail, sio_tail) = match &offset {
+            None => (Bytes::from_static(b"}"), Bytes::from_static(b"]")),
+            // Offsets are `<hex>-<digits>`: nothing in them needs escaping.
+            Some((_, o)) => (
+                Bytes::from(format!(",\"offset\":\"{o}\"}}")),
+                Bytes::from(format!(",\"{o}\"]")),
+            ),
+        };
         Payload {
             notification,
+            offset,
+            raw_tail,
+            sio_tail,
             deflate,
             raw_frame: OnceCell::new(),
             raw_frame_z: OnceCell::new(),
@@ -135,7 +153,7 @@ impl<'d> Payload<'d> {
     /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame,
     /// compressed for a connection that agreed permessage-deflate when it is worth it.
     pub fn raw_frame(&self, deflate: bool) -> &Bytes {
-        let parts = [RAW_PREFIX, &self.notification[..], RAW_SUFFIX];
+        let parts = [RAW_PREFIX, &self.notification[..], &self.raw_tail[..]];
         self.form(
             opcode::TEXT,
             deflate,
@@ -152,7 +170,8 @@ impl<'d> Payload<'d> {
         let body = self
             .msgpack
             .get_or_init(|| {
-                raw::notification_msgpack(&self.notification)
+                let offset = self.offset.as_ref().map(|(_, o)| &**o);
+                raw::notification_msgpack(&self.notification, offset)
                     .ok()
                     .map(Bytes::from)
             })
@@ -171,10 +190,12 @@ impl<'d> Payload<'d> {
     /// packet, to be joined with others into a polling response.
     pub fn sio_packet(&self) -> &Bytes {
         self.sio_packet.get_or_init(|| {
-            let mut out = BytesMut::with_capacity(SIO_PREFIX.len() + self.notification.len() + 1);
+            let mut out = BytesMut::with_capacity(
+                SIO_PREFIX.len() + self.notification.len() + self.sio_tail.len(),
+            );
             out.put_slice(SIO_PREFIX);
             out.put_slice(&self.notification);
-            out.put_slice(SIO_SUFFIX);
+            out.put_slice(&self.sio_tail);
             out.freeze()
         })
     }
@@ -182,7 +203,7 @@ impl<'d> Payload<'d> {
     /// The notification as a Socket.IO client on WebSocket receives it: one text frame, compressed
     /// as [`Payload::raw_frame`] is.
     pub fn sio_frame(&self, deflate: bool) -> &Bytes {
-        let parts = [SIO_PREFIX, &self.notification[..], SIO_SUFFIX];
+        let parts = [SIO_PREFIX, &self.notification[..], &self.sio_tail[..]];
         self.form(
             opcode::TEXT,
             deflate,
@@ -190,6 +211,11 @@ impl<'d> Payload<'d> {
             &self.sio_frame,
             &self.sio_frame_z,
         )
+    }
+
+    /// The push's sequence number in the recovery log (0 without one).
+    pub fn seq(&self) -> u64 {
+        self.offset.as_ref().map_or(0, |(seq, _)| *seq)
     }
 
     /// An `op` frame of `parts`, plain or compressed, each built at most once.
@@ -246,7 +272,7 @@ mod tests {
     #[test]
     fn raw_frame_is_built_once_and_shared() {
         let off = Deflate::new(1, usize::MAX);
-        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), &off);
+        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), None, &off);
         let a = p.raw_frame(false).clone();
         let b = p.raw_frame(false).clone();
         assert_eq!(a.as_ptr(), b.as_ptr(), "both recipients share one buffer");
@@ -259,12 +285,12 @@ mod tests {
     #[test]
     fn a_form_no_recipient_uses_is_never_built() {
         let off = Deflate::new(1, usize::MAX);
-        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), None, &off);
         p.raw_frame(false);
         assert!(p.raw_frame.get().is_some());
         assert!(p.sio_packet.get().is_none() && p.sio_frame.get().is_none());
         let off = Deflate::new(1, usize::MAX);
-        let q = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
+        let q = Payload::new(Bytes::from_static(br#"{"m":1}"#), None, &off);
         q.sio_packet();
         assert!(q.raw_frame.get().is_none() && q.sio_frame.get().is_none());
     }
@@ -272,7 +298,7 @@ mod tests {
     #[test]
     fn socketio_forms() {
         let off = Deflate::new(1, usize::MAX);
-        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), &off);
+        let p = Payload::new(Bytes::from_static(br#"{"m":1}"#), None, &off);
         assert_eq!(&p.sio_packet()[..], br#"42["notification",{"m":1}]"#);
         let f = p.sio_frame(false);
         assert_eq!(&f[..2], &[0x81, p.sio_packet().len() as u8]);
@@ -283,9 +309,9 @@ mod tests {
     fn long_payload_uses_16_bit_length() {
         let body = format!("{{\"m\":\"{}\"}}", "x".repeat(300));
         let off = Deflate::new(1, usize::MAX);
-        let p = Payload::new(Bytes::from(body.clone()), &off);
+        let p = Payload::new(Bytes::from(body.clone()), None, &off);
         let f = p.raw_frame(false);
-        let len = RAW_PREFIX.len() + body.len() + 1;
+        let len = RAW_PREFIX.len() + body.len() + b"}".len();
         assert_eq!(&f[..4], &[0x81, 0x7E, (len >> 8) as u8, len as u8]);
         assert_eq!(f.len(), 4 + len);
     }
@@ -313,7 +339,7 @@ mod tests {
     #[test]
     fn one_compressor_run_for_many_deflate_recipients() {
         let deflate = Deflate::new(1, 1024);
-        let p = Payload::new(big_notification(), &deflate);
+        let p = Payload::new(big_notification(), None, &deflate);
         let frames: Vec<Bytes> = (0..1000).map(|_| p.raw_frame(true).clone()).collect();
         assert_eq!(
             deflate.runs(),
@@ -339,7 +365,7 @@ mod tests {
     #[test]
     fn small_payloads_are_shared_uncompressed() {
         let deflate = Deflate::new(1, 1024);
-        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), &deflate);
+        let p = Payload::new(Bytes::from_static(br#"{"type":"LIKE"}"#), None, &deflate);
         assert_eq!(p.raw_frame(true).as_ptr(), p.raw_frame(false).as_ptr());
         assert_eq!(p.raw_frame(true)[0], 0x81);
         assert_eq!(
@@ -363,7 +389,7 @@ mod tests {
             .filter(|c| *c != '"' && *c != '\\')
             .collect();
         let body = Bytes::from(format!(r#"{{"m":"{noise}"}}"#));
-        let p = Payload::new(body, &deflate);
+        let p = Payload::new(body, None, &deflate);
         let z = p.raw_frame(true);
         assert_eq!(deflate.runs(), 1);
         if z[0] == 0xC1 {
@@ -376,7 +402,7 @@ mod tests {
     #[test]
     fn msgpack_form_is_transcoded_once_and_can_be_compressed() {
         let deflate = Deflate::new(1, 1024);
-        let p = Payload::new(big_notification(), &deflate);
+        let p = Payload::new(big_notification(), None, &deflate);
         let a = p.msgpack_frame(false).unwrap().clone();
         let b = p.msgpack_frame(false).unwrap().clone();
         assert_eq!(a.as_ptr(), b.as_ptr());
@@ -410,7 +436,7 @@ mod tests {
     #[test]
     fn a_notification_without_a_msgpack_form_gives_none() {
         let deflate = Deflate::new(1, 1024);
-        let p = Payload::new(Bytes::from_static(br#"{"n":1e400}"#), &deflate);
+        let p = Payload::new(Bytes::from_static(br#"{"n":1e400}"#), None, &deflate);
         assert!(p.msgpack_frame(false).is_none());
         assert!(p.msgpack_frame(true).is_none());
         assert_eq!(p.raw_frame(false)[0], 0x81, "JSON recipients still get it");

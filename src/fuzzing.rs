@@ -194,7 +194,16 @@ pub fn raw_protocol(data: &[u8]) {
 /// a new one cannot be added without being fuzzed here too.
 fn raw_reply(format: Format, message: raw::Message<'_>) -> Vec<u8> {
     match raw::decode(format, message) {
-        Ok(raw::ClientEvent::Subscribe(user)) => raw::subscribed(format, &user, "socket"),
+        Ok(raw::ClientEvent::Subscribe(sub)) => {
+            let answer = raw::SubscribedAnswer {
+                users: &sub.users,
+                list: sub.list,
+                socket_id: "socket",
+                offset: sub.offset.as_deref(),
+                recovered: Some(sub.offset.is_some()),
+            };
+            raw::subscribed(format, &answer)
+        }
         Ok(raw::ClientEvent::Unsubscribe(user)) => raw::unsubscribed(format, &user),
         Ok(raw::ClientEvent::Auth(token)) => {
             assert!(
@@ -487,7 +496,7 @@ fn run_core_commands(data: &[u8]) -> Vec<Result<Outcome, Refusal>> {
                 }
                 None
             }
-            1 => Some(Ok(ClientCommand::Subscribe(user))),
+            1 => Some(Ok(ClientCommand::Subscribe(user.as_str().into()))),
             2 => Some(Ok(ClientCommand::Unsubscribe(user))),
             3 => Some(Ok(ClientCommand::Auth(core_token(arg, now_unix)))),
             4 if arg & 0x80 != 0 => Some(Ok(ClientCommand::Refresh(None))),
@@ -519,17 +528,26 @@ fn run_core_commands(data: &[u8]) -> Vec<Result<Outcome, Refusal>> {
         if let (Some(command), Some(identity)) = (command, members[m].as_mut()) {
             let before = identity.clone();
             let target = match &command {
-                Ok(ClientCommand::Subscribe(u) | ClientCommand::Unsubscribe(u)) => {
+                Ok(ClientCommand::Subscribe(sub)) => {
+                    let u = &sub.users[0];
+                    Some((u.clone(), rooms.members(u).contains(&m)))
+                }
+                Ok(ClientCommand::Unsubscribe(u)) => {
                     Some((u.clone(), rooms.members(u).contains(&m)))
                 }
                 _ => None,
             };
-            let outcome = commands::handle(&mut rooms, tokens, m, identity, command, now_unix);
+            let outcome =
+                commands::handle(&mut rooms, tokens, m, identity, command, now_unix, false);
             match &outcome {
-                Ok(Outcome::Subscribed { user_id, newly }) => {
+                Ok(Outcome::Subscribed { users, newly, .. }) => {
+                    let user_id = &users[0];
                     assert!(rooms.members(user_id).contains(&m), "subscribed, not in");
                     assert_eq!(target, Some((user_id.clone(), !newly)), "newly");
                     assert!(identity.may_subscribe(user_id).is_ok());
+                }
+                Ok(Outcome::Joining(_)) => {
+                    unreachable!("joins are answered later only with recovery on")
                 }
                 Ok(Outcome::Unsubscribed {
                     user_id,

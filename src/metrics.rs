@@ -36,6 +36,15 @@ pub struct Metrics {
     /// Socket.IO sessions closed for holding more than `--max-queued-bytes` of binary
     /// attachments of a packet not yet complete.
     pub attachments_refused: u64,
+    /// Joins with an offset (a raw subscribe, a Socket.IO session taken back) that were handed
+    /// what they missed, and those whose offset could not be honoured.
+    pub recoveries: u64,
+    pub recoveries_failed: u64,
+    /// Notifications handed to a client after it reconnected: what it missed.
+    pub replayed: u64,
+    /// Socket.IO sessions kept for recovery when their transport was lost, and taken back.
+    pub sessions_parked: u64,
+    pub sessions_recovered: u64,
     /// Pushes withheld from a user whose push bucket was empty (`--user-rate`).
     pub rate_limited_user: u64,
     /// Client messages dropped by their connection's bucket (`--client-rate`).
@@ -136,6 +145,11 @@ pub struct RouterCounts {
     pub rate_limited_user: u64,
     /// Users with a socket on some worker (the router's directory).
     pub users: usize,
+    /// Pushes the recovery log holds, the bytes they are counted for, and Socket.IO sessions
+    /// kept for recovery.
+    pub log_records: usize,
+    pub log_bytes: usize,
+    pub parked: usize,
 }
 
 /// Every worker's report summed, the router's own counts, and the per-worker gauges.
@@ -157,6 +171,25 @@ pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
         "# HELP herald_workers Worker threads, each with its own event loop.\n# TYPE herald_workers gauge\nherald_workers {}\n",
         reports.len()
     );
+    for (name, help, v) in [
+        (
+            "herald_log_pushes",
+            "Pushes the recovery log holds.",
+            router.log_records,
+        ),
+        (
+            "herald_log_bytes",
+            "Bytes the recovery log holds (notifications, user ids, bookkeeping); at most --recovery-max-bytes.",
+            router.log_bytes,
+        ),
+        (
+            "herald_sessions_parked",
+            "Socket.IO sessions kept for connection state recovery, not yet taken back or expired.",
+            router.parked,
+        ),
+    ] {
+        let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+    }
     let mut sorted: Vec<&WorkerReport> = reports.iter().collect();
     sorted.sort_by_key(|r| r.worker);
     let _ = write!(s, "# HELP herald_worker_connections Open TCP connections on the public port, per worker.\n# TYPE herald_worker_connections gauge\n");
@@ -243,6 +276,11 @@ impl Metrics {
             messages_inflated,
             slow_consumers,
             attachments_refused,
+            recoveries,
+            recoveries_failed,
+            replayed,
+            sessions_parked,
+            sessions_recovered,
             rate_limited_user,
             rate_limited_client,
             refused_total,
@@ -279,6 +317,11 @@ impl Metrics {
             (&mut self.messages_inflated, messages_inflated),
             (&mut self.slow_consumers, slow_consumers),
             (&mut self.attachments_refused, attachments_refused),
+            (&mut self.recoveries, recoveries),
+            (&mut self.recoveries_failed, recoveries_failed),
+            (&mut self.replayed, replayed),
+            (&mut self.sessions_parked, sessions_parked),
+            (&mut self.sessions_recovered, sessions_recovered),
             (&mut self.rate_limited_user, rate_limited_user),
             (&mut self.rate_limited_client, rate_limited_client),
             (&mut self.refused_total, refused_total),
@@ -450,6 +493,36 @@ impl Metrics {
             "herald_attachments_refused_total",
             "Socket.IO sessions closed (1009) for holding more than --max-queued-bytes of an incomplete binary packet's attachments.",
             self.attachments_refused,
+        );
+        counter(
+            &mut s,
+            "herald_recoveries_total",
+            "Subscribes with an offset and Socket.IO sessions taken back that were handed what they missed (recovered: true).",
+            self.recoveries,
+        );
+        counter(
+            &mut s,
+            "herald_recoveries_failed_total",
+            "Subscribes with an offset that could not be honoured (too old, malformed, another epoch): recovered: false.",
+            self.recoveries_failed,
+        );
+        counter(
+            &mut s,
+            "herald_replayed_total",
+            "Notifications handed to reconnected clients from the recovery log.",
+            self.replayed,
+        );
+        counter(
+            &mut s,
+            "herald_sessions_parked_total",
+            "Socket.IO sessions kept for connection state recovery when their transport was lost.",
+            self.sessions_parked,
+        );
+        counter(
+            &mut s,
+            "herald_sessions_recovered_total",
+            "Socket.IO sessions taken back by a reconnecting client (socket.recovered === true).",
+            self.sessions_recovered,
         );
         counter(
             &mut s,

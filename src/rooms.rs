@@ -32,6 +32,82 @@ pub enum UserIdError {
     },
     /// Neither a string nor an integer.
     NotAString,
+    /// A subscription's `userIds` is not a list of user ids, or is empty.
+    NotAList,
+    /// A subscription's `offset` is not a string of at most [`MAX_OFFSET_LEN`] bytes.
+    BadOffset,
+}
+
+/// Longest offset accepted from a client, in bytes (herald's are at most 37).
+pub const MAX_OFFSET_LEN: usize = 64;
+
+/// Most user ids one `userIds` list may name (the per-connection limit applies too).
+pub const MAX_LIST_LEN: usize = 1024;
+
+/// What a `subscribe` asks for: one user id (the plain string form, or `{"userId":...}`) or
+/// several (`{"userIds":[...]}`), and the last offset the client saw, if it gives one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Valid user ids, each once, in the order given.
+    pub users: Vec<String>,
+    /// As the client gave it: checked against the log, not here.
+    pub offset: Option<String>,
+    /// Asked with `userIds`: answered with `userIds`.
+    pub list: bool,
+}
+
+impl Subscription {
+    /// A plain subscription to one user.
+    pub fn one(user: String) -> Self {
+        Subscription {
+            users: vec![user],
+            offset: None,
+            list: false,
+        }
+    }
+}
+
+impl From<&str> for Subscription {
+    fn from(user: &str) -> Self {
+        Subscription::one(user.to_owned())
+    }
+}
+
+/// A `subscribe` event's data: a user id, `{"userId":...,"offset":...}` or
+/// `{"userIds":[...],"offset":...}`.
+pub fn subscription_from_json(v: &serde_json::Value) -> Result<Subscription, UserIdError> {
+    let serde_json::Value::Object(map) = v else {
+        return user_id_from_json(v).map(Subscription::one);
+    };
+    let offset = match map.get("offset") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_OFFSET_LEN => Some(s.clone()),
+        Some(_) => return Err(UserIdError::BadOffset),
+    };
+    let (users, list) = match map.get("userIds") {
+        Some(serde_json::Value::Array(ids)) if !ids.is_empty() && ids.len() <= MAX_LIST_LEN => {
+            let mut users: Vec<String> = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = user_id_from_json(id)?;
+                if !users.contains(&id) {
+                    users.push(id);
+                }
+            }
+            (users, true)
+        }
+        Some(_) => return Err(UserIdError::NotAList),
+        None => (
+            vec![user_id_from_json(
+                map.get("userId").unwrap_or(&serde_json::Value::Null),
+            )?],
+            false,
+        ),
+    };
+    Ok(Subscription {
+        users,
+        offset,
+        list,
+    })
 }
 
 impl fmt::Display for UserIdError {
@@ -45,6 +121,14 @@ impl fmt::Display for UserIdError {
                 )
             }
             UserIdError::NotAString => f.write_str("userId must be a string or an integer"),
+            UserIdError::NotAList => write!(
+                f,
+                "userIds must be a list of 1 to {MAX_LIST_LEN} user ids (strings or integers)"
+            ),
+            UserIdError::BadOffset => write!(
+                f,
+                "offset must be a string of at most {MAX_OFFSET_LEN} bytes, as herald sent it"
+            ),
         }
     }
 }
@@ -135,6 +219,11 @@ impl Rooms {
             log_events: false,
             events: Vec::new(),
         }
+    }
+
+    /// How many rooms one connection may join.
+    pub fn max_per_conn(&self) -> usize {
+        self.max_per_conn
     }
 
     /// Logs every room opening and closing, to be taken with [`Rooms::take_events`].

@@ -578,7 +578,7 @@ proptest! {
             })
         );
         prop_assert_eq!(
-            socketio::decode(&socketio::encode_connect(&sid), 10),
+            socketio::decode(&socketio::encode_connect(&sid, None), 10),
             Ok(socketio::Packet {
                 kind: PacketType::Connect,
                 namespace: main.clone(),

@@ -443,17 +443,20 @@ fn push_answer(reply: PushReply, one_user: bool) -> Result<Response, ApiError> {
         sockets,
         rate_limited,
         retry_after,
+        offset,
     } = reply;
+    let mut body = json!({ "sockets": sockets });
     if one_user {
         if let Some(retry_after) = retry_after {
             return Err(ApiError::RateLimited { retry_after });
         }
-        return Ok(Response::json(202, &json!({ "sockets": sockets })));
+    } else {
+        body["rateLimited"] = json!(rate_limited);
     }
-    Ok(Response::json(
-        202,
-        &json!({ "sockets": sockets, "rateLimited": rate_limited }),
-    ))
+    if let Some(offset) = offset {
+        body["offset"] = json!(&*offset);
+    }
+    Ok(Response::json(202, &body))
 }
 
 /// A notification as a backend sent it: JSON text checked to be an object, never rebuilt. Its
@@ -706,11 +709,13 @@ mod tests {
                             sockets: 0,
                             rate_limited: 1,
                             retry_after: Some(*retry_after),
+                            offset: None,
                         },
                         (Behaviour::RateLimit { users, .. }, _) => PushReply {
                             sockets,
                             rate_limited: *users,
                             retry_after: None,
+                            offset: None,
                         },
                         _ => PushReply {
                             sockets,

@@ -18,14 +18,15 @@ use std::fmt;
 use crate::auth::{AuthError, Verifier};
 use crate::core::identity::Identity;
 use crate::protocol::raw;
-use crate::rooms::{ConnId, Rooms, SubscribeError, UserIdError};
+use crate::rooms::{ConnId, Rooms, SubscribeError, Subscription, UserIdError};
 use crate::ws::CloseCode;
 
 /// What a client asked for, decoded from either protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCommand {
-    /// Join a user's room; the user id is valid ([`crate::rooms::validate_user_id`]).
-    Subscribe(String),
+    /// Join users' rooms (the user ids are valid: [`crate::rooms::validate_user_id`]), perhaps
+    /// with the last offset the client saw.
+    Subscribe(Subscription),
     /// Leave a user's room; the user id is valid.
     Unsubscribe(String),
     /// The raw protocol's `auth`: a token, not yet verified, that authenticates a client waiting
@@ -49,9 +50,17 @@ impl From<raw::ClientEvent> for ClientCommand {
 /// What a command did, for the protocol to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The member is in `user_id`'s room; `newly` is false when it already was (subscribing
-    /// twice is answered the same, and changes nothing).
-    Subscribed { user_id: String, newly: bool },
+    /// The member is in the rooms of `users` (`list`: asked for with `userIds`); `newly` is
+    /// false when it already was in all of them (subscribing twice is answered the same, and
+    /// changes nothing).
+    Subscribed {
+        users: Vec<String>,
+        list: bool,
+        newly: bool,
+    },
+    /// Recovery is on: the subscription is allowed, and is to be placed in the log's order
+    /// before the member joins the rooms (see [`crate::router::Router::join`]).
+    Joining(Subscription),
     /// The member is not in `user_id`'s room; `was_member` says whether it was.
     Unsubscribed { user_id: String, was_member: bool },
     /// A token was accepted: the member's identity is now `user_id`'s, and its token expires at
@@ -160,7 +169,8 @@ pub struct Tokens<'a> {
 /// authenticate, and anything else it sends is [`Refusal::NotAuthenticated`].
 ///
 /// Changes `rooms` (subscribe, unsubscribe) or `identity` (a token accepted) and nothing else,
-/// and changes nothing when it refuses.
+/// and changes nothing when it refuses. With `join_later` (recovery on), an allowed subscribe
+/// changes nothing either: it is answered [`Outcome::Joining`].
 pub fn handle(
     rooms: &mut Rooms,
     tokens: Tokens<'_>,
@@ -168,6 +178,7 @@ pub fn handle(
     identity: &mut Identity,
     command: Result<ClientCommand, Refusal>,
     now_unix: u64,
+    join_later: bool,
 ) -> Result<Outcome, Refusal> {
     let pending = matches!(identity, Identity::Pending { .. });
     match command {
@@ -179,10 +190,32 @@ pub fn handle(
         }
         _ if pending => Err(Refusal::NotAuthenticated),
         Err(refusal) => Err(refusal),
-        Ok(ClientCommand::Subscribe(user_id)) => {
-            identity.may_subscribe(&user_id)?;
-            let newly = rooms.subscribe(member, &user_id)?;
-            Ok(Outcome::Subscribed { user_id, newly })
+        Ok(ClientCommand::Subscribe(sub)) => {
+            for user in &sub.users {
+                identity.may_subscribe(user)?;
+            }
+            let held: Vec<&str> = rooms.rooms_of(member).collect();
+            let new = sub
+                .users
+                .iter()
+                .filter(|u| !held.contains(&u.as_str()))
+                .count();
+            let max = rooms.max_per_conn();
+            if new > 0 && held.len() + new > max {
+                return Err(Refusal::TooManySubscriptions { max });
+            }
+            if join_later {
+                return Ok(Outcome::Joining(sub));
+            }
+            let mut newly = false;
+            for user in &sub.users {
+                newly |= rooms.subscribe(member, user)?;
+            }
+            Ok(Outcome::Subscribed {
+                users: sub.users,
+                list: sub.list,
+                newly,
+            })
         }
         Ok(ClientCommand::Unsubscribe(user_id)) => {
             let was_member = rooms.unsubscribe(member, &user_id);
@@ -279,6 +312,7 @@ mod tests {
                 &mut self.identity,
                 command,
                 now_unix,
+                false,
             );
             self.rooms.check_invariants();
             outcome
@@ -295,7 +329,8 @@ mod tests {
 
     fn subscribed(user: &str, newly: bool) -> Result<Outcome, Refusal> {
         Ok(Outcome::Subscribed {
-            user_id: user.into(),
+            users: vec![user.into()],
+            list: false,
             newly,
         })
     }

@@ -108,6 +108,8 @@ pub struct Conn {
     /// The sequence number of the last multi-user push this socket was handed, so a socket
     /// subscribed to several of its users receives it once.
     pub push_mark: u64,
+    /// The pushes of the recovery log handed to it as they came.
+    pub live: Live,
     /// The Engine.IO session this connection carries (as its WebSocket, its upgrade probe, or
     /// with a polling request in flight). The session points back at it; both links are cut
     /// together.
@@ -129,6 +131,32 @@ pub struct Conn {
     /// The loop stopped reading this connection (see [`Conn::wants_input`]) and must read it
     /// again once it wants input: with edge-triggered readiness no new event would say so.
     pub read_paused: bool,
+}
+
+/// The log offsets of the first and last push a member was handed as it came (not replayed):
+/// every push in between that reached it was handed to it. 0: none yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Live {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Live {
+    /// Push `seq` was handed to the member.
+    pub fn saw(&mut self, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        if self.first == 0 {
+            self.first = seq;
+        }
+        self.last = seq;
+    }
+
+    /// Whether push `seq` came while the member was taking pushes live.
+    pub fn covers(&self, seq: u64) -> bool {
+        self.first != 0 && (self.first..=self.last).contains(&seq)
+    }
 }
 
 /// What one [`Conn::flush`] did.
@@ -163,6 +191,7 @@ impl Conn {
             ping_sent: None,
             id,
             push_mark: 0,
+            live: Live::default(),
             session: None,
             served: false,
             peer,

@@ -18,7 +18,9 @@ use crate::core::conn::Conn;
 use crate::core::session::Transport;
 use crate::core::worker::{lock_ips, Entry, State};
 use crate::limits::{IpLimiter, Limits};
-use crate::router::mailbox::PushJob;
+use crate::router::log::Log;
+use crate::router::mailbox::{Joined, PushJob};
+use crate::router::parked::Parked;
 
 /// The address every driven connection comes from.
 pub const PEER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -32,6 +34,9 @@ pub struct Driver {
     pub now: Instant,
     /// Connections handed to another worker, with the key they had and the worker.
     pub handed: Vec<(usize, Box<Conn>, usize)>,
+    /// The recovery log, when the configuration turns recovery on: joins are placed in it and
+    /// answered at once, as the router and the runtime do between two turns.
+    pub log: Option<Log>,
 }
 
 impl Driver {
@@ -39,11 +44,18 @@ impl Driver {
     pub fn new(config: Config, worker: usize, workers: usize) -> Driver {
         let now = Instant::now();
         let ips = IpLimiter::new(Limits::from(&config).ip, now);
+        let (log, parked) = if config.recovery {
+            let log = Log::new(config.recovery_window, config.recovery_max_bytes);
+            (Some(log), Some(Arc::new(Parked::default())))
+        } else {
+            (None, None)
+        };
         let state = State::new(
             config,
             worker,
             workers,
             Arc::new(Mutex::new(ips)),
+            parked,
             now,
             UNIX_START,
         )
@@ -52,6 +64,7 @@ impl Driver {
             state,
             now,
             handed: Vec::new(),
+            log,
         }
     }
 
@@ -97,26 +110,37 @@ impl Driver {
     /// A push of `notification` (JSON) to `target`; returns how many sockets took it.
     pub fn push(&mut self, target: Target, notification: &str) -> usize {
         let (tx, _rx) = unbounded();
-        let job = PushJob::new(
-            target,
-            Bytes::from(notification.to_owned()),
+        let notification = Bytes::from(notification.to_owned());
+        let mut job = PushJob::new(
+            target.clone(),
+            notification.clone(),
             Vec::new(),
             self.now,
             1,
             PushReply::default(),
             tx,
         );
+        if let Some(log) = &self.log {
+            let now_ms = self.state.unix(self.now).as_millis() as u64;
+            job.record = Some(log.lock().append(target, Vec::new(), notification, now_ms));
+        }
         self.state.io.now = self.now;
         let sockets = self.state.push(&job, self.now);
         self.settle();
         sockets
     }
 
-    /// Shutdown begins: every client is told 1001.
+    /// Shutdown begins: the first batch of clients is told 1012.
     pub fn shutdown(&mut self) {
         self.state.io.now = self.now;
         self.state.begin_shutdown(self.now);
         self.settle();
+    }
+
+    /// The offset of push `seq` in the recovery log, as clients see it.
+    pub fn offset(&self, seq: u64) -> String {
+        let epoch = self.log.as_ref().map_or(0, |l| l.epoch());
+        crate::router::log::offset_string(epoch, seq)
     }
 
     /// The ids of the live Engine.IO sessions, in order.
@@ -167,6 +191,16 @@ impl Driver {
     /// What the runtime does after every call: closed entries leave (and the sockets the state
     /// names are forgotten), connections handed to another worker are kept aside.
     fn settle(&mut self) {
+        while !self.state.joins.is_empty() {
+            for join in std::mem::take(&mut self.state.joins) {
+                let Some(log) = &self.log else {
+                    continue;
+                };
+                let now_ms = self.state.unix(self.now).as_millis() as u64;
+                let joined = Joined::place(&mut log.lock(), log.epoch(), join, now_ms);
+                self.state.on_joined(joined, self.now);
+            }
+        }
         self.state.reap(self.now);
         self.state.io.write_now.clear();
         self.state.io.closed.clear();

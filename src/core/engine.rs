@@ -24,7 +24,9 @@ use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket};
 use crate::log_limit::{peer_warn, PeerFault};
+use crate::protocol::raw;
 use crate::rooms;
+use crate::router::mailbox::{Join, JoinReply, Since};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};
 use crate::ws::{CloseCode, Event};
@@ -575,9 +577,16 @@ impl State {
                 // The reference server's connect timer fires once, for a client that never
                 // connected; one that leaves `/` later keeps its session.
                 sess.connect_deadline = None;
-                let socket = *sess.socket.get_or_insert_with(new_id);
-                let reply = socketio::encode_connect(std::str::from_utf8(&socket).unwrap_or(""));
-                self.send_socketio(s, &reply, now);
+                if self.parked.is_none() || sess.socket.is_some() {
+                    let socket = *sess.socket.get_or_insert_with(new_id);
+                    let pid = sess.pid;
+                    let sid = std::str::from_utf8(&socket).unwrap_or("");
+                    let pid = pid.as_ref().and_then(|p| std::str::from_utf8(p).ok());
+                    let reply = socketio::encode_connect(sid, pid);
+                    return self.send_socketio(s, &reply, now);
+                }
+                let join = self.connect_join(s, p.data.as_ref(), now);
+                self.joins.push(join);
             }
             PacketType::Connect => {
                 debug!(session = s, namespace = %p.namespace, "unknown namespace");
@@ -616,7 +625,12 @@ impl State {
         };
         let arg = args.get(1);
         let command = match args.first().and_then(Value::as_str) {
-            Some("subscribe") => event_user_id("subscribe", arg).map(ClientCommand::Subscribe),
+            Some("subscribe") => rooms::subscription_from_json(arg.unwrap_or(&Value::Null))
+                .map(ClientCommand::Subscribe)
+                .map_err(|fault| Refusal::BadUserId {
+                    event: "subscribe",
+                    fault,
+                }),
             Some("unsubscribe") => {
                 event_user_id("unsubscribe", arg).map(ClientCommand::Unsubscribe)
             }
@@ -634,10 +648,33 @@ impl State {
             return;
         };
         let (event, reply) = match outcome {
-            Ok(Outcome::Subscribed { user_id, .. }) => {
+            Ok(Outcome::Subscribed { users, list, .. }) => {
                 let socket_id = self.io.session_mut(s).map_or("", |sess| sess.socket_str());
-                let reply = json!({"userId": user_id, "socketId": socket_id});
-                ("subscribed", reply)
+                let answer = raw::SubscribedAnswer {
+                    users: &users,
+                    list,
+                    socket_id,
+                    offset: None,
+                    recovered: None,
+                };
+                ("subscribed", answer.to_json())
+            }
+            Ok(Outcome::Joining(sub)) => {
+                let Some(sess) = self.io.session_mut(s) else {
+                    return;
+                };
+                let join = Join {
+                    member: s,
+                    id: sess.sid,
+                    held: self.rooms.rooms_of(s).map(str::to_owned).collect(),
+                    users: sub.users,
+                    since: sub.offset.map_or(Since::Now, Since::Client),
+                    reply: JoinReply::Event {
+                        ack,
+                        list: sub.list,
+                    },
+                };
+                return self.joins.push(join);
             }
             Ok(Outcome::Unsubscribed { user_id, .. }) => {
                 ("unsubscribed", json!({"userId": user_id}))
@@ -681,6 +718,116 @@ impl State {
             }
         }
         self.close_session(s, "token expired", Some(CloseCode::TOKEN_EXPIRED), now);
+    }
+
+    /// The join a CONNECT to `/` makes with recovery on: a session taken back, when the
+    /// client's `auth` names one kept under its `pid` (and, with JWT auth on, its token names
+    /// the same user); a new one otherwise. The CONNECT is answered once the log placed it,
+    /// after what the session missed.
+    fn connect_join(&mut self, s: usize, auth: Option<&Value>, now: Instant) -> Join {
+        let now_ms = self.unix(now).as_millis() as u64;
+        let field = |name: &str| {
+            auth.and_then(|a| a.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let (pid, offset) = (field("pid"), field("offset"));
+        let (eio_sid, user) = match self.io.session_mut(s) {
+            Some(sess) => (
+                sess.sid,
+                match &sess.identity {
+                    Identity::User { sub, .. } => Some(sub.to_string()),
+                    _ => None,
+                },
+            ),
+            None => (SocketId::default(), None),
+        };
+        let kept = match (&self.parked, &pid) {
+            (Some(parked), Some(pid)) => match parked.take(pid, now_ms) {
+                // A pid alone never authenticates: the token must name the same user.
+                Some(kept) if kept.user == user => Some(kept),
+                Some(other) => {
+                    debug!(
+                        session = s,
+                        "kept session is another user's: not taken back"
+                    );
+                    parked.park(pid.clone(), other, now_ms);
+                    None
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let as_id = |text: &str| -> Option<SocketId> { text.as_bytes().try_into().ok() };
+        match kept.and_then(|k| Some((as_id(&k.sid)?, as_id(pid.as_deref()?)?, k))) {
+            Some((sid, pid, kept)) => {
+                debug!(session = s, users = kept.users.len(), "session taken back");
+                Join {
+                    member: s,
+                    id: eio_sid,
+                    users: kept.users,
+                    held: Vec::new(),
+                    since: offset.map_or(Since::Seq(kept.joined), Since::Client),
+                    reply: JoinReply::Connect {
+                        sid,
+                        pid,
+                        recovering: true,
+                    },
+                }
+            }
+            None => Join {
+                member: s,
+                id: eio_sid,
+                users: Vec::new(),
+                held: Vec::new(),
+                since: Since::Now,
+                reply: JoinReply::Connect {
+                    sid: new_id(),
+                    pid: new_id(),
+                    recovering: false,
+                },
+            },
+        }
+    }
+
+    /// Accepts session `s`'s CONNECT to `/`: `0{"sid":...,"pid":...}`.
+    pub(crate) fn socketio_connected(
+        &mut self,
+        s: usize,
+        sid: &str,
+        pid: Option<&str>,
+        now: Instant,
+    ) {
+        self.send_socketio(s, &socketio::encode_connect(sid, pid), now);
+    }
+
+    /// Emits `subscribed` with `data` and, last, the log's newest offset (which socket.io-client
+    /// keeps as the offset to recover from, as it keeps a notification's), and answers the ack
+    /// with `data` when one was asked for.
+    pub(crate) fn socketio_subscribed(
+        &mut self,
+        s: usize,
+        ack: Option<u64>,
+        data: Value,
+        offset: &str,
+        now: Instant,
+    ) {
+        let event = socketio::encode_event("subscribed", &[data.clone(), Value::from(offset)]);
+        self.send_socketio(s, &event, now);
+        if let Some(id) = ack {
+            self.send_socketio(s, &socketio::encode_ack(id, &[data]), now);
+        }
+    }
+
+    /// Emits `error` `{message}`, and answers the ack with `{error}`.
+    pub(crate) fn socketio_refuse(
+        &mut self,
+        s: usize,
+        ack: Option<u64>,
+        message: &str,
+        now: Instant,
+    ) {
+        self.refuse(s, ack, message, now);
     }
 
     /// Emits `error` `{message}` to session `s`.
@@ -784,10 +931,12 @@ impl State {
                 sess.transport = Transport::Upgrading { get: None, ws };
                 sess.last_poll = now;
             }
-            // The WebSocket was the session: the client reconnects with a new one. `k` is
-            // closing already, on its own terms; the session lets go of it first.
+            // The WebSocket was the session: the client reconnects with a new one, and may take
+            // this one back (recovery on). `k` is closing already, on its own terms; the
+            // session lets go of it first.
             Transport::WebSocket { ws } if ws == k => {
                 sess.transport = Transport::Polling { get: None };
+                self.park(s, now);
                 self.close_session(s, "transport closed", None, now);
             }
             _ => {}

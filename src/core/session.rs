@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::core::conn::SocketId;
+use crate::core::conn::{Live, SocketId};
 use crate::core::identity::Identity;
 use crate::limits::InboundBucket;
 use crate::socketio::Reassembler;
@@ -51,6 +51,13 @@ pub struct Session {
     pub binary: Option<Box<Reassembler>>,
     /// See [`Conn::push_mark`](crate::core::conn::Conn::push_mark).
     pub push_mark: u64,
+    /// See [`Conn::live`](crate::core::conn::Conn::live).
+    pub live: Live,
+    /// Its private id for connection state recovery, once its CONNECT was accepted with
+    /// recovery on.
+    pub pid: Option<SocketId>,
+    /// The log's newest push when its CONNECT was accepted.
+    pub joined: u64,
     /// Closed; removed from the slab after this batch of events.
     pub closed: bool,
     /// Who the Socket.IO client is: set by its CONNECT's token, refreshed by `refresh` events.
@@ -84,6 +91,9 @@ impl Session {
             connect_deadline,
             binary: None,
             push_mark: 0,
+            live: Live::default(),
+            pid: None,
+            joined: 0,
             closed: false,
             identity: Identity::Anyone,
             inbound: InboundBucket::new(None),

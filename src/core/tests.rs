@@ -105,7 +105,11 @@ fn a_raw_client_upgrades_subscribes_and_is_pushed_to() {
     let frames = h.frames(k);
     assert_eq!(frames.len(), 1, "one frame for the one push to u1");
     let text = String::from_utf8(frames[0].1.clone()).unwrap();
-    assert_eq!(text, r#"{"event":"notification","data":{"message":"hi"}}"#);
+    let want = format!(
+        r#"{{"event":"notification","data":{{"message":"hi"}},"offset":"{}"}}"#,
+        h.offset(1)
+    );
+    assert_eq!(text, want);
     assert_eq!(h.state.io.metrics.deliveries, 1);
 }
 
@@ -227,7 +231,8 @@ fn a_socketio_client_connects_subscribes_and_is_pushed_to_over_polling() {
     h.read(k, polling("GET", Some(&sid), "").as_bytes());
     assert!(h.written(k).is_empty(), "held");
     assert_eq!(h.push(Target::User("u1".into()), r#"{"n":1}"#), 1);
-    assert_eq!(h.body(k), r#"42["notification",{"n":1}]"#);
+    let want = format!(r#"42["notification",{{"n":1}},"{}"]"#, h.offset(1));
+    assert_eq!(h.body(k), want);
 }
 
 #[test]
@@ -320,7 +325,7 @@ fn what_a_full_socket_refuses_stays_queued_in_order() {
 }
 
 #[test]
-fn shutdown_tells_every_raw_client_1001_and_drops_idle_connections() {
+fn shutdown_tells_every_raw_client_1012_and_drops_idle_connections() {
     let mut h = Driver::single();
     let open = h.raw_client("u1");
     let idle = h.connect().unwrap();
@@ -328,7 +333,7 @@ fn shutdown_tells_every_raw_client_1001_and_drops_idle_connections() {
     let frames = h.frames(open);
     let (op, payload) = frames.last().expect("a close frame");
     assert_eq!(*op, 0x8);
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1012);
     assert!(
         h.is_gone(idle),
         "a connection with no request is closed at once"

@@ -192,6 +192,8 @@ impl State {
             if why == "connect timeout" && self.verifier.is_some() {
                 self.io.metrics.auth_timeouts += 1;
             }
+            // A client gone silent may come back: its session is kept for it.
+            self.park(k, now);
             self.close_session(k, why, None, now);
         }
         for k in auth_timeouts {

@@ -39,7 +39,9 @@ use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
-use crate::router::mailbox::PushJob;
+use crate::router::log::Record;
+use crate::router::mailbox::{Join, JoinReply, Joined, PushJob, Since};
+use crate::router::parked::{self, Parked};
 use crate::ws::deflate;
 use crate::ws::frame::{self, opcode};
 use crate::ws::handshake::{self, Agreement, Handshake, HandshakeError, Request};
@@ -89,7 +91,26 @@ pub(crate) struct State {
     /// The wall clock at one instant of the monotonic one: JWT `exp` is read against
     /// [`State::unix`], derived from the `now` each handler is given.
     wall: (Instant, Duration),
+    /// Joins to place in the log's order (recovery on): the runtime hands each to the router,
+    /// and the answer comes back as [`State::on_joined`].
+    pub(crate) joins: Vec<Join>,
+    /// Socket.IO sessions kept for their clients to take back; `None` with recovery off.
+    pub(crate) parked: Option<Arc<Parked>>,
+    /// Shutting down: the members still to be closed, and when the next batch goes.
+    pub(crate) drain: Option<Drain>,
 }
+
+/// Closing every client in batches over `--drain-time`.
+pub(crate) struct Drain {
+    pub(crate) left: Vec<usize>,
+    pub(crate) per_batch: usize,
+    pub(crate) next: Instant,
+}
+
+/// Time between two drain batches.
+pub(crate) const DRAIN_STEP: Duration = Duration::from_millis(50);
+/// The fewest members a drain batch closes.
+const DRAIN_BATCH_MIN: usize = 64;
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
 /// members while writing to them.
 pub(crate) struct Io {
@@ -176,6 +197,7 @@ impl State {
         worker: usize,
         workers: usize,
         ips: Arc<Mutex<IpLimiter>>,
+        parked: Option<Arc<Parked>>,
         start: Instant,
         unix: Duration,
     ) -> io::Result<State> {
@@ -216,6 +238,9 @@ impl State {
             workers,
             handed: Vec::new(),
             wall: (start, unix),
+            joins: Vec::new(),
+            parked,
+            drain: None,
         })
     }
 
@@ -665,7 +690,16 @@ impl State {
             verifier: self.verifier.as_ref(),
             leeway_secs: self.config.jwt_leeway.as_secs(),
         };
-        let outcome = commands::handle(&mut self.rooms, tokens, k, identity, command, unix);
+        let join_later = self.parked.is_some();
+        let outcome = commands::handle(
+            &mut self.rooms,
+            tokens,
+            k,
+            identity,
+            command,
+            unix,
+            join_later,
+        );
         match &outcome {
             Ok(outcome) => debug!(member = k, ?outcome, "client command"),
             Err(refusal) => {
@@ -695,9 +729,31 @@ impl State {
             return;
         };
         let reply = match outcome {
-            Ok(Outcome::Subscribed { user_id, .. }) => {
+            Ok(Outcome::Subscribed { users, list, .. }) => {
                 let id = self.io.conn_mut(k).map_or("", |c| c.id_str());
-                raw::subscribed(format, &user_id, id)
+                let answer = raw::SubscribedAnswer {
+                    users: &users,
+                    list,
+                    socket_id: id,
+                    offset: None,
+                    recovered: None,
+                };
+                raw::subscribed(format, &answer)
+            }
+            Ok(Outcome::Joining(sub)) => {
+                let Some(conn) = self.io.conn_mut(k) else {
+                    return;
+                };
+                let id = conn.id;
+                let join = Join {
+                    member: k,
+                    id,
+                    held: self.rooms.rooms_of(k).map(str::to_owned).collect(),
+                    users: sub.users,
+                    since: sub.offset.map_or(Since::Now, Since::Client),
+                    reply: JoinReply::Raw { list: sub.list },
+                };
+                return self.joins.push(join);
             }
             Ok(Outcome::Unsubscribed { user_id, .. }) => raw::unsubscribed(format, &user_id),
             Ok(Outcome::Authenticated { user_id, exp }) => {
@@ -774,7 +830,8 @@ impl State {
     /// router found over their rate; returns how many sockets took it (queued, written at the
     /// end of the turn).
     pub(crate) fn push(&mut self, job: &PushJob, now: Instant) -> usize {
-        let payload = Payload::new(job.notification.clone(), &self.deflate);
+        let offset = job.offset().map(|(seq, o)| (seq, o.clone()));
+        let payload = Payload::new(job.notification.clone(), offset, &self.deflate);
         let io = &mut self.io;
         let mut sockets = 0;
         match &job.target {
@@ -861,27 +918,231 @@ impl State {
         k
     }
 
+    /// Shutdown begins: no new clients, HTTP answers close their connections, idle HTTP
+    /// connections are dropped, and every client is listed to be closed in batches over
+    /// `--drain-time` ([`State::drain_step`]) with a code that makes it reconnect.
     pub(crate) fn begin_shutdown(&mut self, now: Instant) {
+        let drain = self.config.drain_time;
         info!(
             entries = self.io.entries.len(),
-            "shutting down: closing every client with 1001"
+            drain = ?drain,
+            "shutting down: closing every client with 1012 (service restart)"
         );
-        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        self.shutdown_deadline = Some(now + drain + self.config.shutdown_timeout);
         self.io.closing_all = true;
         let keys: Vec<usize> = self.io.entries.iter().map(|(k, _)| k).collect();
+        let mut left = Vec::new();
         for k in keys {
             match self.io.entries.get(k) {
-                Some(Entry::Session(s)) if !s.closed => {
-                    self.close_session(k, "server shutting down", Some(CloseCode::GOING_AWAY), now)
-                }
+                Some(Entry::Session(s)) if !s.closed => left.push(k),
                 Some(Entry::Conn(c)) => match c.phase {
-                    Phase::Open(Proto::Raw | Proto::Echo) => {
-                        self.start_close(k, CloseCode::GOING_AWAY, "server shutting down", now)
-                    }
+                    Phase::Open(Proto::Raw | Proto::Echo) => left.push(k),
                     Phase::Http { .. } | Phase::Body(_) if c.session.is_none() => self.io.kill(k),
                     _ => {}
                 },
                 _ => {}
+            }
+        }
+        let steps = (drain.as_millis() / DRAIN_STEP.as_millis()).max(1) as usize;
+        let per_batch = left.len().div_ceil(steps).max(DRAIN_BATCH_MIN);
+        // The first batch goes now; the last by the end of the drain time.
+        left.reverse();
+        self.drain = Some(Drain {
+            left,
+            per_batch,
+            next: now,
+        });
+        self.drain_step(now);
+    }
+
+    /// Closes the next batch of clients when it is due: raw clients with 1012, Socket.IO
+    /// sessions by closing their transport (kept for recovery), so that every client reconnects.
+    pub(crate) fn drain_step(&mut self, now: Instant) {
+        let Some(drain) = &mut self.drain else {
+            return;
+        };
+        if now < drain.next || drain.left.is_empty() {
+            return;
+        }
+        drain.next = now + DRAIN_STEP;
+        let at = drain.left.len().saturating_sub(drain.per_batch);
+        let batch = drain.left.split_off(at);
+        for k in batch {
+            match self.io.entries.get(k) {
+                Some(Entry::Session(s)) if !s.closed => {
+                    self.park(k, now);
+                    let code = Some(CloseCode::SERVICE_RESTART);
+                    self.close_session(k, "server restarting", code, now)
+                }
+                Some(Entry::Conn(c)) if c.is_open() => {
+                    self.start_close(k, CloseCode::SERVICE_RESTART, "server restarting", now)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// When the next drain batch is due, while clients are left to close.
+    pub(crate) fn drain_due(&self) -> Option<Instant> {
+        self.drain
+            .as_ref()
+            .filter(|d| !d.left.is_empty())
+            .map(|d| d.next)
+    }
+
+    /// Keeps Socket.IO session `s`, whose transport is being lost for a reason its client
+    /// reconnects after, for the client to take back with its `pid` (recovery on, the session
+    /// connected).
+    pub(crate) fn park(&mut self, s: usize, now: Instant) {
+        let now_ms = self.unix(now).as_millis() as u64;
+        let window = self.config.recovery_window.as_millis() as u64;
+        let Some(parked) = &self.parked else {
+            return;
+        };
+        let Some(Entry::Session(sess)) = self.io.entries.get(s) else {
+            return;
+        };
+        let (Some(pid), Some(sid)) = (&sess.pid, &sess.socket) else {
+            return;
+        };
+        if sess.closed {
+            return;
+        }
+        let user = match &sess.identity {
+            Identity::User { sub, .. } => Some(sub.to_string()),
+            _ => None,
+        };
+        let session = parked::Session {
+            sid: String::from_utf8_lossy(sid).into_owned(),
+            users: self.rooms.rooms_of(s).map(str::to_owned).collect(),
+            user,
+            joined: sess.joined.max(sess.live.last),
+            until_ms: now_ms + window,
+        };
+        debug!(
+            session = s,
+            users = session.users.len(),
+            "session kept for recovery"
+        );
+        parked.park(String::from_utf8_lossy(pid).into_owned(), session, now_ms);
+        self.io.metrics.sessions_parked += 1;
+    }
+
+    /// The log placed join `joined`: the member joins its rooms, is answered, and is handed
+    /// what it missed, in order, before any push that comes after the join.
+    pub(crate) fn on_joined(&mut self, joined: Joined, now: Instant) {
+        let Joined {
+            join,
+            head,
+            offset,
+            missed,
+        } = joined;
+        let k = join.member;
+        let (live, socket_id) = match self.io.entries.get(k) {
+            Some(Entry::Conn(c)) if c.id == join.id && c.is_open() => (c.live, c.id),
+            Some(Entry::Session(s)) if s.sid == join.id && !s.closed => {
+                (s.live, s.socket.unwrap_or_default())
+            }
+            _ => return,
+        };
+        if let JoinReply::Connect { sid, pid, .. } = &join.reply {
+            if let Some(sess) = self.io.session_mut(k) {
+                sess.socket = Some(*sid);
+                sess.pid = Some(*pid);
+                sess.joined = head;
+                sess.connect_deadline = None;
+            }
+        }
+        for user in &join.users {
+            if let Err(e) = self.rooms.subscribe(k, user) {
+                // Another join of this member took the last room first.
+                let message = format!("subscribe: {e}");
+                return self.join_refused(k, &join.reply, &message, now);
+            }
+        }
+        let (recovered, missed) = match missed {
+            None => (None, Vec::new()),
+            Some(Ok(records)) => (Some(true), records),
+            Some(Err(why)) => {
+                debug!(member = k, ?why, "offset not honoured");
+                (Some(false), Vec::new())
+            }
+        };
+        let m = &mut self.io.metrics;
+        match recovered {
+            Some(true) => m.recoveries += 1,
+            Some(false) => m.recoveries_failed += 1,
+            None => {}
+        }
+        let socket_id = std::str::from_utf8(&socket_id).unwrap_or("").to_owned();
+        match &join.reply {
+            JoinReply::Raw { list } => {
+                let Some(format) = self.io.conn_mut(k).map(|c| c.format) else {
+                    return;
+                };
+                let answer = raw::SubscribedAnswer {
+                    users: &join.users,
+                    list: *list,
+                    socket_id: &socket_id,
+                    offset: Some(&offset),
+                    recovered,
+                };
+                self.raw_send(k, &raw::subscribed(format, &answer));
+            }
+            JoinReply::Event { ack, list } => {
+                let answer = raw::SubscribedAnswer {
+                    users: &join.users,
+                    list: *list,
+                    socket_id: &socket_id,
+                    offset: Some(&offset),
+                    recovered,
+                };
+                self.socketio_subscribed(k, *ack, answer.to_json(), &offset, now);
+            }
+            JoinReply::Connect { .. } => {}
+        }
+        for record in missed {
+            // A push that reached users the member held already, or everyone, was handed to it
+            // as it came if it came while the member took pushes live.
+            let old = matches!(record.target, Target::All) || record.reaches(&join.held);
+            if old && live.covers(record.seq) {
+                continue;
+            }
+            self.replay(k, &record, now);
+        }
+        if let JoinReply::Connect {
+            sid,
+            pid,
+            recovering,
+        } = &join.reply
+        {
+            if *recovering {
+                self.io.metrics.sessions_recovered += 1;
+            }
+            let sid = std::str::from_utf8(sid).unwrap_or("");
+            let pid = std::str::from_utf8(pid).unwrap_or("");
+            self.socketio_connected(k, sid, Some(pid), now);
+        }
+    }
+
+    /// Hands member `k` one push it missed.
+    fn replay(&mut self, k: usize, record: &Record, now: Instant) {
+        let offset = Some((record.seq, record.offset.clone()));
+        let payload = Payload::new(record.notification.clone(), offset, &self.deflate);
+        if self.io.hand(k, &payload, now) {
+            self.io.metrics.replayed += 1;
+        }
+    }
+
+    /// A join the rooms refused at the last moment: answered as the command would have been.
+    fn join_refused(&mut self, k: usize, reply: &JoinReply, message: &str, now: Instant) {
+        match reply {
+            JoinReply::Raw { .. } => self.raw_error(k, message),
+            JoinReply::Event { ack, .. } => self.socketio_refuse(k, *ack, message, now),
+            JoinReply::Connect { sid, pid, .. } => {
+                let sid = std::str::from_utf8(sid).unwrap_or("").to_owned();
+                let pid = std::str::from_utf8(pid).unwrap_or("").to_owned();
+                self.socketio_connected(k, &sid, Some(&pid), now)
             }
         }
     }
@@ -931,6 +1192,7 @@ impl State {
                 }
                 Some(Entry::Session(_)) => {
                     let code = Some(CloseCode::SLOW_CONSUMER);
+                    self.park(k, now);
                     self.close_session(k, "slow consumer", code, now);
                 }
                 None => {}
@@ -1098,8 +1360,21 @@ impl Io {
         mem::replace(mark, seq) != seq
     }
 
-    /// Hands a push to room member `k` in the wire form it speaks.
+    /// Hands a push to room member `k` as it comes, in the wire form it speaks.
     fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
+        let handed = self.hand(k, payload, now);
+        if handed && payload.seq() != 0 {
+            match self.entries.get_mut(k) {
+                Some(Entry::Conn(c)) => c.live.saw(payload.seq()),
+                Some(Entry::Session(s)) => s.live.saw(payload.seq()),
+                None => {}
+            }
+        }
+        handed
+    }
+
+    /// Hands a push, live or replayed, to room member `k` in the wire form it speaks.
+    pub(crate) fn hand(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
         match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.is_raw() => {
                 let frame = match c.format {

@@ -1,11 +1,14 @@
 //! The raw protocol at `/ws`: the envelope `{"event":"<name>","data":<value>}`, as JSON in text
 //! frames or MessagePack in binary frames, in the [`Format`] the handshake chose.
 //!
-//! Client events: `subscribe` and `unsubscribe`, `data` a user id (string, or integer taken as
-//! its decimal string); `auth`, `data` a token (a JWT, as a string; verifying it is not this
-//! module's business). Server events: `subscribed` `{userId, socketId}`, `unsubscribed`
-//! `{userId}`, `authenticated` `{userId, exp}`, `notification` (built by [`crate::fanout`], its
-//! MessagePack form by [`notification_msgpack`]) and `error` `{message}`. In MessagePack the envelope is a map with
+//! Client events: `subscribe`, `data` a user id (string, or integer taken as its decimal
+//! string), `{"userId":...,"offset":...}` or `{"userIds":[...],"offset":...}` (the offset being
+//! the last one the client saw, to be handed what it missed); `unsubscribe`, `data` a user id;
+//! `auth`, `data` a token (a JWT, as a string; verifying it is not this module's business).
+//! Server events: `subscribed` `{userId | userIds, socketId, offset, recovered}`,
+//! `unsubscribed` `{userId}`, `authenticated` `{userId, exp}`, `notification` (built by
+//! [`crate::fanout`], with its `offset` beside `data`; its MessagePack form by
+//! [`notification_msgpack`]) and `error` `{message}`. In MessagePack the envelope is a map with
 //! str keys `event` and `data`, and `data` is what its JSON would be: maps with str keys, ints,
 //! float 64, str, arrays, nil, booleans. A bad message earns an `error` event; the connection
 //! stays open.
@@ -17,7 +20,7 @@ use serde_json::Value;
 
 use super::format::Format;
 use super::{msgpack, truncate};
-use crate::rooms::{self, UserIdError};
+use crate::rooms::{self, Subscription, UserIdError};
 
 /// Deepest nesting a MessagePack client message may have: serde_json's own recursion limit, so
 /// that neither format lets a client recurse further than the other (rmp_serde allows 1024).
@@ -42,7 +45,7 @@ pub enum Message<'a> {
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    Subscribe(String),
+    Subscribe(Subscription),
     Unsubscribe(String),
     /// A token to authenticate with, or to refresh an authentication with: at most
     /// [`MAX_TOKEN_LEN`] bytes, not empty, and not yet verified.
@@ -192,19 +195,24 @@ pub fn parse_msgpack(bytes: &[u8]) -> Result<ClientEvent, Error> {
 
 /// The event an envelope asks for, whatever format it came in.
 fn event(env: Envelope) -> Result<ClientEvent, Error> {
-    let (event, make): (&'static str, fn(String) -> ClientEvent) = match env.event.as_str() {
-        "subscribe" => ("subscribe", ClientEvent::Subscribe),
-        "unsubscribe" => ("unsubscribe", ClientEvent::Unsubscribe),
-        "auth" => {
-            return token(env.data)
-                .map(ClientEvent::Auth)
-                .map_err(Error::BadToken)
-        }
-        _ => return Err(Error::UnknownEvent(truncate(&env.event, 64).to_owned())),
-    };
-    rooms::user_id_from_json(&env.data)
-        .map(make)
-        .map_err(|fault| Error::BadUserId { event, fault })
+    match env.event.as_str() {
+        "subscribe" => rooms::subscription_from_json(&env.data)
+            .map(ClientEvent::Subscribe)
+            .map_err(|fault| Error::BadUserId {
+                event: "subscribe",
+                fault,
+            }),
+        "unsubscribe" => rooms::user_id_from_json(&env.data)
+            .map(ClientEvent::Unsubscribe)
+            .map_err(|fault| Error::BadUserId {
+                event: "unsubscribe",
+                fault,
+            }),
+        "auth" => token(env.data)
+            .map(ClientEvent::Auth)
+            .map_err(Error::BadToken),
+        _ => Err(Error::UnknownEvent(truncate(&env.event, 64).to_owned())),
+    }
 }
 
 /// The token an `auth` event's `data` holds: a non-empty string of at most [`MAX_TOKEN_LEN`]
@@ -231,8 +239,48 @@ struct Reply<D> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Subscribed<'a> {
-    user_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_ids: Option<&'a [String]>,
     socket_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+}
+
+/// What a `subscribed` answer says: the users (one, or the list asked for), the socket, and
+/// with recovery on the newest offset and, when the client gave one, whether what it missed
+/// follows.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribedAnswer<'a> {
+    pub users: &'a [String],
+    pub list: bool,
+    pub socket_id: &'a str,
+    pub offset: Option<&'a str>,
+    pub recovered: Option<bool>,
+}
+
+impl SubscribedAnswer<'_> {
+    /// The `data` of a `subscribed` event, as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.fields()).unwrap_or(Value::Null)
+    }
+
+    fn fields(&self) -> Subscribed<'_> {
+        let (user_id, user_ids) = match (self.list, self.users.first()) {
+            (false, Some(one)) => (Some(one.as_str()), None),
+            _ => (None, Some(self.users)),
+        };
+        Subscribed {
+            user_id,
+            user_ids,
+            socket_id: self.socket_id,
+            offset: self.offset,
+            recovered: self.recovered,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -268,9 +316,10 @@ fn reply<D: Serialize>(format: Format, event: &'static str, data: D) -> Vec<u8> 
     encoded.unwrap_or_default()
 }
 
-/// `{"event":"subscribed","data":{"userId":...,"socketId":...}}`
-pub fn subscribed(format: Format, user_id: &str, socket_id: &str) -> Vec<u8> {
-    reply(format, "subscribed", Subscribed { user_id, socket_id })
+/// `{"event":"subscribed","data":{"userId":...,"socketId":...}}`, with `userIds` for a list,
+/// and `offset` and `recovered` when they are known.
+pub fn subscribed(format: Format, answer: &SubscribedAnswer<'_>) -> Vec<u8> {
+    reply(format, "subscribed", answer.fields())
 }
 
 /// `{"event":"unsubscribed","data":{"userId":...}}`
@@ -294,12 +343,30 @@ pub fn error(format: Format, message: &str) -> Vec<u8> {
 /// as the control API passed it on. Built once per push and shared by every MessagePack
 /// recipient, so the JSON is transcoded as it is parsed, never built into a `Value` tree; keys
 /// keep their order.
-pub fn notification_msgpack(notification: &[u8]) -> Result<Vec<u8>, NotificationError> {
+pub fn notification_msgpack(
+    notification: &[u8],
+    offset: Option<&str>,
+) -> Result<Vec<u8>, NotificationError> {
     // MessagePack is rarely longer than the JSON it came from (only short floats grow, to 9
     // bytes), so this one allocation usually holds the whole envelope.
-    let mut out = Vec::with_capacity(NOTIFICATION_HEAD.len() + notification.len());
+    let mut out = Vec::with_capacity(NOTIFICATION_HEAD.len() + notification.len() + 48);
     out.extend_from_slice(NOTIFICATION_HEAD);
+    if offset.is_some() {
+        // fixmap of 3: `offset` follows `data`.
+        out[0] = 0x83;
+    }
     msgpack::transcode_json(notification, &mut out).map_err(NotificationError)?;
+    if let Some(offset) = offset {
+        out.extend_from_slice(b"\xa6offset");
+        // Offsets are short ASCII: fixstr (< 32 bytes) or str 8.
+        if offset.len() < 32 {
+            out.push(0xa0 | offset.len() as u8);
+        } else {
+            out.push(0xd9);
+            out.push(offset.len().min(255) as u8);
+        }
+        out.extend_from_slice(&offset.as_bytes()[..offset.len().min(255)]);
+    }
     Ok(out)
 }
 
@@ -561,11 +628,35 @@ mod tests {
         );
     }
 
+    /// A plain `subscribed` answer for one user, leaked: test replies outlive nothing.
+    fn one(user: &str, socket_id: &'static str) -> SubscribedAnswer<'static> {
+        let users: &'static [String] = Box::leak(vec![user.to_owned()].into_boxed_slice());
+        SubscribedAnswer {
+            users,
+            list: false,
+            socket_id,
+            offset: None,
+            recovered: None,
+        }
+    }
+
     #[test]
     fn replies_are_the_documented_envelopes() {
         assert_eq!(
-            subscribed(Format::Json, "u1", "abc"),
+            subscribed(Format::Json, &one("u1", "abc")),
             br#"{"event":"subscribed","data":{"userId":"u1","socketId":"abc"}}"#
+        );
+        let users = ["u1".to_owned(), "u2".to_owned()];
+        let answer = SubscribedAnswer {
+            users: &users,
+            list: true,
+            socket_id: "abc",
+            offset: Some("1f-3"),
+            recovered: Some(false),
+        };
+        assert_eq!(
+            subscribed(Format::Json, &answer),
+            br#"{"event":"subscribed","data":{"userIds":["u1","u2"],"socketId":"abc","offset":"1f-3","recovered":false}}"#
         );
         assert_eq!(
             unsubscribed(Format::Json, "u1"),
@@ -636,8 +727,8 @@ mod tests {
         let long = "m".repeat(70_000);
         let pairs = |format| {
             [
-                subscribed(format, "u1", "abc"),
-                subscribed(format, "ü-\u{1F600}", ""),
+                subscribed(format, &one("u1", "abc")),
+                subscribed(format, &one("ü-\u{1F600}", "")),
                 unsubscribed(format, "u1"),
                 error(format, "x\"y"),
                 error(format, &long),
@@ -684,7 +775,7 @@ mod tests {
         );
         let notifications = NOTIFICATIONS.iter().copied().chain([many_keys.as_str()]);
         for n in notifications {
-            let out = notification_msgpack(n.as_bytes()).unwrap();
+            let out = notification_msgpack(n.as_bytes(), None).unwrap();
             let envelope = json_envelope(n);
             let decoded: Value = rmp_serde::from_slice(&out).unwrap();
             assert_eq!(decoded, envelope, "{n}");
@@ -697,7 +788,7 @@ mod tests {
 
     #[test]
     fn notification_head_is_the_envelope_rmp_serde_writes() {
-        let out = notification_msgpack(b"null").unwrap();
+        let out = notification_msgpack(b"null", None).unwrap();
         assert_eq!(&out[..NOTIFICATION_HEAD.len()], NOTIFICATION_HEAD);
         assert_eq!(
             out,
@@ -719,13 +810,13 @@ mod tests {
             b"{\"huge\":1e400}",
         ];
         for b in bad {
-            assert!(notification_msgpack(b).is_err(), "{b:?}");
+            assert!(notification_msgpack(b, None).is_err(), "{b:?}");
         }
         // Every prefix of a valid notification, and a sweep of byte flips over it: whatever
         // serde_json makes of them, nothing panics, and what is accepted round-trips.
         let n = NOTIFICATIONS[0].as_bytes();
         for end in 0..n.len() {
-            assert!(notification_msgpack(&n[..end]).is_err());
+            assert!(notification_msgpack(&n[..end], None).is_err());
         }
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
@@ -736,7 +827,7 @@ mod tests {
             let mut m = n.to_vec();
             let at = (seed % m.len() as u64) as usize;
             m[at] = (seed >> 32) as u8;
-            if let Ok(out) = notification_msgpack(&m) {
+            if let Ok(out) = notification_msgpack(&m, None) {
                 let json: Value = serde_json::from_slice(&m).unwrap();
                 let decoded: Value = rmp_serde::from_slice(&out).unwrap();
                 assert_eq!(decoded["data"], json, "{:?}", String::from_utf8_lossy(&m));

@@ -14,7 +14,9 @@ use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 
 use crate::command::{PushReply, Target, UserInfo};
+use crate::core::conn::SocketId;
 use crate::metrics::WorkerReport;
+use crate::router::log::{offset_string, Record, Records, Unrecoverable};
 
 /// A message to one worker.
 pub enum ToWorker {
@@ -31,6 +33,9 @@ pub enum ToWorker {
     Readiness(Arc<Gather<bool>>),
     /// A connection the acceptor took, for this worker to serve from now on.
     Accepted(TcpStream, std::net::SocketAddr),
+    /// The log's answer to one of this worker's joins: every push before it was queued ahead
+    /// of it, every push after it comes behind it.
+    Joined(Box<Joined>),
     /// Stop accepting, close every client with 1001, flush, and return.
     Shutdown,
 }
@@ -45,6 +50,8 @@ pub struct PushJob {
     pub except: Vec<String>,
     /// When the router took the push: the start of `herald_fanout_seconds`.
     pub arrived: Instant,
+    /// The push as the log keeps it, when recovery is on: its offset goes in every frame.
+    pub record: Option<Arc<Record>>,
     /// Workers yet to count their recipients; the last one answers.
     to_count: AtomicUsize,
     /// Workers yet to write their recipients' frames; the last one records the fan-out time.
@@ -70,11 +77,17 @@ impl PushJob {
             notification,
             except,
             arrived,
+            record: None,
             to_count: AtomicUsize::new(workers),
             to_write: AtomicUsize::new(workers),
             sockets: AtomicUsize::new(0),
             answer: Mutex::new(Some((base, reply))),
         }
+    }
+
+    /// The push's offset and sequence number in the log, when it has one.
+    pub fn offset(&self) -> Option<(u64, &Arc<str>)> {
+        self.record.as_ref().map(|r| (r.seq, &r.offset))
     }
 
     /// A worker handed the push to `sockets` of its sockets (queued, not yet written). The last
@@ -95,6 +108,86 @@ impl PushJob {
     pub fn written(&self, now: Instant) -> Option<Duration> {
         (self.to_write.fetch_sub(1, Ordering::SeqCst) == 1)
             .then(|| now.saturating_duration_since(self.arrived))
+    }
+}
+
+/// Where a client's recovery starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// Nowhere: a plain subscribe, a fresh CONNECT.
+    Now,
+    /// The offset the client gave, as it gave it.
+    Client(String),
+    /// A sequence number of this log's epoch: a recovered Socket.IO session whose client had
+    /// seen no offset, from the push that was newest when it first connected.
+    Seq(u64),
+}
+
+/// How a join is answered once the log has placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinReply {
+    /// The raw protocol's `subscribed`; `list` when it asked with `userIds`.
+    Raw { list: bool },
+    /// Socket.IO's `subscribed` event, and the ack when one was asked for.
+    Event { ack: Option<u64>, list: bool },
+    /// Socket.IO's CONNECT reply. `sid` and `pid` are the session's socket id and private id,
+    /// new or taken back; `recovering` when they were taken back.
+    Connect {
+        sid: SocketId,
+        pid: SocketId,
+        recovering: bool,
+    },
+}
+
+/// A member joining rooms while recovery is on: placed in the log's order by
+/// [`crate::router::Router::join`] before it takes effect, so that what it missed is replayed
+/// exactly once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// The member's slab key, and its id (a connection's, or a session's Engine.IO id): the
+    /// key may have been given to another member by the time the answer comes.
+    pub member: usize,
+    pub id: SocketId,
+    /// The users it joins.
+    pub users: Vec<String>,
+    /// The users it held already.
+    pub held: Vec<String>,
+    pub since: Since,
+    pub reply: JoinReply,
+}
+
+/// A join placed in the log.
+#[derive(Debug)]
+pub struct Joined {
+    pub join: Join,
+    /// The newest push at the join, its sequence number and offset.
+    pub head: u64,
+    pub offset: Arc<str>,
+    /// For a join with an offset: the pushes after it that reach the member's users (or
+    /// everyone), oldest first; or why the offset cannot be honoured.
+    pub missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+}
+
+impl Joined {
+    /// Places `join` in `log` (its epoch `epoch`) at `now_ms`.
+    pub fn place(log: &mut Records, epoch: u64, join: Join, now_ms: u64) -> Joined {
+        let head = log.head();
+        let mut users = join.users.clone();
+        users.extend(join.held.iter().cloned());
+        let missed = match &join.since {
+            Since::Now => None,
+            Since::Client(offset) => Some(log.since(offset, now_ms, |r| r.reaches(&users))),
+            Since::Seq(seq) => {
+                let offset = offset_string(epoch, *seq);
+                Some(log.since(&offset, now_ms, |r| r.reaches(&users)))
+            }
+        };
+        Joined {
+            join,
+            head,
+            offset: offset_string(epoch, head).into(),
+            missed,
+        }
     }
 }
 

@@ -13,7 +13,9 @@
 //! - [`mailbox`]: the messages a worker takes, and the gathering of their answers.
 
 pub mod directory;
+pub mod log;
 pub mod mailbox;
+pub mod parked;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +28,9 @@ use crate::command::{Command, LoopGone, PushReply, Target, UserInfo};
 use crate::limits::UserBuckets;
 use crate::metrics::{self, RouterCounts};
 use directory::{workers_in, Directory};
-use mailbox::{Gather, PushJob, ToWorker};
+use log::Log;
+use mailbox::{Gather, Join, Joined, PushJob, ToWorker};
+use parked::Parked;
 
 /// How the router reaches one worker: its channel and the waker of its poll.
 #[derive(Clone)]
@@ -60,6 +64,10 @@ struct Shared {
     rate_limited_user: AtomicU64,
     /// Shutdown was asked for: not ready, whatever the workers say.
     draining: AtomicBool,
+    /// The recovery log; `None` with `--recovery false`.
+    log: Option<Arc<Log>>,
+    /// Socket.IO sessions kept for recovery; `None` with `--recovery false`.
+    parked: Option<Arc<Parked>>,
 }
 
 impl Router {
@@ -67,6 +75,8 @@ impl Router {
         workers: Arc<[WorkerLink]>,
         directory: Arc<Directory>,
         users: Option<UserBuckets>,
+        log: Option<Arc<Log>>,
+        parked: Option<Arc<Parked>>,
     ) -> Self {
         Router {
             shared: Arc::new(Shared {
@@ -78,7 +88,39 @@ impl Router {
                 pushes_broadcast: AtomicU64::new(0),
                 rate_limited_user: AtomicU64::new(0),
                 draining: AtomicBool::new(false),
+                log,
+                parked,
             }),
+        }
+    }
+
+    /// The recovery log, when recovery is on.
+    pub fn log(&self) -> Option<&Arc<Log>> {
+        self.shared.log.as_ref()
+    }
+
+    /// The Socket.IO sessions kept for recovery, when recovery is on.
+    pub fn parked(&self) -> Option<&Arc<Parked>> {
+        self.shared.parked.as_ref()
+    }
+
+    /// Places `join`, from `worker`, in the log's order: the worker is entered in the
+    /// directory for the users it joins, and the answer is queued to it, both under the log's
+    /// lock. So every push before the join is in the worker's queue ahead of the answer (or in
+    /// what the answer replays), and every push after it reaches the worker behind it.
+    pub fn join(&self, worker: usize, join: Join) -> Result<(), LoopGone> {
+        let s = &*self.shared;
+        let Some(log) = &s.log else {
+            return Ok(());
+        };
+        let mut records = log.lock();
+        for user in &join.users {
+            s.directory.opened(user, worker);
+        }
+        let joined = Joined::place(&mut records, log.epoch(), join, unix_ms());
+        match s.workers.get(worker) {
+            Some(link) => link.send(ToWorker::Joined(Box::new(joined))),
+            None => Err(LoopGone),
         }
     }
 
@@ -146,9 +188,12 @@ impl Router {
     ) -> Result<(), LoopGone> {
         let s = &*self.shared;
         let arrived = Instant::now();
+        // Held until the push is in every worker's queue: workers see pushes, and the joins
+        // placed between them, in offset order.
+        let mut records = s.log.as_ref().map(|log| log.lock());
         let mut base = PushReply::default();
         let mut except = Vec::new();
-        let (mask, target) = match target {
+        let (mask, target, logged) = match target {
             Target::User(user) => {
                 s.pushes_user.fetch_add(1, Ordering::Relaxed);
                 let mask = s.directory.workers_of(&user);
@@ -161,15 +206,22 @@ impl Router {
                         return s.answer_now(base, reply);
                     }
                 }
-                (mask, Target::User(user))
+                let logged = records.is_some().then(|| Target::User(user.clone()));
+                (mask, Target::User(user), logged)
             }
             Target::Users(list) => {
                 s.pushes_users.fetch_add(1, Ordering::Relaxed);
                 let mut mask = 0;
                 let mut kept = Vec::with_capacity(list.len());
+                // Everyone the push is for, connected or not, but those over their rate: what a
+                // reconnecting client is owed.
+                let mut logged = Vec::new();
                 for user in list {
                     let held = s.directory.workers_of(&user);
                     if held == 0 {
+                        if records.is_some() {
+                            logged.push(user);
+                        }
                         continue;
                     }
                     if s.check(&user, arrived).is_err() {
@@ -177,9 +229,13 @@ impl Router {
                         continue;
                     }
                     mask |= held;
+                    if records.is_some() {
+                        logged.push(user.clone());
+                    }
                     kept.push(user);
                 }
-                (mask, Target::Users(kept))
+                let logged = records.is_some().then_some(Target::Users(logged));
+                (mask, Target::Users(kept), logged)
             }
             Target::All => {
                 s.pushes_broadcast.fetch_add(1, Ordering::Relaxed);
@@ -192,15 +248,24 @@ impl Router {
                     });
                     base.rate_limited = except.len();
                 }
-                (all_workers(s.workers.len()), Target::All)
+                (all_workers(s.workers.len()), Target::All, Some(Target::All))
             }
         };
         s.rate_limited_user
             .fetch_add(base.rate_limited as u64, Ordering::Relaxed);
+        let record = match (records.as_mut(), logged) {
+            (Some(records), Some(logged)) => {
+                let record =
+                    records.append(logged, except.clone(), notification.clone(), unix_ms());
+                base.offset = Some(record.offset.clone());
+                Some(record)
+            }
+            _ => None,
+        };
         if mask == 0 {
             return s.answer_now(base, reply);
         }
-        let job = Arc::new(PushJob::new(
+        let mut job = PushJob::new(
             target,
             notification,
             except,
@@ -208,8 +273,12 @@ impl Router {
             mask.count_ones() as usize,
             base,
             reply,
-        ));
-        self.to_each(mask, || ToWorker::Push(job.clone()))
+        );
+        job.record = record;
+        let job = Arc::new(job);
+        let sent = self.to_each(mask, || ToWorker::Push(job.clone()));
+        drop(records);
+        sent
     }
 
     fn to_all(&self, msg: impl FnMut() -> ToWorker) -> Result<(), LoopGone> {
@@ -249,14 +318,25 @@ impl Shared {
     }
 
     fn counts(&self) -> RouterCounts {
+        let (log_records, log_bytes) = self.log.as_ref().map_or((0, 0), |l| l.lock().size());
         RouterCounts {
             pushes_user: self.pushes_user.load(Ordering::Relaxed),
             pushes_users: self.pushes_users.load(Ordering::Relaxed),
             pushes_broadcast: self.pushes_broadcast.load(Ordering::Relaxed),
             rate_limited_user: self.rate_limited_user.load(Ordering::Relaxed),
             users: self.directory.len(),
+            log_records,
+            log_bytes,
+            parked: self.parked.as_ref().map_or(0, |p| p.len()),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the log's clock, which outlives a restart.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The mask naming workers `0..n`.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
 use crate::command::{LoopGone, UserInfo};
@@ -31,7 +31,7 @@ use crate::log_limit::{peer_warn, PeerFault};
 use crate::rooms::RoomEvent;
 use crate::router::directory::Directory;
 use crate::router::mailbox::{PushJob, ToWorker};
-use crate::router::WorkerLink;
+use crate::router::{Router, WorkerLink};
 use crate::ws::handshake::{self, HandshakeError};
 use crate::ws::CloseCode;
 
@@ -82,6 +82,10 @@ pub struct EventLoop {
     /// Pushes whose frames wait to be written, each with the [`Io::corked_total`] its
     /// delivery reached: it is written once [`Io::flushed_total`] gets there.
     unwritten_pushes: VecDeque<(Arc<PushJob>, u64)>,
+    router: Router,
+    /// Users with joins of this worker's members placed in the log and not yet answered: the
+    /// directory keeps this worker for them even if their room here closes meanwhile.
+    pins: HashMap<String, usize>,
     state: State,
 }
 /// What one worker shares with the others.
@@ -94,6 +98,8 @@ pub struct WorkerShared {
     pub handovers: Receiver<Handover>,
     pub directory: Arc<Directory>,
     pub ips: Arc<Mutex<IpLimiter>>,
+    /// Where joins are placed in the log's order.
+    pub router: Router,
 }
 /// A connection one worker hands another: its state and its socket.
 pub type Handover = (Box<Conn>, TcpStream);
@@ -116,6 +122,7 @@ impl EventLoop {
             shared.worker,
             workers,
             shared.ips,
+            shared.router.parked().cloned(),
             Instant::now(),
             unix_time(),
         )?;
@@ -134,6 +141,8 @@ impl EventLoop {
             more_to_read: Vec::new(),
             refused: Vec::new(),
             unwritten_pushes: VecDeque::new(),
+            router: shared.router,
+            pins: HashMap::new(),
             state,
         })
     }
@@ -151,10 +160,13 @@ impl EventLoop {
         let mut sweep_at = Instant::now() + max_gap;
         let mut busy = false;
         loop {
-            let wake_at = match self.state.shutdown_deadline {
+            let mut wake_at = match self.state.shutdown_deadline {
                 Some(deadline) => sweep_at.min(deadline),
                 None => sweep_at,
             };
+            if let Some(batch) = self.state.drain_due() {
+                wake_at = wake_at.min(batch);
+            }
             let timeout = if self.more_to_read.is_empty() && !busy {
                 wake_at.saturating_duration_since(Instant::now())
             } else {
@@ -189,6 +201,10 @@ impl EventLoop {
                 self.adopt(conn, stream, now);
             }
             busy = self.drain_commands(now);
+            if self.state.drain_due().is_some_and(|at| now >= at) {
+                self.state.drain_step(now);
+                self.settle();
+            }
             self.state.reap(now);
             self.settle();
             if now >= sweep_at {
@@ -331,6 +347,13 @@ impl EventLoop {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
         }
+        for join in mem::take(&mut self.state.joins) {
+            for user in &join.users {
+                *self.pins.entry(user.clone()).or_default() += 1;
+            }
+            // Fails only when this worker's own channel is gone: it is stopping.
+            let _ = self.router.join(self.state.worker, join);
+        }
         for (k, conn, owner) in mem::take(&mut self.state.handed) {
             let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) else {
                 continue;
@@ -417,7 +440,27 @@ impl EventLoop {
         for event in self.state.rooms.take_events() {
             match event {
                 RoomEvent::Opened(user) => self.directory.opened(&user, worker),
+                // A join placed for the user keeps the worker in the directory until answered.
+                RoomEvent::Closed(user) if self.pins.contains_key(&*user) => {}
                 RoomEvent::Closed(user) => self.directory.closed(&user, worker),
+            }
+        }
+    }
+
+    /// A join for `users` was answered: the directory forgets this worker for those of them
+    /// with no room here and no other join waiting.
+    fn unpin(&mut self, users: Vec<String>) {
+        for user in users {
+            let Some(n) = self.pins.get_mut(&user) else {
+                continue;
+            };
+            *n -= 1;
+            if *n > 0 {
+                continue;
+            }
+            self.pins.remove(&user);
+            if self.state.rooms.members(&user).is_empty() {
+                self.directory.closed(&user, self.state.worker);
             }
         }
     }
@@ -516,6 +559,12 @@ impl EventLoop {
                 }
                 ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
                 ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
+                ToWorker::Joined(joined) => {
+                    let users = joined.join.users.clone();
+                    self.state.on_joined(*joined, now);
+                    self.settle();
+                    self.unpin(users);
+                }
                 ToWorker::Accepted(stream, peer) => {
                     if self.state.shutdown_deadline.is_none() {
                         self.take(stream, peer, now);

@@ -24,6 +24,8 @@ use crate::config::{Accept, Config};
 use crate::control::{self, ControlOptions};
 use crate::limits::{IpLimiter, Limits, UserBuckets};
 use crate::router::directory::Directory;
+use crate::router::log::Log;
+use crate::router::parked::Parked;
 use crate::router::{Router, WorkerLink};
 use event_loop::{EventLoop, WorkerShared, WAKER};
 use file_limit::open_file_limit;
@@ -34,6 +36,7 @@ pub struct Running {
     pub control_addr: SocketAddr,
     handle: Router,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 /// Binds the public and control listeners, then runs the workers and the control API on
@@ -95,7 +98,14 @@ pub fn start(config: Config) -> io::Result<Running> {
     let users = limits
         .user
         .map(|l| UserBuckets::new(l, limits.max_tracked_users, start));
-    let router = Router::new(links.clone(), directory.clone(), users);
+    let (log, parked) = recovery_state(&config);
+    let router = Router::new(
+        links.clone(),
+        directory.clone(),
+        users,
+        log.clone(),
+        parked.clone(),
+    );
 
     let opts = ControlOptions::from(&config);
     let mut threads = Vec::with_capacity(workers);
@@ -116,6 +126,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             handovers,
             directory: directory.clone(),
             ips: ips.clone(),
+            router: router.clone(),
         };
         let event_loop = EventLoop::new(poll, listener, rx, shared, config.clone())?;
         threads.push(
@@ -131,7 +142,28 @@ pub fn start(config: Config) -> io::Result<Running> {
         control_addr,
         handle: router,
         threads,
+        state_dir: config.state_dir.clone(),
     })
+}
+
+/// The recovery log and the kept Socket.IO sessions (none with `--recovery false`): read back
+/// from `--state-dir` when the last exit left them there, new otherwise.
+fn recovery_state(config: &Config) -> (Option<Arc<Log>>, Option<Arc<Parked>>) {
+    if !config.recovery {
+        return (None, None);
+    }
+    let (window, max) = (config.recovery_window, config.recovery_max_bytes);
+    let (log, parked) = match &config.state_dir {
+        Some(dir) => (Log::load(dir, window, max), Parked::load(dir)),
+        None => (Log::new(window, max), Parked::default()),
+    };
+    tracing::info!(
+        epoch = %format!("{:x}", log.epoch()),
+        window = ?window,
+        max_bytes = max,
+        "recovery log ready"
+    );
+    (Some(Arc::new(log)), Some(Arc::new(parked)))
 }
 
 /// The public listeners: one (`--accept handoff`, or one worker), or one per worker on the same
@@ -253,7 +285,35 @@ impl Running {
                 result = outcome;
             }
         }
+        self.save_state();
         result
+    }
+
+    /// Writes the recovery log and the kept sessions to `--state-dir`, once every worker has
+    /// stopped (every session drained is kept by then).
+    fn save_state(&self) {
+        let (Some(dir), Some(log)) = (&self.state_dir, self.handle.log()) else {
+            return;
+        };
+        let saved = std::fs::create_dir_all(dir)
+            .and_then(|()| log.save(dir))
+            .and_then(|()| match self.handle.parked() {
+                Some(parked) => parked.save(dir, crate::router::unix_ms()),
+                None => Ok(()),
+            });
+        match saved {
+            Ok(()) => tracing::info!(
+                dir = %dir.display(),
+                pushes = log.lock().size().0,
+                sessions = self.handle.parked().map_or(0, |p| p.len()),
+                "recovery state saved"
+            ),
+            Err(e) => tracing::error!(
+                dir = %dir.display(),
+                error = %e,
+                "recovery state not saved: clients will be told recovered: false"
+            ),
+        }
     }
 }
 

@@ -193,9 +193,13 @@ fn push_namespace(out: &mut String, namespace: &str) {
     }
 }
 
-/// `0{"sid":"..."}`: the server accepts a connection to the main namespace.
-pub fn encode_connect(sid: &str) -> String {
-    format!("0{}", json!({ "sid": sid }))
+/// `0{"sid":"..."}`, or `0{"sid":"...","pid":"..."}` with connection state recovery: the server
+/// accepts a connection to the main namespace.
+pub fn encode_connect(sid: &str, pid: Option<&str>) -> String {
+    match pid {
+        Some(pid) => format!("0{}", json!({ "sid": sid, "pid": pid })),
+        None => format!("0{}", json!({ "sid": sid })),
+    }
 }
 
 /// `4/admin,{"message":"..."}`, or `4{"message":"..."}` on the main namespace: the server refuses
@@ -387,7 +391,7 @@ mod tests {
     #[test]
     fn encoders_write_the_documented_text() {
         assert_eq!(
-            encode_connect("wZX3oN0bSVIhsaknAAAI"),
+            encode_connect("wZX3oN0bSVIhsaknAAAI", None),
             r#"0{"sid":"wZX3oN0bSVIhsaknAAAI"}"#
         );
         assert_eq!(

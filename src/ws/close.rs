@@ -27,6 +27,8 @@ impl CloseCode {
     pub const TOO_BIG: Self = CloseCode(0x03F1);
     /// 1011: the server hit an unexpected condition.
     pub const INTERNAL_ERROR: Self = CloseCode(0x03F3);
+    /// 1012 (IANA registry): the service is restarting; the client may reconnect.
+    pub const SERVICE_RESTART: Self = CloseCode(0x03F4);
     /// 4008, herald's own (4000-4999 are for applications): the client read too slowly and too
     /// much waited for it; it should reconnect.
     pub const SLOW_CONSUMER: Self = CloseCode(0x0FA8);

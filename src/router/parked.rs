@@ -1,0 +1,211 @@
+//! Socket.IO sessions whose transport was lost, kept for the client to take back: Socket.IO's
+//! connection state recovery.
+//!
+//! When a connected session loses its transport for a reason the client reconnects after (the
+//! connection dropped, pings went unanswered, the server drained it), what it was is kept here
+//! under its private id (`pid`, sent only to that client in its CONNECT reply) for
+//! `--recovery-window`: its socket id, the users it was subscribed to, whom its token named,
+//! and the offset it joined at. A CONNECT carrying the `pid` takes it back on whichever worker
+//! it lands (see [`crate::core::engine`]). Shared by the workers; saved in `--state-dir` with
+//! the log, so that a restart keeps them. No I/O but [`Parked::save`] and [`Parked::load`].
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::router::log::{put_bytes, put_u64, write_atomically, Reader};
+
+/// What a session was when its transport was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The Socket.IO socket id it had, and gets back.
+    pub sid: String,
+    /// The users it was subscribed to.
+    pub users: Vec<String>,
+    /// The `sub` of its token, when JWT auth is on: a CONNECT taking it back must carry a valid
+    /// token for the same user.
+    pub user: Option<String>,
+    /// The log's newest push when it connected: where recovery starts for a client that saw no
+    /// offset at all.
+    pub joined: u64,
+    /// Kept until then, in milliseconds since the Unix epoch.
+    pub until_ms: u64,
+}
+
+/// The sessions kept, by `pid`.
+pub struct Parked {
+    sessions: Mutex<HashMap<String, Session>>,
+    /// Expired sessions are swept when the map has grown past this since the last sweep.
+    sweep_at: Mutex<usize>,
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Parked {
+            sessions: Mutex::new(HashMap::new()),
+            sweep_at: Mutex::new(1024),
+        }
+    }
+}
+
+const MAGIC: &[u8] = b"herald-sessions-1\n";
+const FILE: &str = "sessions.bin";
+
+impl Parked {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `session` under `pid` until its `until_ms`.
+    pub fn park(&self, pid: String, session: Session, now_ms: u64) {
+        let mut map = self.map();
+        map.insert(pid, session);
+        let mut sweep_at = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= *sweep_at {
+            map.retain(|_, s| s.until_ms > now_ms);
+            *sweep_at = (map.len() * 2).max(1024);
+        }
+    }
+
+    /// Takes back the session kept under `pid`, unless its time is up.
+    pub fn take(&self, pid: &str, now_ms: u64) -> Option<Session> {
+        self.map().remove(pid).filter(|s| s.until_ms > now_ms)
+    }
+
+    /// Sessions kept (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn encode(&self, now_ms: u64) -> Vec<u8> {
+        let map = self.map();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        let live: Vec<_> = map.iter().filter(|(_, s)| s.until_ms > now_ms).collect();
+        put_u64(&mut out, live.len() as u64);
+        for (pid, s) in live {
+            put_bytes(&mut out, pid.as_bytes());
+            put_bytes(&mut out, s.sid.as_bytes());
+            put_u64(&mut out, s.users.len() as u64);
+            for u in &s.users {
+                put_bytes(&mut out, u.as_bytes());
+            }
+            match &s.user {
+                Some(u) => {
+                    out.push(1);
+                    put_bytes(&mut out, u.as_bytes());
+                }
+                None => out.push(0),
+            }
+            put_u64(&mut out, s.joined);
+            put_u64(&mut out, s.until_ms);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Parked> {
+        let mut rd = Reader(bytes);
+        if rd.take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let n = rd.u64()?;
+        let mut map = HashMap::new();
+        for _ in 0..n {
+            let pid = rd.string()?;
+            let sid = rd.string()?;
+            let k = rd.u64()?;
+            let mut users = Vec::new();
+            for _ in 0..k {
+                users.push(rd.string()?);
+            }
+            let user = match rd.take(1)?[0] {
+                0 => None,
+                1 => Some(rd.string()?),
+                _ => return None,
+            };
+            let joined = rd.u64()?;
+            let until_ms = rd.u64()?;
+            map.insert(
+                pid,
+                Session {
+                    sid,
+                    users,
+                    user,
+                    joined,
+                    until_ms,
+                },
+            );
+        }
+        if !rd.0.is_empty() {
+            return None;
+        }
+        Some(Parked {
+            sessions: Mutex::new(map),
+            ..Parked::default()
+        })
+    }
+
+    /// Writes the sessions still kept at `now_ms` to `dir`.
+    pub fn save(&self, dir: &Path, now_ms: u64) -> io::Result<()> {
+        write_atomically(&dir.join(FILE), &self.encode(now_ms))
+    }
+
+    /// The sessions saved in `dir` by the last clean exit, taken (the file is removed); none
+    /// when there is no such file or it cannot be read.
+    pub fn load(dir: &Path) -> Parked {
+        let path = dir.join(FILE);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Parked::default();
+        };
+        let _ = std::fs::remove_file(&path);
+        Parked::decode(&bytes).unwrap_or_else(|| {
+            tracing::warn!(path = %path.display(), "saved sessions unreadable: none kept");
+            Parked::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(until_ms: u64) -> Session {
+        Session {
+            sid: "abc".into(),
+            users: vec!["u1".into(), "u2".into()],
+            user: Some("u1".into()),
+            joined: 7,
+            until_ms,
+        }
+    }
+
+    #[test]
+    fn a_session_is_taken_back_once_and_only_in_time() {
+        let p = Parked::default();
+        p.park("pid1".into(), session(100), 0);
+        p.park("pid2".into(), session(100), 0);
+        assert_eq!(p.take("pid1", 50), Some(session(100)));
+        assert_eq!(p.take("pid1", 50), None, "taken already");
+        assert_eq!(p.take("pid2", 100), None, "its time is up");
+        assert_eq!(p.take("nope", 0), None);
+    }
+
+    #[test]
+    fn saved_sessions_read_back_and_cuts_are_refused() {
+        let p = Parked::default();
+        p.park("pid1".into(), session(100), 0);
+        p.park("old".into(), session(10), 0);
+        let bytes = p.encode(50);
+        let back = Parked::decode(&bytes).unwrap();
+        assert_eq!(back.len(), 1, "an expired session is not saved");
+        assert_eq!(back.take("pid1", 60), Some(session(100)));
+        for cut in 0..bytes.len() {
+            assert!(Parked::decode(&bytes[..cut]).is_none());
+        }
+    }
+}
