@@ -254,7 +254,8 @@ struct Envelope {
 /// `raw::parse`'s last step, for a subscribe (the case measured).
 fn subscribe_event(event: &str, id: Result<String, UserIdError>) -> Option<ClientEvent> {
     (event == "subscribe").then_some(())?;
-    id.ok().map(ClientEvent::Subscribe)
+    id.ok()
+        .map(|u| ClientEvent::Subscribe(herald::rooms::Subscription::one(u)))
 }
 
 fn raw_simd_json(text: &str) -> Option<ClientEvent> {

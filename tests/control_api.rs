@@ -313,11 +313,13 @@ fn answer_limited(_poll: mio::Poll, rx: Receiver<Command>) {
                         sockets: 0,
                         rate_limited: 1,
                         retry_after: Some(Duration::from_millis(1_200)),
+                        offset: None,
                     },
                     Target::Users(_) | Target::All => PushReply {
                         sockets: 5,
                         rate_limited: 2,
                         retry_after: None,
+                        offset: None,
                     },
                 };
                 let _ = reply.send(answer);
