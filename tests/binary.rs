@@ -119,8 +119,8 @@ fn sigterm_closes_clients_with_1001_and_exits() {
         .unwrap();
     assert!(kill.success());
     match ws.read() {
-        Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
+        Ok(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Restart),
+        other => panic!("expected close 1012, got {other:?}"),
     }
     drop(ws);
     let status = child.wait().unwrap();

@@ -89,12 +89,12 @@ fn the_echo_compresses_what_is_worth_it_when_deflate_was_agreed() {
 }
 
 #[test]
-fn shutdown_closes_echo_connections_with_1001() {
+fn shutdown_closes_echo_connections_with_1012() {
     let srv = server();
     let mut ws = Ws::connect(srv.public_addr);
     ws.probe(b"open");
     srv.shutdown();
-    ws.expect_fail(&[1001], std::time::Instant::now());
+    ws.expect_fail(&[1012], std::time::Instant::now());
     drop(ws);
     srv.join().unwrap();
 }

@@ -44,7 +44,7 @@ fn a_client_that_does_not_answer_pings_is_closed() {
 }
 
 #[test]
-fn shutdown_closes_every_client_with_1001() {
+fn shutdown_closes_every_client_with_1012() {
     let srv = start_server();
     let mut clients: Vec<Client> = (0..5).map(|i| client_for(&srv, &format!("u{i}"))).collect();
     srv.shutdown();
@@ -52,11 +52,11 @@ fn shutdown_closes_every_client_with_1001() {
         loop {
             match ws.read() {
                 Ok(Message::Close(Some(frame))) => {
-                    assert_eq!(frame.code, CloseCode::Away);
+                    assert_eq!(frame.code, CloseCode::Restart);
                     break;
                 }
                 Ok(Message::Ping(_)) => continue,
-                other => panic!("expected close 1001, got {other:?}"),
+                other => panic!("expected close 1012, got {other:?}"),
             }
         }
         // Finish the close handshake as a browser would.

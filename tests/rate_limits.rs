@@ -109,8 +109,8 @@ fn multi_user_pushes_and_broadcasts_skip_limited_users() {
         json!({"userIds": ["limited", "fresh"], "notification": {"message": "multi"}}),
     );
     assert_eq!(
-        (status, body),
-        (202, json!({"sockets": 1, "rateLimited": 1}))
+        (status, &body["sockets"], &body["rateLimited"]),
+        (202, &json!(1), &json!(1))
     );
     let (status, body) = post(
         &srv,
@@ -118,8 +118,8 @@ fn multi_user_pushes_and_broadcasts_skip_limited_users() {
         json!({"notification": {"message": "everyone"}}),
     );
     assert_eq!(
-        (status, body),
-        (202, json!({"sockets": 1, "rateLimited": 1}))
+        (status, &body["sockets"], &body["rateLimited"]),
+        (202, &json!(1), &json!(1))
     );
     assert_eq!(metric(&srv, USER_LIMITED), 2.0);
 

@@ -65,17 +65,19 @@ fn a_client_that_never_reads_is_closed_with_4008() {
 const READERS: usize = 1_000;
 const BROADCASTS: u64 = 10_000;
 /// Each broadcast's frame is under this: `{"event":"notification","data":{"seq":N,"timestamp":
-/// "<RFC 3339 ms>"}}` and a 2-byte header.
-const BROADCAST_FRAME_MAX: u64 = 100;
-/// All broadcasts together are less than `--max-queued-bytes` (1 MiB by default), so a reader
-/// cannot be closed as a slow consumer however far this test's one reading thread falls behind:
-/// every reader getting every broadcast does not depend on how fast the test reads.
-const _: () = assert!(BROADCASTS * BROADCAST_FRAME_MAX < 1024 * 1024);
+/// "<RFC 3339 ms>"},"offset":"<epoch>-<seq>"}` and a 2-byte header.
+const BROADCAST_FRAME_MAX: u64 = 140;
+/// `--max-queued-bytes` for this test.
+const MAX_QUEUED: u64 = 2 * 1024 * 1024;
+/// All broadcasts together are less than `--max-queued-bytes`, so a reader cannot be closed as a
+/// slow consumer however far this test's one reading thread falls behind: every reader getting
+/// every broadcast does not depend on how fast the test reads.
+const _: () = assert!(BROADCASTS * BROADCAST_FRAME_MAX < MAX_QUEUED);
 /// Beside every [`SLOW_EVERY`]th broadcast, a push of [`BIG`] bytes to the never-reader's own
-/// user: 6.4 MB in all, more than herald's send buffer (at most `net.ipv4.tcp_wmem`'s 4 MiB),
-/// the never-reader's 4 KiB receive buffer and the 1 MiB limit hold together. So the never-reader
+/// user: 12.8 MB in all, more than herald's send buffer (at most `net.ipv4.tcp_wmem`'s 4 MiB),
+/// the never-reader's 4 KiB receive buffer and the 2 MiB limit hold together. So the never-reader
 /// is closed whatever the timing, while no reader gets more than the broadcasts.
-const SLOW_EVERY: u64 = 100;
+const SLOW_EVERY: u64 = 50;
 /// herald's peak resident memory must stay under this: a generous bound, a tenth of what
 /// queueing every push for the never-reader (and a copy per socket) would cost.
 const RSS_BOUND: u64 = 512 * 1024 * 1024;
@@ -286,6 +288,8 @@ fn one_client_that_never_reads_beside_a_thousand_readers() {
         "0",
         "--user-rate",
         "0",
+        "--max-queued-bytes",
+        &MAX_QUEUED.to_string(),
     ]);
     let addr = herald.public_addr;
     let mut slow = RawClient::connect_small_window(addr, 4096);

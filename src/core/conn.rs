@@ -131,6 +131,17 @@ pub struct Conn {
     /// The loop stopped reading this connection (see [`Conn::wants_input`]) and must read it
     /// again once it wants input: with edge-triggered readiness no new event would say so.
     pub read_paused: bool,
+    /// A join of its own waits for the log ([`crate::router::mailbox::Join`]): what the client
+    /// sent after it waits too, in `held_input`, and nothing more is read meanwhile, so that
+    /// its messages are answered in the order sent.
+    pub joining: bool,
+    pub held_input: Option<Box<BytesMut>>,
+    /// With recovery on, a raw socket that has not subscribed yet holds the broadcasts it is
+    /// handed (in `held_broadcasts`) until its first subscribe is answered, or until this
+    /// instant (a second after it opened) if it subscribes to nothing: so that a client
+    /// resuming with an offset gets what it missed in order, not after newer broadcasts.
+    pub broadcasts_from: Option<Instant>,
+    pub held_broadcasts: Option<Box<Vec<Bytes>>>,
 }
 
 /// The log offsets of the first and last push a member was handed as it came (not replayed):
@@ -199,6 +210,10 @@ impl Conn {
             identity: Identity::Anyone,
             pending_pong: None,
             read_paused: false,
+            joining: false,
+            held_input: None,
+            broadcasts_from: None,
+            held_broadcasts: None,
         }
     }
 
@@ -243,7 +258,8 @@ impl Conn {
     /// are answered only after the GET, so reading on would buffer without bound; the socket's
     /// own buffers hold the rest, and TCP slows the client down.
     pub fn wants_input(&self, max_pending: usize) -> bool {
-        !matches!(&self.phase, Phase::Poll { pending, .. } if pending.len() >= max_pending)
+        !self.joining
+            && !matches!(&self.phase, Phase::Poll { pending, .. } if pending.len() >= max_pending)
     }
 
     /// A WebSocket past its handshake, not closing.

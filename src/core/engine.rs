@@ -6,6 +6,7 @@
 //! cuts or sets both links together (`close_session`, `unlink`), so neither ever names a slab
 //! key that was freed and reused.
 
+use std::collections::VecDeque;
 use std::mem;
 use std::time::Instant;
 
@@ -372,10 +373,24 @@ impl State {
             self.close_session(s, "invalid polling payload", None, now);
             return self.engine_error(k, &engineio::Error::BadRequest, &meta, now);
         };
-        for packet in packets {
+        self.polled_packets(s, packets.into(), now);
+        let mut out = Vec::new();
+        http::write_ok(&mut out, &meta);
+        self.answer(k, out, rest, &meta, now);
+    }
+
+    /// Packets a polling POST brought to session `s`, each counted against its bucket; while a
+    /// join of the session waits for the log, they wait behind it.
+    pub(crate) fn polled_packets(&mut self, s: usize, mut packets: VecDeque<Packet>, now: Instant) {
+        while let Some(packet) = packets.pop_front() {
             let Some(sess) = self.io.session_mut(s) else {
                 break;
             };
+            if sess.joining {
+                sess.held.push_back(packet);
+                sess.held.extend(packets);
+                return;
+            }
             let admit = match &self.limits.client {
                 Some(limit) => sess.inbound.admit(limit, self.epoch.millis(now)),
                 None => Admit::Yes,
@@ -401,9 +416,6 @@ impl State {
                 }
             }
         }
-        let mut out = Vec::new();
-        http::write_ok(&mut out, &meta);
-        self.answer(k, out, rest, &meta, now);
     }
 
     /// A WebSocket message on a connection carrying an Engine.IO session.
@@ -586,7 +598,7 @@ impl State {
                     return self.send_socketio(s, &reply, now);
                 }
                 let join = self.connect_join(s, p.data.as_ref(), now);
-                self.joins.push(join);
+                self.start_join(join);
             }
             PacketType::Connect => {
                 debug!(session = s, namespace = %p.namespace, "unknown namespace");
@@ -674,7 +686,7 @@ impl State {
                         list: sub.list,
                     },
                 };
-                return self.joins.push(join);
+                return self.start_join(join);
             }
             Ok(Outcome::Unsubscribed { user_id, .. }) => {
                 ("unsubscribed", json!({"userId": user_id}))

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::core::conn::{Live, SocketId};
 use crate::core::identity::Identity;
+use crate::engineio::Packet;
 use crate::limits::InboundBucket;
 use crate::socketio::Reassembler;
 
@@ -58,6 +59,10 @@ pub struct Session {
     pub pid: Option<SocketId>,
     /// The log's newest push when its CONNECT was accepted.
     pub joined: u64,
+    /// A join of its own waits for the log: the packets the client sent after it wait in
+    /// `held`, to be handled in order once it is answered.
+    pub joining: bool,
+    pub held: VecDeque<Packet>,
     /// Closed; removed from the slab after this batch of events.
     pub closed: bool,
     /// Who the Socket.IO client is: set by its CONNECT's token, refreshed by `refresh` events.
@@ -94,6 +99,8 @@ impl Session {
             live: Live::default(),
             pid: None,
             joined: 0,
+            joining: false,
+            held: VecDeque::new(),
             closed: false,
             identity: Identity::Anyone,
             inbound: InboundBucket::new(None),

@@ -69,6 +69,8 @@ impl State {
         let mut auth_timeouts = Vec::new();
         let mut raw_expired = Vec::new();
         let mut sessions_expired = Vec::new();
+        // Raw sockets that did not subscribe within their grace: held broadcasts go out.
+        let mut release = Vec::new();
         for (k, entry) in self.io.entries.iter_mut() {
             let conn = match entry {
                 Entry::Session(s) => {
@@ -117,6 +119,13 @@ impl State {
                 }
                 Entry::Conn(conn) => conn,
             };
+            if let Some(at) = conn.broadcasts_from {
+                if now >= at {
+                    release.push(k);
+                } else {
+                    due(at);
+                }
+            }
             let request_deadline = match &conn.phase {
                 Phase::Http { deadline, .. } => Some(*deadline),
                 Phase::Body(post) => Some(post.deadline),
@@ -177,6 +186,9 @@ impl State {
                 }
                 Phase::Open(Proto::EngineIo) | Phase::Poll { .. } | Phase::Dead => {}
             }
+        }
+        for k in release {
+            self.io.release_broadcasts(k, true, now);
         }
         let frame = Bytes::from_static(&[0x89, 0x00]); // FIN | ping, empty payload
         for k in ping {

@@ -28,7 +28,7 @@ use crate::auth::{self, Verifier};
 use crate::command::Target;
 use crate::config::Config;
 use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
-use crate::core::conn::{Conn, Phase, Proto, SocketId};
+use crate::core::conn::{Conn, Live, Phase, Proto, SocketId};
 use crate::core::health::Probe;
 use crate::core::identity::Identity;
 use crate::core::session::{Session, Transport};
@@ -39,7 +39,7 @@ use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::Rooms;
-use crate::router::log::Record;
+use crate::router::log::{Record, Unrecoverable};
 use crate::router::mailbox::{Join, JoinReply, Joined, PushJob, Since};
 use crate::router::parked::{self, Parked};
 use crate::ws::deflate;
@@ -109,6 +109,10 @@ pub(crate) struct Drain {
 
 /// Time between two drain batches.
 pub(crate) const DRAIN_STEP: Duration = Duration::from_millis(50);
+/// With recovery on, how long a raw socket that has not subscribed holds broadcasts.
+const BROADCAST_GRACE: Duration = Duration::from_secs(1);
+/// The most broadcasts it holds meanwhile.
+const MAX_HELD_BROADCASTS: usize = 256;
 /// The fewest members a drain batch closes.
 const DRAIN_BATCH_MIN: usize = 64;
 /// The slab and what writing to it needs, split from [`Rooms`] so a push can walk a room's
@@ -377,9 +381,13 @@ impl State {
         };
         let mut agreed = self.agree(hs);
         agreed.protocol = chosen.subprotocol;
+        let recovery = self.parked.is_some();
         if let Some(conn) = self.io.conn_mut(k) {
             conn.format = chosen.format;
             conn.identity = identity;
+            if recovery {
+                conn.broadcasts_from = Some(now + BROADCAST_GRACE);
+            }
         }
         let mut out = Vec::with_capacity(256);
         handshake::write_accept_with(hs, &agreed, &mut out);
@@ -521,6 +529,14 @@ impl State {
 
     fn on_frames(&mut self, k: usize, mut input: &[u8], now: Instant) {
         while !input.is_empty() {
+            if self.input_waits(k) {
+                if let Some(conn) = self.io.conn_mut(k) {
+                    conn.held_input
+                        .get_or_insert_with(Default::default)
+                        .extend_from_slice(input);
+                }
+                return;
+            }
             let Some(conn) = self.io.conn_mut(k) else {
                 return;
             };
@@ -753,7 +769,7 @@ impl State {
                     since: sub.offset.map_or(Since::Now, Since::Client),
                     reply: JoinReply::Raw { list: sub.list },
                 };
-                return self.joins.push(join);
+                return self.start_join(join);
             }
             Ok(Outcome::Unsubscribed { user_id, .. }) => raw::unsubscribed(format, &user_id),
             Ok(Outcome::Authenticated { user_id, exp }) => {
@@ -1045,6 +1061,23 @@ impl State {
             }
             _ => return,
         };
+        self.answer_join(join, live, socket_id, head, offset, missed, now);
+        self.release_held(k, now);
+    }
+
+    /// [`State::on_joined`] for a member still there.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_join(
+        &mut self,
+        join: Join,
+        live: Live,
+        socket_id: SocketId,
+        head: u64,
+        offset: Arc<str>,
+        missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+        now: Instant,
+    ) {
+        let k = join.member;
         if let JoinReply::Connect { sid, pid, .. } = &join.reply {
             if let Some(sess) = self.io.session_mut(k) {
                 sess.socket = Some(*sid);
@@ -1088,6 +1121,9 @@ impl State {
                     recovered,
                 };
                 self.raw_send(k, &raw::subscribed(format, &answer));
+                // Broadcasts held since it opened come after the answer; a recovery replays
+                // them below in their place instead.
+                self.io.release_broadcasts(k, recovered != Some(true), now);
             }
             JoinReply::Event { ack, list } => {
                 let answer = raw::SubscribedAnswer {
@@ -1122,6 +1158,62 @@ impl State {
             let sid = std::str::from_utf8(sid).unwrap_or("");
             let pid = std::str::from_utf8(pid).unwrap_or("");
             self.socketio_connected(k, sid, Some(pid), now);
+        }
+    }
+
+    /// Lists `join` for the runtime to place in the log; what member `k` sends meanwhile waits.
+    pub(crate) fn start_join(&mut self, join: Join) {
+        match self.io.entries.get_mut(join.member) {
+            Some(Entry::Conn(c)) => c.joining = true,
+            Some(Entry::Session(s)) => s.joining = true,
+            None => return,
+        }
+        self.joins.push(join);
+    }
+
+    /// Whether what connection `k` sent must wait: a join of its own, or of the session it
+    /// carries, waits for the log.
+    fn input_waits(&self, k: usize) -> bool {
+        let Some(Entry::Conn(c)) = self.io.entries.get(k) else {
+            return false;
+        };
+        c.joining
+            || c.session.is_some_and(
+                |s| matches!(self.io.entries.get(s), Some(Entry::Session(sess)) if sess.joining),
+            )
+    }
+
+    /// Member `k`'s join was answered: what it sent meanwhile is handled now, in order, and a
+    /// connection whose reading paused is read again.
+    fn release_held(&mut self, k: usize, now: Instant) {
+        match self.io.entries.get_mut(k) {
+            Some(Entry::Conn(c)) => {
+                c.joining = false;
+                let held = c.held_input.take();
+                let paused = mem::take(&mut c.read_paused);
+                if let Some(held) = held {
+                    self.on_frames(k, &held, now);
+                }
+                if paused {
+                    self.io.resume.push(k);
+                }
+            }
+            Some(Entry::Session(sess)) => {
+                sess.joining = false;
+                let held = mem::take(&mut sess.held);
+                let ws = match sess.transport {
+                    Transport::WebSocket { ws } | Transport::Upgrading { ws, .. } => Some(ws),
+                    Transport::Polling { .. } => None,
+                };
+                self.polled_packets(k, held, now);
+                if let Some(ws) = ws {
+                    let input = self.io.conn_mut(ws).and_then(|c| c.held_input.take());
+                    if let Some(input) = input {
+                        self.on_frames(ws, &input, now);
+                    }
+                }
+            }
+            None => {}
         }
     }
 
@@ -1362,8 +1454,11 @@ impl Io {
 
     /// Hands a push to room member `k` as it comes, in the wire form it speaks.
     fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
+        // A broadcast held for a raw socket before its first subscribe is not taken live: a
+        // recovery replays it in its place.
+        let held = matches!(self.entries.get(k), Some(Entry::Conn(c)) if c.broadcasts_from.is_some_and(|at| now < at));
         let handed = self.hand(k, payload, now);
-        if handed && payload.seq() != 0 {
+        if handed && !held && payload.seq() != 0 {
             match self.entries.get_mut(k) {
                 Some(Entry::Conn(c)) => c.live.saw(payload.seq()),
                 Some(Entry::Session(s)) => s.live.saw(payload.seq()),
@@ -1388,6 +1483,16 @@ impl Io {
                     },
                 };
                 self.metrics.deliveries_compressed += frame_is_compressed(frame) as u64;
+                match c.broadcasts_from {
+                    // Only a broadcast reaches a raw socket before its first subscribe.
+                    Some(at) if now < at => {
+                        let frame = frame.clone();
+                        return self.hold_broadcast(k, frame, now);
+                    }
+                    // Its grace is over and the sweep has not seen it yet: what it held first.
+                    Some(_) => self.release_broadcasts(k, true, now),
+                    None => {}
+                }
                 self.send(k, frame)
             }
             Some(Entry::Session(s)) if !s.closed => match s.transport {
@@ -1400,6 +1505,37 @@ impl Io {
                 _ => self.session_send(k, payload.sio_packet(), now),
             },
             _ => false,
+        }
+    }
+
+    /// Holds a broadcast for raw socket `k`, which has not subscribed yet; past
+    /// [`MAX_HELD_BROADCASTS`] they are let go at once.
+    fn hold_broadcast(&mut self, k: usize, frame: Bytes, now: Instant) -> bool {
+        let Some(conn) = self.conn_mut(k) else {
+            return false;
+        };
+        let held = conn.held_broadcasts.get_or_insert_with(Default::default);
+        held.push(frame);
+        if held.len() >= MAX_HELD_BROADCASTS {
+            self.release_broadcasts(k, true, now);
+        }
+        true
+    }
+
+    /// Raw socket `k` takes broadcasts as they come from now on; those it held are sent first
+    /// (`send`), or dropped when a recovery just handed them over.
+    pub(crate) fn release_broadcasts(&mut self, k: usize, send: bool, _now: Instant) {
+        let Some(conn) = self.conn_mut(k) else {
+            return;
+        };
+        conn.broadcasts_from = None;
+        let Some(held) = conn.held_broadcasts.take() else {
+            return;
+        };
+        if send {
+            for frame in held.iter() {
+                self.send(k, frame);
+            }
         }
     }
 

@@ -106,6 +106,9 @@ pub struct Records {
     bytes: usize,
     window_ms: u64,
     max_bytes: usize,
+    /// Saved for the next start: nothing more may be appended, or its offset would be given
+    /// again after the restart.
+    closed: bool,
 }
 
 impl Log {
@@ -135,6 +138,7 @@ impl Log {
                 bytes,
                 window_ms: window.as_millis() as u64,
                 max_bytes,
+                closed: false,
             }),
         }
     }
@@ -151,7 +155,10 @@ impl Log {
 
     /// The log in the form [`Log::load`] reads: a header, then each record.
     pub fn encode(&self) -> Vec<u8> {
-        let r = self.lock();
+        self.encode_records(&self.lock())
+    }
+
+    fn encode_records(&self, r: &Records) -> Vec<u8> {
         let mut out = Vec::with_capacity(r.bytes + 64);
         out.extend_from_slice(MAGIC);
         put_u64(&mut out, self.epoch);
@@ -268,9 +275,15 @@ impl Log {
         log.unwrap_or_else(|| Log::new(window, max_bytes))
     }
 
-    /// Writes the log to `dir` (through a temporary file renamed into place).
-    pub fn save(&self, dir: &std::path::Path) -> io::Result<()> {
-        write_atomically(&dir.join(LOG_FILE), &self.encode())
+    /// Closes the log (no push is taken after this) and writes it to `dir`, through a
+    /// temporary file renamed into place; returns how many pushes it holds.
+    pub fn save(&self, dir: &std::path::Path) -> io::Result<usize> {
+        let mut r = self.lock();
+        r.closed = true;
+        let bytes = self.encode_records(&r);
+        let n = r.records.len();
+        drop(r);
+        write_atomically(&dir.join(LOG_FILE), &bytes).map(|()| n)
     }
 
     /// The window records are kept for.
@@ -307,6 +320,21 @@ impl Records {
         self.records.push_back(record.clone());
         self.trim(now_ms);
         record
+    }
+
+    /// Whether the log was saved for the next start and takes no more pushes.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Takes back the newest push, `seq`, which no worker could be handed.
+    pub fn unappend(&mut self, seq: u64) {
+        if self.records.back().is_some_and(|r| r.seq == seq) && self.next == seq + 1 {
+            if let Some(r) = self.records.pop_back() {
+                self.bytes -= r.cost();
+            }
+            self.next = seq;
+        }
     }
 
     /// Drops records older than the window, and the oldest while over the byte bound.

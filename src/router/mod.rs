@@ -191,6 +191,10 @@ impl Router {
         // Held until the push is in every worker's queue: workers see pushes, and the joins
         // placed between them, in offset order.
         let mut records = s.log.as_ref().map(|log| log.lock());
+        if records.as_ref().is_some_and(|r| r.is_closed()) {
+            // Saved for the next start: the process is exiting.
+            return Err(LoopGone);
+        }
         let mut base = PushReply::default();
         let mut except = Vec::new();
         let (mask, target, logged) = match target {
@@ -277,6 +281,12 @@ impl Router {
         job.record = record;
         let job = Arc::new(job);
         let sent = self.to_each(mask, || ToWorker::Push(job.clone()));
+        if sent.is_err() {
+            // Answered 503: a push refused must not be replayed later.
+            if let (Some(records), Some(record)) = (records.as_mut(), job.record.as_ref()) {
+                records.unappend(record.seq);
+            }
+        }
         drop(records);
         sent
     }

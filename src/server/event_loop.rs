@@ -86,6 +86,8 @@ pub struct EventLoop {
     /// Users with joins of this worker's members placed in the log and not yet answered: the
     /// directory keeps this worker for them even if their room here closes meanwhile.
     pins: HashMap<String, usize>,
+    /// Joins placed in the log whose answers have not been carried out yet.
+    joins_waiting: usize,
     state: State,
 }
 /// What one worker shares with the others.
@@ -143,6 +145,7 @@ impl EventLoop {
             unwritten_pushes: VecDeque::new(),
             router: shared.router,
             pins: HashMap::new(),
+            joins_waiting: 0,
             state,
         })
     }
@@ -347,12 +350,24 @@ impl EventLoop {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
         }
-        for join in mem::take(&mut self.state.joins) {
+        let joins = mem::take(&mut self.state.joins);
+        for join in joins {
             for user in &join.users {
                 *self.pins.entry(user.clone()).or_default() += 1;
             }
             // Fails only when this worker's own channel is gone: it is stopping.
-            let _ = self.router.join(self.state.worker, join);
+            if self.router.join(self.state.worker, join).is_ok() {
+                self.joins_waiting += 1;
+            }
+        }
+        // The answers are in this worker's own queue, behind the pushes placed before them:
+        // carried out now, in order, so that a client is answered in the turn it asked.
+        while self.joins_waiting > 0 {
+            let Ok(msg) = self.rx.try_recv() else {
+                break;
+            };
+            let now = self.state.io.now;
+            self.carry_out(msg, now);
         }
         for (k, conn, owner) in mem::take(&mut self.state.handed) {
             let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) else {
@@ -545,43 +560,49 @@ impl EventLoop {
             let Ok(msg) = self.rx.try_recv() else {
                 return false;
             };
-            match msg {
-                ToWorker::Push(job) => {
-                    let sockets = self.state.push(&job, now);
+            self.carry_out(msg, now);
+        }
+        !self.rx.is_empty()
+    }
+
+    /// Carries out one message from the router.
+    fn carry_out(&mut self, msg: ToWorker, now: Instant) {
+        match msg {
+            ToWorker::Push(job) => {
+                let sockets = self.state.push(&job, now);
+                self.settle();
+                job.counted(sockets);
+                self.unwritten_pushes
+                    .push_back((job, self.state.io.corked_total));
+            }
+            ToWorker::UserInfo { user_id, gather } => {
+                let sockets = self.state.rooms.members(&user_id).len();
+                gather.add(UserInfo { sockets });
+            }
+            ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
+            ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
+            ToWorker::Joined(joined) => {
+                self.joins_waiting = self.joins_waiting.saturating_sub(1);
+                let users = joined.join.users.clone();
+                self.state.on_joined(*joined, now);
+                self.settle();
+                self.unpin(users);
+            }
+            ToWorker::Accepted(stream, peer) => {
+                if self.state.shutdown_deadline.is_none() {
+                    self.take(stream, peer, now);
+                }
+            }
+            ToWorker::Shutdown => {
+                if let Some(mut listener) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut listener);
+                }
+                if self.state.shutdown_deadline.is_none() {
+                    self.state.begin_shutdown(now);
                     self.settle();
-                    job.counted(sockets);
-                    self.unwritten_pushes
-                        .push_back((job, self.state.io.corked_total));
-                }
-                ToWorker::UserInfo { user_id, gather } => {
-                    let sockets = self.state.rooms.members(&user_id).len();
-                    gather.add(UserInfo { sockets });
-                }
-                ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
-                ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
-                ToWorker::Joined(joined) => {
-                    let users = joined.join.users.clone();
-                    self.state.on_joined(*joined, now);
-                    self.settle();
-                    self.unpin(users);
-                }
-                ToWorker::Accepted(stream, peer) => {
-                    if self.state.shutdown_deadline.is_none() {
-                        self.take(stream, peer, now);
-                    }
-                }
-                ToWorker::Shutdown => {
-                    if let Some(mut listener) = self.listener.take() {
-                        let _ = self.poll.registry().deregister(&mut listener);
-                    }
-                    if self.state.shutdown_deadline.is_none() {
-                        self.state.begin_shutdown(now);
-                        self.settle();
-                    }
                 }
             }
         }
-        !self.rx.is_empty()
     }
 }
 /// Answers a connection the per-address caps refuse, without giving it a slot: the status

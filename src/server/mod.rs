@@ -297,14 +297,14 @@ impl Running {
         };
         let saved = std::fs::create_dir_all(dir)
             .and_then(|()| log.save(dir))
-            .and_then(|()| match self.handle.parked() {
-                Some(parked) => parked.save(dir, crate::router::unix_ms()),
-                None => Ok(()),
+            .and_then(|pushes| match self.handle.parked() {
+                Some(parked) => parked.save(dir, crate::router::unix_ms()).map(|()| pushes),
+                None => Ok(pushes),
             });
         match saved {
-            Ok(()) => tracing::info!(
+            Ok(pushes) => tracing::info!(
                 dir = %dir.display(),
-                pushes = log.lock().size().0,
+                pushes,
                 sessions = self.handle.parked().map_or(0, |p| p.len()),
                 "recovery state saved"
             ),

@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { Queue } from './harness.js';
+import WebSocket from 'ws';
+
+import { once, Queue } from './harness.js';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
@@ -73,8 +75,13 @@ export function launchChromium(url) {
     { stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   );
   const tail = [];
+  // `--remote-debugging-port=0` picks a free port, which Chromium prints once it listens.
+  let devtoolsListening;
+  const devtoolsUrl = new Promise((resolve) => (devtoolsListening = resolve));
   // Chromium's own log, less its complaints about the missing desktop bus.
   createInterface({ input: child.stderr }).on('line', (line) => {
+    const devtools = /DevTools listening on (ws:\/\/\S+)/.exec(line);
+    if (devtools) devtoolsListening(devtools[1]);
     if (/dbus|^\s*$/i.test(line)) return;
     tail.push(line);
     if (tail.length > 20) tail.shift();
@@ -85,6 +92,8 @@ export function launchChromium(url) {
   return {
     log: () => tail.join('\n'),
     spawnFailed,
+    // The browser's DevTools WebSocket URL (see `devtools`).
+    devtoolsUrl,
     async close() {
       if (child.exitCode === null && child.signalCode === null) {
         try {
@@ -104,6 +113,53 @@ export function launchChromium(url) {
       }
       rmSync(profile, { recursive: true, force: true, maxRetries: 5 });
     },
+  };
+}
+
+// A DevTools protocol session on the page that `chromium` (from `launchChromium`) opened, for
+// what a page cannot do to itself, such as taking the browser offline:
+// `send(method, params)` resolves with the command's result or rejects with its error; `close()`.
+export async function devtools(chromium) {
+  let timer;
+  const url = await Promise.race([
+    chromium.devtoolsUrl,
+    chromium.spawnFailed,
+    new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`no DevTools URL from Chromium\nchromium: ${chromium.log()}`)),
+        BROWSER_PATIENCE,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await once(ws, 'open', BROWSER_PATIENCE);
+  let lastId = 0;
+  const pending = new Map();
+  ws.on('message', (data) => {
+    const message = JSON.parse(data.toString());
+    const call = pending.get(message.id);
+    if (!call) return; // An event (Network.enable starts some): none is used here.
+    pending.delete(message.id);
+    if (message.error) call.reject(new Error(`${call.method}: ${JSON.stringify(message.error)}`));
+    else call.resolve(message.result);
+  });
+  const send = (method, params = {}, sessionId = undefined) =>
+    new Promise((resolve, reject) => {
+      const id = ++lastId;
+      pending.set(id, { method, resolve, reject });
+      ws.send(JSON.stringify({ id, method, params, sessionId }));
+    });
+  // The page's target, attached in flat mode: its commands go over this same connection.
+  const { targetInfos } = await send('Target.getTargets');
+  const page = targetInfos.find((target) => target.type === 'page');
+  assert.ok(page, `a page target among ${JSON.stringify(targetInfos)}`);
+  const { sessionId } = await send('Target.attachToTarget', {
+    targetId: page.targetId,
+    flatten: true,
+  });
+  return {
+    send: (method, params) => send(method, params, sessionId),
+    close: () => ws.terminate(),
   };
 }
 

@@ -1,0 +1,452 @@
+//! No notification lost across reconnects and restarts, over real sockets: raw clients that
+//! resubscribe with the last offset they saw, Socket.IO sessions taken back with their `pid`,
+//! offsets that cannot be honoured, the seam between replay and live pushes under load on four
+//! workers, the drain on SIGTERM (1012) and the log kept across a restart in `--state-dir`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+use common::*;
+
+const SECRET: &str = "herald-test-secret-of-32-bytes!!";
+
+fn token(sub: &str) -> String {
+    let claims = json!({"sub": sub, "exp": unix_now() + 300});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("a signed token")
+}
+
+/// Pushes `n` to `user` through the control API at `control`; returns the 202 answer.
+fn push_at(control: SocketAddr, user: &str, n: u64) -> Value {
+    let body = json!({"type": "TEST", "n": n}).to_string();
+    let path = format!("/v1/users/{user}/notifications");
+    let (status, _, answer) = http(control, "POST", &path, Some(&body));
+    assert_eq!(status, 202, "{answer}");
+    serde_json::from_str(&answer).expect("a JSON answer")
+}
+
+fn broadcast_at(control: SocketAddr, n: u64) -> Value {
+    let body = json!({"notification": {"type": "ALL", "n": n}}).to_string();
+    let (status, _, answer) = http(control, "POST", "/v1/broadcast", Some(&body));
+    assert_eq!(status, 202, "{answer}");
+    serde_json::from_str(&answer).expect("a JSON answer")
+}
+
+/// Sends a raw `subscribe` with `data` and returns the `subscribed` answer's data.
+fn subscribe_with(ws: &mut Client, data: Value) -> Value {
+    send_json(ws, json!({"event": "subscribe", "data": data}));
+    let reply = recv_json(ws);
+    assert_eq!(reply["event"], "subscribed", "{reply}");
+    reply["data"].clone()
+}
+
+/// The next notification's `n` and offset.
+fn next_n(ws: &mut Client) -> (u64, String) {
+    let v = recv_json(ws);
+    assert_eq!(v["event"], "notification", "{v}");
+    let offset = v["offset"].as_str().expect("an offset").to_owned();
+    (v["data"]["n"].as_u64().expect("n"), offset)
+}
+
+#[test]
+fn a_raw_client_gets_what_it_missed_exactly_once_then_live_ones() {
+    let srv = start_server();
+    let control = srv.control_addr;
+    let mut a = connect(&srv);
+    let first = subscribe_with(&mut a, json!("u1"));
+    assert!(first["offset"].is_string(), "{first}");
+    assert!(first.get("recovered").is_none(), "no offset given: {first}");
+    let answer = push_at(control, "u1", 1);
+    let (n, seen) = next_n(&mut a);
+    assert_eq!((n, seen.as_str()), (1, answer["offset"].as_str().unwrap()));
+    drop(a);
+    eventually("the socket gone", || {
+        get(&srv, "/v1/users/u1").1.contains("\"sockets\":0")
+    });
+    push_at(control, "u1", 2);
+    push_at(control, "u2", 3);
+    broadcast_at(control, 4);
+    push_at(control, "u1", 5);
+
+    let mut b = connect(&srv);
+    let data = subscribe_with(&mut b, json!({"userId": "u1", "offset": seen}));
+    assert_eq!(data["recovered"], true, "{data}");
+    assert_eq!(data["userId"], "u1");
+    let got: Vec<u64> = (0..3).map(|_| next_n(&mut b).0).collect();
+    assert_eq!(
+        got,
+        vec![2, 4, 5],
+        "u2's push is not replayed; the rest in order"
+    );
+    push_at(control, "u1", 6);
+    assert_eq!(next_n(&mut b).0, 6, "then live ones, nothing twice");
+    assert_eq!(metric(&srv, "herald_replayed_total"), 3.0);
+}
+
+#[test]
+fn a_list_of_users_recovers_and_a_push_to_several_comes_once() {
+    let srv = start_server();
+    let control = srv.control_addr;
+    let mut a = connect(&srv);
+    let data = subscribe_with(&mut a, json!({"userIds": ["a", "b"]}));
+    assert_eq!(data["userIds"], json!(["a", "b"]), "{data}");
+    let from = data["offset"].as_str().unwrap().to_owned();
+    drop(a);
+    push_at(control, "a", 1);
+    let body = json!({"userIds": ["a", "b", "c"], "notification": {"n": 2}}).to_string();
+    let (status, _, answer) = http(control, "POST", "/v1/notifications", Some(&body));
+    assert_eq!(status, 202, "{answer}");
+    assert!(answer.contains("\"offset\""), "{answer}");
+    push_at(control, "b", 3);
+    push_at(control, "c", 4);
+
+    let mut b = connect(&srv);
+    let data = subscribe_with(&mut b, json!({"userIds": ["a", "b"], "offset": from}));
+    assert_eq!(data["recovered"], true, "{data}");
+    let got: Vec<u64> = (0..3).map(|_| next_n(&mut b).0).collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    push_at(control, "c", 5);
+    push_at(control, "b", 6);
+    assert_eq!(next_n(&mut b).0, 6, "c's pushes never came");
+}
+
+#[test]
+fn offsets_that_cannot_be_honoured_are_told_so_and_replay_nothing() {
+    let srv = start_server_with(|c| c.recovery_window = Duration::from_secs(1));
+    let control = srv.control_addr;
+    let first = push_at(control, "u", 1)["offset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (epoch, _) = first.split_once('-').unwrap();
+    let other_epoch = if epoch.starts_with('1') { "2" } else { "1" };
+    let forged = [
+        "garbage".to_owned(),
+        format!("{epoch}-"),
+        format!("{epoch}--1"),
+        format!("{epoch}-99999"),
+        format!("{other_epoch}{}-1", &epoch[1..]),
+        format!("{epoch}-0 "),
+    ];
+    for offset in &forged {
+        let mut ws = connect(&srv);
+        let data = subscribe_with(&mut ws, json!({"userId": "u", "offset": offset}));
+        assert_eq!(data["recovered"], false, "{offset}: {data}");
+        push_at(control, "u", 2);
+        assert_eq!(
+            next_n(&mut ws).0,
+            2,
+            "{offset}: nothing replayed before the live push"
+        );
+    }
+    // Past the window: the first push is dropped, so an offset before it is too old.
+    std::thread::sleep(Duration::from_millis(1_300));
+    let mut ws = connect(&srv);
+    let before_first = format!("{epoch}-0");
+    let data = subscribe_with(&mut ws, json!({"userId": "u", "offset": before_first}));
+    assert_eq!(data["recovered"], false, "{data}");
+    // Not an offset at all: the subscription is refused with an error, and nothing joins.
+    send_json(
+        &mut ws,
+        json!({"event": "subscribe", "data": {"userId": "v", "offset": 7}}),
+    );
+    let err = recv_json(&mut ws);
+    assert_eq!(err["event"], "error", "{err}");
+    assert!(
+        err["data"]["message"].as_str().unwrap().contains("offset"),
+        "{err}"
+    );
+    assert!(metric(&srv, "herald_recoveries_failed_total") >= 7.0);
+}
+
+#[test]
+fn with_recovery_off_there_are_no_offsets() {
+    let srv = start_server_with(|c| c.recovery = false);
+    let mut ws = connect(&srv);
+    let data = subscribe_with(&mut ws, json!({"userId": "u", "offset": "1-1"}));
+    assert!(data.get("offset").is_none(), "{data}");
+    let answer = push_at(srv.control_addr, "u", 1);
+    assert!(answer.get("offset").is_none(), "{answer}");
+    let v = recv_json(&mut ws);
+    assert!(v.get("offset").is_none(), "{v}");
+}
+
+/// Reconnects again and again, on four workers, while a pusher sends a numbered push to the
+/// user every few hundred microseconds: each time the client resubscribes with the last offset
+/// it saw and must continue the sequence with no gap and no repeat, whatever was in the
+/// worker's queue when the replay was read.
+#[test]
+fn the_seam_between_replay_and_live_pushes_has_no_gap_and_no_repeat() {
+    let srv = start_server_with(|c| c.workers = 4);
+    let control = srv.control_addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                push_at(control, "seam", n);
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            n
+        })
+    };
+    let mut last_n = 0;
+    let mut offset: Option<String> = None;
+    for round in 0..40u64 {
+        let mut ws = connect(&srv);
+        let data = match &offset {
+            None => subscribe_with(&mut ws, json!("seam")),
+            Some(o) => subscribe_with(&mut ws, json!({"userId": "seam", "offset": o})),
+        };
+        if offset.is_some() {
+            assert_eq!(data["recovered"], true, "round {round}: {data}");
+        }
+        for _ in 0..(5 + round % 7) {
+            let (n, o) = next_n(&mut ws);
+            if last_n != 0 {
+                assert_eq!(n, last_n + 1, "round {round}: after {last_n} came {n}");
+            }
+            last_n = n;
+            offset = Some(o);
+        }
+        // Killed, not closed: whatever was on its way is lost with the socket.
+        drop(ws);
+        std::thread::sleep(Duration::from_millis(round % 5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pushed = pusher.join().unwrap();
+    assert!(pushed > last_n, "pushes kept coming: {pushed} vs {last_n}");
+}
+
+/// A Socket.IO session over WebSocket: the open packet read, CONNECT sent with `auth`.
+fn sio_connect(addr: SocketAddr, auth: Value) -> (Client, Value) {
+    let mut ws = sio_websocket(addr);
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    let reply = recv_text(&mut ws);
+    (ws, connect_reply(&reply))
+}
+
+/// The data of a CONNECT reply `40{...}`.
+fn connect_reply(packet: &str) -> Value {
+    let body = packet
+        .strip_prefix("40")
+        .unwrap_or_else(|| panic!("a CONNECT reply: {packet}"));
+    serde_json::from_str(body).expect("JSON")
+}
+
+/// Reads Engine.IO packets until a Socket.IO event, answering pings.
+fn sio_next(ws: &mut Client) -> String {
+    loop {
+        let p = recv_text(ws);
+        if p == "2" {
+            ws.send(Message::Text("3".into())).unwrap();
+            continue;
+        }
+        return p;
+    }
+}
+
+/// A `notification` event's `n` and offset (its last argument).
+fn sio_notification(packet: &str) -> (u64, String) {
+    let v: Value = serde_json::from_str(packet.strip_prefix("42").expect("an event")).unwrap();
+    assert_eq!(v[0], "notification", "{packet}");
+    (
+        v[1]["n"].as_u64().unwrap(),
+        v[2].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
+    let srv = start_server_with(|c| c.workers = 2);
+    let control = srv.control_addr;
+    let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
+    let sid = connected["sid"].as_str().unwrap().to_owned();
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
+    ws.send(Message::Text(r#"42["subscribe","s1"]"#.into()))
+        .unwrap();
+    let subscribed = sio_next(&mut ws);
+    let v: Value = serde_json::from_str(&subscribed[2..]).unwrap();
+    assert_eq!(v[0], "subscribed", "{subscribed}");
+    // The offset goes last, where socket.io-client takes it from, even before any push.
+    let from = v[2].as_str().expect("an offset argument").to_owned();
+    assert_eq!(v[1]["offset"], from);
+    drop(ws);
+    eventually("the session kept", || {
+        metric(&srv, "herald_sessions_parked_total") >= 1.0
+    });
+    push_at(control, "s1", 1);
+    broadcast_at(control, 2);
+    push_at(control, "other", 3);
+
+    let auth = json!({"pid": pid, "offset": from});
+    let mut ws = sio_websocket(srv.public_addr);
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    // What it missed comes first, then the CONNECT reply with the same ids.
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 1);
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 2);
+    let again = connect_reply(&sio_next(&mut ws));
+    assert_eq!(again["sid"], sid.as_str());
+    assert_eq!(again["pid"], pid.as_str());
+    // Its subscription came back with it.
+    push_at(control, "s1", 4);
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 4);
+    assert_eq!(metric(&srv, "herald_sessions_recovered_total"), 1.0);
+
+    // A pid is taken back once: the same pid again gets a new session.
+    let (_ws2, other) = sio_connect(srv.public_addr, json!({"pid": pid, "offset": from}));
+    assert_ne!(other["sid"], sid.as_str());
+}
+
+#[test]
+fn a_socketio_client_that_disconnects_itself_is_not_kept() {
+    let srv = start_server();
+    let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
+    let sid = connected["sid"].as_str().unwrap().to_owned();
+    let pid = connected["pid"].as_str().unwrap().to_owned();
+    ws.send(Message::Text(r#"42["subscribe","d1"]"#.into()))
+        .unwrap();
+    sio_next(&mut ws);
+    // socket.disconnect(): DISCONNECT, then the transport closes.
+    ws.send(Message::Text("41".into())).unwrap();
+    let _ = ws.close(None);
+    drop(ws);
+    std::thread::sleep(Duration::from_millis(100));
+    let (_ws, again) = sio_connect(srv.public_addr, json!({"pid": pid}));
+    assert_ne!(again["sid"], sid.as_str(), "a new session");
+}
+
+#[test]
+fn a_pid_never_authenticates_and_another_users_pid_leaks_nothing() {
+    let srv = start_server_with(|c| c.jwt_secret = Some(SECRET.into()));
+    let control = srv.control_addr;
+    let (mut ws, connected) = sio_connect(srv.public_addr, json!({"token": token("alice")}));
+    let sid = connected["sid"].as_str().unwrap().to_owned();
+    let pid = connected["pid"].as_str().unwrap().to_owned();
+    ws.send(Message::Text(r#"42["subscribe","alice"]"#.into()))
+        .unwrap();
+    let v: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    let from = v[2].as_str().unwrap().to_owned();
+    drop(ws);
+    eventually("the session kept", || {
+        metric(&srv, "herald_sessions_parked_total") >= 1.0
+    });
+    push_at(control, "alice", 1);
+
+    // Mallory has alice's pid and offset, and her own valid token: a new session, nothing of
+    // alice's.
+    let auth = json!({"token": token("mallory"), "pid": pid, "offset": from});
+    let (mut m, got) = sio_connect(srv.public_addr, auth);
+    assert_ne!(got["sid"], sid.as_str());
+    m.send(Message::Text(r#"42["subscribe","mallory"]"#.into()))
+        .unwrap();
+    assert!(sio_next(&mut m).starts_with(r#"42["subscribed""#));
+    // Without any token: refused outright.
+    let mut anon = sio_websocket(srv.public_addr);
+    anon.send(Message::Text(format!(
+        "40{}",
+        json!({"pid": pid, "offset": from})
+    )))
+    .unwrap();
+    assert!(recv_text(&mut anon).starts_with("44"), "CONNECT refused");
+    push_at(control, "alice", 2);
+    push_at(control, "mallory", 99);
+    let p = sio_next(&mut m);
+    assert_eq!(sio_notification(&p).0, 99, "nothing of alice's came: {p}");
+
+    // Alice, with her token, still takes her session back.
+    let auth = json!({"token": token("alice"), "pid": pid, "offset": from});
+    let mut a = sio_websocket(srv.public_addr);
+    a.send(Message::Text(format!("40{auth}"))).unwrap();
+    assert_eq!(sio_notification(&sio_next(&mut a)).0, 1);
+    assert_eq!(sio_notification(&sio_next(&mut a)).0, 2);
+    assert_eq!(connect_reply(&sio_next(&mut a))["sid"], sid.as_str());
+}
+
+/// Reads raw frames until a close frame; returns its code.
+fn close_code(ws: &mut Client) -> u16 {
+    expect_close_code(ws)
+}
+
+#[test]
+fn sigterm_drains_with_1012_and_a_restart_with_state_keeps_every_offset() {
+    let dir = std::env::temp_dir().join(format!("herald-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let args = ["--state-dir", &dir_arg, "--drain-time", "200ms"];
+    let mut h = spawn_herald(&args);
+    let mut ws = connect_path(h.public_addr, "/ws");
+    subscribe_with(&mut ws, json!("r1"));
+    push_at(h.control_addr, "r1", 1);
+    let (_, seen) = next_n(&mut ws);
+    // After the offset the client will resume from: it is owed these after the restart.
+    push_at(h.control_addr, "r1", 2);
+    broadcast_at(h.control_addr, 3);
+    let pid = h.child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    // Frames already sent are read first; then the close.
+    let mut tail = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => tail.push(t),
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1012, "service restart");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+    assert_eq!(tail.len(), 2, "{tail:?}");
+    let _ = h.child.wait();
+    assert!(dir.join("log.bin").exists(), "the log was saved");
+
+    let h2 = spawn_herald(&args);
+    let mut ws = connect_path(h2.public_addr, "/ws");
+    let data = subscribe_with(&mut ws, json!({"userId": "r1", "offset": seen}));
+    assert_eq!(
+        data["recovered"], true,
+        "same epoch after the restart: {data}"
+    );
+    assert_eq!(next_n(&mut ws).0, 2);
+    assert_eq!(next_n(&mut ws).0, 3);
+    let answer = push_at(h2.control_addr, "r1", 4);
+    let (n, offset) = next_n(&mut ws);
+    assert_eq!(n, 4);
+    assert_eq!(answer["offset"].as_str(), Some(offset.as_str()));
+    assert!(!dir.join("log.bin").exists(), "taken at start");
+    drop(h2);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Without --state-dir the epoch changes: the old offset is not honoured.
+    let mut h3 = spawn_herald(&["--drain-time", "0s"]);
+    let mut ws = connect_path(h3.public_addr, "/ws");
+    subscribe_with(&mut ws, json!("r1"));
+    let (_, seen) = {
+        push_at(h3.control_addr, "r1", 1);
+        next_n(&mut ws)
+    };
+    h3.terminate();
+    assert_eq!(close_code(&mut ws), 1012);
+    let h4 = spawn_herald(&["--drain-time", "0s"]);
+    let mut ws = connect_path(h4.public_addr, "/ws");
+    let data = subscribe_with(&mut ws, json!({"userId": "r1", "offset": seen}));
+    assert_eq!(data["recovered"], false, "{data}");
+}
