@@ -11,16 +11,19 @@ import WebSocket from 'ws';
 import { openPage } from './chromium.js';
 import {
   assertNotification,
+  assertRawNotification,
   once,
   PATIENCE,
   push,
   record,
   recordRaw,
+  recordWithOffset,
   scope,
   signHs256,
   subscribeRaw,
   TEST_TIMEOUT,
   user,
+  withoutOffset,
 } from './harness.js';
 
 const limit = { timeout: TEST_TIMEOUT };
@@ -46,13 +49,14 @@ const forged = (sub) => signHs256('not-the-secret-herald-was-given!', { sub, exp
 
 const expired = (sub) => signHs256(SECRET, { sub, exp: now() - 60 });
 
-// A Socket.IO socket with `opts` (its `auth` among them), its events recorded from the start.
+// A Socket.IO socket with `opts` (its `auth` among them), its events recorded from the start
+// (`subscribed` and `notification` with the offset herald sends last: `recordWithOffset`).
 function sioSocket(s, herald, opts) {
   const socket = s.io(herald.wsUrl, opts);
   return {
     socket,
-    subscribed: record(socket, 'subscribed'),
-    notifications: record(socket, 'notification'),
+    subscribed: recordWithOffset(socket, 'subscribed'),
+    notifications: recordWithOffset(socket, 'notification'),
     errors: record(socket, 'error'),
     authenticated: record(socket, 'authenticated'),
   };
@@ -63,7 +67,11 @@ async function connectedAs(s, herald, userId, tokenValue, transports = ['websock
   const c = sioSocket(s, herald, { auth: { token: tokenValue }, transports });
   await once(c.socket, 'connect');
   c.socket.emit('subscribe', userId);
-  assert.deepEqual(await c.subscribed.next(), { userId, socketId: c.socket.id });
+  assert.deepEqual(await c.subscribed.next(), {
+    userId,
+    socketId: c.socket.id,
+    offset: c.subscribed.lastOffset,
+  });
   return c;
 }
 
@@ -71,8 +79,10 @@ test('socket.io-client with auth.token connects and gets its own pushes', limit,
   const s = scope(t);
   const herald = await s.herald({ args: AUTH });
   const { notifications } = await connectedAs(s, herald, 'alice', token('alice'));
-  assert.deepEqual(await push(herald.control, 'alice', SENT), { sockets: 1 });
+  const pushed = await push(herald.control, 'alice', SENT);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
   assertNotification(await notifications.next(), SENT);
+  assert.equal(notifications.lastOffset, pushed.offset);
 });
 
 test('socket.io-client: a bad token is a connect_error; a retry connects', limit, async (t) => {
@@ -101,7 +111,7 @@ test('socket.io-client: a bad token is a connect_error; a retry connects', limit
   await once(socket, 'connect');
   socket.emit('subscribe', 'alice');
   assert.equal((await subscribed.next()).userId, 'alice');
-  assert.deepEqual(await push(herald.control, 'alice', SENT), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'alice', SENT)), { sockets: 1 });
   assertNotification(await notifications.next(), SENT);
 });
 
@@ -115,9 +125,9 @@ test('socket.io-client: subscribing to another user is forbidden', limit, async 
     error: 'forbidden',
   });
   assert.equal((await user(herald.control, 'bob')).sockets, 0);
-  assert.deepEqual(await push(herald.control, 'bob', SENT), { sockets: 0 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'bob', SENT)), { sockets: 0 });
   // Still connected, and its own pushes arrive.
-  assert.deepEqual(await push(herald.control, 'alice', SENT), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'alice', SENT)), { sockets: 1 });
   assertNotification(await notifications.next(), SENT);
 });
 
@@ -158,7 +168,7 @@ test('socket.io-client over long-polling: auth.token, connect_error, pushes', li
     'polling',
   ]);
   assert.equal(socket.io.engine.transport.name, 'polling');
-  assert.deepEqual(await push(herald.control, 'alice', SENT), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'alice', SENT)), { sockets: 1 });
   assertNotification(await notifications.next(), SENT);
 });
 
@@ -212,11 +222,10 @@ test('ws: ?token=, an Authorization header, or an auth event', limit, async (t) 
     data: { message: 'forbidden' },
   });
 
-  assert.deepEqual(await push(herald.control, 'alice', SENT), { sockets: 3 });
+  const pushed = await push(herald.control, 'alice', SENT);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 3 });
   for (const { messages } of [byQuery, byHeader, byEvent]) {
-    const m = await messages.next();
-    assert.equal(m.event, 'notification', JSON.stringify(m));
-    assertNotification(m.data, SENT);
+    assertRawNotification(await messages.next(), SENT, pushed.offset);
   }
 
   assert.deepEqual(await refusedRaw(s, herald, `?token=${forged('alice')}`), {
@@ -240,7 +249,8 @@ test('ws: ?token=, an Authorization header, or an auth event', limit, async (t) 
 });
 
 // A page whose native WebSocket authenticates with an `auth` event, subscribes once
-// authenticated, and reports everything it receives and its close.
+// authenticated, and reports everything it receives (the data, or a notification whole, with its
+// offset) and its close.
 function rawAuthPage(wsUrl, userId, tokenValue) {
   return `<!doctype html>
 <html>
@@ -255,8 +265,9 @@ function rawAuthPage(wsUrl, userId, tokenValue) {
   const ws = new WebSocket(${JSON.stringify(wsUrl)});
   ws.onopen = () => ws.send(JSON.stringify({ event: 'auth', data: ${JSON.stringify(tokenValue)} }));
   ws.onmessage = (e) => {
-    const { event, data } = JSON.parse(e.data);
-    report(event, data);
+    const m = JSON.parse(e.data);
+    const { event, data } = m;
+    report(event, event === 'notification' ? m : data);
     if (event === 'authenticated') ws.send(JSON.stringify({ event: 'subscribe', data: userId }));
   };
   ws.onclose = (e) => report('close', { code: e.code, reason: e.reason });
@@ -266,9 +277,9 @@ function rawAuthPage(wsUrl, userId, tokenValue) {
 `;
 }
 
-// A page running socket.io-client with `auth: { token }`, subscribing on connect. WebSocket
-// only: the page is served from another origin, and herald here allows no CORS origins for
-// polling.
+// A page running socket.io-client with `auth: { token }`, subscribing on connect; it reports the
+// arguments of `subscribed` and `notification` (the data, then the offset). WebSocket only: the
+// page is served from another origin, and herald here allows no CORS origins for polling.
 function socketIoAuthPage(heraldUrl, userId, tokenValue) {
   return `<!doctype html>
 <html>
@@ -286,8 +297,8 @@ function socketIoAuthPage(heraldUrl, userId, tokenValue) {
   });
   socket.on('connect', () => socket.emit('subscribe', ${JSON.stringify(userId)}));
   socket.on('connect_error', (e) => report('connect_error', String(e && e.message)));
-  socket.on('subscribed', (d) => report('subscribed', d));
-  socket.on('notification', (n) => report('notification', n));
+  socket.on('subscribed', (...args) => report('subscribed', args));
+  socket.on('notification', (...args) => report('notification', args));
   socket.on('error', (d) => report('error', d));
 </script>
 </body>
@@ -303,9 +314,12 @@ test('Chromium, native WebSocket: auth event, subscribe, push', limit, async (t)
   const got = await openPage(t, s, herald, rawAuthPage(wsUrl, 'chr', tokenValue));
 
   assert.deepEqual(await got('authenticated'), { userId: 'chr', exp });
-  assert.equal((await got('subscribed')).userId, 'chr');
-  assert.deepEqual(await push(herald.control, 'chr', SENT), { sockets: 1 });
-  assertNotification(await got('notification'), SENT);
+  const subscribed = await got('subscribed');
+  assert.equal(typeof subscribed.socketId, 'string');
+  assert.deepEqual(withoutOffset(subscribed), { userId: 'chr', socketId: subscribed.socketId });
+  const pushed = await push(herald.control, 'chr', SENT);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
+  assertRawNotification(await got('notification'), SENT, pushed.offset);
 });
 
 test('Chromium, socket.io-client with auth: { token }', limit, async (t) => {
@@ -314,7 +328,13 @@ test('Chromium, socket.io-client with auth: { token }', limit, async (t) => {
   const page = socketIoAuthPage(herald.wsUrl, 'chr-sio', token('chr-sio'));
   const got = await openPage(t, s, herald, page);
 
-  assert.equal((await got('subscribed')).userId, 'chr-sio');
-  assert.deepEqual(await push(herald.control, 'chr-sio', SENT), { sockets: 1 });
-  assertNotification(await got('notification'), SENT);
+  const [subscribed, ...more] = await got('subscribed');
+  assert.equal(typeof subscribed.socketId, 'string');
+  assert.deepEqual(withoutOffset(subscribed), { userId: 'chr-sio', socketId: subscribed.socketId });
+  assert.deepEqual(more, [subscribed.offset], 'the offset again, as the last argument');
+  const pushed = await push(herald.control, 'chr-sio', SENT);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
+  const [notification, ...after] = await got('notification');
+  assertNotification(notification, SENT);
+  assert.deepEqual(after, [pushed.offset], 'the offset pushed, as the last argument');
 });

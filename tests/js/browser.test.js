@@ -5,7 +5,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { launchChromium, pageServer, reported } from './chromium.js';
-import { assertNotification, push, Queue, scope, TEST_TIMEOUT } from './harness.js';
+import {
+  assertNotification,
+  parseOffset,
+  push,
+  Queue,
+  scope,
+  TEST_TIMEOUT,
+  withoutOffset,
+} from './harness.js';
 
 const limit = { timeout: TEST_TIMEOUT };
 
@@ -32,14 +40,17 @@ function page(heraldUrl, userId) {
   });
   socket.on('connect', () => socket.emit('subscribe', userId));
   socket.on('connect_error', (e) => report('connect_error', String(e && e.message)));
-  socket.on('subscribed', (d) => report('subscribed', { ...d, socketIdSeen: socket.id }));
-  socket.on('notification', (n) => {
+  // herald sends the offset as a last argument after the data of both events.
+  socket.on('subscribed', (d, ...more) =>
+    report('subscribed', { data: d, more, socketIdSeen: socket.id }),
+  );
+  socket.on('notification', (n, ...more) => {
     document.getElementById('notifications').insertAdjacentHTML(
       'beforeend',
       '<li>' + escape(n.type) + ': ' + escape(n.message) + '</li>',
     );
     const shown = document.getElementById('notifications').lastElementChild.textContent;
-    report('notification', { notification: n, shown });
+    report('notification', { notification: n, more, shown });
   });
 </script>
 </body>
@@ -66,14 +77,11 @@ test('headless Chromium: the front-end snippet subscribes and shows a push', lim
   t.after(() => chromium.close());
   const got = (kind) => Promise.race([reported(reports, kind, chromium), chromium.spawnFailed]);
 
-  const subscribed = await got('subscribed');
-  assert.equal(subscribed.userId, userId);
+  const { data: subscribed, more, socketIdSeen } = await got('subscribed');
   assert.equal(typeof subscribed.socketId, 'string');
-  assert.equal(
-    subscribed.socketId,
-    subscribed.socketIdSeen,
-    'socketId is the socket.id the page sees',
-  );
+  assert.deepEqual(withoutOffset(subscribed), { userId, socketId: subscribed.socketId });
+  assert.equal(subscribed.socketId, socketIdSeen, 'socketId is the socket.id the page sees');
+  assert.deepEqual(more, [subscribed.offset], 'the offset again, as the last argument');
 
   const sent = {
     type: 'LIKE',
@@ -81,8 +89,12 @@ test('headless Chromium: the front-end snippet subscribes and shows a push', lim
     actorId: 'user-9',
     data: { postId: 'p1' },
   };
-  assert.deepEqual(await push(herald.control, userId, sent), { sockets: 1 });
-  const { notification, shown } = await got('notification');
+  const pushed = await push(herald.control, userId, sent);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
+  const { epoch, seq } = parseOffset(subscribed.offset);
+  assert.deepEqual(parseOffset(pushed.offset), { epoch, seq: seq + 1 }, 'the next offset');
+  const { notification, more: after, shown } = await got('notification');
   assertNotification(notification, sent);
+  assert.deepEqual(after, [pushed.offset], 'the offset pushed, as the last argument');
   assert.equal(shown, 'LIKE: Someone liked <your> post');
 });

@@ -14,14 +14,17 @@ import WebSocket from 'ws';
 import { openPage } from './chromium.js';
 import {
   assertNotification,
+  assertRawNotification,
   metrics,
   once,
+  parseOffset,
   push,
-  record,
   recordRaw,
+  recordWithOffset,
   scope,
   subscribeRaw,
   TEST_TIMEOUT,
+  withoutOffset,
 } from './harness.js';
 
 const limit = { timeout: TEST_TIMEOUT };
@@ -85,14 +88,11 @@ async function rawClient(s, herald, options) {
 }
 
 // Pushes `sent` to `userId` over the control API and checks that each of `queues` (raw `/ws`
-// messages) receives it next, intact.
+// messages) receives it next, intact, with the offset the push answered.
 async function pushRaw(herald, userId, sent, queues) {
-  assert.deepEqual(await push(herald.control, userId, sent), { sockets: queues.length });
-  for (const messages of queues) {
-    const m = await messages.next();
-    assert.equal(m.event, 'notification', JSON.stringify(m));
-    assertNotification(m.data, sent);
-  }
+  const pushed = await push(herald.control, userId, sent);
+  assert.deepEqual(withoutOffset(pushed), { sockets: queues.length });
+  for (const messages of queues) assertRawNotification(await messages.next(), sent, pushed.offset);
 }
 
 test('ws, threshold 0: no context takeover agreed, compressed both ways', limit, async (t) => {
@@ -192,13 +192,17 @@ test('ws: server_max_window_bits=15 is echoed, a smaller window declined', limit
 });
 
 // Connects a Socket.IO socket with `opts` that subscribes to `userId` on `connect`; resolves
-// once subscribed, with the socket and its notification queue.
+// once subscribed, with the socket and its notification queue (`recordWithOffset`).
 async function subscribedSocket(s, herald, userId, opts) {
   const socket = s.io(herald.wsUrl, opts);
-  const subscribed = record(socket, 'subscribed');
-  const notifications = record(socket, 'notification');
+  const subscribed = recordWithOffset(socket, 'subscribed');
+  const notifications = recordWithOffset(socket, 'notification');
   socket.on('connect', () => socket.emit('subscribe', userId));
-  assert.deepEqual(await subscribed.next(), { userId, socketId: socket.id });
+  assert.deepEqual(await subscribed.next(), {
+    userId,
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
   assert.equal(socket.io.engine.transport.name, 'websocket');
   return { socket, notifications };
 }
@@ -220,10 +224,13 @@ test('socket.io-client, websocket, threshold 0: compressed both ways', limit, as
   assert.ok(subscribed.received >= 2, JSON.stringify(subscribed));
   assert.equal(subscribed.inflated, subscribed.received);
 
-  assert.deepEqual(await push(herald.control, 'sio', BIG), { sockets: 1 });
+  const big = await push(herald.control, 'sio', BIG);
+  assert.deepEqual(withoutOffset(big), { sockets: 1 });
   assertNotification(await notifications.next(), BIG);
-  assert.deepEqual(await push(herald.control, 'sio', SMALL), { sockets: 1 });
+  const small = await push(herald.control, 'sio', SMALL);
+  assert.deepEqual(withoutOffset(small), { sockets: 1 });
   assertNotification(await notifications.next(), SMALL);
+  assert.deepEqual(notifications.offsets, [big.offset, small.offset]);
   const pushed = await counters(herald);
   assert.equal(pushed.deliveries, 2);
   assert.equal(pushed.compressed, 1, 'only the big push went out compressed');
@@ -243,13 +250,16 @@ test("socket.io-client's defaults: deflate agreed, small packets sent plain", li
   assert.ok(subscribed.received >= 2, JSON.stringify(subscribed));
   assert.equal(subscribed.inflated, 0);
 
-  assert.deepEqual(await push(herald.control, 'sio-default', BIG), { sockets: 1 });
+  const big = await push(herald.control, 'sio-default', BIG);
+  assert.deepEqual(withoutOffset(big), { sockets: 1 });
   assertNotification(await notifications.next(), BIG);
+  assert.equal(notifications.lastOffset, big.offset);
   assert.equal((await counters(herald)).compressed, 1);
 });
 
 // A page that opens a native WebSocket on herald's `/ws`, subscribes, and reports the
-// `subscribed` reply (with the extensions Chromium agreed) and every notification.
+// `subscribed` reply's data (with the extensions Chromium agreed) and every other message whole
+// (a notification with its offset).
 function rawPage(wsUrl, userId) {
   return `<!doctype html>
 <html>
@@ -264,8 +274,8 @@ function rawPage(wsUrl, userId) {
   const ws = new WebSocket(${JSON.stringify(wsUrl)});
   ws.onopen = () => ws.send(JSON.stringify({ event: 'subscribe', data: userId }));
   ws.onmessage = (e) => {
-    const { event, data } = JSON.parse(e.data);
-    report(event, event === 'subscribed' ? { ...data, extensions: ws.extensions } : data);
+    const m = JSON.parse(e.data);
+    report(m.event, m.event === 'subscribed' ? { ...m.data, extensions: ws.extensions } : m);
   };
   ws.onclose = (e) => report('close', { code: e.code, reason: e.reason });
 </script>
@@ -275,7 +285,7 @@ function rawPage(wsUrl, userId) {
 }
 
 // A page that runs socket.io-client on the websocket transport only, subscribes, and reports the
-// `subscribed` reply and every notification.
+// arguments of the `subscribed` reply and of every notification (the data, then the offset).
 function socketIoPage(heraldUrl, userId) {
   return `<!doctype html>
 <html>
@@ -290,14 +300,13 @@ function socketIoPage(heraldUrl, userId) {
   const socket = io(${JSON.stringify(heraldUrl)}, { transports: ['websocket'] });
   socket.on('connect', () => socket.emit('subscribe', ${JSON.stringify(userId)}));
   socket.on('connect_error', (e) => report('connect_error', String(e && e.message)));
-  socket.on('subscribed', (d) => report('subscribed', d));
-  socket.on('notification', (n) => report('notification', n));
+  socket.on('subscribed', (...args) => report('subscribed', args));
+  socket.on('notification', (...args) => report('notification', args));
 </script>
 </body>
 </html>
 `;
 }
-
 
 test('Chromium, native WebSocket on /ws: deflate agreed, pushes intact', limit, async (t) => {
   const s = scope(t);
@@ -305,10 +314,11 @@ test('Chromium, native WebSocket on /ws: deflate agreed, pushes intact', limit, 
   const wsUrl = `${herald.wsUrl.replace(/^http/, 'ws')}/ws`;
   const got = await openPage(t, s, herald, rawPage(wsUrl, 'chr'));
 
-  const subscribed = await got('subscribed');
-  assert.equal(subscribed.userId, 'chr');
+  const { extensions, ...subscribed } = await got('subscribed');
+  assert.equal(typeof subscribed.socketId, 'string');
+  assert.deepEqual(withoutOffset(subscribed), { userId: 'chr', socketId: subscribed.socketId });
   // Chromium exposes the agreed extensions as herald wrote them.
-  assert.equal(subscribed.extensions, AGREED);
+  assert.equal(extensions, AGREED);
   // Chromium compresses every message it sends, however small: the subscribe arrived compressed.
   assert.deepEqual(await counters(herald), {
     deflateWebsockets: 1,
@@ -319,10 +329,12 @@ test('Chromium, native WebSocket on /ws: deflate agreed, pushes intact', limit, 
     compressions: 0,
   });
 
-  assert.deepEqual(await push(herald.control, 'chr', BIG), { sockets: 1 });
-  assertNotification(await got('notification'), BIG);
-  assert.deepEqual(await push(herald.control, 'chr', SMALL), { sockets: 1 });
-  assertNotification(await got('notification'), SMALL);
+  const big = await push(herald.control, 'chr', BIG);
+  assert.deepEqual(withoutOffset(big), { sockets: 1 });
+  assertRawNotification(await got('notification'), BIG, big.offset);
+  const small = await push(herald.control, 'chr', SMALL);
+  assert.deepEqual(withoutOffset(small), { sockets: 1 });
+  assertRawNotification(await got('notification'), SMALL, small.offset);
   const pushed = await counters(herald);
   assert.equal(pushed.deliveries, 2);
   assert.equal(pushed.compressed, 1, 'only the big push went out compressed');
@@ -333,8 +345,15 @@ test('Chromium, socket.io-client on websocket: deflate, big push intact', limit,
   const herald = await s.herald();
   const got = await openPage(t, s, herald, socketIoPage(herald.wsUrl, 'chr-sio'));
 
-  const subscribed = await got('subscribed');
-  assert.equal(subscribed.userId, 'chr-sio');
+  const [subscribed, subscribedOffset, ...more] = await got('subscribed');
+  assert.deepEqual(more, [], 'the offset is the last argument');
+  parseOffset(subscribedOffset);
+  assert.equal(typeof subscribed.socketId, 'string');
+  assert.deepEqual(subscribed, {
+    userId: 'chr-sio',
+    socketId: subscribed.socketId,
+    offset: subscribedOffset,
+  });
   const connected = await counters(herald);
   // The browser's WebSocket negotiates by itself; the client's `perMessageDeflate` is Node's only.
   assert.equal(connected.deflateWebsockets, 1);
@@ -342,8 +361,11 @@ test('Chromium, socket.io-client on websocket: deflate, big push intact', limit,
   // Chromium compresses every message, even Socket.IO's two-byte CONNECT packet `40`.
   assert.equal(connected.inflated, connected.received, 'Chromium compressed every packet');
 
-  assert.deepEqual(await push(herald.control, 'chr-sio', BIG), { sockets: 1 });
-  assertNotification(await got('notification'), BIG);
+  const big = await push(herald.control, 'chr-sio', BIG);
+  assert.deepEqual(withoutOffset(big), { sockets: 1 });
+  const [notification, ...rest] = await got('notification');
+  assertNotification(notification, BIG);
+  assert.deepEqual(rest, [big.offset], 'the offset pushed, as the last argument');
   const pushed = await counters(herald);
   assert.equal(pushed.compressed, 1);
   assert.equal(pushed.deflateWebsockets, 1);
@@ -364,11 +386,11 @@ test('--deflate false: offers declined, the big push arrives plain', limit, asyn
     perMessageDeflate: { threshold: 0 },
   });
 
-  assert.deepEqual(await push(herald.control, 'off', BIG), { sockets: 2 });
-  const m = await messages.next();
-  assert.equal(m.event, 'notification', JSON.stringify(m));
-  assertNotification(m.data, BIG);
+  const big = await push(herald.control, 'off', BIG);
+  assert.deepEqual(withoutOffset(big), { sockets: 2 });
+  assertRawNotification(await messages.next(), BIG, big.offset);
   assertNotification(await notifications.next(), BIG);
+  assert.equal(notifications.lastOffset, big.offset);
   const pushed = await counters(herald);
   assert.equal(pushed.deflateWebsockets, 0);
   assert.equal(pushed.inflated, 0);

@@ -198,10 +198,68 @@ export function record(socket, event) {
   return q;
 }
 
-// Every event the Socket.IO `socket` receives from now on, as `{ event, data }`.
+// A notification offset is `<epoch hex>-<seq>`, seq counting every push accepted in the epoch
+// (0 before any). Asserts that form and returns `{ epoch, seq }`.
+export function parseOffset(offset, what = 'an offset') {
+  assert.equal(typeof offset, 'string', `${what} is a string: ${JSON.stringify(offset)}`);
+  const m = /^([0-9a-f]+)-(\d+)$/.exec(offset);
+  assert.ok(m, `${what} is "<epoch hex>-<seq>": ${JSON.stringify(offset)}`);
+  return { epoch: m[1], seq: Number(m[2]) };
+}
+
+// `value` without its `offset`, which has to be there and be an offset: so that the rest can be
+// compared exactly (a push's answer, a `subscribed` answer).
+export function withoutOffset(value) {
+  assert.ok(
+    value !== null && typeof value === 'object' && Object.hasOwn(value, 'offset'),
+    `an offset in ${JSON.stringify(value)}`,
+  );
+  const { offset, ...rest } = value;
+  parseOffset(offset, `the offset in ${JSON.stringify(value)}`);
+  return rest;
+}
+
+// The events herald sends with their offset as an extra last argument (`notification`,
+// `subscribed`): takes them with `next`, which asserts exactly one argument after the first and
+// that it is an offset, and resolves with the first; `offsets` are those of the events taken, in
+// order, and `lastOffset` the latest.
+class OffsetQueue extends Queue {
+  offsets = [];
+
+  async next(timeoutMs) {
+    const args = await super.next(timeoutMs);
+    assert.equal(
+      args.length,
+      2,
+      `${this.what} with its offset as the last argument: ${JSON.stringify(args)}`,
+    );
+    parseOffset(args[1], `the last argument of ${this.what} ${JSON.stringify(args)}`);
+    this.offsets.push(args[1]);
+    return args[0];
+  }
+
+  get lastOffset() {
+    return this.offsets.at(-1);
+  }
+
+  get pending() {
+    return super.pending.map((args) => args[0]);
+  }
+}
+
+// Every `event` the Socket.IO `socket` receives from now on, for an event herald sends with its
+// offset last (`notification`, `subscribed`): see `OffsetQueue`.
+export function recordWithOffset(socket, event) {
+  const q = new OffsetQueue(`'${event}' event`);
+  socket.on(event, (...args) => q.push(args));
+  return q;
+}
+
+// Every event the Socket.IO `socket` receives from now on, as `{ event, args }`, `args` being all
+// of its arguments (herald sends an offset after the data of some).
 export function recordAll(socket) {
   const q = new Queue('event');
-  socket.onAny((event, data) => q.push({ event, data }));
+  socket.onAny((event, ...args) => q.push({ event, args }));
   return q;
 }
 
@@ -223,17 +281,34 @@ export async function notificationsUntil(queue, until, timeoutMs = PATIENCE) {
   }
 }
 
-// Subscribes the raw WebSocket to `userId` and returns the `subscribed` data.
+// Subscribes the raw WebSocket to `userId` and returns the `subscribed` data: exactly
+// `{ userId, socketId, offset }` (no `recovered`: the subscribe gives no offset).
 export async function subscribeRaw(ws, messages, userId) {
   ws.send(JSON.stringify({ event: 'subscribe', data: userId }));
   const reply = await messages.next();
+  assert.deepEqual(Object.keys(reply).sort(), ['data', 'event'], JSON.stringify(reply));
   assert.equal(reply.event, 'subscribed', JSON.stringify(reply));
-  assert.equal(reply.data.userId, String(userId));
+  const { socketId } = reply.data;
+  assert.equal(typeof socketId, 'string', JSON.stringify(reply));
+  assert.notEqual(socketId, '');
+  assert.deepEqual(withoutOffset(reply.data), { userId: String(userId), socketId });
   return reply.data;
 }
 
+// Asserts that the raw `/ws` message `m` is exactly `{ event: 'notification', data, offset }`,
+// `data` being `sent` plus its timestamp (`assertNotification`), and, when `offset` is given (what
+// the push answered), that it came with that offset. Returns its offset.
+export function assertRawNotification(m, sent, offset) {
+  assert.deepEqual(Object.keys(m ?? {}).sort(), ['data', 'event', 'offset'], JSON.stringify(m));
+  assert.equal(m.event, 'notification', JSON.stringify(m));
+  assertNotification(m.data, sent);
+  parseOffset(m.offset, `the offset of ${JSON.stringify(m)}`);
+  if (offset !== undefined) assert.equal(m.offset, offset, 'the offset its push answered');
+  return m.offset;
+}
+
 // Pushes `notification` to `userId` over the control API; asserts 202 and returns the body
-// (`{ sockets }`).
+// (`{ sockets, offset }`: compare `withoutOffset(body)`).
 export async function push(control, userId, notification) {
   const res = await fetch(`${control}/v1/users/${encodeURIComponent(userId)}/notifications`, {
     method: 'POST',

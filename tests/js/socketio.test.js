@@ -5,17 +5,21 @@ import assert from 'node:assert/strict';
 
 import {
   assertNotification,
+  assertRawNotification,
   eventually,
   notificationsUntil,
   once,
+  parseOffset,
   push,
   record,
   recordAll,
   recordRaw,
+  recordWithOffset,
   scope,
   subscribeRaw,
   TEST_TIMEOUT,
   user,
+  withoutOffset,
 } from './harness.js';
 
 const limit = { timeout: TEST_TIMEOUT };
@@ -28,33 +32,46 @@ const LIKE = {
 };
 
 // Connects a socket that subscribes to `userId` on every `connect`, as the front end does, and
-// resolves once the first `subscribed` arrives, with the socket and its notification queue.
+// resolves once the first `subscribed` arrives, with the socket and its notification queue
+// (`recordWithOffset`: each notification comes with its offset as a last argument).
 async function subscribedClient(s, herald, userId, opts) {
   const socket = s.io(herald.wsUrl, opts);
-  const subscribed = record(socket, 'subscribed');
-  const notifications = record(socket, 'notification');
+  const subscribed = recordWithOffset(socket, 'subscribed');
+  const notifications = recordWithOffset(socket, 'notification');
   socket.on('connect', () => socket.emit('subscribe', userId));
   const data = await subscribed.next();
-  assert.deepEqual(data, { userId: String(userId), socketId: socket.id });
+  // The offset in the data is the one sent as the last argument.
+  assert.deepEqual(data, {
+    userId: String(userId),
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
   return { socket, subscribed, notifications };
 }
 
 test('default transports: polling, then websocket; no push lost or repeated', limit, async (t) => {
   const s = scope(t);
   const herald = await s.herald();
-  const { socket, notifications } = await subscribedClient(s, herald, 'u1');
+  const { socket, subscribed, notifications } = await subscribedClient(s, herald, 'u1');
   assert.ok(socket.connected);
 
-  assert.deepEqual(await push(herald.control, 'u1', LIKE), { sockets: 1 });
+  const pushed = await push(herald.control, 'u1', LIKE);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
   assertNotification(await notifications.next(), LIKE);
+  assert.equal(notifications.lastOffset, pushed.offset, 'delivered with the offset pushed');
+  // The first push of this herald's epoch: one past the head the subscribe answered.
+  const head = parseOffset(subscribed.lastOffset);
+  assert.deepEqual(parseOffset(pushed.offset), { epoch: head.epoch, seq: head.seq + 1 });
 
   const engine = socket.io.engine;
   if (engine.transport.name !== 'websocket') await once(engine, 'upgrade');
   assert.equal(engine.transport.name, 'websocket');
 
   const after = { type: 'TEST', message: 'after the upgrade' };
-  assert.deepEqual(await push(herald.control, 'u1', after), { sockets: 1 });
-  assert.deepEqual(await push(herald.control, 'u1', { message: 'sentinel' }), { sockets: 1 });
+  const afterPushed = await push(herald.control, 'u1', after);
+  assert.deepEqual(withoutOffset(afterPushed), { sockets: 1 });
+  const sentinel = await push(herald.control, 'u1', { message: 'sentinel' });
+  assert.deepEqual(withoutOffset(sentinel), { sockets: 1 });
   const before = await notificationsUntil(notifications, 'sentinel');
   assert.equal(
     before.length,
@@ -62,6 +79,7 @@ test('default transports: polling, then websocket; no push lost or repeated', li
     `exactly one notification before the sentinel: ${JSON.stringify(before)}`,
   );
   assertNotification(before[0], after);
+  assert.deepEqual(notifications.offsets, [pushed.offset, afterPushed.offset, sentinel.offset]);
 });
 
 test('websocket only', limit, async (t) => {
@@ -72,7 +90,7 @@ test('websocket only', limit, async (t) => {
   });
   assert.equal(socket.io.engine.transport.name, 'websocket');
 
-  assert.deepEqual(await push(herald.control, 'u-ws', LIKE), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'u-ws', LIKE)), { sockets: 1 });
   assertNotification(await notifications.next(), LIKE);
   await push(herald.control, 'u-ws', { message: 'sentinel' });
   assert.deepEqual(await notificationsUntil(notifications, 'sentinel'), []);
@@ -86,11 +104,11 @@ test('polling only: pushes arrive one poll after another', limit, async (t) => {
     upgrade: false,
   });
 
-  assert.deepEqual(await push(herald.control, 'u-poll', LIKE), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'u-poll', LIKE)), { sockets: 1 });
   assertNotification(await notifications.next(), LIKE);
   // A second push has to ride on the next poll request.
   const second = { type: 'TEST', message: 'second' };
-  assert.deepEqual(await push(herald.control, 'u-poll', second), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'u-poll', second)), { sockets: 1 });
   assertNotification(await notifications.next(), second);
   await push(herald.control, 'u-poll', { message: 'sentinel' });
   assert.deepEqual(await notificationsUntil(notifications, 'sentinel'), []);
@@ -112,12 +130,15 @@ test('three clients of one user each get a push once', limit, async (t) => {
     sockets: 3,
   });
 
-  assert.deepEqual(await push(herald.control, 'u-many', LIKE), { sockets: 3 });
-  assert.deepEqual(await push(herald.control, 'u-many', { message: 'sentinel' }), { sockets: 3 });
+  const pushed = await push(herald.control, 'u-many', LIKE);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 3 });
+  const sentinel = await push(herald.control, 'u-many', { message: 'sentinel' });
+  assert.deepEqual(withoutOffset(sentinel), { sockets: 3 });
   for (const { notifications } of clients) {
     const before = await notificationsUntil(notifications, 'sentinel');
     assert.equal(before.length, 1, JSON.stringify(before));
     assertNotification(before[0], LIKE);
+    assert.deepEqual(notifications.offsets, [pushed.offset, sentinel.offset]);
   }
 });
 
@@ -125,43 +146,62 @@ test('subscribe acks; a numeric user id becomes its decimal string', limit, asyn
   const s = scope(t);
   const herald = await s.herald();
   const socket = s.io(herald.wsUrl);
-  const subscribed = record(socket, 'subscribed');
-  const notifications = record(socket, 'notification');
+  const subscribed = recordWithOffset(socket, 'subscribed');
+  const notifications = recordWithOffset(socket, 'notification');
   await once(socket, 'connect');
 
+  // The ack's data is the `subscribed` event's, offset included.
   const ack = await socket.timeout(10_000).emitWithAck('subscribe', 'u');
-  assert.deepEqual(ack, { userId: 'u', socketId: socket.id });
-  assert.deepEqual(await subscribed.next(), { userId: 'u', socketId: socket.id });
+  assert.deepEqual(withoutOffset(ack), { userId: 'u', socketId: socket.id });
+  assert.deepEqual(await subscribed.next(), {
+    userId: 'u',
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
+  assert.equal(ack.offset, subscribed.lastOffset);
 
   const numeric = await socket.timeout(10_000).emitWithAck('subscribe', 123);
-  assert.deepEqual(numeric, { userId: '123', socketId: socket.id });
-  assert.deepEqual(await subscribed.next(), { userId: '123', socketId: socket.id });
+  assert.deepEqual(withoutOffset(numeric), { userId: '123', socketId: socket.id });
+  assert.deepEqual(await subscribed.next(), {
+    userId: '123',
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
+  assert.equal(numeric.offset, subscribed.lastOffset);
 
-  assert.deepEqual(await push(herald.control, '123', LIKE), { sockets: 1 });
+  const pushed = await push(herald.control, '123', LIKE);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
   assertNotification(await notifications.next(), LIKE);
+  assert.equal(notifications.lastOffset, pushed.offset);
 });
 
 test('unsubscribe stops delivery to that user and keeps the others', limit, async (t) => {
   const s = scope(t);
   const herald = await s.herald();
   const socket = s.io(herald.wsUrl);
-  const notifications = record(socket, 'notification');
+  const notifications = recordWithOffset(socket, 'notification');
   const unsubscribed = record(socket, 'unsubscribed');
   await once(socket, 'connect');
   for (const id of ['a', 'b', 'c']) await socket.timeout(10_000).emitWithAck('subscribe', id);
 
   socket.emit('unsubscribe', 'a');
   assert.deepEqual(await unsubscribed.next(), { userId: 'a' });
-  assert.deepEqual(await push(herald.control, 'a', { message: 'to a' }), { sockets: 0 });
-  assert.deepEqual(await push(herald.control, 'b', { message: 'to b' }), { sockets: 1 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'a', { message: 'to a' })), {
+    sockets: 0,
+  });
+  const toB = await push(herald.control, 'b', { message: 'to b' });
+  assert.deepEqual(withoutOffset(toB), { sockets: 1 });
   const before = await notificationsUntil(notifications, 'to b');
   assert.deepEqual(before, [], 'nothing arrives for the unsubscribed user');
+  assert.deepEqual(notifications.offsets, [toB.offset]);
 
   // The same with an ack callback.
   const ack = await socket.timeout(10_000).emitWithAck('unsubscribe', 'c');
   assert.equal(ack?.userId, 'c', `ack ${JSON.stringify(ack)}`);
   assert.deepEqual(await unsubscribed.next(), { userId: 'c' });
-  assert.deepEqual(await push(herald.control, 'c', { message: 'to c' }), { sockets: 0 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'c', { message: 'to c' })), {
+    sockets: 0,
+  });
   assert.deepEqual(await user(herald.control, 'b'), { userId: 'b', online: true, sockets: 1 });
 });
 
@@ -174,24 +214,32 @@ test('an invalid subscribe gets an error event; the socket stays usable', limit,
 
   for (const bad of ['', {}]) {
     socket.emit('subscribe', bad);
-    const { event, data } = await received.next();
+    const { event, args } = await received.next();
     assert.equal(event, 'error', `subscribe(${JSON.stringify(bad)}) answered ${event}`);
+    assert.equal(args.length, 1, JSON.stringify(args));
+    const [data] = args;
     assert.equal(typeof data?.message, 'string', JSON.stringify(data));
     assert.notEqual(data.message, '');
   }
-  // Unknown events are ignored: the next answer is the one to the valid subscribe.
+  // Unknown events are ignored: the next answer is the one to the valid subscribe, its offset
+  // both in its data and as its last argument.
   socket.emit('no-such-event', 'x');
   socket.emit('subscribe', 'ok');
-  assert.deepEqual(await received.next(), {
+  const answer = await received.next();
+  const offset = answer.args?.at(-1);
+  parseOffset(offset, `the last argument of ${JSON.stringify(answer)}`);
+  assert.deepEqual(answer, {
     event: 'subscribed',
-    data: { userId: 'ok', socketId: socket.id },
+    args: [{ userId: 'ok', socketId: socket.id, offset }, offset],
   });
   assert.ok(socket.connected);
 
-  await push(herald.control, 'ok', LIKE);
-  const { event, data } = await received.next();
+  const pushed = await push(herald.control, 'ok', LIKE);
+  const { event, args } = await received.next();
   assert.equal(event, 'notification');
-  assertNotification(data, LIKE);
+  assert.equal(args.length, 2, JSON.stringify(args));
+  assertNotification(args[0], LIKE);
+  assert.equal(args[1], pushed.offset, 'the notification ends with the offset pushed');
 });
 
 // An event herald does not know, emitted with an ack, was ignored, so emitWithAck waited out its
@@ -219,24 +267,29 @@ test('a Socket.IO tab and a raw /ws socket of one user both get a push', limit, 
   const rawSubscribed = await subscribeRaw(ws, raw, 'u-mixed');
   assert.notEqual(rawSubscribed.socketId, tab.socket.id);
 
-  assert.deepEqual(await push(herald.control, 'u-mixed', LIKE), { sockets: 2 });
-  assert.deepEqual(await push(herald.control, 'u-mixed', { message: 'sentinel' }), {
-    sockets: 2,
-  });
+  const pushed = await push(herald.control, 'u-mixed', LIKE);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 2 });
+  const sentinel = await push(herald.control, 'u-mixed', { message: 'sentinel' });
+  assert.deepEqual(withoutOffset(sentinel), { sockets: 2 });
 
   const before = await notificationsUntil(tab.notifications, 'sentinel');
   assert.equal(before.length, 1, JSON.stringify(before));
   assertNotification(before[0], LIKE);
+  assert.deepEqual(tab.notifications.offsets, [pushed.offset, sentinel.offset]);
 
+  // Both sockets get the same offsets: they are the pushes', not the sockets'.
   const rawBefore = [];
   for (;;) {
     const m = await raw.next();
     assert.equal(m.event, 'notification', JSON.stringify(m));
-    if (m.data.message === 'sentinel') break;
-    rawBefore.push(m.data);
+    if (m.data.message === 'sentinel') {
+      assertRawNotification(m, { message: 'sentinel' }, sentinel.offset);
+      break;
+    }
+    rawBefore.push(m);
   }
   assert.equal(rawBefore.length, 1, JSON.stringify(rawBefore));
-  assertNotification(rawBefore[0], LIKE);
+  assertRawNotification(rawBefore[0], LIKE, pushed.offset);
 });
 
 test('the front end reconnects and resubscribes when herald restarts', limit, async (t) => {
@@ -255,13 +308,19 @@ test('the front end reconnects and resubscribes when herald restarts', limit, as
 
   const connects = record(socket, 'connect');
   const disconnects = record(socket, 'disconnect');
-  const subscribed = record(socket, 'subscribed');
-  const notifications = record(socket, 'notification');
+  const subscribed = recordWithOffset(socket, 'subscribed');
+  const notifications = recordWithOffset(socket, 'notification');
 
   await connects.next();
-  assert.deepEqual(await subscribed.next(), { userId, socketId: socket.id });
-  assert.deepEqual(await push(first.control, userId, LIKE), { sockets: 1 });
+  assert.deepEqual(await subscribed.next(), {
+    userId,
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
+  const pushed = await push(first.control, userId, LIKE);
+  assert.deepEqual(withoutOffset(pushed), { sockets: 1 });
   assertNotification(await notifications.next(), LIKE);
+  assert.equal(notifications.lastOffset, pushed.offset);
 
   const stopped = await first.stop();
   assert.equal(stopped.code, 0, `herald exits cleanly on SIGTERM: ${JSON.stringify(stopped)}`);
@@ -272,10 +331,16 @@ test('the front end reconnects and resubscribes when herald restarts', limit, as
 
   const second = await s.herald({ port: first.publicPort });
   await connects.next(30_000);
-  assert.deepEqual(await subscribed.next(), { userId, socketId: socket.id });
+  assert.deepEqual(await subscribed.next(), {
+    userId,
+    socketId: socket.id,
+    offset: subscribed.lastOffset,
+  });
   const again = { type: 'TEST', message: 'after the restart' };
-  assert.deepEqual(await push(second.control, userId, again), { sockets: 1 });
+  const pushedAgain = await push(second.control, userId, again);
+  assert.deepEqual(withoutOffset(pushedAgain), { sockets: 1 });
   assertNotification(await notifications.next(), again);
+  assert.equal(notifications.lastOffset, pushedAgain.offset);
 });
 
 test('unsubscribe + disconnect, or a bare disconnect, leaves no socket', limit, async (t) => {
@@ -305,7 +370,7 @@ test('unsubscribe + disconnect, or a bare disconnect, leaves no socket', limit, 
       return u.sockets === 0 && u.online === false;
     });
   }
-  assert.deepEqual(await push(herald.control, 'closing', LIKE), { sockets: 0 });
+  assert.deepEqual(withoutOffset(await push(herald.control, 'closing', LIKE)), { sockets: 0 });
 });
 
 test('the Engine.IO handshake carries the configured timings and limits', limit, async (t) => {
@@ -340,8 +405,9 @@ test('--socketio-path moves the endpoint', limit, async (t) => {
   const s = scope(t);
   const herald = await s.herald({ args: ['--socketio-path', '/rt/'] });
   const { notifications } = await subscribedClient(s, herald, 'u-path', { path: '/rt/' });
-  await push(herald.control, 'u-path', LIKE);
+  const pushed = await push(herald.control, 'u-path', LIKE);
   assertNotification(await notifications.next(), LIKE);
+  assert.equal(notifications.lastOffset, pushed.offset);
 });
 
 test('CORS: a listed Origin is reflected with credentials, no other', limit, async (t) => {
