@@ -119,7 +119,12 @@ impl Router {
         }
         let joined = Joined::place(&mut records, log.epoch(), join, unix_ms());
         match s.workers.get(worker) {
-            Some(link) => link.send(ToWorker::Joined(Box::new(joined))),
+            // No wake: the worker asking carries out its joins' answers as soon as it placed
+            // them (see the runtime's `settle`).
+            Some(link) => link
+                .tx
+                .send(ToWorker::Joined(Box::new(joined)))
+                .map_err(|_| LoopGone),
             None => Err(LoopGone),
         }
     }
@@ -280,7 +285,17 @@ impl Router {
         );
         job.record = record;
         let job = Arc::new(job);
-        let sent = self.to_each(mask, || ToWorker::Push(job.clone()));
+        // Queued under the lock, which is what orders pushes and joins; the workers are woken
+        // after it is released, so that the other control threads are not kept waiting on a
+        // system call.
+        let mut sent = Ok(());
+        for w in workers_in(mask) {
+            if let Some(link) = s.workers.get(w) {
+                if link.tx.send(ToWorker::Push(job.clone())).is_err() {
+                    sent = Err(LoopGone);
+                }
+            }
+        }
         if sent.is_err() {
             // Answered 503: a push refused must not be replayed later.
             if let (Some(records), Some(record)) = (records.as_mut(), job.record.as_ref()) {
@@ -288,6 +303,13 @@ impl Router {
             }
         }
         drop(records);
+        for w in workers_in(mask) {
+            if let Some(link) = s.workers.get(w) {
+                if link.waker.wake().is_err() {
+                    sent = Err(LoopGone);
+                }
+            }
+        }
         sent
     }
 
