@@ -1108,31 +1108,28 @@ impl State {
             None => {}
         }
         let socket_id = std::str::from_utf8(&socket_id).unwrap_or("").to_owned();
+        let list = matches!(
+            join.reply,
+            JoinReply::Raw { list: true } | JoinReply::Event { list: true, .. }
+        );
+        let answer = raw::SubscribedAnswer {
+            users: &join.users,
+            list,
+            socket_id: &socket_id,
+            offset: Some(&offset),
+            recovered,
+        };
         match &join.reply {
-            JoinReply::Raw { list } => {
+            JoinReply::Raw { .. } => {
                 let Some(format) = self.io.conn_mut(k).map(|c| c.format) else {
                     return;
-                };
-                let answer = raw::SubscribedAnswer {
-                    users: &join.users,
-                    list: *list,
-                    socket_id: &socket_id,
-                    offset: Some(&offset),
-                    recovered,
                 };
                 self.raw_send(k, &raw::subscribed(format, &answer));
                 // Broadcasts held since it opened come after the answer; a recovery replays
                 // them below in their place instead.
                 self.io.release_broadcasts(k, recovered != Some(true), now);
             }
-            JoinReply::Event { ack, list } => {
-                let answer = raw::SubscribedAnswer {
-                    users: &join.users,
-                    list: *list,
-                    socket_id: &socket_id,
-                    offset: Some(&offset),
-                    recovered,
-                };
+            JoinReply::Event { ack, .. } => {
                 self.socketio_subscribed(k, *ack, answer.to_json(), &offset, now);
             }
             JoinReply::Connect { .. } => {}
