@@ -188,7 +188,7 @@ impl State {
             }
         }
         for k in release {
-            self.io.release_broadcasts(k, true, now);
+            self.io.release_broadcasts(k, true);
         }
         let frame = Bytes::from_static(&[0x89, 0x00]); // FIN | ping, empty payload
         for k in ping {

@@ -1127,7 +1127,7 @@ impl State {
                 self.raw_send(k, &raw::subscribed(format, &answer));
                 // Broadcasts held since it opened come after the answer; a recovery replays
                 // them below in their place instead.
-                self.io.release_broadcasts(k, recovered != Some(true), now);
+                self.io.release_broadcasts(k, recovered != Some(true));
             }
             JoinReply::Event { ack, .. } => {
                 self.socketio_subscribed(k, *ack, answer.to_json(), &offset, now);
@@ -1218,7 +1218,7 @@ impl State {
     fn replay(&mut self, k: usize, record: &Record, now: Instant) {
         let offset = Some((record.seq, record.offset.clone()));
         let payload = Payload::new(record.notification.clone(), offset, &self.deflate);
-        if self.io.hand(k, &payload, now) {
+        if self.io.hand(k, &payload, now) != Handed::No {
             self.io.metrics.replayed += 1;
         }
     }
@@ -1451,23 +1451,22 @@ impl Io {
 
     /// Hands a push to room member `k` as it comes, in the wire form it speaks.
     fn deliver(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
+        let handed = self.hand(k, payload, now);
         // A broadcast held for a raw socket before its first subscribe is not taken live: a
         // recovery replays it in its place.
-        let held = matches!(self.entries.get(k), Some(Entry::Conn(c)) if c.broadcasts_from.is_some_and(|at| now < at));
-        let handed = self.hand(k, payload, now);
-        if handed && !held && payload.seq() != 0 {
+        if handed == Handed::Now && payload.seq() != 0 {
             match self.entries.get_mut(k) {
                 Some(Entry::Conn(c)) => c.live.saw(payload.seq()),
                 Some(Entry::Session(s)) => s.live.saw(payload.seq()),
                 None => {}
             }
         }
-        handed
+        handed != Handed::No
     }
 
     /// Hands a push, live or replayed, to room member `k` in the wire form it speaks.
-    pub(crate) fn hand(&mut self, k: usize, payload: &Payload, now: Instant) -> bool {
-        match self.entries.get(k) {
+    pub(crate) fn hand(&mut self, k: usize, payload: &Payload, now: Instant) -> Handed {
+        let sent = match self.entries.get(k) {
             Some(Entry::Conn(c)) if c.is_raw() => {
                 let frame = match c.format {
                     Format::Json => payload.raw_frame(c.deflate),
@@ -1475,7 +1474,7 @@ impl Io {
                         Some(frame) => frame,
                         None => {
                             self.metrics.msgpack_skipped += 1;
-                            return false;
+                            return Handed::No;
                         }
                     },
                 };
@@ -1484,10 +1483,11 @@ impl Io {
                     // Only a broadcast reaches a raw socket before its first subscribe.
                     Some(at) if now < at => {
                         let frame = frame.clone();
-                        return self.hold_broadcast(k, frame, now);
+                        self.hold_broadcast(k, frame);
+                        return Handed::Held;
                     }
                     // Its grace is over and the sweep has not seen it yet: what it held first.
-                    Some(_) => self.release_broadcasts(k, true, now),
+                    Some(_) => self.release_broadcasts(k, true),
                     None => {}
                 }
                 self.send(k, frame)
@@ -1502,26 +1502,30 @@ impl Io {
                 _ => self.session_send(k, payload.sio_packet(), now),
             },
             _ => false,
+        };
+        if sent {
+            Handed::Now
+        } else {
+            Handed::No
         }
     }
 
     /// Holds a broadcast for raw socket `k`, which has not subscribed yet; past
     /// [`MAX_HELD_BROADCASTS`] they are let go at once.
-    fn hold_broadcast(&mut self, k: usize, frame: Bytes, now: Instant) -> bool {
+    fn hold_broadcast(&mut self, k: usize, frame: Bytes) {
         let Some(conn) = self.conn_mut(k) else {
-            return false;
+            return;
         };
         let held = conn.held_broadcasts.get_or_insert_with(Default::default);
         held.push(frame);
         if held.len() >= MAX_HELD_BROADCASTS {
-            self.release_broadcasts(k, true, now);
+            self.release_broadcasts(k, true);
         }
-        true
     }
 
     /// Raw socket `k` takes broadcasts as they come from now on; those it held are sent first
     /// (`send`), or dropped when a recovery just handed them over.
-    pub(crate) fn release_broadcasts(&mut self, k: usize, send: bool, _now: Instant) {
+    pub(crate) fn release_broadcasts(&mut self, k: usize, send: bool) {
         let Some(conn) = self.conn_mut(k) else {
             return;
         };
@@ -1570,6 +1574,17 @@ impl Io {
         }
     }
 }
+/// What became of a push handed to one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// Not taken: the member is gone, closing, or speaks a form the push has not.
+    No,
+    /// Queued to be written.
+    Now,
+    /// Held for a raw socket until its first subscribe (see [`Conn::broadcasts_from`]).
+    Held,
+}
+
 /// Whether queueing `len` more bytes behind `queued` passes the slow-consumer limit `max`. A
 /// message on an empty queue always goes, however large: a client that reads gets it.
 pub(crate) fn over_limit(queued: usize, len: usize, max: usize) -> bool {
