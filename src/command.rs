@@ -58,6 +58,29 @@ pub struct PushReply {
     /// The push's offset in the recovery log; `None` when recovery is off or the push was
     /// refused.
     pub offset: Option<Arc<str>>,
+    /// In a cluster: the nodes the push was routed to (their sockets are not counted: they
+    /// are on other machines, and `sockets` is then absent).
+    pub nodes: Option<usize>,
+    /// In a cluster: whether it reached Redis, or was only delivered on this node.
+    pub cluster: Option<ClusterState>,
+}
+
+/// How a node of a cluster reaches the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Through Redis.
+    Ok,
+    /// Redis is unreachable: this node serves its own sockets alone.
+    Degraded,
+}
+
+impl ClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::Ok => "ok",
+            ClusterState::Degraded => "degraded",
+        }
+    }
 }
 
 /// The loop's answer to [`Command::UserInfo`].
@@ -65,6 +88,21 @@ pub struct PushReply {
 pub struct UserInfo {
     /// Sockets currently subscribed to the user.
     pub sockets: usize,
+    /// In a cluster: the nodes holding them.
+    pub nodes: Option<usize>,
+    /// In a cluster: whether the other nodes were asked, or only this one could answer.
+    pub cluster: Option<ClusterState>,
+}
+
+impl UserInfo {
+    /// One node's count, before any cluster is asked.
+    pub fn local(sockets: usize) -> Self {
+        UserInfo {
+            sockets,
+            nodes: None,
+            cluster: None,
+        }
+    }
 }
 
 /// The loop has stopped; nothing will answer.

@@ -215,6 +215,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_STATE_DIR")]
     pub state_dir: Option<std::path::PathBuf>,
 
+    /// Run as one node of a cluster on Redis: `redis://[user:pass@]host:port[/db]`. A push
+    /// made on any node reaches its users' sockets on every node (read from Redis only by the
+    /// nodes holding them), the recovery log is a Redis Stream shared by all nodes, and
+    /// `GET /v1/users/{id}` counts every node. Without it herald is a single node and uses no
+    /// Redis at all. Needs Redis 6.2 or later and `--recovery true`.
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The prefix of every Redis key and channel herald uses: clusters sharing one Redis
+    /// need different prefixes.
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
+    pub redis_prefix: String,
+
+    /// How long a node counts as alive after its last heartbeat (sent every fifth of it): a
+    /// node that stops is no longer routed to, nor counted in presence, once it passes.
+    #[arg(long, env = "HERALD_REDIS_NODE_TTL", default_value = "5s", value_parser = positive_duration)]
+    pub redis_node_ttl: Duration,
+
     /// Largest control API request body, in bytes; a larger one is answered 413.
     #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024, value_parser = at_least_one())]
     pub control_max_body: usize,
@@ -467,6 +485,8 @@ impl Config {
         c.echo_path = None;
         // Nor state be read from, or left in, a directory the test did not give.
         c.state_dir = None;
+        // Nor a Redis be joined that the test did not start.
+        c.redis = None;
         // Tests open many connections from one address and push in bursts; each limit test turns
         // its own limit back on.
         c.user_rate = 0;

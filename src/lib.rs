@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod control;

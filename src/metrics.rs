@@ -150,6 +150,8 @@ pub struct RouterCounts {
     pub log_records: usize,
     pub log_bytes: usize,
     pub parked: usize,
+    /// With `--redis`: the cluster's connection and traffic.
+    pub cluster: Option<crate::cluster::ClusterCounts>,
 }
 
 /// Every worker's report summed, the router's own counts, and the per-worker gauges.
@@ -189,6 +191,25 @@ pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
         ),
     ] {
         let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
+    }
+    if let Some(c) = &router.cluster {
+        let _ = write!(
+            s,
+            "# HELP herald_redis_up 1 when this node reaches Redis (commands and pub/sub), 0 while it serves its own sockets alone.\n# TYPE herald_redis_up gauge\nherald_redis_up {}\n",
+            c.up as u8
+        );
+        for (name, help, v) in [
+            ("herald_redis_pushes_received_total", "Pushes read from Redis: routed to this node, broadcast, or read back from the stream after a reconnection.", c.pushes_received),
+            ("herald_redis_push_bytes_received_total", "Bytes of the pushes read from Redis pub/sub (payload and channel name).", c.push_bytes_received),
+            ("herald_redis_caught_up_total", "Pushes read back from the stream after a reconnection.", c.caught_up),
+            ("herald_redis_sync_marks_total", "Sync marks read from this node's channel (one per heartbeat and per join).", c.sync_marks),
+            ("herald_redis_published_total", "Pushes this node's control API logged and routed through Redis.", c.published),
+            ("herald_redis_degraded_pushes_total", "Pushes delivered to this node's sockets alone while Redis was unreachable.", c.degraded),
+            ("herald_redis_reconnects_total", "Connections to Redis lost and made again.", c.reconnects),
+            ("herald_redis_pubsub_rebuilt_total", "Pub/sub connections rebuilt because this node's heartbeat stopped coming through.", c.pubsub_rebuilt),
+        ] {
+            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+        }
     }
     let mut sorted: Vec<&WorkerReport> = reports.iter().collect();
     sorted.sort_by_key(|r| r.worker);

@@ -321,19 +321,18 @@ fn answer_limited(_poll: mio::Poll, rx: Receiver<Command>) {
                         sockets: 0,
                         rate_limited: 1,
                         retry_after: Some(Duration::from_millis(1_200)),
-                        offset: None,
+                        ..PushReply::default()
                     },
                     Target::Users(_) | Target::All => PushReply {
                         sockets: 5,
                         rate_limited: 2,
-                        retry_after: None,
-                        offset: None,
+                        ..PushReply::default()
                     },
                 };
                 let _ = reply.send(answer);
             }
             Command::UserInfo { reply, .. } => {
-                let _ = reply.send(UserInfo { sockets: 0 });
+                let _ = reply.send(UserInfo::local(0));
             }
             Command::Metrics { reply } => {
                 let _ = reply.send(String::new());

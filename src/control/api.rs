@@ -281,11 +281,16 @@ impl Pending {
                 user_id,
                 rx,
                 deadline,
-            } => wait(&rx, deadline).map(|UserInfo { sockets }| {
-                Response::json(
-                    200,
-                    &json!({ "userId": user_id, "online": sockets > 0, "sockets": sockets }),
-                )
+            } => wait(&rx, deadline).map(|info| {
+                let mut body =
+                    json!({ "userId": user_id, "online": info.sockets > 0, "sockets": info.sockets });
+                if let Some(nodes) = info.nodes {
+                    body["nodes"] = json!(nodes);
+                }
+                if let Some(cluster) = info.cluster {
+                    body["cluster"] = json!(cluster.as_str());
+                }
+                Response::json(200, &body)
             }),
             Pending::Metrics {
                 rx,
@@ -444,8 +449,18 @@ fn push_answer(reply: PushReply, one_user: bool) -> Result<Response, ApiError> {
         rate_limited,
         retry_after,
         offset,
+        nodes,
+        cluster,
     } = reply;
-    let mut body = json!({ "sockets": sockets });
+    // Routed through Redis, a push's sockets are on other machines: the nodes it went to are
+    // what this one knows.
+    let mut body = match nodes {
+        Some(nodes) => json!({ "nodes": nodes }),
+        None => json!({ "sockets": sockets }),
+    };
+    if let Some(cluster) = cluster {
+        body["cluster"] = json!(cluster.as_str());
+    }
     if one_user {
         if let Some(retry_after) = retry_after {
             return Err(ApiError::RateLimited { retry_after });
@@ -709,13 +724,12 @@ mod tests {
                             sockets: 0,
                             rate_limited: 1,
                             retry_after: Some(*retry_after),
-                            offset: None,
+                            ..PushReply::default()
                         },
                         (Behaviour::RateLimit { users, .. }, _) => PushReply {
                             sockets,
                             rate_limited: *users,
-                            retry_after: None,
-                            offset: None,
+                            ..PushReply::default()
                         },
                         _ => PushReply {
                             sockets,
@@ -726,7 +740,7 @@ mod tests {
                     Seen::Push(target, String::from_utf8(notification.to_vec()).unwrap())
                 }
                 Command::UserInfo { user_id, reply } => {
-                    let _ = reply.send(UserInfo { sockets });
+                    let _ = reply.send(UserInfo::local(sockets));
                     Seen::UserInfo(user_id)
                 }
                 Command::Metrics { reply } => {

@@ -448,7 +448,7 @@ mod tests {
                     });
                 }
                 Command::UserInfo { reply, .. } => {
-                    let _ = reply.send(UserInfo { sockets: 1 });
+                    let _ = reply.send(UserInfo::local(1));
                 }
                 Command::Metrics { reply } => {
                     let _ = reply.send(String::new());

@@ -1052,6 +1052,7 @@ impl State {
             head,
             offset,
             missed,
+            after,
         } = joined;
         let k = join.member;
         let (live, socket_id) = match self.io.entries.get(k) {
@@ -1061,7 +1062,7 @@ impl State {
             }
             _ => return,
         };
-        self.answer_join(join, live, socket_id, head, offset, missed, now);
+        self.answer_join(join, live, socket_id, head, offset, missed, after, now);
         self.release_held(k, now);
     }
 
@@ -1075,6 +1076,7 @@ impl State {
         head: u64,
         offset: Arc<str>,
         missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+        after: Vec<Arc<Record>>,
         now: Instant,
     ) {
         let k = join.member;
@@ -1134,7 +1136,7 @@ impl State {
             }
             JoinReply::Connect { .. } => {}
         }
-        for record in missed {
+        for record in missed.into_iter().chain(after) {
             // A push that reached users the member held already, or everyone, was handed to it
             // as it came if it came while the member took pushes live.
             let old = matches!(record.target, Target::All) || record.reaches(&join.held);

@@ -27,6 +27,9 @@ type Shard = HashMap<Box<str>, u64>;
 pub struct Directory {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// In a cluster: users this node came to hold (`true`) or stopped holding (`false`), in
+    /// order, for the cluster's presence in Redis (see [`Directory::take_changes`]).
+    changes: Option<Mutex<Vec<(Box<str>, bool)>>>,
 }
 
 impl Default for Directory {
@@ -34,6 +37,7 @@ impl Default for Directory {
         Directory {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            changes: None,
         }
     }
 }
@@ -46,6 +50,14 @@ impl Directory {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A directory that also lists which users the node came to hold or stopped holding.
+    pub fn recording() -> Self {
+        Directory {
+            changes: Some(Mutex::default()),
+            ..Directory::default()
+        }
+    }
+
     /// `worker` now holds at least one socket of `user`.
     pub fn opened(&self, user: &str, worker: usize) {
         let bit = 1u64 << (worker % MAX_WORKERS);
@@ -54,6 +66,7 @@ impl Directory {
             Some(mask) => *mask |= bit,
             None => {
                 shard.insert(user.into(), bit);
+                self.record(user, true);
             }
         }
     }
@@ -66,7 +79,25 @@ impl Directory {
             *mask &= !bit;
             if *mask == 0 {
                 shard.remove(user);
+                self.record(user, false);
             }
+        }
+    }
+
+    fn record(&self, user: &str, held: bool) {
+        if let Some(changes) = &self.changes {
+            changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((user.into(), held));
+        }
+    }
+
+    /// The users the node came to hold or stopped holding since the last call, in order.
+    pub fn take_changes(&self) -> Vec<(Box<str>, bool)> {
+        match &self.changes {
+            Some(changes) => std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
         }
     }
 

@@ -85,11 +85,15 @@ pub enum Unrecoverable {
     Ahead,
     /// Pushes after it were dropped: older than `--recovery-window` or `--recovery-max-bytes`.
     TooOld,
+    /// The cluster's log could not be read (Redis is unreachable).
+    Unavailable,
 }
 
 /// The log: its epoch, its bounds and its records.
 pub struct Log {
-    epoch: u64,
+    /// The records' epoch, readable without the lock; it changes only for a cluster's log
+    /// (see [`Records::reset`]).
+    epoch: std::sync::atomic::AtomicU64,
     window: Duration,
     max_bytes: usize,
     inner: Mutex<Records>,
@@ -127,7 +131,7 @@ impl Log {
         let bytes = records.iter().map(|r| r.cost()).sum();
         let dropped = records.front().map_or(next - 1, |r| r.seq - 1);
         Log {
-            epoch,
+            epoch: epoch.into(),
             window,
             max_bytes,
             inner: Mutex::new(Records {
@@ -144,7 +148,19 @@ impl Log {
     }
 
     pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts the log over with `epoch`, dropping every record: a cluster's log whose Redis
+    /// lost its data.
+    pub fn reset(&self, records: &mut Records, epoch: u64) {
+        records.epoch = epoch;
+        records.records.clear();
+        records.bytes = 0;
+        records.next = 1;
+        records.dropped = 0;
         self.epoch
+            .store(epoch, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Takes the log's lock. A thread that panicked holding it left the records consistent
@@ -161,7 +177,7 @@ impl Log {
     fn encode_records(&self, r: &Records) -> Vec<u8> {
         let mut out = Vec::with_capacity(r.bytes + 64);
         out.extend_from_slice(MAGIC);
-        put_u64(&mut out, self.epoch);
+        put_u64(&mut out, r.epoch);
         put_u64(&mut out, r.next);
         put_u64(&mut out, r.records.len() as u64);
         for rec in &r.records {
@@ -254,7 +270,7 @@ impl Log {
                 match Log::decode(&bytes, window, max_bytes) {
                     Some(log) => {
                         tracing::info!(
-                            epoch = %format!("{:x}", log.epoch),
+                            epoch = %format!("{:x}", log.epoch()),
                             pushes = log.lock().records.len(),
                             "recovery log read back"
                         );
@@ -320,6 +336,56 @@ impl Records {
         self.records.push_back(record.clone());
         self.trim(now_ms);
         record
+    }
+
+    /// Adds a push a cluster's log gave sequence number `seq`; `None` (and nothing added) when
+    /// it is not past the newest: the feed from Redis may bring a push twice (a catch-up after
+    /// a reconnection reads again what pub/sub may have brought).
+    pub fn insert(
+        &mut self,
+        seq: u64,
+        target: Target,
+        notification: Bytes,
+        now_ms: u64,
+    ) -> Option<Arc<Record>> {
+        if seq < self.next {
+            return None;
+        }
+        self.next = seq + 1;
+        let record = Arc::new(Record {
+            seq,
+            at_ms: now_ms,
+            target,
+            except: Vec::new(),
+            notification,
+            offset: offset_string(self.epoch, seq).into(),
+        });
+        self.bytes += record.cost();
+        self.records.push_back(record.clone());
+        self.trim(now_ms);
+        Some(record)
+    }
+
+    /// The records after sequence number `seq` that `keep` selects, oldest first. Unlike
+    /// [`Records::since`] it makes no claim that nothing after `seq` is missing: a cluster
+    /// node's log holds only the pushes routed to it.
+    pub fn after(&self, seq: u64, mut keep: impl FnMut(&Record) -> bool) -> Vec<Arc<Record>> {
+        let start = self.records.partition_point(|r| r.seq <= seq);
+        self.records
+            .range(start..)
+            .filter(|r| keep(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes every push up to `seq` as seen: a cluster's feed knows none is left to come.
+    pub fn skip_to(&mut self, seq: u64) {
+        self.next = self.next.max(seq + 1);
+    }
+
+    /// The log's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Whether the log was saved for the next start and takes no more pushes.

@@ -85,6 +85,27 @@ impl PushJob {
         }
     }
 
+    /// A push no one waits to be answered about: one the cluster's feed brought.
+    pub fn unanswered(
+        target: Target,
+        notification: Bytes,
+        arrived: Instant,
+        workers: usize,
+        record: Arc<Record>,
+    ) -> Self {
+        PushJob {
+            target,
+            notification,
+            except: Vec::new(),
+            arrived,
+            record: Some(record),
+            to_count: AtomicUsize::new(workers),
+            to_write: AtomicUsize::new(workers),
+            sockets: AtomicUsize::new(0),
+            answer: Mutex::new(None),
+        }
+    }
+
     /// The push's offset and sequence number in the log, when it has one.
     pub fn offset(&self) -> Option<(u64, &Arc<str>)> {
         self.record.as_ref().map(|r| (r.seq, &r.offset))
@@ -166,6 +187,9 @@ pub struct Joined {
     /// For a join with an offset: the pushes after it that reach the member's users (or
     /// everyone), oldest first; or why the offset cannot be honoured.
     pub missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+    /// Pushes after the head that reached the node before the join was placed (a cluster's
+    /// feed runs ahead of the join's answer): handed after `missed`, whatever the offset.
+    pub after: Vec<Arc<Record>>,
 }
 
 impl Joined {
@@ -187,6 +211,7 @@ impl Joined {
             head,
             offset: offset_string(epoch, head).into(),
             missed,
+            after: Vec::new(),
         }
     }
 }
@@ -255,13 +280,13 @@ mod tests {
     #[test]
     fn the_last_part_finishes_the_answer() {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let g = Gather::new(3, UserInfo { sockets: 0 }, move |u| {
+        let g = Gather::new(3, UserInfo::local(0), move |u| {
             let _ = tx.send(u);
         });
-        g.add(UserInfo { sockets: 2 });
-        g.add(UserInfo { sockets: 0 });
+        g.add(UserInfo::local(2));
+        g.add(UserInfo::local(0));
         assert!(rx.try_recv().is_err());
-        g.add(UserInfo { sockets: 5 });
+        g.add(UserInfo::local(5));
         assert_eq!(rx.try_recv().unwrap().sockets, 7);
     }
 

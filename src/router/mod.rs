@@ -24,12 +24,13 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use mio::Waker;
 
-use crate::command::{Command, LoopGone, PushReply, Target, UserInfo};
+use crate::cluster::{wire::Entry, Cluster, Request};
+use crate::command::{ClusterState, Command, LoopGone, PushReply, Target, UserInfo};
 use crate::limits::UserBuckets;
 use crate::metrics::{self, RouterCounts};
 use directory::{workers_in, Directory};
-use log::Log;
-use mailbox::{Gather, Join, Joined, PushJob, ToWorker};
+use log::{offset_string, Log, Record, Unrecoverable};
+use mailbox::{Gather, Join, Joined, PushJob, Since, ToWorker};
 use parked::Parked;
 
 /// How the router reaches one worker: its channel and the waker of its poll.
@@ -68,6 +69,9 @@ struct Shared {
     log: Option<Arc<Log>>,
     /// Socket.IO sessions kept for recovery; `None` with `--recovery false`.
     parked: Option<Arc<Parked>>,
+    /// The other nodes, through Redis (`--redis`). The log is then this node's part of the
+    /// cluster's: the pushes Redis routed to it.
+    cluster: Option<Cluster>,
 }
 
 impl Router {
@@ -77,6 +81,7 @@ impl Router {
         users: Option<UserBuckets>,
         log: Option<Arc<Log>>,
         parked: Option<Arc<Parked>>,
+        cluster: Option<Cluster>,
     ) -> Self {
         Router {
             shared: Arc::new(Shared {
@@ -90,8 +95,19 @@ impl Router {
                 draining: AtomicBool::new(false),
                 log,
                 parked,
+                cluster,
             }),
         }
+    }
+
+    /// The directory of which workers hold which users.
+    pub fn directory(&self) -> &Directory {
+        &self.shared.directory
+    }
+
+    /// The cluster, with `--redis`.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.shared.cluster.as_ref()
     }
 
     /// The recovery log, when recovery is on.
@@ -108,8 +124,23 @@ impl Router {
     /// directory for the users it joins, and the answer is queued to it, both under the log's
     /// lock. So every push before the join is in the worker's queue ahead of the answer (or in
     /// what the answer replays), and every push after it reaches the worker behind it.
+    ///
+    /// In a cluster the join goes to Redis first (see [`Router::place_cluster`]); while Redis
+    /// is unreachable it is placed on this node alone ([`Router::place_here`]).
     pub fn join(&self, worker: usize, join: Join) -> Result<(), LoopGone> {
         let s = &*self.shared;
+        if let Some(cluster) = &s.cluster {
+            if !cluster.up() {
+                self.place_here(worker, join);
+                return Ok(());
+            }
+            if let Err(req) = cluster.request(Request::Join { worker, join }) {
+                if let Request::Join { worker, join } = *req {
+                    self.place_here(worker, join);
+                }
+            }
+            return Ok(());
+        }
         let Some(log) = &s.log else {
             return Ok(());
         };
@@ -137,16 +168,65 @@ impl Router {
                 target,
                 notification,
                 reply,
-            } => self.push(target, notification, reply),
+            } => match &s.cluster {
+                None => self.push(target, notification, reply, true, None),
+                Some(cluster) if cluster.up() => {
+                    match cluster.request(Request::Push {
+                        target,
+                        notification,
+                        reply,
+                    }) {
+                        Ok(()) => Ok(()),
+                        Err(req) => match *req {
+                            Request::Push {
+                                target,
+                                notification,
+                                reply,
+                            } => self.push_here(target, notification, reply),
+                            _ => Ok(()),
+                        },
+                    }
+                }
+                Some(_) => self.push_here(target, notification, reply),
+            },
             Command::UserInfo { user_id, reply } => {
+                // In a cluster this node's count is gathered first, then Redis is asked for
+                // the other nodes'.
+                let reply = match &s.cluster {
+                    None => reply,
+                    Some(cluster) => {
+                        let (tx, rx) = crossbeam_channel::bounded::<UserInfo>(1);
+                        let cluster = cluster.clone();
+                        let user = user_id.clone();
+                        std::thread::spawn(move || {
+                            let local = rx.recv().map_or(0, |i| i.sockets);
+                            let asked = cluster.up()
+                                && cluster
+                                    .request(Request::Presence {
+                                        user,
+                                        local,
+                                        reply: reply.clone(),
+                                    })
+                                    .is_ok();
+                            if !asked {
+                                let _ = reply.send(UserInfo {
+                                    sockets: local,
+                                    nodes: Some((local > 0) as usize),
+                                    cluster: Some(ClusterState::Degraded),
+                                });
+                            }
+                        });
+                        tx
+                    }
+                };
                 let mask = s.directory.workers_of(&user_id);
                 if mask == 0 {
-                    let _ = reply.send(UserInfo { sockets: 0 });
+                    let _ = reply.send(UserInfo::local(0));
                     return Ok(());
                 }
                 let gather = Arc::new(Gather::new(
                     mask.count_ones() as usize,
-                    UserInfo { sockets: 0 },
+                    UserInfo::local(0),
                     move |info| {
                         let _ = reply.send(info);
                     },
@@ -165,7 +245,8 @@ impl Router {
                 self.to_all(|| ToWorker::Metrics(gather.clone()))
             }
             Command::Readiness { reply } => {
-                if s.draining.load(Ordering::SeqCst) {
+                let apart = s.cluster.as_ref().is_some_and(|c| !c.up());
+                if s.draining.load(Ordering::SeqCst) || apart {
                     let _ = reply.send(false);
                     return Ok(());
                 }
@@ -185,22 +266,29 @@ impl Router {
     ///
     /// A user spends a token only when it has a socket somewhere to be handed the push: the
     /// limit is on what reaches a person's devices.
+    ///
+    /// `logged`: the push enters the log (one node's); `cluster` goes in the answer.
     fn push(
         &self,
         target: Target,
         notification: bytes::Bytes,
         reply: Sender<PushReply>,
+        logged: bool,
+        cluster: Option<ClusterState>,
     ) -> Result<(), LoopGone> {
         let s = &*self.shared;
         let arrived = Instant::now();
         // Held until the push is in every worker's queue: workers see pushes, and the joins
         // placed between them, in offset order.
-        let mut records = s.log.as_ref().map(|log| log.lock());
+        let mut records = s.log.as_ref().filter(|_| logged).map(|log| log.lock());
         if records.as_ref().is_some_and(|r| r.is_closed()) {
             // Saved for the next start: the process is exiting.
             return Err(LoopGone);
         }
-        let mut base = PushReply::default();
+        let mut base = PushReply {
+            cluster,
+            ..PushReply::default()
+        };
         let mut except = Vec::new();
         let (mask, target, logged) = match target {
             Target::User(user) => {
@@ -313,6 +401,158 @@ impl Router {
         sent
     }
 
+    /// A push served by this node alone, Redis being unreachable: delivered to its own
+    /// sockets, not logged, answered `"cluster":"degraded"`.
+    pub(crate) fn push_here(
+        &self,
+        target: Target,
+        notification: bytes::Bytes,
+        reply: Sender<PushReply>,
+    ) -> Result<(), LoopGone> {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.count_degraded();
+        }
+        self.push(
+            target,
+            notification,
+            reply,
+            false,
+            Some(ClusterState::Degraded),
+        )
+    }
+
+    /// Counts a push Redis logged and routed for this node's control API.
+    pub(crate) fn count_push(&self, target: &Target, rate_limited: usize) {
+        let s = &*self.shared;
+        let counter = match target {
+            Target::User(_) => &s.pushes_user,
+            Target::Users(_) => &s.pushes_users,
+            Target::All => &s.pushes_broadcast,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        s.rate_limited_user
+            .fetch_add(rate_limited as u64, Ordering::Relaxed);
+    }
+
+    /// The log of a node in a cluster: the pushes Redis routed to it. `None` only without
+    /// recovery, which a cluster does not run without.
+    pub(crate) fn cluster_log(&self) -> &Arc<Log> {
+        self.shared
+            .log
+            .as_ref()
+            .expect("a cluster node runs with its log (checked at start)")
+    }
+
+    /// A push the cluster's feed brought, in the stream's order: kept in this node's log and
+    /// handed to the workers holding its users. One already fed is dropped.
+    pub(crate) fn deliver(&self, entry: Entry) {
+        let s = &*self.shared;
+        let Some(log) = &s.log else {
+            return;
+        };
+        let arrived = Instant::now();
+        let mut records = log.lock();
+        let Some(record) = records.insert(
+            entry.seq,
+            entry.target.clone(),
+            entry.notification.clone(),
+            unix_ms(),
+        ) else {
+            return;
+        };
+        let mask = match &entry.target {
+            Target::User(u) => s.directory.workers_of(u),
+            Target::Users(list) => list.iter().fold(0, |m, u| m | s.directory.workers_of(u)),
+            Target::All => all_workers(s.workers.len()),
+        };
+        if mask == 0 {
+            return;
+        }
+        let job = Arc::new(PushJob::unanswered(
+            entry.target,
+            entry.notification,
+            arrived,
+            mask.count_ones() as usize,
+            record,
+        ));
+        for w in workers_in(mask) {
+            if let Some(link) = s.workers.get(w) {
+                let _ = link.tx.send(ToWorker::Push(job.clone()));
+            }
+        }
+        drop(records);
+        for w in workers_in(mask) {
+            if let Some(link) = s.workers.get(w) {
+                let _ = link.waker.wake();
+            }
+        }
+    }
+
+    /// Places a join Redis answered, once this node's feed has brought every push up to its
+    /// `head`: `missed` is what the stream held after the client's offset; what the feed
+    /// brought after the head (before this moment) is handed after it; what comes later
+    /// reaches the worker behind the answer, as on one node.
+    pub(crate) fn place_cluster(
+        &self,
+        worker: usize,
+        join: Join,
+        epoch: u64,
+        head: u64,
+        missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+    ) {
+        let s = &*self.shared;
+        let log = self.cluster_log();
+        let records = log.lock();
+        for user in &join.users {
+            s.directory.opened(user, worker);
+        }
+        let mut users = join.users.clone();
+        users.extend(join.held.iter().cloned());
+        // A broadcast that reached this node was handed to every socket on it, the joining one
+        // included (or held for it until its answer).
+        let after = records.after(head, |r| {
+            !matches!(r.target, Target::All) && r.reaches(&users)
+        });
+        let joined = Joined {
+            join,
+            head,
+            offset: offset_string(epoch, head).into(),
+            missed,
+            after,
+        };
+        if let Some(link) = s.workers.get(worker) {
+            let _ = link.send(ToWorker::Joined(Box::new(joined)));
+        }
+        drop(records);
+    }
+
+    /// Places a join without Redis (unreachable): the worker is entered for its users here,
+    /// and a client's offset cannot be honoured (`recovered: false`).
+    pub(crate) fn place_here(&self, worker: usize, join: Join) {
+        let s = &*self.shared;
+        let log = self.cluster_log();
+        let records = log.lock();
+        for user in &join.users {
+            s.directory.opened(user, worker);
+        }
+        let head = records.head();
+        let missed = match join.since {
+            Since::Now => None,
+            _ => Some(Err(Unrecoverable::Unavailable)),
+        };
+        let joined = Joined {
+            join,
+            head,
+            offset: offset_string(records.epoch(), head).into(),
+            missed,
+            after: Vec::new(),
+        };
+        if let Some(link) = s.workers.get(worker) {
+            let _ = link.send(ToWorker::Joined(Box::new(joined)));
+        }
+        drop(records);
+    }
+
     fn to_all(&self, msg: impl FnMut() -> ToWorker) -> Result<(), LoopGone> {
         self.to_each(all_workers(self.shared.workers.len()), msg)
     }
@@ -360,6 +600,7 @@ impl Shared {
             log_records,
             log_bytes,
             parked: self.parked.as_ref().map_or(0, |p| p.len()),
+            cluster: self.cluster.as_ref().map(|c| c.counts()),
         }
     }
 }

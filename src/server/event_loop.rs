@@ -577,7 +577,7 @@ impl EventLoop {
             }
             ToWorker::UserInfo { user_id, gather } => {
                 let sockets = self.state.rooms.members(&user_id).len();
-                gather.add(UserInfo { sockets });
+                gather.add(UserInfo::local(sockets));
             }
             ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
             ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),

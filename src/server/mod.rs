@@ -19,6 +19,7 @@ use std::time::Instant;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+use crate::cluster::Cluster;
 use crate::command::Command;
 use crate::config::{Accept, Config};
 use crate::control::{self, ControlOptions};
@@ -91,7 +92,11 @@ pub fn start(config: Config) -> io::Result<Running> {
     }
     let links: Arc<[WorkerLink]> = links.into();
     let handover: Arc<[_]> = handover.into();
-    let directory = Arc::new(Directory::default());
+    let cluster = cluster_of(&config)?;
+    let directory = Arc::new(match cluster {
+        Some(_) => Directory::recording(),
+        None => Directory::default(),
+    });
     let limits = Limits::from(&config);
     let start = Instant::now();
     let ips = Arc::new(Mutex::new(IpLimiter::new(limits.ip, start)));
@@ -105,7 +110,12 @@ pub fn start(config: Config) -> io::Result<Running> {
         users,
         log.clone(),
         parked.clone(),
+        cluster.clone(),
     );
+    if let Some(cluster) = &cluster {
+        cluster.spawn(router.clone())?;
+        tracing::info!(node = %cluster.node(), prefix = %config.redis_prefix, "cluster node started");
+    }
 
     let opts = ControlOptions::from(&config);
     let mut threads = Vec::with_capacity(workers);
@@ -146,15 +156,53 @@ pub fn start(config: Config) -> io::Result<Running> {
     })
 }
 
+/// With `--redis`: the cluster this node joins. Refused without recovery: the cluster's log
+/// is what orders pushes and subscribes across nodes.
+fn cluster_of(config: &Config) -> io::Result<Option<Cluster>> {
+    let Some(url) = &config.redis else {
+        return Ok(None);
+    };
+    if !config.recovery {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--redis needs --recovery true: the cluster's log orders pushes and subscribes across nodes",
+        ));
+    }
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--redis {}: {e}", redacted(url)),
+        ));
+    }
+    Ok(Some(Cluster::new(crate::cluster::Settings {
+        url: url.clone(),
+        prefix: config.redis_prefix.clone(),
+        node_ttl: config.redis_node_ttl,
+        window: config.recovery_window,
+        user_rate: config.user_rate,
+        user_burst: config.user_burst,
+    })))
+}
+
+/// A Redis URL with its password hidden, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// The recovery log and the kept Socket.IO sessions (none with `--recovery false`): read back
-/// from `--state-dir` when the last exit left them there, new otherwise.
+/// from `--state-dir` when the last exit left them there, new otherwise. A cluster node's log
+/// is its part of the cluster's, which lives in Redis: never saved, always new.
 fn recovery_state(config: &Config) -> (Option<Arc<Log>>, Option<Arc<Parked>>) {
     if !config.recovery {
         return (None, None);
     }
     let (window, max) = (config.recovery_window, config.recovery_max_bytes);
     let (log, parked) = match &config.state_dir {
-        Some(dir) => (Log::load(dir, window, max), Parked::load(dir)),
+        Some(dir) if config.redis.is_none() => (Log::load(dir, window, max), Parked::load(dir)),
+        Some(dir) => (Log::new(window, max), Parked::load(dir)),
         None => (Log::new(window, max), Parked::default()),
     };
     tracing::info!(
@@ -295,8 +343,9 @@ impl Running {
         let (Some(dir), Some(log)) = (&self.state_dir, self.handle.log()) else {
             return;
         };
+        let clustered = self.handle.cluster().is_some();
         let saved = std::fs::create_dir_all(dir)
-            .and_then(|()| log.save(dir))
+            .and_then(|()| if clustered { Ok(0) } else { log.save(dir) })
             .and_then(|pushes| match self.handle.parked() {
                 Some(parked) => parked.save(dir, crate::router::unix_ms()).map(|()| pushes),
                 None => Ok(pushes),

@@ -1,0 +1,159 @@
+//! The Lua scripts herald runs in Redis. Each is one atomic step: a push is logged and routed,
+//! or neither; a node is entered for its users and told the log's head in the same step, so that
+//! every push after that head is routed to it.
+//!
+//! Keys are named from the prefix passed as `ARGV[1]` ([`super::wire::Keys`] names the same);
+//! the scripts run on one Redis (or a Redis Cluster shard holding every herald key).
+
+/// `ARGV`: prefix, a new epoch (kept only when Redis holds none), window in ms, kind (`u`, `m`,
+/// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, then the user
+/// ids.
+///
+/// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
+/// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
+/// Returns `{epoch, id or false, nodes reached, users left out, ms until a token}`.
+pub const PUSH: &str = r#"
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('GET', p .. ':epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', p .. ':epoch', epoch)
+end
+local kind = ARGV[4]
+local rate = tonumber(ARGV[6])
+local burst = tonumber(ARGV[7])
+local alive = {}
+local function live(node)
+  local a = alive[node]
+  if a == nil then
+    local until_ms = redis.call('ZSCORE', p .. ':nodes', node)
+    a = until_ms ~= false and tonumber(until_ms) >= now
+    alive[node] = a
+  end
+  return a
+end
+local nodes = {}
+local users = {}
+local limited = 0
+local wait = 0
+for i = 8, #ARGV do
+  local u = ARGV[i]
+  local key = p .. ':u:' .. u
+  local here = {}
+  for _, n in ipairs(redis.call('HKEYS', key)) do
+    if live(n) then
+      here[#here + 1] = n
+    else
+      redis.call('HDEL', key, n)
+    end
+  end
+  local ok = true
+  if rate > 0 and #here > 0 then
+    local bucket = p .. ':rate:' .. u
+    local b = redis.call('HMGET', bucket, 't', 'at')
+    local tokens = tonumber(b[1]) or burst
+    local at = tonumber(b[2]) or now
+    tokens = math.min(burst, tokens + (now - at) * rate / 1000)
+    if tokens >= 1 then
+      tokens = tokens - 1
+    else
+      ok = false
+      wait = math.max(wait, math.ceil((1 - tokens) * 1000 / rate))
+    end
+    redis.call('HSET', bucket, 't', tostring(tokens), 'at', now)
+    redis.call('PEXPIRE', bucket, math.ceil(burst * 1000 / rate) + 1000)
+  end
+  if ok then
+    users[#users + 1] = u
+    for _, n in ipairs(here) do nodes[n] = true end
+  else
+    limited = limited + 1
+  end
+end
+if kind == 'u' and limited > 0 then
+  return {epoch, false, 0, limited, wait}
+end
+local m = cmsgpack.pack(kind, users, ARGV[5])
+local id = redis.call('XADD', p .. ':log', 'MINID', '~', now - tonumber(ARGV[3]), '*', 'm', m)
+local msg = id .. ' ' .. m
+local reached = 0
+if kind == 'a' then
+  reached = redis.call('PUBLISH', p .. ':all', msg)
+else
+  for n in pairs(nodes) do
+    redis.call('PUBLISH', p .. ':node:' .. n, msg)
+    reached = reached + 1
+  end
+end
+return {epoch, id, reached, limited, 0}
+"#;
+
+/// `ARGV`: prefix, a new epoch, this node, then the user ids it now holds sockets of.
+///
+/// Enters the node for each user, and puts a sync mark with the log's head on the node's
+/// channel: every push routed to it before the mark is at or before that head, every push
+/// after the head is routed to it. Returns `{epoch, head, now in ms}`.
+pub const JOIN: &str = r#"
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('GET', p .. ':epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', p .. ':epoch', epoch)
+end
+local node = ARGV[3]
+for i = 4, #ARGV do
+  local key = p .. ':u:' .. ARGV[i]
+  if redis.call('HEXISTS', key, node) == 0 then
+    redis.call('HSET', key, node, 1)
+  end
+end
+local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
+local head = '0-0'
+if last[1] then head = last[1][1] end
+redis.call('PUBLISH', p .. ':node:' .. node, 'S ' .. head)
+return {epoch, head, now}
+"#;
+
+/// `ARGV`: prefix, a new epoch, this node, how long it counts as alive (ms).
+///
+/// Keeps the node alive, forgets nodes dead for a minute, and puts a sync mark on the node's
+/// channel (which proves its pub/sub connection delivers). Returns `{epoch, head}`.
+pub const HEARTBEAT: &str = r#"
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('GET', p .. ':epoch')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', p .. ':epoch', epoch)
+end
+redis.call('ZADD', p .. ':nodes', now + tonumber(ARGV[4]), ARGV[3])
+redis.call('ZREMRANGEBYSCORE', p .. ':nodes', '-inf', now - 60000)
+local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
+local head = '0-0'
+if last[1] then head = last[1][1] end
+redis.call('PUBLISH', p .. ':node:' .. ARGV[3], 'S ' .. head)
+return {epoch, head}
+"#;
+
+/// `ARGV`: prefix, user. The live nodes holding sockets of the user, each with the count it
+/// last wrote: `{node, count, node, count, ...}`.
+pub const PRESENCE: &str = r#"
+local p = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local h = redis.call('HGETALL', p .. ':u:' .. ARGV[2])
+for i = 1, #h, 2 do
+  local until_ms = redis.call('ZSCORE', p .. ':nodes', h[i])
+  if until_ms ~= false and tonumber(until_ms) >= now then
+    out[#out + 1] = h[i]
+    out[#out + 1] = h[i + 1]
+  end
+end
+return out
+"#;
