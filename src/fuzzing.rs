@@ -230,9 +230,7 @@ impl api::Dispatch for Answer {
                     ..PushReply::default()
                 })
                 .map_err(|_| LoopGone),
-            Command::UserInfo { reply, .. } => {
-                reply.send(UserInfo::local(1)).map_err(|_| LoopGone)
-            }
+            Command::UserInfo { reply, .. } => reply.send(UserInfo::local(1)).map_err(|_| LoopGone),
             Command::Metrics { reply } => reply.send(String::new()).map_err(|_| LoopGone),
             Command::Readiness { reply } => reply.send(true).map_err(|_| LoopGone),
             Command::Shutdown => Ok(()),

@@ -194,6 +194,8 @@ struct Membership {
 pub enum RoomEvent {
     Opened(Box<str>),
     Closed(Box<str>),
+    /// The room now has this many members (only with [`Rooms::counting_members`]).
+    Members(Box<str>, usize),
 }
 
 /// Rooms and their members, both ways.
@@ -205,6 +207,8 @@ pub struct Rooms {
     max_per_conn: usize,
     /// Whether rooms opening and closing are logged in `events` (see [`Rooms::logging_events`]).
     log_events: bool,
+    /// Whether every change of a room's member count is logged too (a cluster node's presence).
+    log_counts: bool,
     events: Vec<RoomEvent>,
 }
 
@@ -217,6 +221,7 @@ impl Rooms {
             by_conn: Vec::new(),
             max_per_conn,
             log_events: false,
+            log_counts: false,
             events: Vec::new(),
         }
     }
@@ -229,6 +234,13 @@ impl Rooms {
     /// Logs every room opening and closing, to be taken with [`Rooms::take_events`].
     pub fn logging_events(mut self) -> Self {
         self.log_events = true;
+        self
+    }
+
+    /// Logs every change of a room's member count as well, as [`RoomEvent::Members`].
+    pub fn counting_members(mut self) -> Self {
+        self.log_events = true;
+        self.log_counts = true;
         self
     }
 
@@ -268,6 +280,10 @@ impl Rooms {
         let members = &mut self.rooms[room.0 as usize].members;
         let pos = members.len() as u32;
         members.push(conn);
+        if self.log_counts {
+            let n = members.len();
+            self.events.push(RoomEvent::Members(user_id.into(), n));
+        }
         if self.by_conn.len() <= conn {
             self.by_conn.resize_with(conn + 1, Vec::new);
         }
@@ -315,6 +331,11 @@ impl Rooms {
             if let Some(back) = self.by_conn[moved].iter_mut().find(|x| x.room == m.room) {
                 back.pos = m.pos;
             }
+        }
+        if self.log_counts {
+            let room = &self.rooms[key];
+            self.events
+                .push(RoomEvent::Members(room.name.clone(), room.members.len()));
         }
         if self.rooms[key].members.is_empty() {
             let room = self.rooms.remove(key);

@@ -39,9 +39,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long one command may take before Redis counts as unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) fn spawn(inner: Arc<Inner>, router: Router, rx: Receiver<Request>) -> std::io::Result<()> {
-    let client = redis::Client::open(inner.settings.url.as_str())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
+pub(super) fn spawn(
+    inner: Arc<Inner>,
+    router: Router,
+    rx: Receiver<Request>,
+) -> std::io::Result<()> {
+    let client = redis::Client::open(inner.settings.url.as_str()).map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+    })?;
     let (i, r, c) = (inner.clone(), router.clone(), client.clone());
     thread::Builder::new()
         .name("herald-redis-commands".into())
@@ -98,7 +103,9 @@ fn connect(client: &redis::Client, scripts: &Scripts) -> redis::RedisResult<Conn
 
 /// `redis_version:7.0.15` in `INFO server`, as (major, minor).
 fn server_version(info: &str) -> Option<(u32, u32)> {
-    let line = info.lines().find_map(|l| l.strip_prefix("redis_version:"))?;
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?;
     let mut parts = line.trim().split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
@@ -137,7 +144,11 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
             }
         }
         inner.cmd_up.store(con.is_some(), Ordering::SeqCst);
-        let wake_at = if con.is_some() { next_beat } else { retry_at.min(next_beat) };
+        let wake_at = if con.is_some() {
+            next_beat
+        } else {
+            retry_at.min(next_beat)
+        };
         let first = match rx.recv_timeout(wake_at.saturating_duration_since(Instant::now())) {
             Ok(req) => Some(req),
             Err(RecvTimeoutError::Timeout) => None,
@@ -154,9 +165,27 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
         if beat {
             next_beat = Instant::now() + heartbeat;
         }
+        // The feed lost its connection: this one may be dead too without having noticed (a
+        // Redis that restarted). Checked before a push is sent into it.
+        if inner.recheck.swap(false, Ordering::SeqCst) {
+            let alive = con
+                .as_mut()
+                .is_some_and(|c| redis::cmd("PING").query::<String>(c).is_ok());
+            if !alive && con.is_some() {
+                con = connect(&client, &scripts).ok();
+                if con.is_none() {
+                    inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    retry_at = Instant::now() + delay;
+                }
+            }
+        }
         let failed = match con.as_mut() {
             Some(c) if inner.sub_up.load(Ordering::SeqCst) || batch.is_empty() => {
-                let result = if beat { beat_once(&inner, &router, &scripts, c) } else { Ok(()) };
+                let result = if beat {
+                    beat_once(&inner, &router, &scripts, c)
+                } else {
+                    Ok(())
+                };
                 match result.and_then(|()| run(&inner, &router, &scripts, c, &mut batch)) {
                     Ok(()) => false,
                     Err(e) => {
@@ -222,12 +251,13 @@ fn beat_once(
     let _: Value = scripts
         .heartbeat
         .arg(&inner.keys.prefix)
-        .arg(&inner.new_epoch)
+        .arg(super::random_hex(8))
         .arg(&inner.node)
         .arg(ttl)
         .invoke(con)?;
     let changes = router.directory().take_changes();
-    if changes.is_empty() {
+    let counts = router.directory().take_counts();
+    if changes.is_empty() && counts.is_empty() {
         return Ok(());
     }
     let mut entered = Vec::new();
@@ -240,17 +270,33 @@ fn beat_once(
         let still = router.directory().workers_of(&user) != 0
             || inner.placing().joining.contains_key(&*user);
         if !still {
-            pipe.cmd("HDEL").arg(inner.keys.user(&user)).arg(&inner.node).ignore();
+            pipe.cmd("HDEL")
+                .arg(inner.keys.user(&user))
+                .arg(&inner.node)
+                .ignore();
         }
     }
     // Users entered without a join of their own (placed while Redis was away).
     for chunk in entered.chunks(ENTER_BATCH) {
         let mut inv = scripts.join.prepare_invoke();
-        inv.arg(&inner.keys.prefix).arg(&inner.new_epoch).arg(&inner.node);
+        inv.arg(&inner.keys.prefix)
+            .arg(super::random_hex(8))
+            .arg(&inner.node);
         for u in chunk {
             inv.arg(u);
         }
         let _: Value = inv.invoke(con)?;
+    }
+    // Each node's socket count, for presence; only while the node still holds the user (its
+    // entry is removed above when it does not).
+    for (user, n) in counts {
+        if n > 0 && router.directory().workers_of(&user) != 0 {
+            pipe.cmd("HSET")
+                .arg(inner.keys.user(&user))
+                .arg(&inner.node)
+                .arg(n)
+                .ignore();
+        }
     }
     if !pipe.is_empty() {
         pipe.query::<()>(con)?;
@@ -285,7 +331,7 @@ fn run(
                     .arg(scripts.push.get_hash())
                     .arg(0)
                     .arg(&inner.keys.prefix)
-                    .arg(&inner.new_epoch)
+                    .arg(super::random_hex(8))
                     .arg(s.window.as_millis() as u64)
                     .arg(kind)
                     .arg(&notification[..])
@@ -303,7 +349,7 @@ fn run(
                     .arg(scripts.join.get_hash())
                     .arg(0)
                     .arg(&inner.keys.prefix)
-                    .arg(&inner.new_epoch)
+                    .arg(super::random_hex(8))
                     .arg(&inner.node)
                     .arg(&join.users);
             }
@@ -341,10 +387,10 @@ fn run(
                 reply: tx,
             } => match push_reply(&reply) {
                 Some(answer) => {
-                    inner.counters.published.fetch_add(
-                        answer.offset.is_some() as u64,
-                        Ordering::Relaxed,
-                    );
+                    inner
+                        .counters
+                        .published
+                        .fetch_add(answer.offset.is_some() as u64, Ordering::Relaxed);
                     router.count_push(&target, answer.rate_limited);
                     let _ = tx.send(answer);
                 }
@@ -355,13 +401,17 @@ fn run(
                 }),
             },
             Request::Join { worker, join } => match join_reply(&reply) {
-                Some((epoch, head, now_ms)) => joins.push((worker, join, epoch, head, now_ms)),
+                Some((epoch, head, oldest)) => joins.push((worker, join, epoch, head, oldest)),
                 None => {
                     forget_joining(inner, &join.users);
                     router.place_here(worker, join);
                 }
             },
-            Request::Presence { user, local, reply: tx } => {
+            Request::Presence {
+                user,
+                local,
+                reply: tx,
+            } => {
                 let info = presence_reply(&reply, &inner.node, local);
                 debug!(user = %user, sockets = info.sockets, "presence");
                 let _ = tx.send(info);
@@ -369,11 +419,13 @@ fn run(
         }
     }
     let mut joins = joins.into_iter();
-    while let Some((worker, join, epoch, head, now_ms)) = joins.next() {
-        let missed = match missed(inner, con, &join, epoch, head, now_ms) {
+    while let Some((worker, join, epoch, head, oldest)) = joins.next() {
+        let missed = match missed(inner, con, &join, epoch, head, oldest) {
             Ok(missed) => missed,
             Err(e) => {
-                for (worker, join, ..) in std::iter::once((worker, join, epoch, head, now_ms)).chain(joins) {
+                for (worker, join, ..) in
+                    std::iter::once((worker, join, epoch, head, oldest)).chain(joins)
+                {
                     forget_joining(inner, &join.users);
                     router.place_here(worker, join);
                 }
@@ -447,7 +499,7 @@ fn missed(
     join: &Join,
     epoch: u64,
     head: u64,
-    now_ms: u64,
+    oldest: u64,
 ) -> redis::RedisResult<Option<Result<Vec<Arc<Record>>, Unrecoverable>>> {
     let since = match &join.since {
         Since::Now => return Ok(None),
@@ -461,10 +513,8 @@ fn missed(
     if since > head {
         return Ok(Some(Err(Unrecoverable::Ahead)));
     }
-    // Every push trims the stream to the window before its own time: entries from before
-    // `now - window` may be gone.
-    let window = inner.settings.window.as_millis() as u64;
-    if wire::ms_of(since) < now_ms.saturating_sub(window) {
+    // Trimming drops a prefix of the stream: from the oldest entry left on, nothing is missing.
+    if since < oldest {
         return Ok(Some(Err(Unrecoverable::TooOld)));
     }
     let mut users = join.users.clone();
@@ -581,13 +631,13 @@ fn push_reply(v: &Value) -> Option<PushReply> {
     Some(reply)
 }
 
-/// The join script's answer: the epoch, the head and Redis's clock.
+/// The join script's answer: the epoch, the head and the oldest entry.
 fn join_reply(v: &Value) -> Option<(u64, u64, u64)> {
     let Value::Array(parts) = v else { return None };
     Some((
         epoch_of(parts.first()?)?,
         wire::stream_position(&text(parts.get(1)?)?)?,
-        int(parts.get(2)?)? as u64,
+        wire::stream_position(&text(parts.get(2)?)?)?,
     ))
 }
 
@@ -603,7 +653,8 @@ fn presence_reply(v: &Value, node: &str, local: usize) -> UserInfo {
         return info;
     };
     for pair in parts.chunks(2) {
-        let (Some(n), Some(count)) = (pair.first().and_then(text), pair.get(1).and_then(int)) else {
+        let (Some(n), Some(count)) = (pair.first().and_then(text), pair.get(1).and_then(int))
+        else {
             continue;
         };
         if n == node {
@@ -627,6 +678,7 @@ fn feed(inner: Arc<Inner>, router: Router, client: redis::Client) {
             Err(e) => debug!(error = %e, "redis: feed down"),
         }
         let was_up = inner.sub_up.swap(false, Ordering::SeqCst);
+        inner.recheck.store(true, Ordering::SeqCst);
         place_all_here(&inner, &router);
         if was_up {
             warn!("redis: pub/sub connection lost; reconnecting");
@@ -649,20 +701,25 @@ fn follow(
 ) -> redis::RedisResult<()> {
     let mut aux = connect(client, scripts)?;
     let mut con = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
+    con.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
     let mut pubsub = con.as_pubsub();
     pubsub.subscribe(&[inner.keys.node(&inner.node), inner.keys.all()])?;
     // Alive before anything is routed by it.
     let beat: Value = scripts
         .heartbeat
         .arg(&inner.keys.prefix)
-        .arg(&inner.new_epoch)
+        .arg(super::random_hex(8))
         .arg(&inner.node)
         .arg(inner.settings.node_ttl.as_millis() as u64)
         .invoke(&mut aux)?;
     let (epoch, head) = match &beat {
         Value::Array(parts) => (
             parts.first().and_then(epoch_of),
-            parts.get(1).and_then(text).and_then(|h| wire::stream_position(&h)),
+            parts
+                .get(1)
+                .and_then(text)
+                .and_then(|h| wire::stream_position(&h)),
         ),
         _ => (None, None),
     };
@@ -699,10 +756,14 @@ fn follow(
     // Enter the node again for every user it holds (Redis may have lost them, or dropped the
     // node as dead while it was away).
     let mut users = Vec::new();
-    router.directory().for_each_user(|u| users.push(u.to_owned()));
+    router
+        .directory()
+        .for_each_user(|u| users.push(u.to_owned()));
     for chunk in users.chunks(ENTER_BATCH) {
         let mut inv = scripts.join.prepare_invoke();
-        inv.arg(&inner.keys.prefix).arg(&inner.new_epoch).arg(&inner.node);
+        inv.arg(&inner.keys.prefix)
+            .arg(super::random_hex(8))
+            .arg(&inner.node);
         for u in chunk {
             inv.arg(u);
         }
@@ -733,7 +794,10 @@ fn follow(
     log.lock().skip_to(from);
     if caught > 0 {
         info!(pushes = caught, "redis: caught up from the stream");
-        inner.counters.caught_up.fetch_add(caught, Ordering::Relaxed);
+        inner
+            .counters
+            .caught_up
+            .fetch_add(caught, Ordering::Relaxed);
     }
     {
         let mut placing = inner.placing();
@@ -757,7 +821,10 @@ fn follow(
                 let stale = last_mark.elapsed() > heartbeat * 3;
                 if stale && inner.cmd_up.load(Ordering::SeqCst) {
                     warn!("redis: the heartbeat stopped coming through pub/sub; rebuilding it");
-                    inner.counters.pubsub_rebuilt.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .pubsub_rebuilt
+                        .fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 continue;
@@ -769,8 +836,10 @@ fn follow(
             Some(Message::Push(entry)) => {
                 let c = &inner.counters;
                 c.pushes_received.fetch_add(1, Ordering::Relaxed);
-                c.push_bytes_received
-                    .fetch_add((payload.len() + msg.get_channel_name().len()) as u64, Ordering::Relaxed);
+                c.push_bytes_received.fetch_add(
+                    (payload.len() + msg.get_channel_name().len()) as u64,
+                    Ordering::Relaxed,
+                );
                 router.deliver(entry);
             }
             Some(Message::Sync { head }) => {
@@ -805,17 +874,39 @@ mod tests {
     #[test]
     fn script_answers_are_read() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let ok = Value::Array(vec![bulk("ff"), bulk("5-1"), Value::Int(2), Value::Int(1), Value::Int(0)]);
+        let ok = Value::Array(vec![
+            bulk("ff"),
+            bulk("5-1"),
+            Value::Int(2),
+            Value::Int(1),
+            Value::Int(0),
+        ]);
         let r = push_reply(&ok).unwrap();
-        assert_eq!(r.offset.as_deref(), Some(&*offset_string(0xff, wire::seq_of("5-1").unwrap())));
+        assert_eq!(
+            r.offset.as_deref(),
+            Some(&*offset_string(0xff, wire::seq_of("5-1").unwrap()))
+        );
         assert_eq!((r.nodes, r.rate_limited), (Some(2), 1));
-        let refused = Value::Array(vec![bulk("ff"), Value::Nil, Value::Int(0), Value::Int(1), Value::Int(250)]);
+        let refused = Value::Array(vec![
+            bulk("ff"),
+            Value::Nil,
+            Value::Int(0),
+            Value::Int(1),
+            Value::Int(250),
+        ]);
         let r = push_reply(&refused).unwrap();
-        assert_eq!((r.offset, r.retry_after), (None, Some(Duration::from_millis(250))));
+        assert_eq!(
+            (r.offset, r.retry_after),
+            (None, Some(Duration::from_millis(250)))
+        );
         assert_eq!(push_reply(&Value::Nil), None);
         assert_eq!(
-            join_reply(&Value::Array(vec![bulk("1"), bulk("0-0"), Value::Int(9)])),
-            Some((1, 0, 9))
+            join_reply(&Value::Array(vec![bulk("1"), bulk("9-0"), bulk("3-1")])),
+            Some((
+                1,
+                wire::seq_of("9-0").unwrap(),
+                wire::seq_of("3-1").unwrap()
+            ))
         );
         let p = Value::Array(vec![bulk("me"), bulk("7"), bulk("other"), bulk("2")]);
         let info = presence_reply(&p, "me", 3);

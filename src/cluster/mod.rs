@@ -95,11 +95,11 @@ pub(crate) struct Inner {
     pub cmd_up: AtomicBool,
     /// The pub/sub connection is subscribed and caught up.
     pub sub_up: AtomicBool,
+    /// The feed lost its connection: the command connection is checked before its next use.
+    pub recheck: AtomicBool,
     /// Joins waiting for the feed to reach their head.
     pub placing: Mutex<Placing>,
     pub counters: Counters,
-    /// An epoch for Redis to keep if it has none (hex).
-    pub new_epoch: String,
 }
 
 /// Joins answered by Redis whose node has not yet read every push up to their head.
@@ -174,9 +174,9 @@ impl Cluster {
                 rx: Mutex::new(Some(rx)),
                 cmd_up: AtomicBool::new(false),
                 sub_up: AtomicBool::new(false),
+                recheck: AtomicBool::new(false),
                 placing: Mutex::default(),
                 counters: Counters::default(),
-                new_epoch: random_hex(8),
             }),
         }
     }
@@ -236,8 +236,9 @@ impl Inner {
     }
 }
 
-/// `bytes` random bytes in hex.
-fn random_hex(bytes: usize) -> String {
+/// `bytes` random bytes in hex: a node's id, or an epoch for Redis to keep if it has none
+/// (a new one every time, so that a Redis that lost its data never gets an old epoch back).
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     if getrandom::getrandom(&mut raw).is_err() {
         // A failing generator still gives distinct ids per start, from the clock.

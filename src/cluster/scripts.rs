@@ -20,6 +20,7 @@ local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('SET', p .. ':epoch', epoch)
+  redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
 end
 local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
@@ -94,7 +95,11 @@ return {epoch, id, reached, limited, 0}
 ///
 /// Enters the node for each user, and puts a sync mark with the log's head on the node's
 /// channel: every push routed to it before the mark is at or before that head, every push
-/// after the head is routed to it. Returns `{epoch, head, now in ms}`.
+/// after the head is routed to it. Returns `{epoch, head, oldest entry}`: trimming drops the
+/// oldest entries first, so an offset not older than the oldest one lost nothing after it.
+///
+/// A new epoch starts its stream with an entry that is not a push (kind `e`): the log is never
+/// empty, so an offset given before the first push still counts from the epoch's start.
 pub const JOIN: &str = r#"
 local p = ARGV[1]
 local t = redis.call('TIME')
@@ -103,6 +108,7 @@ local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('SET', p .. ':epoch', epoch)
+  redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
 end
 local node = ARGV[3]
 for i = 4, #ARGV do
@@ -114,8 +120,11 @@ end
 local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
 local head = '0-0'
 if last[1] then head = last[1][1] end
+local oldest = redis.call('XRANGE', p .. ':log', '-', '+', 'COUNT', 1)
+local first = head
+if oldest[1] then first = oldest[1][1] end
 redis.call('PUBLISH', p .. ':node:' .. node, 'S ' .. head)
-return {epoch, head, now}
+return {epoch, head, first}
 "#;
 
 /// `ARGV`: prefix, a new epoch, this node, how long it counts as alive (ms).
@@ -130,6 +139,7 @@ local epoch = redis.call('GET', p .. ':epoch')
 if not epoch then
   epoch = ARGV[2]
   redis.call('SET', p .. ':epoch', epoch)
+  redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
 end
 redis.call('ZADD', p .. ':nodes', now + tonumber(ARGV[4]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', p .. ':nodes', '-inf', now - 60000)

@@ -210,7 +210,11 @@ impl State {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let limits = Limits::from(&config);
         Ok(State {
-            rooms: Rooms::new(config.max_subscriptions).logging_events(),
+            rooms: if config.redis.is_some() {
+                Rooms::new(config.max_subscriptions).counting_members()
+            } else {
+                Rooms::new(config.max_subscriptions).logging_events()
+            },
             io: Io {
                 entries: Slab::new(),
                 now: start,

@@ -30,6 +30,15 @@ pub struct Directory {
     /// In a cluster: users this node came to hold (`true`) or stopped holding (`false`), in
     /// order, for the cluster's presence in Redis (see [`Directory::take_changes`]).
     changes: Option<Mutex<Vec<(Box<str>, bool)>>>,
+    /// In a cluster: each user's sockets on each worker, and the users whose total changed
+    /// since the last [`Directory::take_counts`].
+    counts: Option<Mutex<Counts>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    per_worker: HashMap<Box<str>, Vec<(usize, usize)>>,
+    changed: HashMap<Box<str>, usize>,
 }
 
 impl Default for Directory {
@@ -38,6 +47,7 @@ impl Default for Directory {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             changes: None,
+            counts: None,
         }
     }
 }
@@ -54,6 +64,7 @@ impl Directory {
     pub fn recording() -> Self {
         Directory {
             changes: Some(Mutex::default()),
+            counts: Some(Mutex::default()),
             ..Directory::default()
         }
     }
@@ -93,10 +104,39 @@ impl Directory {
         }
     }
 
+    /// `worker` now holds `n` sockets of `user` (a recording directory only).
+    pub fn count(&self, user: &str, worker: usize, n: usize) {
+        let Some(counts) = &self.counts else {
+            return;
+        };
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let per = c.per_worker.entry(user.into()).or_default();
+        match per.iter_mut().find(|(w, _)| *w == worker) {
+            Some(slot) => slot.1 = n,
+            None => per.push((worker, n)),
+        }
+        per.retain(|&(_, n)| n > 0);
+        let total = per.iter().map(|&(_, n)| n).sum();
+        if total == 0 {
+            c.per_worker.remove(user);
+        }
+        c.changed.insert(user.into(), total);
+    }
+
+    /// The users whose socket count on this node changed since the last call, with the count.
+    pub fn take_counts(&self) -> HashMap<Box<str>, usize> {
+        match &self.counts {
+            Some(c) => std::mem::take(&mut c.lock().unwrap_or_else(|e| e.into_inner()).changed),
+            None => HashMap::new(),
+        }
+    }
+
     /// The users the node came to hold or stopped holding since the last call, in order.
     pub fn take_changes(&self) -> Vec<(Box<str>, bool)> {
         match &self.changes {
-            Some(changes) => std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner())),
+            Some(changes) => {
+                std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()))
+            }
             None => Vec::new(),
         }
     }

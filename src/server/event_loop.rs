@@ -458,6 +458,7 @@ impl EventLoop {
                 // A join placed for the user keeps the worker in the directory until answered.
                 RoomEvent::Closed(user) if self.pins.contains_key(&*user) => {}
                 RoomEvent::Closed(user) => self.directory.closed(&user, worker),
+                RoomEvent::Members(user, n) => self.directory.count(&user, worker, n),
             }
         }
     }
