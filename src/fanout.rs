@@ -106,6 +106,12 @@ pub struct Payload<'d> {
     /// puts it.
     raw_tail: Bytes,
     sio_tail: Bytes,
+    /// What precedes the notification: `{"event":"notification","data":` and
+    /// `42["notification",`, or the same with another event's name (see [`Payload::named`]).
+    raw_prefix: Bytes,
+    sio_prefix: Bytes,
+    /// The event's name when it is not `notification`.
+    event: Option<Arc<str>>,
     deflate: &'d Deflate,
     /// The raw protocol text frame, header included, and its compressed twin.
     raw_frame: OnceCell<Bytes>,
@@ -138,6 +144,9 @@ impl<'d> Payload<'d> {
             offset,
             raw_tail,
             sio_tail,
+            raw_prefix: Bytes::from_static(RAW_PREFIX),
+            sio_prefix: Bytes::from_static(SIO_PREFIX),
+            event: None,
             deflate,
             raw_frame: OnceCell::new(),
             raw_frame_z: OnceCell::new(),
@@ -150,10 +159,26 @@ impl<'d> Payload<'d> {
         }
     }
 
+    /// The push as an event of another name than `notification` (one a Socket.IO backend sent
+    /// through the Redis emitter): `{"event":<name>,"data":...}`, `42[<name>,...]`.
+    pub fn named(mut self, event: Option<Arc<str>>) -> Self {
+        if let Some(name) = &event {
+            let quoted = serde_json::to_string(&**name).unwrap_or_else(|_| "\"\"".into());
+            self.raw_prefix = Bytes::from(format!("{{\"event\":{quoted},\"data\":"));
+            self.sio_prefix = Bytes::from(format!("42[{quoted},"));
+        }
+        self.event = event;
+        self
+    }
+
     /// The notification as the raw `/ws` protocol sends it: one complete WebSocket text frame,
     /// compressed for a connection that agreed permessage-deflate when it is worth it.
     pub fn raw_frame(&self, deflate: bool) -> &Bytes {
-        let parts = [RAW_PREFIX, &self.notification[..], &self.raw_tail[..]];
+        let parts = [
+            &self.raw_prefix[..],
+            &self.notification[..],
+            &self.raw_tail[..],
+        ];
         self.form(
             opcode::TEXT,
             deflate,
@@ -171,7 +196,7 @@ impl<'d> Payload<'d> {
             .msgpack
             .get_or_init(|| {
                 let offset = self.offset.as_ref().map(|(_, o)| &**o);
-                raw::notification_msgpack(&self.notification, offset)
+                raw::event_msgpack(self.event.as_deref(), &self.notification, offset)
                     .ok()
                     .map(Bytes::from)
             })
@@ -191,9 +216,9 @@ impl<'d> Payload<'d> {
     pub fn sio_packet(&self) -> &Bytes {
         self.sio_packet.get_or_init(|| {
             let mut out = BytesMut::with_capacity(
-                SIO_PREFIX.len() + self.notification.len() + self.sio_tail.len(),
+                self.sio_prefix.len() + self.notification.len() + self.sio_tail.len(),
             );
-            out.put_slice(SIO_PREFIX);
+            out.put_slice(&self.sio_prefix);
             out.put_slice(&self.notification);
             out.put_slice(&self.sio_tail);
             out.freeze()
@@ -203,7 +228,11 @@ impl<'d> Payload<'d> {
     /// The notification as a Socket.IO client on WebSocket receives it: one text frame, compressed
     /// as [`Payload::raw_frame`] is.
     pub fn sio_frame(&self, deflate: bool) -> &Bytes {
-        let parts = [SIO_PREFIX, &self.notification[..], &self.sio_tail[..]];
+        let parts = [
+            &self.sio_prefix[..],
+            &self.notification[..],
+            &self.sio_tail[..],
+        ];
         self.form(
             opcode::TEXT,
             deflate,
@@ -280,6 +309,28 @@ mod tests {
         assert_eq!(a[0], 0x81);
         assert_eq!(a[1] as usize, text.len());
         assert_eq!(&a[2..], text);
+    }
+
+    #[test]
+    fn an_event_of_another_name_keeps_it_in_every_form() {
+        let off = Deflate::new(1, usize::MAX);
+        let p = Payload::new(
+            Bytes::from_static(br#"{"a":1}"#),
+            Some((5, "e-5".into())),
+            &off,
+        )
+        .named(Some("chat \"x\"".into()));
+        assert_eq!(
+            &p.raw_frame(false)[2..],
+            br#"{"event":"chat \"x\"","data":{"a":1},"offset":"e-5"}"#
+        );
+        assert_eq!(&p.sio_packet()[..], br#"42["chat \"x\"",{"a":1},"e-5"]"#);
+        let m: serde_json::Value =
+            rmp_serde::from_slice(&p.msgpack_frame(false).unwrap()[2..]).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"event": "chat \"x\"", "data": {"a": 1}, "offset": "e-5"})
+        );
     }
 
     #[test]

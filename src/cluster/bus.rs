@@ -213,21 +213,21 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
         }
         // What Redis did not take is served by this node alone.
         for req in batch.drain(..) {
-            alone(&inner, &router, req);
+            alone(&router, req);
         }
     }
 }
 
 /// A request served without Redis.
-fn alone(inner: &Inner, router: &Router, req: Request) {
+fn alone(router: &Router, req: Request) {
     match req {
         Request::Push {
             target,
             notification,
+            event,
             reply,
         } => {
-            inner.counters.degraded.fetch_add(1, Ordering::Relaxed);
-            let _ = router.push_here(target, notification, reply);
+            let _ = router.push_here(target, notification, event, reply);
         }
         Request::Join { worker, join } => router.place_here(worker, join),
         Request::Presence { local, reply, .. } => {
@@ -324,6 +324,7 @@ fn run(
             Request::Push {
                 target,
                 notification,
+                event,
                 ..
             } => {
                 let (kind, users) = wire::script_target(target);
@@ -337,6 +338,7 @@ fn run(
                     .arg(&notification[..])
                     .arg(s.user_rate)
                     .arg(s.user_burst.max(1))
+                    .arg(event.as_deref().unwrap_or(""))
                     .arg(users);
             }
             Request::Join { join, .. } => {
@@ -384,6 +386,7 @@ fn run(
             Request::Push {
                 target,
                 notification,
+                event,
                 reply: tx,
             } => match push_reply(&reply) {
                 Some(answer) => {
@@ -397,6 +400,7 @@ fn run(
                 None => batch.push(Request::Push {
                     target,
                     notification,
+                    event,
                     reply: tx,
                 }),
             },
@@ -441,7 +445,7 @@ fn run(
         };
         let mut placing = inner.placing();
         placing.waiting.push(waiting);
-        place_ready(inner, router, &mut placing);
+        place_ready(router, &mut placing);
     }
     Ok(())
 }
@@ -460,7 +464,7 @@ fn forget_joining(inner: &Inner, users: &[String]) {
 }
 
 /// Places the waiting joins the feed has caught up with.
-pub(super) fn place_ready(_inner: &Inner, router: &Router, placing: &mut super::Placing) {
+pub(super) fn place_ready(router: &Router, placing: &mut super::Placing) {
     let (epoch, fed_to) = (placing.epoch, placing.fed_to);
     let mut i = 0;
     while i < placing.waiting.len() {
@@ -535,6 +539,7 @@ fn missed(
                 except: Vec::new(),
                 notification: entry.notification,
                 offset: offset_string(epoch, seq).into(),
+                event: entry.event,
             };
             if record.reaches(&users) {
                 out.push(Arc::new(record));
@@ -803,7 +808,7 @@ fn follow(
         let mut placing = inner.placing();
         placing.epoch = epoch;
         placing.fed_to = placing.fed_to.max(from);
-        place_ready(inner, router, &mut placing);
+        place_ready(router, &mut placing);
     }
     drop(aux);
     inner.sub_up.store(true, Ordering::SeqCst);
@@ -850,7 +855,7 @@ fn follow(
                     placing.fed_to = placing.fed_to.max(head);
                     log.lock().skip_to(head);
                 }
-                place_ready(inner, router, &mut placing);
+                place_ready(router, &mut placing);
             }
             None => debug!(channel = %msg.get_channel_name(), "redis: message not understood"),
         }

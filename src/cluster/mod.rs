@@ -66,6 +66,8 @@ pub(crate) enum Request {
     Push {
         target: Target,
         notification: Bytes,
+        /// The event's name when it is not `notification` (the Redis emitter's).
+        event: Option<Arc<str>>,
         reply: Sender<PushReply>,
     },
     /// Enter this node for the users of a join, then place it.

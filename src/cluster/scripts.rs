@@ -6,8 +6,8 @@
 //! the scripts run on one Redis (or a Redis Cluster shard holding every herald key).
 
 /// `ARGV`: prefix, a new epoch (kept only when Redis holds none), window in ms, kind (`u`, `m`,
-/// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, then the user
-/// ids.
+/// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, the event's
+/// name (empty for `notification`), then the user ids.
 ///
 /// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
 /// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
@@ -39,7 +39,7 @@ local nodes = {}
 local users = {}
 local limited = 0
 local wait = 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local u = ARGV[i]
   local key = p .. ':u:' .. u
   local here = {}
@@ -76,7 +76,7 @@ end
 if kind == 'u' and limited > 0 then
   return {epoch, false, 0, limited, wait}
 end
-local m = cmsgpack.pack(kind, users, ARGV[5])
+local m = cmsgpack.pack(kind, users, ARGV[5], ARGV[8])
 local id = redis.call('XADD', p .. ':log', 'MINID', '~', now - tonumber(ARGV[3]), '*', 'm', m)
 local msg = id .. ' ' .. m
 local reached = 0

@@ -1,10 +1,11 @@
 //! What herald nodes write to Redis and read back: stream ids as offsets, the pushes in the
 //! stream and on the pub/sub channels, and the names of the keys. No I/O.
 //!
-//! A push in the cluster's log is one stream entry whose field `m` holds three MessagePack
-//! values written by the push script (`cmsgpack.pack(kind, users, notification)`): the kind
-//! (`"u"` one user, `"m"` several, `"a"` everyone), the user ids (empty for everyone) and the
-//! serialized notification. The same bytes go on the pub/sub channels behind the entry's id:
+//! A push in the cluster's log is one stream entry whose field `m` holds four MessagePack
+//! values written by the push script (`cmsgpack.pack(kind, users, notification, event)`): the
+//! kind (`"u"` one user, `"m"` several, `"a"` everyone, `"e"` an epoch's first entry, which is
+//! not a push), the user ids (empty for everyone), the serialized notification, and the event's
+//! name (empty for `notification`). The same bytes go on the pub/sub channels behind the entry's id:
 //! `"<ms>-<n> <m>"`. A line `"S <ms>-<n>"` on a node's channel is a sync mark: every push up
 //! to that id routed to the node came before it.
 //!
@@ -51,6 +52,8 @@ pub struct Entry {
     pub seq: u64,
     pub target: Target,
     pub notification: Bytes,
+    /// The event's name when it is not `notification`.
+    pub event: Option<std::sync::Arc<str>>,
 }
 
 /// Reads field `m` of the entry with sequence number `seq`.
@@ -59,6 +62,11 @@ pub fn decode_entry(seq: u64, m: &[u8]) -> Option<Entry> {
     let kind = String::deserialize(&mut de).ok()?;
     let users = Vec::<String>::deserialize(&mut de).ok()?;
     let notification = String::deserialize(&mut de).ok()?;
+    // The event's name; empty (or absent) for `notification`.
+    let event = String::deserialize(&mut de)
+        .ok()
+        .filter(|e| !e.is_empty())
+        .map(Into::into);
     let target = match (kind.as_str(), users.len()) {
         ("u", 1) => Target::User(users.into_iter().next()?),
         ("m", _) => Target::Users(users),
@@ -69,6 +77,7 @@ pub fn decode_entry(seq: u64, m: &[u8]) -> Option<Entry> {
         seq,
         target,
         notification: Bytes::from(notification),
+        event,
     })
 }
 

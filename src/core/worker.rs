@@ -851,7 +851,8 @@ impl State {
     /// end of the turn).
     pub(crate) fn push(&mut self, job: &PushJob, now: Instant) -> usize {
         let offset = job.offset().map(|(seq, o)| (seq, o.clone()));
-        let payload = Payload::new(job.notification.clone(), offset, &self.deflate);
+        let payload =
+            Payload::new(job.notification.clone(), offset, &self.deflate).named(job.event.clone());
         let io = &mut self.io;
         let mut sockets = 0;
         match &job.target {
@@ -1223,7 +1224,8 @@ impl State {
     /// Hands member `k` one push it missed.
     fn replay(&mut self, k: usize, record: &Record, now: Instant) {
         let offset = Some((record.seq, record.offset.clone()));
-        let payload = Payload::new(record.notification.clone(), offset, &self.deflate);
+        let payload = Payload::new(record.notification.clone(), offset, &self.deflate)
+            .named(record.event.clone());
         if self.io.hand(k, &payload, now) != Handed::No {
             self.io.metrics.replayed += 1;
         }

@@ -347,10 +347,43 @@ pub fn notification_msgpack(
     notification: &[u8],
     offset: Option<&str>,
 ) -> Result<Vec<u8>, NotificationError> {
+    event_msgpack(None, notification, offset)
+}
+
+/// A MessagePack str: its head (fixstr, str 8, 16 or 32 by length), then its bytes.
+fn put_msgpack_str(out: &mut Vec<u8>, s: &str) {
+    let n = s.len();
+    if n < 32 {
+        out.push(0xa0 | n as u8);
+    } else if n <= u8::MAX as usize {
+        out.extend_from_slice(&[0xd9, n as u8]);
+    } else if n <= u16::MAX as usize {
+        out.push(0xda);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// [`notification_msgpack`] for an event named `event` (`None`: `notification`).
+pub fn event_msgpack(
+    event: Option<&str>,
+    notification: &[u8],
+    offset: Option<&str>,
+) -> Result<Vec<u8>, NotificationError> {
     // MessagePack is rarely longer than the JSON it came from (only short floats grow, to 9
     // bytes), so this one allocation usually holds the whole envelope.
     let mut out = Vec::with_capacity(NOTIFICATION_HEAD.len() + notification.len() + 48);
-    out.extend_from_slice(NOTIFICATION_HEAD);
+    match event {
+        None => out.extend_from_slice(NOTIFICATION_HEAD),
+        Some(name) => {
+            out.extend_from_slice(b"\x82\xa5event");
+            put_msgpack_str(&mut out, name);
+            out.extend_from_slice(b"\xa4data");
+        }
+    }
     if offset.is_some() {
         // fixmap of 3: `offset` follows `data`.
         out[0] = 0x83;

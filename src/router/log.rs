@@ -47,6 +47,8 @@ pub struct Record {
     pub notification: Bytes,
     /// `"<epoch>-<seq>"`, as clients see it.
     pub offset: Arc<str>,
+    /// The event's name when it is not `notification` (a push from the Redis emitter).
+    pub event: Option<Arc<str>>,
 }
 
 impl Record {
@@ -251,6 +253,7 @@ impl Log {
                 except,
                 notification,
                 offset: offset_string(epoch, seq).into(),
+                event: None,
             }));
         }
         if !rd.0.is_empty() || epoch == 0 || next == 0 {
@@ -331,6 +334,7 @@ impl Records {
             except,
             notification,
             offset: offset_string(self.epoch, seq).into(),
+            event: None,
         });
         self.bytes += record.cost();
         self.records.push_back(record.clone());
@@ -346,6 +350,7 @@ impl Records {
         seq: u64,
         target: Target,
         notification: Bytes,
+        event: Option<Arc<str>>,
         now_ms: u64,
     ) -> Option<Arc<Record>> {
         if seq < self.next {
@@ -359,6 +364,7 @@ impl Records {
             except: Vec::new(),
             notification,
             offset: offset_string(self.epoch, seq).into(),
+            event,
         });
         self.bytes += record.cost();
         self.records.push_back(record.clone());

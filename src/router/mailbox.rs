@@ -52,6 +52,8 @@ pub struct PushJob {
     pub arrived: Instant,
     /// The push as the log keeps it, when recovery is on: its offset goes in every frame.
     pub record: Option<Arc<Record>>,
+    /// The event's name when it is not `notification` (a push from the Redis emitter).
+    pub event: Option<Arc<str>>,
     /// Workers yet to count their recipients; the last one answers.
     to_count: AtomicUsize,
     /// Workers yet to write their recipients' frames; the last one records the fan-out time.
@@ -78,6 +80,7 @@ impl PushJob {
             except,
             arrived,
             record: None,
+            event: None,
             to_count: AtomicUsize::new(workers),
             to_write: AtomicUsize::new(workers),
             sockets: AtomicUsize::new(0),
@@ -98,6 +101,7 @@ impl PushJob {
             notification,
             except: Vec::new(),
             arrived,
+            event: record.event.clone(),
             record: Some(record),
             to_count: AtomicUsize::new(workers),
             to_write: AtomicUsize::new(workers),

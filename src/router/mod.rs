@@ -169,25 +169,8 @@ impl Router {
                 notification,
                 reply,
             } => match &s.cluster {
-                None => self.push(target, notification, reply, true, None),
-                Some(cluster) if cluster.up() => {
-                    match cluster.request(Request::Push {
-                        target,
-                        notification,
-                        reply,
-                    }) {
-                        Ok(()) => Ok(()),
-                        Err(req) => match *req {
-                            Request::Push {
-                                target,
-                                notification,
-                                reply,
-                            } => self.push_here(target, notification, reply),
-                            _ => Ok(()),
-                        },
-                    }
-                }
-                Some(_) => self.push_here(target, notification, reply),
+                None => self.push(target, notification, None, reply, true, None),
+                Some(_) => self.push_cluster(target, notification, None, reply),
             },
             Command::UserInfo { user_id, reply } => {
                 // In a cluster this node's count is gathered first, then Redis is asked for
@@ -272,6 +255,7 @@ impl Router {
         &self,
         target: Target,
         notification: bytes::Bytes,
+        event: Option<Arc<str>>,
         reply: Sender<PushReply>,
         logged: bool,
         cluster: Option<ClusterState>,
@@ -372,6 +356,7 @@ impl Router {
             reply,
         );
         job.record = record;
+        job.event = event;
         let job = Arc::new(job);
         // Queued under the lock, which is what orders pushes and joins; the workers are woken
         // after it is released, so that the other control threads are not kept waiting on a
@@ -401,12 +386,42 @@ impl Router {
         sent
     }
 
+    /// A push in a cluster: logged and routed through Redis, or served here alone while Redis
+    /// is unreachable.
+    pub(crate) fn push_cluster(
+        &self,
+        target: Target,
+        notification: bytes::Bytes,
+        event: Option<Arc<str>>,
+        reply: Sender<PushReply>,
+    ) -> Result<(), LoopGone> {
+        let Some(cluster) = self.shared.cluster.as_ref().filter(|c| c.up()) else {
+            return self.push_here(target, notification, event, reply);
+        };
+        let req = Request::Push {
+            target,
+            notification,
+            event,
+            reply,
+        };
+        match cluster.request(req).map_err(|req| *req) {
+            Err(Request::Push {
+                target,
+                notification,
+                event,
+                reply,
+            }) => self.push_here(target, notification, event, reply),
+            _ => Ok(()),
+        }
+    }
+
     /// A push served by this node alone, Redis being unreachable: delivered to its own
     /// sockets, not logged, answered `"cluster":"degraded"`.
     pub(crate) fn push_here(
         &self,
         target: Target,
         notification: bytes::Bytes,
+        event: Option<Arc<str>>,
         reply: Sender<PushReply>,
     ) -> Result<(), LoopGone> {
         if let Some(cluster) = &self.shared.cluster {
@@ -415,6 +430,7 @@ impl Router {
         self.push(
             target,
             notification,
+            event,
             reply,
             false,
             Some(ClusterState::Degraded),
@@ -456,6 +472,7 @@ impl Router {
             entry.seq,
             entry.target.clone(),
             entry.notification.clone(),
+            entry.event.clone(),
             unix_ms(),
         ) else {
             return;
