@@ -233,6 +233,25 @@ pub struct Config {
     #[arg(long, env = "HERALD_REDIS_NODE_TTL", default_value = "5s", value_parser = positive_duration)]
     pub redis_node_ttl: Duration,
 
+    /// With `--redis`: read what `@socket.io/redis-emitter` publishes (one node at a time does),
+    /// so that backends written for Socket.IO push through herald unchanged: an event sent to
+    /// room `user_<id>` is a push to user `<id>`, to no room a broadcast.
+    #[arg(long, env = "HERALD_REDIS_EMITTER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub redis_emitter: bool,
+
+    /// The emitter's `key` option: it publishes on `<key>#/#` and `<key>#/#<room>#`.
+    #[arg(long, env = "HERALD_REDIS_EMITTER_KEY", default_value = "socket.io")]
+    pub redis_emitter_key: String,
+
+    /// The prefix of the emitter's rooms that name a user: `user_` reads room `user_42` as user
+    /// `42`.
+    #[arg(
+        long,
+        env = "HERALD_REDIS_EMITTER_ROOM_PREFIX",
+        default_value = "user_"
+    )]
+    pub redis_emitter_room_prefix: String,
+
     /// Largest control API request body, in bytes; a larger one is answered 413.
     #[arg(long, env = "HERALD_CONTROL_MAX_BODY", default_value_t = 1024 * 1024, value_parser = at_least_one())]
     pub control_max_body: usize,

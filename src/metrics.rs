@@ -207,6 +207,8 @@ pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
             ("herald_redis_degraded_pushes_total", "Pushes delivered to this node's sockets alone while Redis was unreachable.", c.degraded),
             ("herald_redis_reconnects_total", "Connections to Redis lost and made again.", c.reconnects),
             ("herald_redis_pubsub_rebuilt_total", "Pub/sub connections rebuilt because this node's heartbeat stopped coming through.", c.pubsub_rebuilt),
+            ("herald_redis_emitted_total", "Messages read from the Socket.IO emitter's channels and pushed (by the node holding the lead).", c.emitted),
+            ("herald_redis_emitted_refused_total", "Messages on the Socket.IO emitter's channels that were not pushed (acknowledgements, binary data, other namespaces, no user room).", c.emitted_refused),
         ] {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
         }

@@ -51,6 +51,12 @@ pub(super) fn spawn(
     thread::Builder::new()
         .name("herald-redis-commands".into())
         .spawn(move || commands(i, r, c, rx))?;
+    if inner.settings.emitter_key.is_some() {
+        let (i, r, c) = (inner.clone(), router.clone(), client.clone());
+        thread::Builder::new()
+            .name("herald-redis-emitter".into())
+            .spawn(move || emitter(i, r, c))?;
+    }
     thread::Builder::new()
         .name("herald-redis-feed".into())
         .spawn(move || feed(inner, router, client))?;
@@ -63,6 +69,7 @@ struct Scripts {
     join: redis::Script,
     heartbeat: redis::Script,
     presence: redis::Script,
+    lead: redis::Script,
 }
 
 impl Scripts {
@@ -72,11 +79,18 @@ impl Scripts {
             join: redis::Script::new(scripts::JOIN),
             heartbeat: redis::Script::new(scripts::HEARTBEAT),
             presence: redis::Script::new(scripts::PRESENCE),
+            lead: redis::Script::new(scripts::LEAD),
         }
     }
 
     fn load(&self, con: &mut Connection) -> redis::RedisResult<()> {
-        for s in [&self.push, &self.join, &self.heartbeat, &self.presence] {
+        for s in [
+            &self.push,
+            &self.join,
+            &self.heartbeat,
+            &self.presence,
+            &self.lead,
+        ] {
             s.load(con)?;
         }
         Ok(())
@@ -858,6 +872,88 @@ fn follow(
                 place_ready(router, &mut placing);
             }
             None => debug!(channel = %msg.get_channel_name(), "redis: message not understood"),
+        }
+    }
+}
+
+/// The emitter thread: the node that holds the lead reads the Socket.IO emitter's channels and
+/// makes each message a push, logged and routed as the control API's are; the others wait to
+/// take the lead over if it lapses (a node that stops holds it for `--redis-node-ttl` at most).
+fn emitter(inner: Arc<Inner>, router: Router, client: redis::Client) {
+    let scripts = Scripts::new();
+    loop {
+        if let Err(e) = lead(&inner, &router, &client, &scripts) {
+            debug!(error = %e, "redis: emitter reading stopped");
+        }
+        thread::sleep(inner.settings.heartbeat());
+    }
+}
+
+/// Waits for the lead, then reads the emitter's channels while it keeps it.
+fn lead(
+    inner: &Inner,
+    router: &Router,
+    client: &redis::Client,
+    scripts: &Scripts,
+) -> redis::RedisResult<()> {
+    let Some(key) = &inner.settings.emitter_key else {
+        return Ok(());
+    };
+    let heartbeat = inner.settings.heartbeat();
+    let ttl = inner.settings.node_ttl.as_millis() as u64;
+    let mut aux = connect(client, scripts)?;
+    let take = |aux: &mut Connection| -> redis::RedisResult<bool> {
+        let led: i64 = scripts
+            .lead
+            .arg(inner.keys.emitter_lead())
+            .arg(&inner.node)
+            .arg(ttl)
+            .invoke(aux)?;
+        Ok(led == 1)
+    };
+    while !take(&mut aux)? {
+        thread::sleep(heartbeat);
+    }
+    let mut con = client.get_connection_with_timeout(COMMAND_TIMEOUT)?;
+    con.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+    con.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+    let mut pubsub = con.as_pubsub();
+    pubsub.psubscribe(super::emitter::pattern(key))?;
+    pubsub.set_read_timeout(Some(heartbeat.min(Duration::from_millis(250))))?;
+    info!(node = %inner.node, channels = %super::emitter::pattern(key), "redis: reading the Socket.IO emitter's channels");
+    let mut renew_at = Instant::now() + heartbeat;
+    loop {
+        match pubsub.get_message() {
+            Ok(msg) => emitted(inner, router, msg.get_payload_bytes()),
+            Err(e) if e.is_timeout() => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= renew_at {
+            if !take(&mut aux)? {
+                info!("redis: another node reads the Socket.IO emitter's channels now");
+                return Ok(());
+            }
+            renew_at = Instant::now() + heartbeat;
+        }
+    }
+}
+
+/// One message from the emitter, pushed like the control API's.
+fn emitted(inner: &Inner, router: &Router, payload: &[u8]) {
+    let prefix = &inner.settings.emitter_room_prefix;
+    match super::emitter::decode(payload, prefix, std::time::SystemTime::now()) {
+        Ok(e) => {
+            inner.counters.emitted.fetch_add(1, Ordering::Relaxed);
+            // No one waits for the answer: the emitter publishes and forgets.
+            let (reply, _) = crossbeam_channel::bounded(1);
+            let _ = router.push_cluster(e.target, e.notification, e.event, reply);
+        }
+        Err(why) => {
+            inner
+                .counters
+                .emitted_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(why = why.label(), "redis: an emitted message was refused");
         }
     }
 }

@@ -22,6 +22,7 @@
 //! - [`bus`]: the two threads.
 
 pub mod bus;
+pub mod emitter;
 pub mod scripts;
 pub mod wire;
 
@@ -51,6 +52,10 @@ pub struct Settings {
     /// Per-user push rate across the cluster (pushes a second; 0: none) and burst.
     pub user_rate: u32,
     pub user_burst: u32,
+    /// Read what `@socket.io/redis-emitter` publishes under this key (`None`: not at all), and
+    /// the prefix of the rooms that name users.
+    pub emitter_key: Option<String>,
+    pub emitter_room_prefix: String,
 }
 
 impl Settings {
@@ -145,6 +150,9 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     /// Pub/sub connections rebuilt because the heartbeat stopped coming through them.
     pub pubsub_rebuilt: AtomicU64,
+    /// Messages read from the Socket.IO emitter's channels and pushed, and those refused.
+    pub emitted: AtomicU64,
+    pub emitted_refused: AtomicU64,
 }
 
 /// The cluster's figures, for `/metrics`.
@@ -159,6 +167,8 @@ pub struct ClusterCounts {
     pub degraded: u64,
     pub reconnects: u64,
     pub pubsub_rebuilt: u64,
+    pub emitted: u64,
+    pub emitted_refused: u64,
 }
 
 impl Cluster {
@@ -228,6 +238,8 @@ impl Cluster {
             degraded: get(&c.degraded),
             reconnects: get(&c.reconnects),
             pubsub_rebuilt: get(&c.pubsub_rebuilt),
+            emitted: get(&c.emitted),
+            emitted_refused: get(&c.emitted_refused),
         }
     }
 }

@@ -167,3 +167,19 @@ for i = 1, #h, 2 do
 end
 return out
 "#;
+
+/// `ARGV`: the key, this node, how long the lead lasts (ms). Takes or keeps the lead of reading
+/// the Socket.IO emitter's channels: one node reads them, so that each emitted message becomes
+/// one push. Returns 1 when this node leads.
+pub const LEAD: &str = r#"
+local cur = redis.call('GET', ARGV[1])
+if cur == false then
+  redis.call('SET', ARGV[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if cur == ARGV[2] then
+  redis.call('PEXPIRE', ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"#;

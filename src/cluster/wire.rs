@@ -150,6 +150,11 @@ impl Keys {
         format!("{}:u:{user}", self.prefix)
     }
 
+    /// Which node reads the Socket.IO emitter's channels.
+    pub fn emitter_lead(&self) -> String {
+        format!("{}:emitter", self.prefix)
+    }
+
     /// Where a Socket.IO session whose transport was lost is kept, by its private id.
     pub fn session(&self, pid: &str) -> String {
         format!("{}:session:{pid}", self.prefix)

@@ -181,6 +181,10 @@ fn cluster_of(config: &Config) -> io::Result<Option<Cluster>> {
         window: config.recovery_window,
         user_rate: config.user_rate,
         user_burst: config.user_burst,
+        emitter_key: config
+            .redis_emitter
+            .then(|| config.redis_emitter_key.clone()),
+        emitter_room_prefix: config.redis_emitter_room_prefix.clone(),
     })))
 }
 
