@@ -33,6 +33,50 @@ pub struct Session {
     pub until_ms: u64,
 }
 
+impl Session {
+    /// Appends the session in the form [`Session::decode`] reads.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.sid.as_bytes());
+        put_u64(out, self.users.len() as u64);
+        for u in &self.users {
+            put_bytes(out, u.as_bytes());
+        }
+        match &self.user {
+            Some(u) => {
+                out.push(1);
+                put_bytes(out, u.as_bytes());
+            }
+            None => out.push(0),
+        }
+        put_u64(out, self.joined);
+        put_u64(out, self.until_ms);
+    }
+
+    /// Reads a session [`Session::encode`] wrote.
+    pub fn decode(rd: &mut Reader<'_>) -> Option<Session> {
+        let sid = rd.string()?;
+        let k = rd.u64()?;
+        let mut users = Vec::new();
+        for _ in 0..k {
+            users.push(rd.string()?);
+        }
+        let user = match rd.take(1)?[0] {
+            0 => None,
+            1 => Some(rd.string()?),
+            _ => return None,
+        };
+        let joined = rd.u64()?;
+        let until_ms = rd.u64()?;
+        Some(Session {
+            sid,
+            users,
+            user,
+            joined,
+            until_ms,
+        })
+    }
+}
+
 /// The sessions kept, by `pid`.
 pub struct Parked {
     sessions: Mutex<HashMap<String, Session>>,
@@ -90,20 +134,7 @@ impl Parked {
         put_u64(&mut out, live.len() as u64);
         for (pid, s) in live {
             put_bytes(&mut out, pid.as_bytes());
-            put_bytes(&mut out, s.sid.as_bytes());
-            put_u64(&mut out, s.users.len() as u64);
-            for u in &s.users {
-                put_bytes(&mut out, u.as_bytes());
-            }
-            match &s.user {
-                Some(u) => {
-                    out.push(1);
-                    put_bytes(&mut out, u.as_bytes());
-                }
-                None => out.push(0),
-            }
-            put_u64(&mut out, s.joined);
-            put_u64(&mut out, s.until_ms);
+            s.encode(&mut out);
         }
         out
     }
@@ -117,29 +148,7 @@ impl Parked {
         let mut map = HashMap::new();
         for _ in 0..n {
             let pid = rd.string()?;
-            let sid = rd.string()?;
-            let k = rd.u64()?;
-            let mut users = Vec::new();
-            for _ in 0..k {
-                users.push(rd.string()?);
-            }
-            let user = match rd.take(1)?[0] {
-                0 => None,
-                1 => Some(rd.string()?),
-                _ => return None,
-            };
-            let joined = rd.u64()?;
-            let until_ms = rd.u64()?;
-            map.insert(
-                pid,
-                Session {
-                    sid,
-                    users,
-                    user,
-                    joined,
-                    until_ms,
-                },
-            );
+            map.insert(pid, Session::decode(&mut rd)?);
         }
         if !rd.0.is_empty() {
             return None;
