@@ -312,6 +312,73 @@ fn a_client_recovers_on_another_node() {
 }
 
 #[test]
+fn a_socketio_session_is_taken_back_on_another_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let n0 = node(&url);
+    let n1 = node(&url);
+    let mut ws = sio_websocket(n0.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    let (sid, pid) = (connected["sid"].clone(), connected["pid"].clone());
+    ws.send(Message::Text(r#"42["subscribe","sam"]"#.into()))
+        .unwrap();
+    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
+    let (_, seen) = {
+        push_at(&n1, "sam", 1);
+        sio_n(&mut ws)
+    };
+    drop(ws);
+    eventually("the session kept", || {
+        metric_at(n0.control_addr, "herald_sessions_parked_total") >= 1.0
+    });
+    push_at(&n1, "sam", 2);
+    push_at(&n0, "sam", 3);
+    // Back on the other node with its pid and last offset: same ids, what it missed first.
+    let mut ws = sio_websocket(n1.public_addr);
+    let auth = json!({"pid": pid, "offset": seen});
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    assert_eq!(sio_n(&mut ws).0, 2);
+    assert_eq!(sio_n(&mut ws).0, 3);
+    let again: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    assert_eq!((&again["sid"], &again["pid"]), (&sid, &pid), "{again}");
+    // Its room came back with it.
+    push_at(&n0, "sam", 4);
+    assert_eq!(sio_n(&mut ws).0, 4);
+    // Taken once: the same pid again, on the first node, is a new session.
+    let mut ws2 = sio_websocket(n0.public_addr);
+    ws2.send(Message::Text(format!("40{auth}"))).unwrap();
+    let other: Value = serde_json::from_str(&sio_next(&mut ws2)[2..]).unwrap();
+    assert_ne!(other["sid"], sid, "{other}");
+}
+
+#[test]
+fn a_polling_request_for_a_session_on_another_node_is_told_the_sid_is_unknown() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let n0 = node(&url);
+    let n1 = node(&url);
+    let (status, _, body) = http(
+        n0.public_addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let open: Value = serde_json::from_str(body.trim_start_matches('0')).unwrap();
+    let sid = open["sid"].as_str().unwrap();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (status, _, body) = http(n1.public_addr, "GET", &path, None);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"code": 1, "message": "Session ID unknown"})
+    );
+    // On its own node it is served.
+    assert_eq!(http(n0.public_addr, "POST", &path, Some("40")).0, 200);
+}
+
+#[test]
 fn the_seam_between_replay_and_live_pushes_holds_across_nodes() {
     let redis = Redis::start();
     let url = redis.url();

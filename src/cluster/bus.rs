@@ -26,6 +26,7 @@ use super::{scripts, Inner, Request, Waiting};
 use crate::command::{ClusterState, PushReply, UserInfo};
 use crate::router::log::{offset_string, parse_offset, Record, Unrecoverable};
 use crate::router::mailbox::{Join, Since};
+use crate::router::parked::{Session, Shared};
 use crate::router::Router;
 
 /// Most requests sent in one pipeline.
@@ -244,6 +245,8 @@ fn alone(router: &Router, req: Request) {
             let _ = router.push_here(target, notification, event, reply);
         }
         Request::Join { worker, join } => router.place_here(worker, join),
+        // Kept on this node only while Redis is away.
+        Request::Park(_) => {}
         Request::Presence { local, reply, .. } => {
             let _ = reply.send(UserInfo {
                 sockets: local,
@@ -330,6 +333,7 @@ fn run(
     if batch.is_empty() {
         return Ok(());
     }
+    look_up_sessions(inner, con, batch)?;
     let s = &inner.settings;
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
@@ -375,6 +379,20 @@ fn run(
                     .arg(0)
                     .arg(&inner.keys.prefix)
                     .arg(user);
+            }
+            Request::Park(Shared::Kept(pid, session)) => {
+                let ttl = session
+                    .until_ms
+                    .saturating_sub(crate::router::unix_ms())
+                    .max(1);
+                pipe.cmd("SET")
+                    .arg(inner.keys.session(pid))
+                    .arg(session.to_bytes())
+                    .arg("PX")
+                    .arg(ttl);
+            }
+            Request::Park(Shared::Taken(pid)) => {
+                pipe.cmd("DEL").arg(inner.keys.session(pid));
             }
         }
     }
@@ -434,6 +452,7 @@ fn run(
                 debug!(user = %user, sockets = info.sockets, "presence");
                 let _ = tx.send(info);
             }
+            Request::Park(_) => {}
         }
     }
     let mut joins = joins.into_iter();
@@ -460,6 +479,70 @@ fn run(
         let mut placing = inner.placing();
         placing.waiting.push(waiting);
         place_ready(router, &mut placing);
+    }
+    Ok(())
+}
+
+/// Looks for the sessions the batch's CONNECTs name among those other nodes kept; one found
+/// (and the same user's) is taken (no other node may take it) and its join becomes the
+/// session's.
+fn look_up_sessions(
+    inner: &Inner,
+    con: &mut Connection,
+    batch: &mut [Request],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    let mut asked = Vec::new();
+    for (i, req) in batch.iter().enumerate() {
+        if let Request::Join { join, .. } = req {
+            if let Some(lookup) = &join.lookup {
+                pipe.cmd("GETDEL").arg(inner.keys.session(&lookup.pid));
+                asked.push(i);
+            }
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<Option<Vec<u8>>> = pipe.query(con)?;
+    let now_ms = crate::router::unix_ms();
+    for (i, bytes) in asked.into_iter().zip(found) {
+        let Some(Request::Join { join, .. }) = batch.get_mut(i) else {
+            continue;
+        };
+        let Some(lookup) = join.lookup.take() else {
+            continue;
+        };
+        let Some(kept) = bytes.as_deref().and_then(Session::from_bytes) else {
+            continue;
+        };
+        if kept.until_ms <= now_ms {
+            continue;
+        }
+        if kept.user != lookup.user {
+            // A pid alone never authenticates: put it back for its owner.
+            debug!("kept session is another user's: not taken back");
+            let ttl = kept.until_ms - now_ms;
+            redis::cmd("SET")
+                .arg(inner.keys.session(&lookup.pid))
+                .arg(kept.to_bytes())
+                .arg("PX")
+                .arg(ttl)
+                .query::<()>(con)?;
+            continue;
+        }
+        let Ok(pid) = lookup.pid.as_bytes().try_into() else {
+            continue;
+        };
+        if let Some(taken) =
+            Join::taken_back(join.member, join.id, kept, pid, lookup.offset.clone())
+        {
+            debug!(
+                users = taken.users.len(),
+                "session taken back from another node"
+            );
+            *join = taken;
+        }
     }
     Ok(())
 }

@@ -77,6 +77,8 @@ pub(crate) enum Request {
     },
     /// Enter this node for the users of a join, then place it.
     Join { worker: usize, join: Join },
+    /// Keep a Socket.IO session for the other nodes to take back, or forget it (taken here).
+    Park(crate::router::parked::Shared),
     /// The cluster's count of a user's sockets; this node's own count is `local`.
     Presence {
         user: String,
@@ -202,6 +204,12 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .ok_or_else(|| std::io::Error::other("cluster threads started twice"))?;
+        if let Some(parked) = router.parked() {
+            let tx = self.inner.tx.clone();
+            parked.share(move |change| {
+                let _ = tx.send(Request::Park(change));
+            });
+        }
         bus::spawn(self.inner.clone(), router, rx)
     }
 

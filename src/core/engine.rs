@@ -27,7 +27,7 @@ use crate::limits::{Admit, InboundBucket};
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::protocol::raw;
 use crate::rooms;
-use crate::router::mailbox::{Join, JoinReply, Since};
+use crate::router::mailbox::{Join, JoinReply, Lookup, Since};
 use crate::socketio::{self, PacketType, Reassembler};
 use crate::ws::handshake::{self, HandshakeError, Request};
 use crate::ws::{CloseCode, Event};
@@ -685,6 +685,7 @@ impl State {
                         ack,
                         list: sub.list,
                     },
+                    lookup: None,
                 };
                 return self.start_join(join);
             }
@@ -771,34 +772,30 @@ impl State {
             _ => None,
         };
         let as_id = |text: &str| -> Option<SocketId> { text.as_bytes().try_into().ok() };
-        match kept.and_then(|k| Some((as_id(&k.sid)?, as_id(pid.as_deref()?)?, k))) {
-            Some((sid, pid, kept)) => {
-                debug!(session = s, users = kept.users.len(), "session taken back");
-                Join {
-                    member: s,
-                    id: eio_sid,
-                    users: kept.users,
-                    held: Vec::new(),
-                    since: offset.map_or(Since::Seq(kept.joined), Since::Client),
-                    reply: JoinReply::Connect {
-                        sid,
-                        pid,
-                        recovering: true,
-                    },
-                }
-            }
-            None => Join {
-                member: s,
-                id: eio_sid,
-                users: Vec::new(),
-                held: Vec::new(),
-                since: Since::Now,
-                reply: JoinReply::Connect {
-                    sid: new_id(),
-                    pid: new_id(),
-                    recovering: false,
-                },
+        let taken = kept.and_then(|k| {
+            let pid = as_id(pid.as_deref()?)?;
+            Join::taken_back(s, eio_sid, k, pid, offset.clone())
+        });
+        if let Some(join) = taken {
+            debug!(session = s, users = join.users.len(), "session taken back");
+            return join;
+        }
+        // In a cluster another node may have kept it.
+        let lookup = pid
+            .filter(|_| self.config.redis.is_some() && self.parked.is_some())
+            .map(|pid| Lookup { pid, user, offset });
+        Join {
+            member: s,
+            id: eio_sid,
+            users: Vec::new(),
+            held: Vec::new(),
+            since: Since::Now,
+            reply: JoinReply::Connect {
+                sid: new_id(),
+                pid: new_id(),
+                recovering: false,
             },
+            lookup,
         }
     }
 

@@ -772,6 +772,7 @@ impl State {
                     users: sub.users,
                     since: sub.offset.map_or(Since::Now, Since::Client),
                     reply: JoinReply::Raw { list: sub.list },
+                    lookup: None,
                 };
                 return self.start_join(join);
             }

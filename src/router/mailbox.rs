@@ -179,6 +179,46 @@ pub struct Join {
     pub held: Vec<String>,
     pub since: Since,
     pub reply: JoinReply,
+    /// In a cluster: a CONNECT whose `pid` no session kept on this node has; the cluster looks
+    /// for it among those other nodes kept before the join is placed.
+    pub lookup: Option<Lookup>,
+}
+
+/// A session to look for on the other nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub pid: String,
+    /// The `sub` of the CONNECT's token, when JWT auth is on: the session must be that user's.
+    pub user: Option<String>,
+    /// The offset the client gave.
+    pub offset: Option<String>,
+}
+
+impl Join {
+    /// The join of a session taken back: `kept`, under `pid`, with the offset the client gave
+    /// (from where it joined when it gave none).
+    pub fn taken_back(
+        member: usize,
+        id: SocketId,
+        kept: crate::router::parked::Session,
+        pid: SocketId,
+        offset: Option<String>,
+    ) -> Option<Join> {
+        let sid: SocketId = kept.sid.as_bytes().try_into().ok()?;
+        Some(Join {
+            member,
+            id,
+            users: kept.users,
+            held: Vec::new(),
+            since: offset.map_or(Since::Seq(kept.joined), Since::Client),
+            reply: JoinReply::Connect {
+                sid,
+                pid,
+                recovering: true,
+            },
+            lookup: None,
+        })
+    }
 }
 
 /// A join placed in the log.

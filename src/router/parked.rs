@@ -52,8 +52,22 @@ impl Session {
         put_u64(out, self.until_ms);
     }
 
+    /// The session alone, in the form [`Session::from_bytes`] reads.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode(&mut out);
+        out
+    }
+
+    /// A session [`Session::to_bytes`] wrote; `None` for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Session> {
+        let mut rd = Reader(bytes);
+        let s = Session::decode(&mut rd)?;
+        rd.0.is_empty().then_some(s)
+    }
+
     /// Reads a session [`Session::encode`] wrote.
-    pub fn decode(rd: &mut Reader<'_>) -> Option<Session> {
+    pub(crate) fn decode(rd: &mut Reader<'_>) -> Option<Session> {
         let sid = rd.string()?;
         let k = rd.u64()?;
         let mut users = Vec::new();
@@ -82,6 +96,18 @@ pub struct Parked {
     sessions: Mutex<HashMap<String, Session>>,
     /// Expired sessions are swept when the map has grown past this since the last sweep.
     sweep_at: Mutex<usize>,
+    /// In a cluster: told of every session kept and taken, so that another node can take it
+    /// back (see [`Parked::share`]).
+    shared: std::sync::OnceLock<Box<dyn Fn(Shared) + Send + Sync>>,
+}
+
+/// A change to the sessions kept, for the other nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// Kept under this `pid`.
+    Kept(String, Session),
+    /// Taken back here: no other node may take it.
+    Taken(String),
 }
 
 impl Default for Parked {
@@ -89,6 +115,7 @@ impl Default for Parked {
         Parked {
             sessions: Mutex::new(HashMap::new()),
             sweep_at: Mutex::new(1024),
+            shared: std::sync::OnceLock::new(),
         }
     }
 }
@@ -103,6 +130,9 @@ impl Parked {
 
     /// Keeps `session` under `pid` until its `until_ms`.
     pub fn park(&self, pid: String, session: Session, now_ms: u64) {
+        if let Some(share) = self.shared.get() {
+            share(Shared::Kept(pid.clone(), session.clone()));
+        }
         let mut map = self.map();
         map.insert(pid, session);
         let mut sweep_at = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,7 +144,17 @@ impl Parked {
 
     /// Takes back the session kept under `pid`, unless its time is up.
     pub fn take(&self, pid: &str, now_ms: u64) -> Option<Session> {
-        self.map().remove(pid).filter(|s| s.until_ms > now_ms)
+        let taken = self.map().remove(pid).filter(|s| s.until_ms > now_ms);
+        if let (Some(_), Some(share)) = (&taken, self.shared.get()) {
+            share(Shared::Taken(pid.to_owned()));
+        }
+        taken
+    }
+
+    /// Tells `share` of every session kept and taken from now on: a cluster keeps them in
+    /// Redis too. Set once.
+    pub fn share(&self, share: impl Fn(Shared) + Send + Sync + 'static) {
+        let _ = self.shared.set(Box::new(share));
     }
 
     /// Sessions kept (expired ones included until swept).
