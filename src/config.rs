@@ -223,6 +223,11 @@ pub struct Config {
     #[arg(long, env = "HERALD_REDIS", value_name = "URL")]
     pub redis: Option<String>,
 
+    /// For `rediss://`: the CA certificate (PEM) that signed Redis's certificate, when it is not
+    /// one of the system's trusted roots.
+    #[arg(long, env = "HERALD_REDIS_CA", value_name = "PEM")]
+    pub redis_ca: Option<std::path::PathBuf>,
+
     /// The prefix of every Redis key and channel herald uses: clusters sharing one Redis
     /// need different prefixes.
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
@@ -506,6 +511,7 @@ impl Config {
         c.state_dir = None;
         // Nor a Redis be joined that the test did not start.
         c.redis = None;
+        c.redis_ca = None;
         // Tests open many connections from one address and push in bursts; each limit test turns
         // its own limit back on.
         c.user_rate = 0;

@@ -610,6 +610,125 @@ fn a_pubsub_connection_that_stops_delivering_is_rebuilt_and_nothing_is_lost() {
     assert_eq!(next_n(&mut ws).0, 3);
 }
 
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (Debian's openssl package; .ci/test installs it)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[test]
+fn nodes_reach_redis_over_tls() {
+    let dir = std::env::temp_dir().join(format!("herald-redis-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=herald test CA",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "redis.key",
+            "-out",
+            "redis.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "redis.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let port = free_port();
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &file("redis.crt"),
+            "--tls-key-file",
+            &file("redis.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &file("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    let url = format!("rediss://localhost:{port}");
+    let ca = file("ca.crt");
+    let n0 = node_with(&url, &["--redis-ca", &ca]);
+    let n1 = node_with(&url, &["--redis-ca", &ca]);
+    let (mut ws, _) = raw_client(&n0, json!("tls"));
+    assert_eq!(push_at(&n1, "tls", 1)["cluster"], "ok");
+    assert_eq!(next_n(&mut ws).0, 1);
+    // Without the CA the certificate is not trusted: the node stays apart, and says so.
+    let lone = spawn_herald(&["--redis", &url, "--redis-node-ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!ready(&lone));
+    assert_eq!(metric_at(lone.control_addr, "herald_redis_up"), 0.0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn redis_without_recovery_is_refused_at_start() {
     let out = Command::new(env!("CARGO_BIN_EXE_herald"))

@@ -45,7 +45,7 @@ pub(super) fn spawn(
     router: Router,
     rx: Receiver<Request>,
 ) -> std::io::Result<()> {
-    let client = redis::Client::open(inner.settings.url.as_str()).map_err(|e| {
+    let client = inner.settings.client().map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
     })?;
     let (i, r, c) = (inner.clone(), router.clone(), client.clone());

@@ -43,6 +43,8 @@ use crate::router::mailbox::Join;
 pub struct Settings {
     /// `redis://[user:pass@]host:port[/db]` (or `rediss://`).
     pub url: String,
+    /// For `rediss://`: the CA certificate (PEM) to trust instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
     /// The prefix of every key and channel herald uses, so that clusters may share a Redis.
     pub prefix: String,
     /// How long a node counts as alive after its last heartbeat.
@@ -59,6 +61,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A client for `url`: TLS (`rediss://`) with `ca` as its root when one is given.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        if self.url.starts_with("rediss://") {
+            // One crypto provider is compiled in; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match &self.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(self.url.as_str()),
+        }
+    }
+
     /// How often a node renews its expiry and checks its pub/sub connection.
     pub fn heartbeat(&self) -> Duration {
         (self.node_ttl / 5).max(Duration::from_millis(100))

@@ -168,14 +168,15 @@ fn cluster_of(config: &Config) -> io::Result<Option<Cluster>> {
             "--redis needs --recovery true: the cluster's log orders pushes and subscribes across nodes",
         ));
     }
-    if let Err(e) = redis::Client::open(url.as_str()) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("--redis {}: {e}", redacted(url)),
-        ));
-    }
-    Ok(Some(Cluster::new(crate::cluster::Settings {
+    let ca = match &config.redis_ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            io::Error::new(e.kind(), format!("--redis-ca {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let settings = crate::cluster::Settings {
         url: url.clone(),
+        ca,
         prefix: config.redis_prefix.clone(),
         node_ttl: config.redis_node_ttl,
         window: config.recovery_window,
@@ -185,7 +186,14 @@ fn cluster_of(config: &Config) -> io::Result<Option<Cluster>> {
             .redis_emitter
             .then(|| config.redis_emitter_key.clone()),
         emitter_room_prefix: config.redis_emitter_room_prefix.clone(),
-    })))
+    };
+    if let Err(e) = settings.client() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--redis {}: {e}", redacted(url)),
+        ));
+    }
+    Ok(Some(Cluster::new(settings)))
 }
 
 /// A Redis URL with its password hidden, for messages.
