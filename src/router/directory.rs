@@ -29,11 +29,14 @@ pub struct Directory {
     hasher: RandomState,
     /// In a cluster: users this node came to hold (`true`) or stopped holding (`false`), in
     /// order, for the cluster's presence in Redis (see [`Directory::take_changes`]).
-    changes: Option<Mutex<Vec<(Box<str>, bool)>>>,
+    changes: Option<Mutex<Vec<Change>>>,
     /// In a cluster: each user's sockets on each worker, and the users whose total changed
     /// since the last [`Directory::take_counts`].
     counts: Option<Mutex<Counts>>,
 }
+
+/// A user the node came to hold (`true`) or stopped holding (`false`).
+pub type Change = (Box<str>, bool);
 
 #[derive(Default)]
 struct Counts {
@@ -132,7 +135,7 @@ impl Directory {
     }
 
     /// The users the node came to hold or stopped holding since the last call, in order.
-    pub fn take_changes(&self) -> Vec<(Box<str>, bool)> {
+    pub fn take_changes(&self) -> Vec<Change> {
         match &self.changes {
             Some(changes) => {
                 std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()))
