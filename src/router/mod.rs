@@ -130,7 +130,12 @@ impl Router {
     pub fn join(&self, worker: usize, join: Join) -> Result<(), LoopGone> {
         let s = &*self.shared;
         if let Some(cluster) = &s.cluster {
-            if !cluster.up() {
+            // A plain subscribe to users this node holds already needs nothing from Redis: the
+            // node is entered for them, and its log has every push routed here since.
+            let held_here = join.since == Since::Now
+                && join.lookup.is_none()
+                && join.users.iter().all(|u| s.directory.workers_of(u) != 0);
+            if !cluster.up() || held_here {
                 self.place_here(worker, join);
                 return Ok(());
             }
@@ -543,8 +548,8 @@ impl Router {
         drop(records);
     }
 
-    /// Places a join without Redis (unreachable): the worker is entered for its users here,
-    /// and a client's offset cannot be honoured (`recovered: false`).
+    /// Places a join without Redis (unreachable, or not needed): the worker is entered for its
+    /// users here, and a client's offset cannot be honoured (`recovered: false`).
     pub(crate) fn place_here(&self, worker: usize, join: Join) {
         let s = &*self.shared;
         let log = self.cluster_log();
