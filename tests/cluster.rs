@@ -85,16 +85,11 @@ fn node(url: &str) -> Herald {
 }
 
 fn node_with(url: &str, extra: &[&str]) -> Herald {
-    let mut args = vec![
-        "--redis",
-        url,
-        "--redis-node-ttl",
-        "1s",
-        "--workers",
-        "2",
-        "--user-rate",
-        "0",
-    ];
+    let mut args = vec!["--redis", url, "--redis-node-ttl", "1s", "--workers", "2"];
+    // Tests push faster than a person is notified: no per-user rate unless a test sets one.
+    if !extra.contains(&"--user-rate") {
+        args.extend(["--user-rate", "0"]);
+    }
     args.extend_from_slice(extra);
     let h = spawn_herald(&args);
     eventually("the node joined the cluster", || ready(&h));
@@ -271,6 +266,38 @@ fn presence_counts_every_node_and_a_dead_node_stops_counting() {
     });
     // And pushes are no longer routed to it.
     assert_eq!(push_at(&n2, "pat", 1)["nodes"], 1);
+}
+
+#[test]
+fn a_users_push_rate_holds_across_nodes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let limited = ["--user-rate", "1", "--user-burst", "3"];
+    let n0 = node_with(&url, &limited);
+    let n1 = node_with(&url, &limited);
+    let (_ws, _) = raw_client(&n0, json!("lim"));
+    let body = json!({"n": 0}).to_string();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let h = if i % 2 == 0 { &n0 } else { &n1 };
+        let (status, head, answer) = http(
+            h.control_addr,
+            "POST",
+            "/v1/users/lim/notifications",
+            Some(&body),
+        );
+        if status == 429 {
+            assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+            assert!(answer.contains("rate limited"), "{answer}");
+        }
+        statuses.push(status);
+    }
+    // One bucket for the user, whichever node is asked: the burst of 3, then refusals.
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+    // A user with no socket anywhere spends nothing.
+    for _ in 0..5 {
+        push_at(&n1, "nobody", 0);
+    }
 }
 
 #[test]
