@@ -55,6 +55,8 @@ for scenario in ${SCENARIOS//,/ }; do
 done
 
 node benches/cluster/targeted.mjs --redis "$URL" --out "$OUT/targeted.json" >"$OUT/targeted.log" 2>&1
+node benches/cluster/targeted.mjs --redis "$URL" --user-rate 1000000 \
+  --out "$OUT/targeted-rate.json" >"$OUT/targeted-rate.log" 2>&1
 
 python3 - "$OUT" "${ROWS[@]}" <<'PY'
 import json, sys
@@ -88,6 +90,8 @@ lines += ["", f"### Pushes for a user on one node of three ({t['pushes']} pushes
 for n in t["nodes"]:
     lines.append(f"| {n['node']} | {'yes' if n['holds'] else 'no'} | {n['bytes']:,} | {n['pushes']:,} | {n['cpu_ms']:.1f} | {n['idle_cpu_ms']:.1f} |")
 lines += ["", f"Redis CPU over those pushes: {t['redis_cpu_us_per_push']:.1f} µs/push; pushes took {t['seconds']:.2f} s ({t['pushes']/t['seconds']:,.0f}/s, one synchronous caller)."]
+r = json.load(open(f"{out}/targeted-rate.json"))
+lines += [f"The same with `--user-rate` on (each push checks the user's bucket in Redis, never refused): Redis {r['redis_cpu_us_per_push']:.1f} µs/push, {r['pushes']/r['seconds']:,.0f} pushes/s; the holder read {r['nodes'][0]['pushes']:,} pushes, the others {r['nodes'][1]['pushes'] + r['nodes'][2]['pushes']:,}."]
 text = "\n".join(lines) + "\n"
 open(f"{out}/table.md", "w").write(text)
 print(text)

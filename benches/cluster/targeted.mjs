@@ -4,6 +4,7 @@
 // idle just before. Writes a JSON summary to --out.
 //
 //   node benches/cluster/targeted.mjs --redis redis://127.0.0.1:6379 --out targeted.json
+//   node benches/cluster/targeted.mjs --redis ... --user-rate 1000000   # with the Redis bucket
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -17,6 +18,8 @@ const arg = (name, dflt) => {
 const REDIS = arg('--redis');
 const OUT = arg('--out', 'targeted.json');
 const PUSHES = Number(arg('--pushes', process.env.PUSHES ?? 20000));
+// A per-user rate high enough never to refuse: the bucket in Redis is checked on every push.
+const USER_RATE = arg('--user-rate', '0');
 const BIN = process.env.HERALD_BIN ?? fileURLToPath(new URL('../../target/release/herald', import.meta.url));
 if (!REDIS) throw new Error('--redis URL is required');
 const redisPort = new URL(REDIS).port;
@@ -34,7 +37,7 @@ const redisCpu = () => {
 function start() {
   return new Promise((resolve, reject) => {
     const child = spawn(BIN, ['--listen', '127.0.0.1:0', '--control', '127.0.0.1:0', '--redis', REDIS,
-      '--user-rate', '0', '--workers', '1', '--redis-emitter', 'false'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '--user-rate', USER_RATE, '--user-burst', '1000000', '--workers', '1', '--redis-emitter', 'false'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let buf = '';
     child.stderr.on('data', (d) => {
       buf += d;
@@ -112,6 +115,7 @@ try {
     pushes: await metric(n, 'herald_redis_pushes_received_total'),
   })));
   const summary = {
+    user_rate: Number(USER_RATE),
     pushes: PUSHES,
     seconds,
     received_by_the_client: received,
