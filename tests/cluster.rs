@@ -27,14 +27,6 @@ struct Redis {
     port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Redis {
     fn start() -> Redis {
         Redis::on(free_port())
@@ -136,18 +128,6 @@ fn sio_client(h: &Herald, user: &str) -> Client {
     let (name, _) = sio_event(&sio_next(&mut ws));
     assert_eq!(name, "subscribed");
     ws
-}
-
-/// Reads Engine.IO packets until a Socket.IO one, answering pings.
-fn sio_next(ws: &mut Client) -> String {
-    loop {
-        let p = recv_text(ws);
-        if p == "2" {
-            ws.send(Message::Text("3".into())).unwrap();
-            continue;
-        }
-        return p;
-    }
 }
 
 fn sio_n(ws: &mut Client) -> (u64, String) {

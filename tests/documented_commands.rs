@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
@@ -56,14 +55,6 @@ fn cargo_run_starts_herald() {
     let package = &meta["packages"][0];
     assert_eq!(package["name"], "herald");
     assert_eq!(package["default_run"], "herald");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The block is run as written but for three things a test must change: the build (the test's

@@ -248,18 +248,6 @@ fn connect_reply(packet: &str) -> Value {
     serde_json::from_str(body).expect("JSON")
 }
 
-/// Reads Engine.IO packets until a Socket.IO event, answering pings.
-fn sio_next(ws: &mut Client) -> String {
-    loop {
-        let p = recv_text(ws);
-        if p == "2" {
-            ws.send(Message::Text("3".into())).unwrap();
-            continue;
-        }
-        return p;
-    }
-}
-
 /// A `notification` event's `n` and offset (its last argument).
 fn sio_notification(packet: &str) -> (u64, String) {
     let v: Value = serde_json::from_str(packet.strip_prefix("42").expect("an event")).unwrap();

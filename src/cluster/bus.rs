@@ -76,9 +76,9 @@ struct Scripts {
 impl Scripts {
     fn new() -> Self {
         Scripts {
-            push: redis::Script::new(scripts::PUSH),
-            join: redis::Script::new(scripts::JOIN),
-            heartbeat: redis::Script::new(scripts::HEARTBEAT),
+            push: redis::Script::new(&scripts::push()),
+            join: redis::Script::new(&scripts::join()),
+            heartbeat: redis::Script::new(&scripts::heartbeat()),
             presence: redis::Script::new(scripts::PRESENCE),
             lead: redis::Script::new(scripts::LEAD),
         }
@@ -294,16 +294,7 @@ fn beat_once(
         }
     }
     // Users entered without a join of their own (placed while Redis was away).
-    for chunk in entered.chunks(ENTER_BATCH) {
-        let mut inv = scripts.join.prepare_invoke();
-        inv.arg(&inner.keys.prefix)
-            .arg(super::random_hex(8))
-            .arg(&inner.node);
-        for u in chunk {
-            inv.arg(u);
-        }
-        let _: Value = inv.invoke(con)?;
-    }
+    enter(inner, scripts, con, &entered)?;
     // Each node's socket count, for presence; only while the node still holds the user (its
     // entry is removed above when it does not).
     for (user, n) in counts {
@@ -317,6 +308,26 @@ fn beat_once(
     }
     if !pipe.is_empty() {
         pipe.query::<()>(con)?;
+    }
+    Ok(())
+}
+
+/// Enters this node in Redis for `users`, [`ENTER_BATCH`] to a script call.
+fn enter(
+    inner: &Inner,
+    scripts: &Scripts,
+    con: &mut Connection,
+    users: &[String],
+) -> redis::RedisResult<()> {
+    for chunk in users.chunks(ENTER_BATCH) {
+        let mut inv = scripts.join.prepare_invoke();
+        inv.arg(&inner.keys.prefix)
+            .arg(super::random_hex(8))
+            .arg(&inner.node);
+        for u in chunk {
+            inv.arg(u);
+        }
+        let _: Value = inv.invoke(con)?;
     }
     Ok(())
 }
@@ -861,16 +872,7 @@ fn follow(
     router
         .directory()
         .for_each_user(|u| users.push(u.to_owned()));
-    for chunk in users.chunks(ENTER_BATCH) {
-        let mut inv = scripts.join.prepare_invoke();
-        inv.arg(&inner.keys.prefix)
-            .arg(super::random_hex(8))
-            .arg(&inner.node);
-        for u in chunk {
-            inv.arg(u);
-        }
-        let _: Value = inv.invoke(&mut aux)?;
-    }
+    enter(inner, scripts, &mut aux, &users)?;
     // What was routed while the node was not subscribed is in the stream. A node with no
     // users and no joins waiting has nothing to catch up with.
     let nothing_owed = users.is_empty() && inner.placing().waiting.is_empty();

@@ -24,19 +24,10 @@ use serde_json::Value;
 
 use crate::command::Target;
 use crate::rooms::MAX_USER_ID_LEN;
+use crate::socketio::packet::RESERVED_EVENTS;
 
 /// Socket.IO's EVENT packet type.
 const EVENT: u8 = 2;
-
-/// Names the emitter refuses to emit (Socket.IO's reserved events).
-const RESERVED: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// A push read from the emitter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +119,8 @@ pub fn decode(payload: &[u8], room_prefix: &str, now: SystemTime) -> Result<Emit
     let Some(Value::String(event)) = data.next() else {
         return Err(Refused::Malformed);
     };
-    if RESERVED.contains(&event.as_str()) {
+    // The emitter refuses to emit the names Socket.IO reserves.
+    if RESERVED_EVENTS.contains(&event.as_str()) {
         return Err(Refused::Reserved);
     }
     let mut args: Vec<Value> = data.collect();

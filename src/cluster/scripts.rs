@@ -5,14 +5,11 @@
 //! Keys are named from the prefix passed as `ARGV[1]` ([`super::wire::Keys`] names the same);
 //! the scripts run on one Redis (or a Redis Cluster shard holding every herald key).
 
-/// `ARGV`: prefix, a new epoch (kept only when Redis holds none), window in ms, kind (`u`, `m`,
-/// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, the event's
-/// name (empty for `notification`), then the user ids.
-///
-/// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
-/// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
-/// Returns `{epoch, id or false, nodes reached, users left out, ms until a token}`.
-pub const PUSH: &str = r#"
+/// What the scripts that write begin with: the prefix `p`, Redis's clock `now` (ms), the epoch
+/// (`ARGV[2]` kept when Redis holds none, its stream started with an entry that is not a push:
+/// the log is never empty, so an offset given before the first push counts from the epoch's
+/// start), and `newest()`, the newest entry's id.
+const PRELUDE: &str = r#"
 local p = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -22,6 +19,36 @@ if not epoch then
   redis.call('SET', p .. ':epoch', epoch)
   redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
 end
+local function newest()
+  local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
+  if last[1] then return last[1][1] end
+  return '0-0'
+end
+"#;
+
+/// The push script: [`PUSH`] after the prelude.
+pub fn push() -> String {
+    format!("{PRELUDE}{PUSH}")
+}
+
+/// The join script: [`JOIN`] after the prelude.
+pub fn join() -> String {
+    format!("{PRELUDE}{JOIN}")
+}
+
+/// The heartbeat script: [`HEARTBEAT`] after the prelude.
+pub fn heartbeat() -> String {
+    format!("{PRELUDE}{HEARTBEAT}")
+}
+
+/// `ARGV`: prefix, a new epoch (kept only when Redis holds none), window in ms, kind (`u`, `m`,
+/// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, the event's
+/// name (empty for `notification`), then the user ids.
+///
+/// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
+/// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
+/// Returns `{epoch, id or false, nodes reached, users left out, ms until a token}`.
+const PUSH: &str = r#"
 local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
 local burst = tonumber(ARGV[7])
@@ -97,19 +124,8 @@ return {epoch, id, reached, limited, 0}
 /// channel: every push routed to it before the mark is at or before that head, every push
 /// after the head is routed to it. Returns `{epoch, head, oldest entry}`: trimming drops the
 /// oldest entries first, so an offset not older than the oldest one lost nothing after it.
-///
-/// A new epoch starts its stream with an entry that is not a push (kind `e`): the log is never
-/// empty, so an offset given before the first push still counts from the epoch's start.
-pub const JOIN: &str = r#"
-local p = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('GET', p .. ':epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('SET', p .. ':epoch', epoch)
-  redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
-end
+
+const JOIN: &str = r#"
 local node = ARGV[3]
 for i = 4, #ARGV do
   local key = p .. ':u:' .. ARGV[i]
@@ -117,9 +133,7 @@ for i = 4, #ARGV do
     redis.call('HSET', key, node, 1)
   end
 end
-local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
-local head = '0-0'
-if last[1] then head = last[1][1] end
+local head = newest()
 local oldest = redis.call('XRANGE', p .. ':log', '-', '+', 'COUNT', 1)
 local first = head
 if oldest[1] then first = oldest[1][1] end
@@ -131,21 +145,10 @@ return {epoch, head, first}
 ///
 /// Keeps the node alive, forgets nodes dead for a minute, and puts a sync mark on the node's
 /// channel (which proves its pub/sub connection delivers). Returns `{epoch, head}`.
-pub const HEARTBEAT: &str = r#"
-local p = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = redis.call('GET', p .. ':epoch')
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('SET', p .. ':epoch', epoch)
-  redis.call('XADD', p .. ':log', '*', 'm', cmsgpack.pack('e', {}, ''))
-end
+const HEARTBEAT: &str = r#"
 redis.call('ZADD', p .. ':nodes', now + tonumber(ARGV[4]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', p .. ':nodes', '-inf', now - 60000)
-local last = redis.call('XREVRANGE', p .. ':log', '+', '-', 'COUNT', 1)
-local head = '0-0'
-if last[1] then head = last[1][1] end
+local head = newest()
 redis.call('PUBLISH', p .. ':node:' .. ARGV[3], 'S ' .. head)
 return {epoch, head}
 "#;

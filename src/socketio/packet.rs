@@ -12,7 +12,7 @@ pub const MAIN_NAMESPACE: &str = "/";
 
 /// Event names socket.io-parser refuses to decode, because Socket.IO or Node's EventEmitter
 /// already gives them a meaning.
-const RESERVED_EVENTS: [&str; 6] = [
+pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
     "disconnect",

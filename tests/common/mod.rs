@@ -583,3 +583,24 @@ impl RawClient {
         RawClient { stream }
     }
 }
+
+/// A free loopback port (free when asked: another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads Engine.IO packets until a Socket.IO one, answering pings.
+pub fn sio_next(ws: &mut Client) -> String {
+    loop {
+        let p = recv_text(ws);
+        if p == "2" {
+            ws.send(Message::Text("3".into())).unwrap();
+            continue;
+        }
+        return p;
+    }
+}
