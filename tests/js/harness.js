@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { createConnection, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
@@ -21,8 +22,8 @@ export const HERALD_BIN =
 // `--test-timeout` bounds a whole file on Node 20, so it stays a much larger backstop.
 export const TEST_TIMEOUT = 60_000;
 
-// Every herald still running, so that none outlives the test process, even one the runner ends
-// with a signal after a file times out.
+// Every herald and redis-server still running, so that none outlives the test process, even one
+// the runner ends with a signal after a file times out.
 const running = new Set();
 const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
@@ -38,8 +39,9 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 // Starts herald with `--listen 127.0.0.1:${port ?? 0} --control 127.0.0.1:0` plus `args`, and
 // resolves once its log says both listeners are bound.
 //
-// Returns `{ wsUrl, control, publicPort, controlPort, stop, log }`: `stop()` sends SIGTERM and
-// resolves with the exit `{ code, signal }`; `log()` is the tail of herald's stderr.
+// Returns `{ wsUrl, control, publicPort, controlPort, stop, kill, log }`: `stop()` sends SIGTERM
+// and resolves with the exit `{ code, signal }`; `kill()` sends SIGKILL, as a crash would, and
+// resolves once herald is gone; `log()` is the tail of herald's stderr.
 export function startHerald({ args = [], port, env } = {}) {
   const child = spawn(
     HERALD_BIN,
@@ -96,19 +98,143 @@ export function startHerald({ args = [], port, env } = {}) {
           }
           return exited;
         },
+        // SIGKILL: herald says goodbye to no one, neither its clients nor Redis.
+        async kill() {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+          return exited;
+        },
       });
     });
   });
 }
 
+// The redis-server to run: `REDIS_SERVER`, or `redis-server` on PATH (Debian's package, which
+// `.ci/test` installs).
+export const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
+
+// A loopback port no one listens on right now.
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// Whether something on 127.0.0.1:`port` answers Redis's PING with PONG.
+function pingRedis(port) {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    let got = '';
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 1_000);
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (data) => {
+      got += data.toString();
+      if (got.includes('\r\n')) done(got === '+PONG\r\n');
+    });
+  });
+}
+
+// Starts a redis-server of the test's own on a free loopback port (or `port`), without
+// persistence, and resolves once it answers PING.
+//
+// Returns `{ port, url, kill, start, restart, log }`: `kill()` sends SIGKILL, as a crash would, and
+// resolves once it is gone (its data with it); `start()` runs a new, empty one on the same port;
+// `restart()` is both; `log()` is the tail of its output. Use `scope(t).redis()`, which kills it
+// when the test ends; whatever happens, none outlives the test process.
+export async function startRedis({ port } = {}) {
+  // A free port may be taken by someone else before redis-server binds it: then another one.
+  for (let attempt = 1; ; attempt++) {
+    const r = redisOn(port ?? (await freePort()));
+    try {
+      await r.start();
+      return r;
+    } catch (e) {
+      if (port !== undefined || attempt === 3 || !/in use/i.test(e.message)) throw e;
+    }
+  }
+}
+
+function redisOn(port) {
+  const tail = [];
+  let child = null;
+  let exited = Promise.resolve();
+  const r = {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    log: () => tail.join('\n'),
+    async start() {
+      if (child) throw new Error(`redis-server on port ${port} is already running`);
+      const c = spawn(
+        REDIS_SERVER,
+        ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      child = c;
+      running.add(c);
+      let spawnError = null;
+      c.on('error', (e) => (spawnError = e));
+      exited = new Promise((resolve) => {
+        c.on('close', (code, signal) => {
+          running.delete(c);
+          if (child === c) child = null;
+          resolve({ code, signal });
+        });
+      });
+      for (const stream of [c.stdout, c.stderr]) {
+        createInterface({ input: stream }).on('line', (line) => {
+          tail.push(line);
+          if (tail.length > 50) tail.shift();
+        });
+      }
+      const deadline = Date.now() + PATIENCE;
+      for (;;) {
+        if (spawnError) {
+          throw new Error(
+            `${REDIS_SERVER} did not run (${spawnError.message}): Debian's redis-server package, ` +
+              'which .ci/test installs, or REDIS_SERVER',
+          );
+        }
+        if (child !== c) throw new Error(`redis-server on port ${port} exited:\n${r.log()}`);
+        if (await pingRedis(port)) return r;
+        if (Date.now() > deadline) {
+          await r.kill();
+          throw new Error(`redis-server on port ${port} does not answer PING:\n${r.log()}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async kill() {
+      child?.kill('SIGKILL');
+      await exited;
+    },
+    async restart() {
+      await r.kill();
+      return r.start();
+    },
+  };
+  return r;
+}
+
 // A test's resources, released when the test ends however it ends: clients are closed first,
-// then every herald the test started is stopped.
+// then every herald the test started is stopped, then every redis-server it started is killed.
 export function scope(t) {
   const clients = [];
   const heralds = [];
+  const redises = [];
   t.after(async () => {
-    for (const close of clients) close();
+    for (const close of clients) await close();
     await Promise.all(heralds.map((h) => h.stop()));
+    await Promise.all(redises.map((r) => r.kill()));
   });
   return {
     // Starts herald (see `startHerald`).
@@ -116,6 +242,12 @@ export function scope(t) {
       const h = await startHerald(opts);
       heralds.push(h);
       return h;
+    },
+    // Starts a redis-server (see `startRedis`).
+    async redis(opts) {
+      const r = await startRedis(opts);
+      redises.push(r);
+      return r;
     },
     // A socket.io-client socket with its own connection.
     io(url, opts = {}) {
@@ -130,7 +262,8 @@ export function scope(t) {
       await once(ws, 'open');
       return ws;
     },
-    // Runs `close` when the test ends, before heralds are stopped.
+    // Runs `close` (awaited, when it returns a promise) when the test ends, before heralds are
+    // stopped.
     defer(close) {
       clients.push(close);
     },
