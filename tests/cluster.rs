@@ -360,6 +360,58 @@ fn a_socketio_session_is_taken_back_on_another_node() {
 }
 
 #[test]
+fn a_socketio_session_outlives_its_node_killed_with_9() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let mut n0 = node(&url);
+    let n1 = node(&url);
+    let mut ws = sio_websocket(n0.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    let (sid, pid) = (connected["sid"].clone(), connected["pid"].clone());
+    ws.send(Message::Text(r#"42["subscribe","kay"]"#.into()))
+        .unwrap();
+    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
+    push_at(&n1, "kay", 1);
+    let (_, seen) = sio_n(&mut ws);
+    // The node dies without a word: nothing is parked, but the session was kept in Redis while
+    // it was connected.
+    let _ = n0.child.kill();
+    let _ = n0.child.wait();
+    push_at(&n1, "kay", 2);
+    let mut ws = sio_websocket(n1.public_addr);
+    let auth = json!({"pid": pid, "offset": seen});
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    assert_eq!(sio_n(&mut ws).0, 2);
+    let again: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    assert_eq!((&again["sid"], &again["pid"]), (&sid, &pid), "{again}");
+    push_at(&n1, "kay", 3);
+    assert_eq!(sio_n(&mut ws).0, 3);
+}
+
+#[test]
+fn a_socketio_client_that_disconnects_itself_is_not_taken_back_anywhere() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let n0 = node(&url);
+    let n1 = node(&url);
+    let mut ws = sio_websocket(n0.public_addr);
+    ws.send(Message::Text("40".into())).unwrap();
+    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    ws.send(Message::Text(r#"42["subscribe","dee"]"#.into()))
+        .unwrap();
+    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
+    // The client's own disconnect (DISCONNECT, then close) ends the session for good.
+    ws.send(Message::Text("41".into())).unwrap();
+    eventually("the session gone", || user_info(&n1, "dee")["sockets"] == 0);
+    let mut ws = sio_websocket(n1.public_addr);
+    let auth = json!({"pid": connected["pid"]});
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    let other: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    assert_ne!(other["sid"], connected["sid"], "{other}");
+}
+
+#[test]
 fn a_polling_request_for_a_session_on_another_node_is_told_the_sid_is_unknown() {
     let redis = Redis::start();
     let url = redis.url();

@@ -138,6 +138,10 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
     let mut retry_at = Instant::now();
     let heartbeat = inner.settings.heartbeat();
     let mut next_beat = Instant::now();
+    // Connected Socket.IO sessions kept in Redis expire a window after they were last written
+    // unless renewed: every third of the window.
+    let renew_every = inner.settings.window / 3;
+    let mut renew_at = Instant::now() + renew_every;
     loop {
         if con.is_none() && Instant::now() >= retry_at {
             match connect(&client, &scripts) {
@@ -194,10 +198,14 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
                 }
             }
         }
+        let renew = beat && Instant::now() >= renew_at;
+        if renew {
+            renew_at = Instant::now() + renew_every;
+        }
         let failed = match con.as_mut() {
             Some(c) if inner.sub_up.load(Ordering::SeqCst) || batch.is_empty() => {
                 let result = if beat {
-                    beat_once(&inner, &router, &scripts, c)
+                    beat_once(&inner, &router, &scripts, c, renew)
                 } else {
                     Ok(())
                 };
@@ -212,7 +220,7 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
             // The feed is down: a push routed now might not reach this node's own sockets.
             Some(c) => {
                 if beat {
-                    if let Err(e) = beat_once(&inner, &router, &scripts, c) {
+                    if let Err(e) = beat_once(&inner, &router, &scripts, c, renew) {
                         debug!(error = %e, "redis: heartbeat failed");
                     }
                 }
@@ -257,12 +265,14 @@ fn alone(router: &Router, req: Request) {
     }
 }
 
-/// Renews the node's expiry and puts its presence changes in Redis.
+/// Renews the node's expiry and puts its presence changes in Redis; with `renew`, renews the
+/// expiry of the connected Socket.IO sessions it keeps there too.
 fn beat_once(
     inner: &Inner,
     router: &Router,
     scripts: &Scripts,
     con: &mut Connection,
+    renew: bool,
 ) -> redis::RedisResult<()> {
     let ttl = inner.settings.node_ttl.as_millis() as u64;
     let _: Value = scripts
@@ -272,6 +282,19 @@ fn beat_once(
         .arg(&inner.node)
         .arg(ttl)
         .invoke(con)?;
+    if let (true, Some(parked)) = (renew, router.parked()) {
+        let window = inner.settings.window.as_millis() as u64;
+        for chunk in parked.live().chunks(PAGE) {
+            let mut pipe = redis::pipe();
+            for pid in chunk {
+                pipe.cmd("PEXPIRE")
+                    .arg(inner.keys.session(pid))
+                    .arg(window)
+                    .ignore();
+            }
+            pipe.query::<()>(con)?;
+        }
+    }
     let changes = router.directory().take_changes();
     let counts = router.directory().take_counts();
     if changes.is_empty() && counts.is_empty() {

@@ -611,6 +611,8 @@ impl State {
             PacketType::Disconnect if on_root => {
                 sess.socket = None;
                 self.rooms.remove_conn(s);
+                // Ended by its client: no node of a cluster may take it back.
+                self.forget_session(s);
             }
             PacketType::Event | PacketType::BinaryEvent if on_root && sess.socket.is_some() => {
                 self.on_socketio_event(s, p.id, p.data.unwrap_or(Value::Null), now)
@@ -690,6 +692,7 @@ impl State {
                 return self.start_join(join);
             }
             Ok(Outcome::Unsubscribed { user_id, .. }) => {
+                self.share_session(s, now);
                 ("unsubscribed", json!({"userId": user_id}))
             }
             Ok(Outcome::Authenticated { user_id, exp }) => {
@@ -883,6 +886,7 @@ impl State {
         ws_code: Option<CloseCode>,
         now: Instant,
     ) {
+        self.forget_session(s);
         let Some(sess) = self.io.session_mut(s) else {
             return;
         };

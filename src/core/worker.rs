@@ -1017,18 +1017,36 @@ impl State {
     /// connected).
     pub(crate) fn park(&mut self, s: usize, now: Instant) {
         let now_ms = self.unix(now).as_millis() as u64;
-        let window = self.config.recovery_window.as_millis() as u64;
+        let Some((pid, session)) = self.kept_session(s, now) else {
+            return;
+        };
         let Some(parked) = &self.parked else {
             return;
         };
+        debug!(
+            session = s,
+            users = session.users.len(),
+            "session kept for recovery"
+        );
+        parked.park(pid, session, now_ms);
+        self.io.metrics.sessions_parked += 1;
+    }
+
+    /// What Socket.IO session `s` is, as it would be kept for its client to take back: its
+    /// `pid` and state, kept until a window from `now`. `None` with recovery off, or for a
+    /// session not connected or closed.
+    fn kept_session(&self, s: usize, now: Instant) -> Option<(String, parked::Session)> {
+        let now_ms = self.unix(now).as_millis() as u64;
+        let window = self.config.recovery_window.as_millis() as u64;
+        self.parked.as_ref()?;
         let Some(Entry::Session(sess)) = self.io.entries.get(s) else {
-            return;
+            return None;
         };
         let (Some(pid), Some(sid)) = (&sess.pid, &sess.socket) else {
-            return;
+            return None;
         };
         if sess.closed {
-            return;
+            return None;
         }
         let user = match &sess.identity {
             Identity::User { sub, .. } => Some(sub.to_string()),
@@ -1041,13 +1059,33 @@ impl State {
             joined: sess.joined.max(sess.live.last),
             until_ms: now_ms + window,
         };
-        debug!(
-            session = s,
-            users = session.users.len(),
-            "session kept for recovery"
-        );
-        parked.park(String::from_utf8_lossy(pid).into_owned(), session, now_ms);
-        self.io.metrics.sessions_parked += 1;
+        Some((String::from_utf8_lossy(pid).into_owned(), session))
+    }
+
+    /// In a cluster: session `s` as it is now, kept in Redis while it is connected, so that
+    /// its client can take it back on another node even if this one dies without parking it.
+    pub(crate) fn share_session(&mut self, s: usize, now: Instant) {
+        if self.config.redis.is_none() {
+            return;
+        }
+        if let (Some((pid, session)), Some(parked)) = (self.kept_session(s, now), &self.parked) {
+            parked.share_live(pid, session);
+        }
+    }
+
+    /// In a cluster: session `s` ends; unless it was just kept for its client, no node may
+    /// take it back.
+    pub(crate) fn forget_session(&mut self, s: usize) {
+        if self.config.redis.is_none() {
+            return;
+        }
+        let (Some(parked), Some(Entry::Session(sess))) = (&self.parked, self.io.entries.get(s))
+        else {
+            return;
+        };
+        if let Some(pid) = &sess.pid {
+            parked.forget(&String::from_utf8_lossy(pid));
+        }
     }
 
     /// The log placed join `joined`: the member joins its rooms, is answered, and is handed
@@ -1163,6 +1201,9 @@ impl State {
             let sid = std::str::from_utf8(sid).unwrap_or("");
             let pid = std::str::from_utf8(pid).unwrap_or("");
             self.socketio_connected(k, sid, Some(pid), now);
+        }
+        if !matches!(join.reply, JoinReply::Raw { .. }) {
+            self.share_session(k, now);
         }
     }
 

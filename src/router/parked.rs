@@ -99,6 +99,9 @@ pub struct Parked {
     /// In a cluster: told of every session kept and taken, so that another node can take it
     /// back (see [`Parked::share`]).
     shared: std::sync::OnceLock<Box<dyn Fn(Shared) + Send + Sync>>,
+    /// In a cluster: the `pid`s of the connected sessions kept in Redis (see
+    /// [`Parked::share_live`]), whose expiry the cluster renews.
+    live: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A change to the sessions kept, for the other nodes of a cluster.
@@ -116,6 +119,7 @@ impl Default for Parked {
             sessions: Mutex::new(HashMap::new()),
             sweep_at: Mutex::new(1024),
             shared: std::sync::OnceLock::new(),
+            live: Mutex::default(),
         }
     }
 }
@@ -131,6 +135,7 @@ impl Parked {
     /// Keeps `session` under `pid` until its `until_ms`.
     pub fn park(&self, pid: String, session: Session, now_ms: u64) {
         if let Some(share) = self.shared.get() {
+            self.live_pids().remove(&pid);
             share(Shared::Kept(pid.clone(), session.clone()));
         }
         let mut map = self.map();
@@ -149,6 +154,35 @@ impl Parked {
             share(Shared::Taken(pid.to_owned()));
         }
         taken
+    }
+
+    /// In a cluster: a connected session as it is now, kept in Redis (not here) so that its
+    /// client can take it back on another node even if this one dies without parking it.
+    pub fn share_live(&self, pid: String, session: Session) {
+        if let Some(share) = self.shared.get() {
+            self.live_pids().insert(pid.clone());
+            share(Shared::Kept(pid, session));
+        }
+    }
+
+    /// In a cluster: session `pid` ended. Unless it is kept here for its client, no node may
+    /// take it back.
+    pub fn forget(&self, pid: &str) {
+        if let Some(share) = self.shared.get() {
+            self.live_pids().remove(pid);
+            if !self.map().contains_key(pid) {
+                share(Shared::Taken(pid.to_owned()));
+            }
+        }
+    }
+
+    /// The connected sessions kept in Redis, whose expiry is to be renewed.
+    pub fn live(&self) -> Vec<String> {
+        self.live_pids().iter().cloned().collect()
+    }
+
+    fn live_pids(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tells `share` of every session kept and taken from now on: a cluster keeps them in
