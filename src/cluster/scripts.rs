@@ -124,7 +124,6 @@ return {epoch, id, reached, limited, 0}
 /// channel: every push routed to it before the mark is at or before that head, every push
 /// after the head is routed to it. Returns `{epoch, head, oldest entry}`: trimming drops the
 /// oldest entries first, so an offset not older than the oldest one lost nothing after it.
-
 const JOIN: &str = r#"
 local node = ARGV[3]
 for i = 4, #ARGV do
