@@ -28,6 +28,9 @@
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`router`]: where control requests meet the workers: push buckets, the directory of which
 //!   worker holds which user, answers gathered from several workers.
+//! - [`cluster`]: with `--redis`, a node of a cluster: the log in a Redis Stream, pushes routed
+//!   only to the nodes holding their users, presence, the Socket.IO emitter's messages; its Redis
+//!   I/O on threads of its own, meeting the workers through the router.
 //! - [`server`]: the runtime: one thin mio loop per core around that core's state; it owns the
 //!   sockets and only polls, reads, writes and wakes.
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
