@@ -1,11 +1,11 @@
 //! The cluster's two threads of Redis I/O.
 //!
-//! - **Commands** ([`commands`]): takes the router's requests (pushes, joins, presence) from its
+//! - **Commands** (`commands`): takes the router's requests (pushes, joins, presence) from its
 //!   channel, as many as are waiting, and sends them to Redis in one pipeline; renews the node's
 //!   expiry and puts its presence changes in Redis every heartbeat. While Redis is unreachable
 //!   pushes are delivered on this node alone (`"cluster":"degraded"`), joins are placed without
 //!   the stream, and it reconnects with backoff.
-//! - **Feed** ([`feed`]): subscribes to this node's channel and the broadcast channel, enters
+//! - **Feed** (`feed`): subscribes to this node's channel and the broadcast channel, enters
 //!   the node for every user it holds, reads back from the stream what it missed while it was
 //!   not subscribed, then feeds every push it reads to the router in the stream's order. Sync
 //!   marks (from heartbeats and joins) tell it how far the feed is complete, which places the

@@ -2,7 +2,7 @@
 //! sockets on every node, and only the nodes holding them read it.
 //!
 //! - One log for the cluster: a Redis Stream. A push is appended and routed in one script
-//!   ([`scripts::PUSH`]); its offset comes from the entry's id ([`wire`]).
+//!   ([`scripts::push`]); its offset comes from the entry's id ([`wire`]).
 //! - Routing by presence: each user has a hash of the nodes holding its sockets; the push script
 //!   publishes the entry on those nodes' own channels (a broadcast on one channel every node
 //!   reads). A node is entered for a user when its first socket of the user subscribes, before

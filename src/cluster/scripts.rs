@@ -26,17 +26,17 @@ local function newest()
 end
 "#;
 
-/// The push script: [`PUSH`] after the prelude.
+/// The push script: `PUSH` after the prelude.
 pub fn push() -> String {
     format!("{PRELUDE}{PUSH}")
 }
 
-/// The join script: [`JOIN`] after the prelude.
+/// The join script: `JOIN` after the prelude.
 pub fn join() -> String {
     format!("{PRELUDE}{JOIN}")
 }
 
-/// The heartbeat script: [`HEARTBEAT`] after the prelude.
+/// The heartbeat script: `HEARTBEAT` after the prelude.
 pub fn heartbeat() -> String {
     format!("{PRELUDE}{HEARTBEAT}")
 }
