@@ -120,13 +120,26 @@ fn next_n(ws: &mut Client) -> (u64, String) {
 
 /// A Socket.IO client over WebSocket, connected and subscribed to `user`.
 fn sio_client(h: &Herald, user: &str) -> Client {
+    sio_session(h, user).0
+}
+
+/// [`sio_client`], with its CONNECT reply (`{"sid","pid"}`).
+fn sio_session(h: &Herald, user: &str) -> (Client, Value) {
     let mut ws = sio_websocket(h.public_addr);
     ws.send(Message::Text("40".into())).unwrap();
-    assert!(sio_next(&mut ws).starts_with("40"));
+    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
     ws.send(Message::Text(format!(r#"42["subscribe","{user}"]"#)))
         .unwrap();
     let (name, _) = sio_event(&sio_next(&mut ws));
     assert_eq!(name, "subscribed");
+    (ws, connected)
+}
+
+/// A Socket.IO client over WebSocket whose CONNECT carries `auth` (a `pid` and offset to take
+/// a session back with); the answer is for the caller to read.
+fn sio_resume(h: &Herald, auth: &Value) -> Client {
+    let mut ws = sio_websocket(h.public_addr);
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
     ws
 }
 
@@ -324,13 +337,8 @@ fn a_socketio_session_is_taken_back_on_another_node() {
     let url = redis.url();
     let n0 = node(&url);
     let n1 = node(&url);
-    let mut ws = sio_websocket(n0.public_addr);
-    ws.send(Message::Text("40".into())).unwrap();
-    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    let (mut ws, connected) = sio_session(&n0, "sam");
     let (sid, pid) = (connected["sid"].clone(), connected["pid"].clone());
-    ws.send(Message::Text(r#"42["subscribe","sam"]"#.into()))
-        .unwrap();
-    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
     let (_, seen) = {
         push_at(&n1, "sam", 1);
         sio_n(&mut ws)
@@ -342,9 +350,8 @@ fn a_socketio_session_is_taken_back_on_another_node() {
     push_at(&n1, "sam", 2);
     push_at(&n0, "sam", 3);
     // Back on the other node with its pid and last offset: same ids, what it missed first.
-    let mut ws = sio_websocket(n1.public_addr);
     let auth = json!({"pid": pid, "offset": seen});
-    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    let mut ws = sio_resume(&n1, &auth);
     assert_eq!(sio_n(&mut ws).0, 2);
     assert_eq!(sio_n(&mut ws).0, 3);
     let again: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
@@ -353,8 +360,7 @@ fn a_socketio_session_is_taken_back_on_another_node() {
     push_at(&n0, "sam", 4);
     assert_eq!(sio_n(&mut ws).0, 4);
     // Taken once: the same pid again, on the first node, is a new session.
-    let mut ws2 = sio_websocket(n0.public_addr);
-    ws2.send(Message::Text(format!("40{auth}"))).unwrap();
+    let mut ws2 = sio_resume(&n0, &auth);
     let other: Value = serde_json::from_str(&sio_next(&mut ws2)[2..]).unwrap();
     assert_ne!(other["sid"], sid, "{other}");
 }
@@ -365,13 +371,8 @@ fn a_socketio_session_outlives_its_node_killed_with_9() {
     let url = redis.url();
     let mut n0 = node(&url);
     let n1 = node(&url);
-    let mut ws = sio_websocket(n0.public_addr);
-    ws.send(Message::Text("40".into())).unwrap();
-    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
+    let (mut ws, connected) = sio_session(&n0, "kay");
     let (sid, pid) = (connected["sid"].clone(), connected["pid"].clone());
-    ws.send(Message::Text(r#"42["subscribe","kay"]"#.into()))
-        .unwrap();
-    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
     push_at(&n1, "kay", 1);
     let (_, seen) = sio_n(&mut ws);
     // The node dies without a word: nothing is parked, but the session was kept in Redis while
@@ -379,9 +380,8 @@ fn a_socketio_session_outlives_its_node_killed_with_9() {
     let _ = n0.child.kill();
     let _ = n0.child.wait();
     push_at(&n1, "kay", 2);
-    let mut ws = sio_websocket(n1.public_addr);
     let auth = json!({"pid": pid, "offset": seen});
-    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    let mut ws = sio_resume(&n1, &auth);
     assert_eq!(sio_n(&mut ws).0, 2);
     let again: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
     assert_eq!((&again["sid"], &again["pid"]), (&sid, &pid), "{again}");
@@ -395,18 +395,11 @@ fn a_socketio_client_that_disconnects_itself_is_not_taken_back_anywhere() {
     let url = redis.url();
     let n0 = node(&url);
     let n1 = node(&url);
-    let mut ws = sio_websocket(n0.public_addr);
-    ws.send(Message::Text("40".into())).unwrap();
-    let connected: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
-    ws.send(Message::Text(r#"42["subscribe","dee"]"#.into()))
-        .unwrap();
-    assert_eq!(sio_event(&sio_next(&mut ws)).0, "subscribed");
+    let (mut ws, connected) = sio_session(&n0, "dee");
     // The client's own disconnect (DISCONNECT, then close) ends the session for good.
     ws.send(Message::Text("41".into())).unwrap();
     eventually("the session gone", || user_info(&n1, "dee")["sockets"] == 0);
-    let mut ws = sio_websocket(n1.public_addr);
-    let auth = json!({"pid": connected["pid"]});
-    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    let mut ws = sio_resume(&n1, &json!({"pid": connected["pid"]}));
     let other: Value = serde_json::from_str(&sio_next(&mut ws)[2..]).unwrap();
     assert_ne!(other["sid"], connected["sid"], "{other}");
 }
