@@ -505,6 +505,9 @@ fn redis_killed_and_restarted_degrades_then_serves_the_cluster_again() {
     let (status, _, body) = http(n1.control_addr, "GET", "/v1/users/bob", None);
     assert_eq!(status, 200);
     assert!(body.contains(r#""cluster":"degraded""#), "{body}");
+    // A client subscribing meanwhile is placed by its node alone, and entered in Redis later.
+    let (mut cy, data) = raw_client(&n0, json!("cy"));
+    assert_eq!(data["userId"], "cy", "{data}");
 
     // Back, empty: the nodes reconnect, enter their users again, and serve each other.
     let _redis = Redis::on(redis.port);
@@ -515,6 +518,8 @@ fn redis_killed_and_restarted_degrades_then_serves_the_cluster_again() {
     assert_eq!(next_n(&mut ann).0, 4);
     push_at(&n0, "bob", 5);
     assert_eq!(next_n(&mut bob).0, 5);
+    push_at(&n1, "cy", 6);
+    assert_eq!(next_n(&mut cy).0, 6);
     // Redis lost the log: an offset from before is of another epoch.
     let (_ws, data) = raw_client(&n1, json!({"userId": "ann", "offset": seen}));
     assert_eq!(data["recovered"], false, "{data}");

@@ -1,4 +1,4 @@
-//! The cluster's two threads of Redis I/O.
+//! The cluster's threads of Redis I/O (and the emitter's reader, at the end).
 //!
 //! - **Commands** (`commands`): takes the router's requests (pushes, joins, presence) from its
 //!   channel, as many as are waiting, and sends them to Redis in one pipeline; renews the node's
@@ -295,18 +295,15 @@ fn beat_once(
             pipe.query::<()>(con)?;
         }
     }
-    let changes = router.directory().take_changes();
+    let left = router.directory().take_left();
     let counts = router.directory().take_counts();
-    if changes.is_empty() && counts.is_empty() {
+    let mut unentered =
+        std::mem::take(&mut *inner.unentered.lock().unwrap_or_else(|e| e.into_inner()));
+    if left.is_empty() && counts.is_empty() && unentered.is_empty() {
         return Ok(());
     }
-    let mut entered = Vec::new();
     let mut pipe = redis::pipe();
-    for (user, held) in changes {
-        if held {
-            entered.push(user.to_string());
-            continue;
-        }
+    for user in left {
         let still = router.directory().workers_of(&user) != 0
             || inner.placing().joining.contains_key(&*user);
         if !still {
@@ -316,8 +313,9 @@ fn beat_once(
                 .ignore();
         }
     }
-    // Users entered without a join of their own (placed while Redis was away).
-    enter(inner, scripts, con, &entered)?;
+    // Users whose join was placed without Redis, and still held.
+    unentered.retain(|u| router.directory().workers_of(u) != 0);
+    enter(inner, scripts, con, &unentered)?;
     // Each node's socket count, for presence; only while the node still holds the user (its
     // entry is removed above when it does not).
     for (user, n) in counts {
@@ -369,6 +367,8 @@ fn run(
     }
     look_up_sessions(inner, con, batch)?;
     let s = &inner.settings;
+    // The epoch Redis keeps if it has none: one per batch will do, new at every batch.
+    let new_epoch = super::random_hex(8);
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for req in batch.iter() {
@@ -384,7 +384,7 @@ fn run(
                     .arg(scripts.push.get_hash())
                     .arg(0)
                     .arg(&inner.keys.prefix)
-                    .arg(super::random_hex(8))
+                    .arg(&new_epoch)
                     .arg(s.window.as_millis() as u64)
                     .arg(kind)
                     .arg(&notification[..])
@@ -403,7 +403,7 @@ fn run(
                     .arg(scripts.join.get_hash())
                     .arg(0)
                     .arg(&inner.keys.prefix)
-                    .arg(super::random_hex(8))
+                    .arg(&new_epoch)
                     .arg(&inner.node)
                     .arg(&join.users);
             }

@@ -13,13 +13,13 @@
 //! - Liveness: nodes renew an expiry in a sorted set; a node that stops is no longer routed to,
 //!   nor counted, once its expiry (`--redis-node-ttl`) passes.
 //!
-//! The Redis I/O runs on two threads of its own ([`bus`]): one for commands (pushes, joins,
-//! presence, the heartbeat), one reading pub/sub. They meet the workers through the router, as
+//! The Redis I/O runs on threads of its own ([`bus`]): one for commands (pushes, joins,
+//! presence, the heartbeat), one reading pub/sub, one reading the Socket.IO emitter's channels. They meet the workers through the router, as
 //! the control API does. Without `--redis` none of this exists and nothing here is on any path.
 //!
 //! - [`wire`]: stream ids, entries and pub/sub messages, key names. No I/O.
 //! - [`scripts`]: the Lua scripts, each one atomic step in Redis.
-//! - [`bus`]: the two threads.
+//! - [`bus`]: those threads.
 
 pub mod bus;
 pub mod emitter;
@@ -128,6 +128,9 @@ pub(crate) struct Inner {
     pub recheck: AtomicBool,
     /// Joins waiting for the feed to reach their head.
     pub placing: Mutex<Placing>,
+    /// Users whose join was placed without Redis: the node is entered for them at the next
+    /// heartbeat (those it still holds then).
+    pub unentered: Mutex<Vec<String>>,
     pub counters: Counters,
 }
 
@@ -210,6 +213,7 @@ impl Cluster {
                 sub_up: AtomicBool::new(false),
                 recheck: AtomicBool::new(false),
                 placing: Mutex::default(),
+                unentered: Mutex::default(),
                 counters: Counters::default(),
             }),
         }
@@ -246,6 +250,15 @@ impl Cluster {
     /// Hands a request to the command thread; `Err` gives it back when the thread is gone.
     pub(crate) fn request(&self, req: Request) -> Result<(), Box<Request>> {
         self.inner.tx.send(req).map_err(|e| Box::new(e.0))
+    }
+
+    /// `users` were placed without Redis: the node is to be entered for them.
+    pub(crate) fn unentered(&self, users: &[String]) {
+        self.inner
+            .unentered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(users);
     }
 
     /// A push delivered on this node alone.

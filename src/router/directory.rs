@@ -27,16 +27,13 @@ type Shard = HashMap<Box<str>, u64>;
 pub struct Directory {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
-    /// In a cluster: users this node came to hold (`true`) or stopped holding (`false`), in
-    /// order, for the cluster's presence in Redis (see [`Directory::take_changes`]).
-    changes: Option<Mutex<Vec<Change>>>,
+    /// In a cluster: users this node stopped holding, for its entries in Redis to be removed
+    /// (see [`Directory::take_left`]).
+    left: Option<Mutex<Vec<Box<str>>>>,
     /// In a cluster: each user's sockets on each worker, and the users whose total changed
     /// since the last [`Directory::take_counts`].
     counts: Option<Mutex<Counts>>,
 }
-
-/// A user the node came to hold (`true`) or stopped holding (`false`).
-pub type Change = (Box<str>, bool);
 
 #[derive(Default)]
 struct Counts {
@@ -49,7 +46,7 @@ impl Default for Directory {
         Directory {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
-            changes: None,
+            left: None,
             counts: None,
         }
     }
@@ -63,10 +60,10 @@ impl Directory {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A directory that also lists which users the node came to hold or stopped holding.
+    /// A directory that also lists the users the node stopped holding, and counts sockets.
     pub fn recording() -> Self {
         Directory {
-            changes: Some(Mutex::default()),
+            left: Some(Mutex::default()),
             counts: Some(Mutex::default()),
             ..Directory::default()
         }
@@ -80,7 +77,6 @@ impl Directory {
             Some(mask) => *mask |= bit,
             None => {
                 shard.insert(user.into(), bit);
-                self.record(user, true);
             }
         }
     }
@@ -93,17 +89,12 @@ impl Directory {
             *mask &= !bit;
             if *mask == 0 {
                 shard.remove(user);
-                self.record(user, false);
+                if let Some(left) = &self.left {
+                    left.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(user.into());
+                }
             }
-        }
-    }
-
-    fn record(&self, user: &str, held: bool) {
-        if let Some(changes) = &self.changes {
-            changes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((user.into(), held));
         }
     }
 
@@ -134,12 +125,10 @@ impl Directory {
         }
     }
 
-    /// The users the node came to hold or stopped holding since the last call, in order.
-    pub fn take_changes(&self) -> Vec<Change> {
-        match &self.changes {
-            Some(changes) => {
-                std::mem::take(&mut *changes.lock().unwrap_or_else(|e| e.into_inner()))
-            }
+    /// The users the node stopped holding since the last call, in order.
+    pub fn take_left(&self) -> Vec<Box<str>> {
+        match &self.left {
+            Some(left) => std::mem::take(&mut *left.lock().unwrap_or_else(|e| e.into_inner())),
             None => Vec::new(),
         }
     }

@@ -135,7 +135,11 @@ impl Router {
             let held_here = join.since == Since::Now
                 && join.lookup.is_none()
                 && join.users.iter().all(|u| s.directory.workers_of(u) != 0);
-            if !cluster.up() || held_here {
+            if held_here {
+                self.place_local(worker, join);
+                return Ok(());
+            }
+            if !cluster.up() {
                 self.place_here(worker, join);
                 return Ok(());
             }
@@ -548,9 +552,18 @@ impl Router {
         drop(records);
     }
 
-    /// Places a join without Redis (unreachable, or not needed): the worker is entered for its
-    /// users here, and a client's offset cannot be honoured (`recovered: false`).
+    /// Places a join without Redis (unreachable, or the join failed there): the worker is
+    /// entered for its users here, and in Redis once it can be (see [`Cluster::unentered`]); a
+    /// client's offset cannot be honoured (`recovered: false`).
     pub(crate) fn place_here(&self, worker: usize, join: Join) {
+        if let Some(cluster) = &self.shared.cluster {
+            cluster.unentered(&join.users);
+        }
+        self.place_local(worker, join);
+    }
+
+    /// [`Router::place_here`] for users this node is entered in Redis for already.
+    fn place_local(&self, worker: usize, join: Join) {
         let s = &*self.shared;
         let log = self.cluster_log();
         let records = log.lock();
