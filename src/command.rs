@@ -103,6 +103,15 @@ impl UserInfo {
             cluster: None,
         }
     }
+
+    /// A cluster node's own count, the other nodes out of reach.
+    pub fn degraded(sockets: usize) -> Self {
+        UserInfo {
+            sockets,
+            nodes: Some((sockets > 0) as usize),
+            cluster: Some(ClusterState::Degraded),
+        }
+    }
 }
 
 /// The loop has stopped; nothing will answer.

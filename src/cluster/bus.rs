@@ -256,11 +256,7 @@ fn alone(router: &Router, req: Request) {
         // Kept on this node only while Redis is away.
         Request::Park(_) => {}
         Request::Presence { local, reply, .. } => {
-            let _ = reply.send(UserInfo {
-                sockets: local,
-                nodes: Some((local > 0) as usize),
-                cluster: Some(ClusterState::Degraded),
-            });
+            let _ = reply.send(UserInfo::degraded(local));
         }
     }
 }
@@ -779,14 +775,12 @@ fn join_reply(v: &Value) -> Option<(u64, u64, u64)> {
 
 /// The presence script's answer: this node's exact count, and the others' as they wrote it.
 fn presence_reply(v: &Value, node: &str, local: usize) -> UserInfo {
-    let mut info = UserInfo {
-        sockets: local,
-        nodes: Some((local > 0) as usize),
-        cluster: Some(ClusterState::Ok),
-    };
     let Value::Array(parts) = v else {
-        info.cluster = Some(ClusterState::Degraded);
-        return info;
+        return UserInfo::degraded(local);
+    };
+    let mut info = UserInfo {
+        cluster: Some(ClusterState::Ok),
+        ..UserInfo::degraded(local)
     };
     for pair in parts.chunks(2) {
         let (Some(n), Some(count)) = (pair.first().and_then(text), pair.get(1).and_then(int))

@@ -252,6 +252,23 @@ impl Cluster {
         self.inner.tx.send(req).map_err(|e| Box::new(e.0))
     }
 
+    /// Answers how many sockets `user` has in the cluster, this node's being `local`: Redis is
+    /// asked for the other nodes', unless it is unreachable.
+    pub(crate) fn presence(&self, user: String, local: usize, reply: Sender<UserInfo>) {
+        let reply = if self.up() {
+            match self.request(Request::Presence { user, local, reply }) {
+                Ok(()) => return,
+                Err(req) => match *req {
+                    Request::Presence { reply, .. } => reply,
+                    _ => return,
+                },
+            }
+        } else {
+            reply
+        };
+        let _ = reply.send(UserInfo::degraded(local));
+    }
+
     /// `users` were placed without Redis: the node is to be entered for them.
     pub(crate) fn unentered(&self, users: &[String]) {
         self.inner

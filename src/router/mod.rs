@@ -184,44 +184,24 @@ impl Router {
             Command::UserInfo { user_id, reply } => {
                 // In a cluster this node's count is gathered first, then Redis is asked for
                 // the other nodes'.
-                let reply = match &s.cluster {
-                    None => reply,
+                let finish: Box<dyn FnOnce(UserInfo) + Send> = match &s.cluster {
+                    None => Box::new(move |info| {
+                        let _ = reply.send(info);
+                    }),
                     Some(cluster) => {
-                        let (tx, rx) = crossbeam_channel::bounded::<UserInfo>(1);
-                        let cluster = cluster.clone();
-                        let user = user_id.clone();
-                        std::thread::spawn(move || {
-                            let local = rx.recv().map_or(0, |i| i.sockets);
-                            let asked = cluster.up()
-                                && cluster
-                                    .request(Request::Presence {
-                                        user,
-                                        local,
-                                        reply: reply.clone(),
-                                    })
-                                    .is_ok();
-                            if !asked {
-                                let _ = reply.send(UserInfo {
-                                    sockets: local,
-                                    nodes: Some((local > 0) as usize),
-                                    cluster: Some(ClusterState::Degraded),
-                                });
-                            }
-                        });
-                        tx
+                        let (cluster, user) = (cluster.clone(), user_id.clone());
+                        Box::new(move |info| cluster.presence(user, info.sockets, reply))
                     }
                 };
                 let mask = s.directory.workers_of(&user_id);
                 if mask == 0 {
-                    let _ = reply.send(UserInfo::local(0));
+                    finish(UserInfo::local(0));
                     return Ok(());
                 }
                 let gather = Arc::new(Gather::new(
                     mask.count_ones() as usize,
                     UserInfo::local(0),
-                    move |info| {
-                        let _ = reply.send(info);
-                    },
+                    finish,
                 ));
                 let user_id: Arc<str> = user_id.into();
                 self.to_each(mask, || ToWorker::UserInfo {
