@@ -350,29 +350,42 @@ impl Router {
         // Queued under the lock, which is what orders pushes and joins; the workers are woken
         // after it is released, so that the other control threads are not kept waiting on a
         // system call.
-        let mut sent = Ok(());
+        let workers = mask.count_ones();
+        let mut took = 0u64;
         for w in workers_in(mask) {
-            if let Some(link) = s.workers.get(w) {
-                if link.tx.send(ToWorker::Push(job.clone())).is_err() {
-                    sent = Err(LoopGone);
-                }
-            }
+            let queued = s
+                .workers
+                .get(w)
+                .is_some_and(|link| link.tx.send(ToWorker::Push(job.clone())).is_ok());
+            took |= (queued as u64) << w;
         }
-        if sent.is_err() {
+        if took == 0 {
             // Answered 503: a push refused must not be replayed later.
             if let (Some(records), Some(record)) = (records.as_mut(), job.record.as_ref()) {
                 records.unappend(record.seq);
             }
         }
         drop(records);
-        for w in workers_in(mask) {
-            if let Some(link) = s.workers.get(w) {
-                if link.waker.wake().is_err() {
-                    sent = Err(LoopGone);
-                }
+        for w in workers_in(took) {
+            // A worker that stopped after the push reached its queue never carries it out.
+            if s.workers
+                .get(w)
+                .is_none_or(|link| link.waker.wake().is_err())
+            {
+                took &= !(1u64 << w);
             }
         }
-        sent
+        let gone = workers - took.count_ones();
+        if gone == workers {
+            return Err(LoopGone);
+        }
+        // Some workers stopped (shutdown): the others delivered the push, which is logged, so
+        // it is answered as delivered; the stopped ones count nothing.
+        for _ in 0..gone {
+            job.counted(0);
+            let _ = job.written(arrived);
+        }
+        Ok(())
     }
 
     /// A push in a cluster: logged and routed through Redis, or served here alone while Redis
