@@ -40,6 +40,47 @@ pub struct Config {
     #[arg(long, env = "HERALD_CONTROL", default_value = "127.0.0.1:5001", value_parser = socket_addr)]
     pub control: SocketAddr,
 
+    /// TLS on the public listener: a PEM file with the certificate chain, the server's own
+    /// certificate first. With --tls-key, clients connect with `wss://` and `https://` (TLS 1.3
+    /// and 1.2, ALPN `http/1.1`), and the port no longer serves plain text. SIGHUP reads both
+    /// files again: open connections stay as they are, new handshakes get the new certificate
+    /// (a file that does not load leaves the old one in use, and says why in the log).
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS on the control API, as --tls-cert does for the public listener (reloaded on SIGHUP
+    /// too). Services then call `https://`; the API key still applies.
+    #[arg(
+        long,
+        env = "HERALD_CONTROL_TLS_CERT",
+        value_name = "PEM",
+        requires = "control_tls_key"
+    )]
+    pub control_tls_cert: Option<PathBuf>,
+
+    /// The private key of --control-tls-cert, PEM.
+    #[arg(
+        long,
+        env = "HERALD_CONTROL_TLS_KEY",
+        value_name = "PEM",
+        requires = "control_tls_cert"
+    )]
+    pub control_tls_key: Option<PathBuf>,
+
     /// Worker threads, each an event loop owning its share of the client connections. 0: one per
     /// CPU this process may run on (its affinity mask and CPU quota), at most 64.
     #[arg(long, env = "HERALD_WORKERS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
@@ -507,6 +548,11 @@ impl Config {
         c.api_key = None;
         // Nor may an echo route appear that the test did not ask for.
         c.echo_path = None;
+        // Nor TLS be spoken that the test did not set up.
+        c.tls_cert = None;
+        c.tls_key = None;
+        c.control_tls_cert = None;
+        c.control_tls_key = None;
         // Nor state be read from, or left in, a directory the test did not give.
         c.state_dir = None;
         // Nor a Redis be joined that the test did not start.
@@ -568,6 +614,31 @@ impl Config {
             verifier = verifier.with_audience(aud.as_str());
         }
         Ok(Some(verifier))
+    }
+
+    /// The public listener's TLS files, when --tls-cert and --tls-key are given.
+    pub fn tls_files(&self) -> Option<crate::server::tls::TlsFiles> {
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(crate::server::tls::TlsFiles {
+            cert,
+            key,
+            cert_flag: "--tls-cert",
+            key_flag: "--tls-key",
+        })
+    }
+
+    /// The control API's TLS files, when --control-tls-cert and --control-tls-key are given.
+    pub fn control_tls_files(&self) -> Option<crate::server::tls::TlsFiles> {
+        let (cert, key) = (
+            self.control_tls_cert.clone()?,
+            self.control_tls_key.clone()?,
+        );
+        Some(crate::server::tls::TlsFiles {
+            cert,
+            key,
+            cert_flag: "--control-tls-cert",
+            key_flag: "--control-tls-key",
+        })
     }
 
     /// The control API key, when one is set. An empty --api-key matches no request: set but

@@ -32,6 +32,8 @@ use crate::rooms::RoomEvent;
 use crate::router::directory::Directory;
 use crate::router::mailbox::{PushJob, ToWorker};
 use crate::router::{Router, WorkerLink};
+use crate::server::tls::Tls;
+use crate::server::transport::Socket;
 use crate::ws::handshake::{self, HandshakeError};
 use crate::ws::CloseCode;
 
@@ -70,7 +72,9 @@ pub struct EventLoop {
     directory: Arc<Directory>,
     /// The socket of each connection, by its key in the state's slab (`None` for sessions and
     /// free keys): the state never touches a socket.
-    sockets: Vec<Option<TcpStream>>,
+    sockets: Vec<Option<Socket>>,
+    /// The listener's TLS (`--tls-cert`): every accepted connection starts a session of it.
+    tls: Option<Arc<Tls>>,
     /// The worker the next accepted connection goes to.
     next_worker: usize,
     read_buf: Box<[u8]>,
@@ -102,9 +106,11 @@ pub struct WorkerShared {
     pub ips: Arc<Mutex<IpLimiter>>,
     /// Where joins are placed in the log's order.
     pub router: Router,
+    /// The public listener's TLS, if it speaks TLS.
+    pub tls: Option<Arc<Tls>>,
 }
 /// A connection one worker hands another: its state and its socket.
-pub type Handover = (Box<Conn>, TcpStream);
+pub type Handover = (Box<Conn>, Socket);
 impl EventLoop {
     pub fn new(
         poll: Poll,
@@ -138,6 +144,7 @@ impl EventLoop {
             links: shared.links,
             directory: shared.directory,
             sockets: Vec::new(),
+            tls: shared.tls,
             next_worker: shared.worker,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             more_to_read: Vec::new(),
@@ -291,9 +298,27 @@ impl EventLoop {
     fn take(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         let admitted = lock_ips(&self.state.ips).on_connect(peer.ip(), now);
         if let Err(refusal) = admitted {
+            if self.tls.is_some() {
+                // No plain-text answer can be read on a TLS port, and a handshake spent on a
+                // refused client is what the caps are there to spare: closed at once.
+                count_refusal(&mut self.state.io.metrics, &refusal);
+                debug!(%peer, %refusal, "connection refused");
+                return;
+            }
             refuse(&mut self.state, &mut self.refused, stream, refusal, now);
             return;
         }
+        let socket = match &self.tls {
+            None => None,
+            Some(tls) => match tls.accept() {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    warn!(%peer, error = %e, "could not start a TLS session");
+                    lock_ips(&self.state.ips).on_disconnect(peer.ip());
+                    return;
+                }
+            },
+        };
         // Notifications are small and latency is the point: no Nagle delay.
         let _ = stream.set_nodelay(true);
         let k = self.state.io.entries.vacant_key();
@@ -309,7 +334,11 @@ impl EventLoop {
         debug!(%peer, conn = k, worker = self.state.worker, "connection accepted");
         let opened = self.state.open_conn(peer.ip(), now);
         debug_assert_eq!(opened, k);
-        place(&mut self.sockets, k, stream);
+        let socket = match socket {
+            Some(session) => Socket::tls(stream, session),
+            None => Socket::plain(stream),
+        };
+        place(&mut self.sockets, k, socket);
         // Its first bytes may have arrived before it was registered here.
         self.more_to_read.push(k);
     }
@@ -317,18 +346,18 @@ impl EventLoop {
     /// Takes a connection another worker handed over: registers its socket here, and the
     /// state routes the request it carries. It is read this turn: bytes may have arrived
     /// meanwhile.
-    fn adopt(&mut self, conn: Box<Conn>, mut stream: TcpStream, now: Instant) {
+    fn adopt(&mut self, conn: Box<Conn>, mut socket: Socket, now: Instant) {
         let k = self.state.io.entries.vacant_key();
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, Token(k), Interest::READABLE)
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut socket.stream, Token(k), Interest::READABLE)
         {
             debug!(error = %e, "could not register a handed-over connection");
             lock_ips(&self.state.ips).on_disconnect(conn.peer);
             return;
         }
-        place(&mut self.sockets, k, stream);
+        place(&mut self.sockets, k, socket);
         let adopted = self.state.adopt(conn, now);
         debug_assert_eq!(adopted, k);
         self.more_to_read.push(k);
@@ -346,8 +375,8 @@ impl EventLoop {
             }
         }
         for k in mem::take(&mut self.state.io.closed) {
-            if let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) {
-                let _ = self.poll.registry().deregister(&mut stream);
+            if let Some(mut socket) = self.sockets.get_mut(k).and_then(Option::take) {
+                let _ = self.poll.registry().deregister(&mut socket.stream);
             }
         }
         let joins = mem::take(&mut self.state.joins);
@@ -370,12 +399,12 @@ impl EventLoop {
             self.carry_out(msg, now);
         }
         for (k, conn, owner) in mem::take(&mut self.state.handed) {
-            let Some(mut stream) = self.sockets.get_mut(k).and_then(Option::take) else {
+            let Some(mut socket) = self.sockets.get_mut(k).and_then(Option::take) else {
                 continue;
             };
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = self.poll.registry().deregister(&mut socket.stream);
             let peer = conn.peer;
-            let sent = self.handover[owner].send((conn, stream)).is_ok()
+            let sent = self.handover[owner].send((conn, socket)).is_ok()
                 && self.links[owner].waker.wake().is_ok();
             if !sent {
                 // The owner stopped (shutdown): the connection was dropped and closed.
@@ -410,18 +439,18 @@ impl EventLoop {
         if matches!(conn.phase, Phase::Dead) {
             return;
         }
-        let Some(stream) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+        let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
             return;
         };
-        match conn.flush(stream) {
+        match conn.flush(socket).and_then(|f| socket.drain().map(|()| f)) {
             Ok(flushed) => {
                 io.metrics.bytes_sent += flushed.written as u64;
                 if flushed.shut {
                     // The peer sees FIN after our last frame; an error here means it is gone
                     // already.
-                    let _ = stream.shutdown(Shutdown::Write);
+                    socket.shutdown_write();
                 }
-                let want = !conn.out.is_empty();
+                let want = !conn.out.is_empty() || socket.pending();
                 if want != conn.writable_interest {
                     conn.writable_interest = want;
                     let interest = if want {
@@ -432,7 +461,7 @@ impl EventLoop {
                     if self
                         .poll
                         .registry()
-                        .reregister(stream, Token(k), interest)
+                        .reregister(&mut socket.stream, Token(k), interest)
                         .is_err()
                     {
                         io.kill(k);
@@ -530,10 +559,15 @@ impl EventLoop {
                 conn.read_paused = true;
                 return;
             }
-            let Some(stream) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+            let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
                 return;
             };
-            match stream.read(&mut self.read_buf) {
+            let read = socket.read(&mut self.read_buf);
+            if socket.pending() {
+                // TLS handshake messages to answer with, or an alert to send before closing.
+                self.write(k);
+            }
+            match read {
                 Ok(0) => {
                     self.state.peer_closed(k);
                     return;
@@ -636,9 +670,9 @@ fn unix_time() -> Duration {
         .unwrap_or(Duration::ZERO)
 }
 /// Puts `stream` at key `k` of the socket table.
-fn place(sockets: &mut Vec<Option<TcpStream>>, k: usize, stream: TcpStream) {
+fn place(sockets: &mut Vec<Option<Socket>>, k: usize, socket: Socket) {
     if sockets.len() <= k {
         sockets.resize_with(k + 1, || None);
     }
-    sockets[k] = Some(stream);
+    sockets[k] = Some(socket);
 }

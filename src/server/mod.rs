@@ -8,6 +8,8 @@
 
 pub mod event_loop;
 mod file_limit;
+pub mod tls;
+pub mod transport;
 
 use std::io;
 use std::mem;
@@ -30,12 +32,15 @@ use crate::router::parked::Parked;
 use crate::router::{Router, WorkerLink};
 use event_loop::{EventLoop, WorkerShared, WAKER};
 use file_limit::open_file_limit;
+use tls::Tls;
 
 /// A running gateway: its bound addresses and the router that commands its workers.
 pub struct Running {
     pub public_addr: SocketAddr,
     pub control_addr: SocketAddr,
     handle: Router,
+    /// The public listener's TLS, reloaded on SIGHUP ([`Reloader`]).
+    tls: Option<Arc<Tls>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state_dir: Option<std::path::PathBuf>,
 }
@@ -55,6 +60,10 @@ pub fn start(config: Config) -> io::Result<Running> {
     let control_listener = std::net::TcpListener::bind(config.control)
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
+    let tls = match config.tls_files() {
+        Some(files) => Some(Arc::new(Tls::load(files).map_err(invalid)?)),
+        None => None,
+    };
     if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
         tracing::warn!(
             "JWT auth is off: clients are not authenticated and any client may subscribe to any \
@@ -137,6 +146,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             directory: directory.clone(),
             ips: ips.clone(),
             router: router.clone(),
+            tls: tls.clone(),
         };
         let event_loop = EventLoop::new(poll, listener, rx, shared, config.clone())?;
         threads.push(
@@ -151,6 +161,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         public_addr,
         control_addr,
         handle: router,
+        tls,
         threads,
         state_dir: config.state_dir.clone(),
     })
@@ -318,6 +329,11 @@ fn warn_file_limit(config: &Config, limit: Option<u64>) {
     }
 }
 
+/// A configuration that cannot be used, as the error `start` returns.
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
+}
+
 /// Says which listener could not bind; the error's kind is kept.
 fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
@@ -327,6 +343,13 @@ impl Running {
     /// The router that commands the workers.
     pub fn handle(&self) -> &Router {
         &self.handle
+    }
+
+    /// What SIGHUP reloads, as a handle the signal thread keeps.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tls: self.tls.iter().cloned().collect(),
+        }
     }
 
     /// Begins a graceful shutdown: no new connections, close 1001 to every client.
@@ -376,6 +399,29 @@ impl Running {
                 error = %e,
                 "recovery state not saved: clients will be told recovered: false"
             ),
+        }
+    }
+}
+
+/// Reads again what herald can take anew without a restart (SIGHUP): the TLS certificates and
+/// keys. New handshakes get the new ones, open connections keep theirs. A file that does not
+/// load leaves what was in use, and the log says why.
+#[derive(Clone)]
+pub struct Reloader {
+    tls: Vec<Arc<Tls>>,
+}
+
+impl Reloader {
+    pub fn reload(&self) {
+        for tls in &self.tls {
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.cert_path().display(), "TLS certificate reloaded")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
+                }
+            }
         }
     }
 }
