@@ -16,6 +16,11 @@ pub struct Metrics {
     /// Rejected handshakes by HTTP status.
     pub handshakes_rejected: BTreeMap<u16, u64>,
     pub handshake_timeouts: u64,
+    /// TLS handshakes completed, and TLS sessions ended by a protocol error (a client that
+    /// does not speak TLS, a bad record, no cipher in common): the alert sent, the connection
+    /// closed.
+    pub tls_handshakes: u64,
+    pub tls_failures: u64,
     /// Engine.IO sessions opened (Socket.IO clients), on either transport.
     pub sessions_opened: u64,
     pub ping_timeouts: u64,
@@ -287,6 +292,8 @@ impl Metrics {
             handshakes_completed,
             handshakes_rejected,
             handshake_timeouts,
+            tls_handshakes,
+            tls_failures,
             sessions_opened,
             ping_timeouts,
             pushes_user,
@@ -327,6 +334,8 @@ impl Metrics {
         for (a, b) in [
             (&mut self.connections_accepted, connections_accepted),
             (&mut self.handshake_timeouts, handshake_timeouts),
+            (&mut self.tls_handshakes, tls_handshakes),
+            (&mut self.tls_failures, tls_failures),
             (&mut self.handshakes_completed, handshakes_completed),
             (&mut self.sessions_opened, sessions_opened),
             (&mut self.ping_timeouts, ping_timeouts),
@@ -468,6 +477,18 @@ impl Metrics {
             "herald_handshake_timeouts_total",
             "Connections closed for not completing the handshake in time.",
             self.handshake_timeouts,
+        );
+        counter(
+            &mut s,
+            "herald_tls_handshakes_total",
+            "TLS handshakes completed on the public port.",
+            self.tls_handshakes,
+        );
+        counter(
+            &mut s,
+            "herald_tls_failures_total",
+            "TLS sessions ended by a protocol error (an alert sent, the connection closed).",
+            self.tls_failures,
         );
         counter(
             &mut s,

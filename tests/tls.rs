@@ -149,6 +149,7 @@ fn a_wss_client_subscribes_and_receives_pushes_over_tls13() {
     let big = "x".repeat(100_000);
     assert_eq!(push_to(&srv, "alice", &big), 1);
     expect_notification(&mut ws, &big);
+    assert_eq!(metric(&srv, "herald_tls_handshakes_total"), 1.0);
 }
 
 #[test]
@@ -200,6 +201,9 @@ fn plain_text_on_the_tls_port_gets_an_alert_and_is_closed() {
     );
     // A TLS alert record (content type 21), if anything.
     assert!(got.is_empty() || got[0] == 0x15, "{got:?}");
+    eventually("the failure counted", || {
+        metric(&srv, "herald_tls_failures_total") >= 1.0
+    });
 }
 
 /// The first flight of a real client, as bytes.

@@ -562,7 +562,19 @@ impl EventLoop {
             let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
                 return;
             };
+            let handshaking = socket.handshaking();
             let read = socket.read(&mut self.read_buf);
+            let metrics = &mut self.state.io.metrics;
+            if handshaking && !socket.handshaking() {
+                metrics.tls_handshakes += 1;
+            }
+            if socket.is_tls()
+                && read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::InvalidData)
+            {
+                metrics.tls_failures += 1;
+            }
             if socket.pending() {
                 // TLS handshake messages to answer with, or an alert to send before closing.
                 self.write(k);

@@ -44,6 +44,11 @@ impl Socket {
         self.tls.is_some()
     }
 
+    /// Whether a TLS handshake is still under way.
+    pub fn handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.is_handshaking())
+    }
+
     /// Whether the TLS session holds records not written yet.
     pub fn pending(&self) -> bool {
         self.tls.as_ref().is_some_and(|tls| tls.wants_write())
