@@ -495,7 +495,8 @@ struct Host {
 pub struct IpLimiter {
     limits: IpLimits,
     epoch: Epoch,
-    /// Connections counted, all addresses together: the sum of `hosts[..].connections`.
+    /// Connections counted, all addresses together: the sum of `hosts[..].connections`, plus
+    /// the connections from trusted proxies not attributed to a client yet.
     total: usize,
     hosts: HashMap<IpKey, Host>,
     last_sweep: Millis,
@@ -516,15 +517,37 @@ impl IpLimiter {
     /// Counts a new connection from `ip`, or says which limit refuses it. Checked in order:
     /// the total cap (503), this address's cap (429), this address's rate (429).
     pub fn on_connect(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
+        self.on_connect_unattributed()?;
+        let verdict = self.attribute(ip, now);
+        if verdict.is_err() {
+            self.total -= 1;
+        }
+        verdict
+    }
+
+    /// Counts a new connection whose client is not known yet (it came from a trusted proxy,
+    /// whose requests name their clients) against the total cap alone. Uncounted with
+    /// [`IpLimiter::on_disconnect_unattributed`], unless [`IpLimiter::attribute`] gave it an
+    /// address.
+    pub fn on_connect_unattributed(&mut self) -> Result<(), IpRefusal> {
+        if let Some(max) = self.limits.max_total {
+            if self.total >= max {
+                return Err(IpRefusal::TooManyConnections { max });
+            }
+        }
+        self.total += 1;
+        Ok(())
+    }
+
+    /// Counts a connection the total already counts (see
+    /// [`IpLimiter::on_connect_unattributed`]) against its client's address, now known: this
+    /// address's cap, then its rate. Once `Ok`, the connection is uncounted with
+    /// [`IpLimiter::on_disconnect`] of that address; refused, it stays unattributed.
+    pub fn attribute(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpRefusal> {
         let now = self.epoch.millis(now);
         if let Some(limit) = self.limits.rate_per_ip {
             if now.since(self.last_sweep) >= limit.sweep_every_ms() {
                 self.sweep(&limit, now);
-            }
-        }
-        if let Some(max) = self.limits.max_total {
-            if self.total >= max {
-                return Err(IpRefusal::TooManyConnections { max });
             }
         }
         let key = IpKey::of(ip);
@@ -546,7 +569,6 @@ impl IpLimiter {
         };
         if verdict.is_ok() {
             host.connections += 1;
-            self.total += 1;
         } else if host.connections == 0 && rate.is_none_or(|l| host.bucket.is_full(&l, now)) {
             // Refused before anything was recorded for it (a per-address cap of 0).
             self.hosts.remove(&key);
@@ -570,6 +592,12 @@ impl IpLimiter {
         if host.connections == 0 && self.limits.rate_per_ip.is_none() {
             self.hosts.remove(&key);
         }
+    }
+
+    /// Uncounts a connection counted by [`IpLimiter::on_connect_unattributed`] and never
+    /// attributed.
+    pub fn on_disconnect_unattributed(&mut self) {
+        self.total = self.total.saturating_sub(1);
     }
 
     /// Connections counted, all addresses together.
@@ -969,6 +997,43 @@ mod tests {
         ips.on_disconnect(v4(10, 0, 0, 2));
         assert_eq!(ips.total(), 2);
         assert_eq!(ips.on_connect(v4(10, 0, 0, 4), t0), Ok(()));
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_in_the_total_until_its_client_is_known() {
+        let t0 = Instant::now();
+        let caps = IpLimits {
+            max_total: Some(3),
+            max_per_ip: Some(1),
+            ..unlimited()
+        };
+        let mut ips = IpLimiter::new(caps, t0);
+        // Two connections from the proxy: the total counts them, no address does.
+        assert_eq!(ips.on_connect_unattributed(), Ok(()));
+        assert_eq!(ips.on_connect_unattributed(), Ok(()));
+        assert_eq!(ips.total(), 2);
+        assert_eq!(ips.tracked(), 0);
+        // Their clients: the first is let in, the second is over its address's cap and stays
+        // unattributed.
+        let client = v4(198, 51, 100, 7);
+        assert_eq!(ips.attribute(client, t0), Ok(()));
+        assert_eq!(
+            ips.attribute(client, t0),
+            Err(IpRefusal::TooManyFromIp { max: 1 })
+        );
+        assert_eq!(ips.connections_from(client), 1);
+        assert_eq!(ips.total(), 2);
+        // The total cap holds for both kinds together.
+        assert_eq!(ips.on_connect(v4(10, 0, 0, 1), t0), Ok(()));
+        assert_eq!(
+            ips.on_connect_unattributed(),
+            Err(IpRefusal::TooManyConnections { max: 3 })
+        );
+        ips.on_disconnect(client);
+        ips.on_disconnect_unattributed();
+        ips.on_disconnect(v4(10, 0, 0, 1));
+        assert_eq!(ips.total(), 0);
+        assert_eq!(ips.connections_from(client), 0);
     }
 
     #[test]
