@@ -84,10 +84,13 @@ impl ClusterState {
 }
 
 /// The loop's answer to [`Command::UserInfo`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     /// Sockets currently subscribed to the user.
     pub sockets: usize,
+    /// The client addresses of this node's sockets (behind a trusted proxy, the clients'
+    /// own), in no order, repeats included.
+    pub addresses: Vec<std::net::IpAddr>,
     /// In a cluster: the nodes holding them.
     pub nodes: Option<usize>,
     /// In a cluster: whether the other nodes were asked, or only this one could answer.
@@ -99,6 +102,7 @@ impl UserInfo {
     pub fn local(sockets: usize) -> Self {
         UserInfo {
             sockets,
+            addresses: Vec::new(),
             nodes: None,
             cluster: None,
         }
@@ -108,6 +112,7 @@ impl UserInfo {
     pub fn degraded(sockets: usize) -> Self {
         UserInfo {
             sockets,
+            addresses: Vec::new(),
             nodes: Some((sockets > 0) as usize),
             cluster: Some(ClusterState::Degraded),
         }

@@ -143,7 +143,10 @@ fn disconnect_frees_the_room() {
     let (status, body) = get(&srv, "/v1/users/gone");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v, json!({"userId": "gone", "online": true, "sockets": 2}));
+    assert_eq!(
+        v,
+        json!({"userId": "gone", "online": true, "sockets": 2, "addresses": ["127.0.0.1"]})
+    );
     a.close(Some(tungstenite::protocol::CloseFrame {
         code: tungstenite::protocol::frame::coding::CloseCode::Normal,
         reason: "bye".into(),

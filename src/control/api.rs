@@ -281,9 +281,14 @@ impl Pending {
                 user_id,
                 rx,
                 deadline,
-            } => wait(&rx, deadline).map(|info| {
+            } => wait(&rx, deadline).map(|mut info| {
                 let mut body =
                     json!({ "userId": user_id, "online": info.sockets > 0, "sockets": info.sockets });
+                if !info.addresses.is_empty() {
+                    info.addresses.sort_unstable();
+                    info.addresses.dedup();
+                    body["addresses"] = json!(info.addresses);
+                }
                 if let Some(nodes) = info.nodes {
                     body["nodes"] = json!(nodes);
                 }

@@ -263,6 +263,19 @@ impl State {
         k
     }
 
+    /// The client address of each of `user`'s members here: a raw socket's connection, a
+    /// Socket.IO session's handshake.
+    pub(crate) fn member_addresses(&self, user: &str) -> Vec<IpAddr> {
+        self.rooms
+            .members(user)
+            .iter()
+            .filter_map(|&k| match self.io.entries.get(k)? {
+                Entry::Conn(conn) => Some(conn.peer),
+                Entry::Session(session) => Some(session.peer),
+            })
+            .collect()
+    }
+
     /// Time since the Unix epoch at `now`, by the wall clock read when the worker started.
     pub(crate) fn unix(&self, now: Instant) -> Duration {
         let (at, unix) = self.wall;

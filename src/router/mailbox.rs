@@ -268,6 +268,7 @@ pub trait Merge {
 impl Merge for UserInfo {
     fn merge(&mut self, part: Self) {
         self.sockets += part.sockets;
+        self.addresses.extend(part.addresses);
     }
 }
 

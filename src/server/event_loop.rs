@@ -624,7 +624,10 @@ impl EventLoop {
             }
             ToWorker::UserInfo { user_id, gather } => {
                 let sockets = self.state.rooms.members(&user_id).len();
-                gather.add(UserInfo::local(sockets));
+                gather.add(UserInfo {
+                    addresses: self.state.member_addresses(&user_id),
+                    ..UserInfo::local(sockets)
+                });
             }
             ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
             ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
