@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::core::identity::Identity;
-use crate::limits::InboundBucket;
+use crate::limits::{InboundBucket, IpLimiter};
 use crate::protocol::format::Format;
 use crate::ws::Decoder;
 
@@ -117,8 +117,14 @@ pub struct Conn {
     /// Whether any request on this connection was answered (a keep-alive polling connection);
     /// one that never was and times out counts as a handshake timeout.
     pub served: bool,
-    /// The peer's address, counted against the per-address caps until this connection closes.
+    /// The client's address: the TCP peer's, or the one a PROXY protocol header gave, or, once a
+    /// WebSocket upgrade made a connection from a trusted proxy one client's, that client's.
+    /// Counted against the per-address caps until the connection closes if `attributed`.
     pub peer: IpAddr,
+    /// `peer` is counted against the per-address caps. A connection from a trusted proxy is not
+    /// (it carries many clients' requests; each names its client in a header): it counts in the
+    /// total only, until a WebSocket upgrade makes it one client's.
+    pub attributed: bool,
     /// Its budget of client messages (`--client-rate`); WebSocket frames only (a polling
     /// session's packets are counted on the session).
     pub inbound: InboundBucket,
@@ -184,6 +190,17 @@ const WRITEV_MAX: usize = 64;
 
 impl Conn {
     pub fn new(peer: IpAddr, id: SocketId, now: Instant, deadline: Instant) -> Self {
+        Conn::from(peer, true, id, now, deadline)
+    }
+
+    /// A connection from `peer`, counted against its address or (`attributed` false) not yet.
+    pub fn from(
+        peer: IpAddr,
+        attributed: bool,
+        id: SocketId,
+        now: Instant,
+        deadline: Instant,
+    ) -> Self {
         Conn {
             phase: Phase::Http {
                 head: BytesMut::new(),
@@ -206,6 +223,7 @@ impl Conn {
             session: None,
             served: false,
             peer,
+            attributed,
             inbound: InboundBucket::new(None),
             identity: Identity::Anyone,
             pending_pong: None,
@@ -214,6 +232,15 @@ impl Conn {
             held_input: None,
             broadcasts_from: None,
             held_broadcasts: None,
+        }
+    }
+
+    /// Uncounts this connection from the caps it was counted against.
+    pub fn uncount(&self, ips: &mut IpLimiter) {
+        if self.attributed {
+            ips.on_disconnect(self.peer);
+        } else {
+            ips.on_disconnect_unattributed();
         }
     }
 

@@ -78,7 +78,7 @@ impl Driver {
     /// A new connection from [`PEER`]; `None` when the per-address caps refuse it.
     pub fn connect(&mut self) -> Option<usize> {
         lock_ips(&self.state.ips).on_connect(PEER, self.now).ok()?;
-        Some(self.state.open_conn(PEER, self.now))
+        Some(self.state.open_conn(PEER, true, self.now))
     }
 
     /// `bytes` arrive on `k`.

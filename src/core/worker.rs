@@ -252,11 +252,12 @@ impl State {
         })
     }
 
-    /// Gives a connection accepted from `peer` (already counted against the per-address
-    /// caps) a slot; returns its key, the slab's next vacant one.
-    pub(crate) fn open_conn(&mut self, peer: IpAddr, now: Instant) -> usize {
+    /// Gives a connection accepted from `peer` (already counted against the caps: against its
+    /// address if `attributed`, see [`Conn::attributed`]) a slot; returns its key, the slab's
+    /// next vacant one.
+    pub(crate) fn open_conn(&mut self, peer: IpAddr, attributed: bool, now: Instant) -> usize {
         let c = &self.config;
-        let mut conn = Conn::new(peer, new_id(), now, now + c.handshake_timeout);
+        let mut conn = Conn::from(peer, attributed, new_id(), now, now + c.handshake_timeout);
         conn.inbound = InboundBucket::new(self.limits.client.as_ref());
         let k = self.io.entries.insert(Entry::Conn(conn));
         self.io.metrics.connections_accepted += 1;
@@ -1317,7 +1318,7 @@ impl State {
                 match self.io.entries.try_remove(k) {
                     Some(Entry::Conn(conn)) => {
                         self.io.closed.push(k);
-                        lock_ips(&self.ips).on_disconnect(conn.peer);
+                        conn.uncount(&mut lock_ips(&self.ips));
                         self.rooms.remove_conn(k);
                         debug!(conn = k, "connection closed");
                     }

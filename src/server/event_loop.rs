@@ -332,7 +332,7 @@ impl EventLoop {
             return;
         }
         debug!(%peer, conn = k, worker = self.state.worker, "connection accepted");
-        let opened = self.state.open_conn(peer.ip(), now);
+        let opened = self.state.open_conn(peer.ip(), true, now);
         debug_assert_eq!(opened, k);
         let socket = match socket {
             Some(session) => Socket::tls(stream, session),
@@ -354,7 +354,7 @@ impl EventLoop {
                 .register(&mut socket.stream, Token(k), Interest::READABLE)
         {
             debug!(error = %e, "could not register a handed-over connection");
-            lock_ips(&self.state.ips).on_disconnect(conn.peer);
+            conn.uncount(&mut lock_ips(&self.state.ips));
             return;
         }
         place(&mut self.sockets, k, socket);
@@ -403,12 +403,16 @@ impl EventLoop {
                 continue;
             };
             let _ = self.poll.registry().deregister(&mut socket.stream);
-            let peer = conn.peer;
+            let (peer, attributed) = (conn.peer, conn.attributed);
             let sent = self.handover[owner].send((conn, socket)).is_ok()
                 && self.links[owner].waker.wake().is_ok();
             if !sent {
                 // The owner stopped (shutdown): the connection was dropped and closed.
-                lock_ips(&self.state.ips).on_disconnect(peer);
+                let mut ips = lock_ips(&self.state.ips);
+                match attributed {
+                    true => ips.on_disconnect(peer),
+                    false => ips.on_disconnect_unattributed(),
+                }
             }
         }
     }
