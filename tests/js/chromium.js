@@ -47,9 +47,10 @@ export async function pageServer(html, reports) {
   return server;
 }
 
-// Launches headless Chromium on `url` with a fresh profile; `close()` ends it and removes the
-// profile.
-export function launchChromium(url) {
+// Launches headless Chromium on `url` with a fresh profile, and `extraArgs` after its usual flags
+// (such as `--ignore-certificate-errors-spki-list=...` for a test certificate); `close()` ends it
+// and removes the profile.
+export function launchChromium(url, extraArgs = []) {
   assert.ok(
     existsSync(CHROMIUM),
     `Chromium not found at ${CHROMIUM}: install it (apt-get install -y chromium) or set CHROMIUM`,
@@ -69,6 +70,7 @@ export function launchChromium(url) {
       '--disable-quic',
       `--user-data-dir=${profile}`,
       '--remote-debugging-port=0',
+      ...extraArgs,
       url,
     ],
     // Its own process group, so that closing it also ends the renderer and helper processes.

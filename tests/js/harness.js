@@ -39,9 +39,10 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
 // Starts herald with `--listen 127.0.0.1:${port ?? 0} --control 127.0.0.1:0` plus `args`, and
 // resolves once its log says both listeners are bound.
 //
-// Returns `{ wsUrl, control, publicPort, controlPort, stop, kill, log }`: `stop()` sends SIGTERM
-// and resolves with the exit `{ code, signal }`; `kill()` sends SIGKILL, as a crash would, and
-// resolves once herald is gone; `log()` is the tail of herald's stderr.
+// Returns `{ wsUrl, control, publicPort, controlPort, pid, stop, kill, log }`: `pid` is herald's
+// process id, for a signal of the test's own (SIGHUP); `stop()` sends SIGTERM and resolves with the
+// exit `{ code, signal }`; `kill()` sends SIGKILL, as a crash would, and resolves once herald is
+// gone; `log()` is the tail of herald's stderr.
 export function startHerald({ args = [], port, env } = {}) {
   const child = spawn(
     HERALD_BIN,
@@ -87,6 +88,7 @@ export function startHerald({ args = [], port, env } = {}) {
         control: `http://${controlAddr}`,
         publicPort: Number(publicAddr.split(':').pop()),
         controlPort: Number(controlAddr.split(':').pop()),
+        pid: child.pid,
         log,
         // SIGTERM, then SIGKILL if herald is still there well after its shutdown timeout.
         async stop() {
