@@ -10,6 +10,7 @@ use clap::Parser;
 
 use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
 use crate::limits::{self, LimitSettings, Limits};
+use crate::proxy::{self, ForwardHeader, RealIp, TrustedProxies, TrustedProxyError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
 /// How accepted connections are spread over the workers (`--accept`).
@@ -124,6 +125,47 @@ pub struct Config {
     /// (non-browser clients) pass. Empty: every origin.
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Proxies whose word on a client's address herald believes, comma-separated: IPv4 and IPv6
+    /// addresses (one host each) and CIDRs (`10.0.0.0/8`, `2001:db8::/32`), and `private` for
+    /// the RFC 1918 networks (10/8, 172.16/12, 192.168/16), RFC 4193's fc00::/7 and loopback
+    /// (127/8, ::1). A request from one of them has its client read from --proxy-header, right
+    /// to left past the trusted hops to the first address not trusted; a request from any other
+    /// address is its own client, whatever its headers say. An IPv4-mapped peer
+    /// (`::ffff:a.b.c.d`) is matched as IPv4. An entry that names no network, or a CIDR with
+    /// host bits set (`10.0.0.1/8`), is refused at start. Empty (the default): no proxy is
+    /// trusted, and every client is the address it connects from.
+    #[arg(
+        long,
+        env = "HERALD_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true,
+        value_name = "LIST",
+        value_parser = trusted_proxies
+    )]
+    pub trusted_proxies: TrustedProxies,
+
+    /// The header trusted proxies (--trusted-proxies) name the client in: `x-forwarded-for`, or
+    /// `forwarded` (RFC 7239, its `for=` parameters). Only that one is read: a proxy rewrites or
+    /// appends to the header it is set up to write and passes the other through from the client
+    /// as it came, so reading both would let a client choose its address.
+    #[arg(long, env = "HERALD_PROXY_HEADER", value_enum, default_value_t = ForwardHeader::XForwardedFor)]
+    pub proxy_header: ForwardHeader,
+
+    /// Behind a layer-4 load balancer (HAProxy's `send-proxy` or `send-proxy-v2`, AWS NLB, and
+    /// the like): every connection on --listen must open with a PROXY protocol header, v1 or
+    /// v2, and the client is the source address it names. It is believed only from
+    /// --trusted-proxies, which must then be set: a connection from any other address is
+    /// refused, as is one that opens without a valid header. A LOCAL (health check) or UNKNOWN
+    /// header keeps the connection's own address. The control API is not affected.
+    #[arg(
+        long,
+        env = "HERALD_PROXY_PROTOCOL",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub proxy_protocol: bool,
 
     /// Engine.IO `maxPayload`: the largest polling request body and Socket.IO WebSocket message
     /// a client may send, in bytes.
@@ -449,6 +491,22 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
+/// `--trusted-proxies`, every entry checked now, the message naming the one refused.
+fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    s.parse().map_err(|e: TrustedProxyError| e.to_string())
+}
+
+/// `--proxy-header`'s values are the headers' names.
+impl clap::ValueEnum for ForwardHeader {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ForwardHeader::XForwardedFor, ForwardHeader::Forwarded]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 /// `IP:PORT`, or `HOST:PORT` resolved now, once: its first IPv4 address, else its first (so that
 /// `localhost` means 127.0.0.1 where both it and ::1 are listed).
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -523,14 +581,20 @@ fn name_env_twin(e: clap::Error, args: &[OsString]) -> clap::Error {
 impl Config {
     /// Parses `args` and the `HERALD_*` variables. A bad value that came from a variable is
     /// reported under the variable's name and its flag's, since the command line the operator
-    /// looks at does not show it.
+    /// looks at does not show it. Flags that are valid alone but not together are refused here
+    /// too, so that herald stops before it binds anything.
     pub fn try_parse_args<I, T>(args: I) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        use clap::CommandFactory;
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        Config::try_parse_from(&args).map_err(|e| name_env_twin(e, &args))
+        let config = Config::try_parse_from(&args).map_err(|e| name_env_twin(e, &args))?;
+        if let Err(e) = config.proxy() {
+            return Err(Config::command().error(clap::error::ErrorKind::MissingRequiredArgument, e));
+        }
+        Ok(config)
     }
 
     /// The defaults, as `herald` with no flags would run, except that both listeners take
@@ -558,6 +622,10 @@ impl Config {
         // Nor a Redis be joined that the test did not start.
         c.redis = None;
         c.redis_ca = None;
+        // Nor a proxy be trusted, or a PROXY header required, that the test did not name.
+        c.trusted_proxies = TrustedProxies::default();
+        c.proxy_header = ForwardHeader::default();
+        c.proxy_protocol = false;
         // Tests open many connections from one address and push in bursts; each limit test turns
         // its own limit back on.
         c.user_rate = 0;
@@ -639,6 +707,18 @@ impl Config {
             cert_flag: "--control-tls-cert",
             key_flag: "--control-tls-key",
         })
+    }
+
+    /// How the public listener finds its clients' addresses behind proxies (see [`proxy`]):
+    /// whom to trust, which header to read, whether a PROXY header opens every connection.
+    /// Refused when --proxy-protocol is on and no proxy is trusted, which
+    /// [`Config::try_parse_args`] checks at start.
+    pub fn proxy(&self) -> Result<proxy::Settings, proxy::SettingsError> {
+        let real_ip = RealIp {
+            trusted: self.trusted_proxies.clone(),
+            header: self.proxy_header,
+        };
+        proxy::Settings::new(real_ip, self.proxy_protocol)
     }
 
     /// The control API key, when one is set. An empty --api-key matches no request: set but
@@ -890,6 +970,94 @@ mod tests {
         );
     }
 
+    #[test]
+    fn proxies_are_off_by_default() {
+        let c = Config::try_parse_from(["herald"]).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.proxy_header, ForwardHeader::XForwardedFor);
+        assert!(!c.proxy_protocol);
+        assert_eq!(c.proxy(), Ok(proxy::Settings::default()));
+        assert_eq!(Config::for_tests().proxy(), Ok(proxy::Settings::default()));
+    }
+
+    #[test]
+    fn proxy_flags_parse() {
+        let c = Config::try_parse_args([
+            "herald",
+            "--trusted-proxies",
+            " private, 203.0.113.7,2001:db8::/32 ",
+            "--proxy-header",
+            "forwarded",
+            "--proxy-protocol",
+            "true",
+        ])
+        .unwrap();
+        let settings = c.proxy().unwrap();
+        assert!(settings.proxy_protocol);
+        assert_eq!(settings.real_ip.header, ForwardHeader::Forwarded);
+        assert_eq!(settings.real_ip.header_name(), "forwarded");
+        assert_eq!(
+            settings.real_ip.trusted,
+            "private,203.0.113.7/32,2001:db8::/32".parse().unwrap()
+        );
+        for trusted in ["10.1.2.3", "::1", "203.0.113.7", "2001:db8:ffff::1"] {
+            assert!(settings.admits(trusted.parse().unwrap()), "{trusted}");
+        }
+        assert!(!settings.admits("203.0.113.8".parse().unwrap()));
+        let c = Config::try_parse_from(["herald", "--proxy-header", "x-forwarded-for"]).unwrap();
+        assert_eq!(c.proxy_header, ForwardHeader::XForwardedFor);
+    }
+
+    #[test]
+    fn bad_trusted_proxies_are_refused_naming_the_entry() {
+        for (value, named) in [
+            ("10.0.0.0/8,proxy.example", "proxy.example"),
+            ("10.0.0.0/33", "10.0.0.0/33"),
+            ("10.0.0.1/8", "10.0.0.0/8"),
+        ] {
+            let e = Config::try_parse_args(["herald", "--trusted-proxies", value]).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains(named) && e.contains("--trusted-proxies"),
+                "{value}: {e}"
+            );
+        }
+        let e = Config::try_parse_from(["herald", "--proxy-header", "x-real-ip"]).unwrap_err();
+        assert!(e.to_string().contains("x-forwarded-for"), "{e}");
+        let e = Config::try_parse_from(["herald", "--proxy-protocol", "yes please"]).unwrap_err();
+        assert!(e.to_string().contains("--proxy-protocol"), "{e}");
+    }
+
+    /// With no proxy trusted, `--proxy-protocol` would refuse every connection: herald refuses
+    /// to start instead, naming both flags.
+    #[test]
+    fn proxy_protocol_without_trusted_proxies_is_refused_at_start() {
+        let e = Config::try_parse_args(["herald", "--proxy-protocol", "true"]).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("--proxy-protocol") && e.contains("--trusted-proxies"),
+            "{e}"
+        );
+        let e = Config::try_parse_args([
+            "herald",
+            "--proxy-protocol",
+            "true",
+            "--trusted-proxies",
+            " , ",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("--trusted-proxies"), "{e}");
+        let c = Config::try_parse_args([
+            "herald",
+            "--proxy-protocol",
+            "true",
+            "--trusted-proxies",
+            "10.0.0.5",
+        ])
+        .unwrap();
+        assert!(c.proxy().unwrap().proxy_protocol);
+    }
+
     /// `--listen localhost:7050` was refused as "invalid socket address syntax".
     #[test]
     fn listen_and_control_take_host_names() {
@@ -920,5 +1088,12 @@ mod tests {
         );
         let e = Config::try_parse_args(["herald", "--max-message", "abc"]).unwrap_err();
         assert!(!e.to_string().contains("HERALD_MAX_MESSAGE"), "{e}");
+        let e =
+            Config::try_parse_from(["herald", "--trusted-proxies", "10.0.0.0/8,x"]).unwrap_err();
+        let named = name_env_twin(e, &["herald".into()]).to_string();
+        assert!(
+            named.contains("HERALD_TRUSTED_PROXIES") && named.contains("`x`"),
+            "{named}"
+        );
     }
 }

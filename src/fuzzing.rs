@@ -2,6 +2,7 @@
 //! a target is one line. Also run on a few inputs by the test suite so they cannot rot.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +18,7 @@ use crate::core::driver::Driver;
 use crate::core::identity::Identity;
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
+use crate::proxy::{self, real_ip, ForwardHeader, RealIp, Version};
 use crate::rooms::{self, ConnId, Rooms, SubscribeError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 use crate::ws::deflate::{self, Inflater};
@@ -792,6 +794,136 @@ pub fn core_worker(data: &[u8]) {
         d.advance(Duration::from_secs(60));
         d.check();
     }
+}
+
+/// Decodes `data` as the opening of a connection behind a layer-4 balancer, and requires what
+/// the runtime relies on: every shorter prefix of a header (or of whatever was read) waits, or
+/// gives the fault the whole gives, so a header is taken once, whole, however the bytes arrive;
+/// a header takes no more bytes than it was given nor more than the caps, and the bytes after it
+/// change nothing; its source and destination come together and of one family; and a version 1
+/// header with addresses reads back the same once written out again.
+pub fn proxy_protocol(data: &[u8]) {
+    let whole = proxy::decode(data);
+    let end = match whole {
+        Ok(Some((_, used))) => used,
+        _ => data.len(),
+    };
+    for n in 0..end {
+        match proxy::decode(&data[..n]) {
+            Ok(None) => {}
+            Err(e) => assert_eq!(
+                Err(e),
+                whole,
+                "a fault in {n} bytes the whole does not have"
+            ),
+            Ok(Some(_)) => panic!("a header in {n} bytes, fewer than the {end} the whole takes"),
+        }
+    }
+    let Ok(Some((header, used))) = whole else {
+        return;
+    };
+    assert!(
+        used > 0 && used <= data.len(),
+        "{used} of {} bytes",
+        data.len()
+    );
+    assert!(used <= proxy::protocol::V1_MAX_LEN.max(proxy::protocol::V2_MAX_LEN));
+    assert_eq!(
+        proxy::decode(&data[..used]),
+        whole,
+        "the bytes after it changed the header"
+    );
+    let (Some(src), Some(dst)) = (header.source, header.destination) else {
+        assert_eq!(
+            header.source, header.destination,
+            "one address without the other"
+        );
+        return;
+    };
+    assert_eq!(
+        src.is_ipv4(),
+        dst.is_ipv4(),
+        "source and destination of two families"
+    );
+    if header.version == Version::V1 {
+        let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+        let line = format!(
+            "PROXY {family} {} {} {} {}\r\n",
+            src.ip(),
+            dst.ip(),
+            src.port(),
+            dst.port()
+        );
+        assert_eq!(
+            proxy::decode(line.as_bytes()),
+            Ok(Some((header, line.len()))),
+            "{line:?} does not read back"
+        );
+    }
+}
+
+/// The peers the `real_ip` target takes a request from: trusted and not, IPv4, IPv6 and
+/// IPv4-mapped.
+const REAL_IP_PEERS: [IpAddr; 6] = [
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0002)),
+    IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+];
+
+/// The proxies the `real_ip` target trusts.
+const REAL_IP_TRUSTED: &str = "private, 203.0.113.0/24, 2001:db8:1::/48";
+
+/// Reads `data` after its first byte as the lines (split at `\n`) of a forwarding header of a
+/// request: `X-Forwarded-For` or `Forwarded` as the first byte's low bit says, from one of
+/// `REAL_IP_PEERS` as its other bits say. Requires [`RealIp::client_addr`]'s one pass to
+/// agree with the walk right to left it stands for, written here as plainly as it reads, and
+/// the client to be the peer or an address the header names.
+pub fn real_ip(data: &[u8]) {
+    let Some((&choice, rest)) = data.split_first() else {
+        return;
+    };
+    let header = if choice & 1 == 0 {
+        ForwardHeader::XForwardedFor
+    } else {
+        ForwardHeader::Forwarded
+    };
+    let peer = REAL_IP_PEERS[usize::from(choice >> 1) % REAL_IP_PEERS.len()];
+    let real_ip = RealIp {
+        trusted: REAL_IP_TRUSTED.parse().expect("a valid list"),
+        header,
+    };
+    let lines = rest.split(|&b| b == b'\n');
+    let client = real_ip.client_addr(peer, lines.clone());
+
+    let hops: Vec<Option<IpAddr>> = lines.flat_map(|l| real_ip::hops(header, l)).collect();
+    let walked = if real_ip.trusted.contains(peer) {
+        let mut nearest = peer;
+        let mut found = None;
+        for hop in hops.iter().rev() {
+            match *hop {
+                Some(ip) if real_ip.trusted.contains(ip) => nearest = ip,
+                Some(ip) => {
+                    found = Some(ip);
+                    break;
+                }
+                None => break,
+            }
+        }
+        found.unwrap_or(nearest)
+    } else {
+        peer
+    };
+    assert_eq!(
+        client, walked,
+        "the one pass and the walk disagree on {hops:?}"
+    );
+    assert!(
+        client == peer || hops.contains(&Some(client)),
+        "{client} is neither the peer nor in {hops:?}"
+    );
 }
 
 #[cfg(test)]

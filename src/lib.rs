@@ -15,6 +15,8 @@
 //! - [`socketio`]: Socket.IO v5 codec: packets in Engine.IO messages, attachments. No I/O.
 //! - [`protocol`]: the application protocols spoken over a WebSocket (the raw `{"event","data"}`
 //!   envelope). No I/O.
+//! - [`proxy`]: the client's real address behind proxies: trusted proxies, the
+//!   `X-Forwarded-For`/`Forwarded` walk, the PROXY protocol v1 and v2 decoder. No I/O.
 //! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
 //!   control API key check. No I/O, no clock: the caller passes the time in.
 //! - [`core`]: the sans-IO core of a worker: connections and sessions as state machines, HTTP
@@ -56,6 +58,7 @@ pub mod limits;
 pub mod log_limit;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod rooms;
 pub mod router;
 pub mod server;

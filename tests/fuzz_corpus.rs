@@ -62,6 +62,8 @@ corpus!(
     rooms,
     core_commands,
     core_worker,
+    proxy_protocol,
+    real_ip,
 );
 
 /// Every fuzz target has a corpus replayed here: a target added to `fuzz/Cargo.toml` without

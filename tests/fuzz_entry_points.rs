@@ -55,6 +55,47 @@ fn other_entry_points_take_any_bytes() {
         fuzzing::rooms(data);
         fuzzing::core_commands(data);
         fuzzing::core_worker(data);
+        fuzzing::proxy_protocol(data);
+        fuzzing::real_ip(data);
+    }
+}
+
+/// The PROXY protocol target on the spec's headers, each followed by a request and cut short,
+/// and the forwarding header target on each of its peers and both headers.
+#[test]
+fn proxy_entry_points_take_the_spec_examples() {
+    let signature = [
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+    ];
+    let v2_ipv4 = [
+        &signature[..],
+        &[0x21, 0x11, 0x00, 0x0C],
+        &[192, 0, 2, 1, 198, 51, 100, 1, 0xDC, 0x04, 0x01, 0xBB],
+    ]
+    .concat();
+    let v2_local = [&signature[..], &[0x20, 0x00, 0x00, 0x00]].concat();
+    let headers: [&[u8]; 5] = [
+        b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
+        b"PROXY TCP6 2001:db8::1 2001:db8::2 4711 443\r\n",
+        b"PROXY UNKNOWN\r\n",
+        &v2_ipv4,
+        &v2_local,
+    ];
+    for header in headers {
+        let data = [header, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        for n in 0..=data.len() {
+            fuzzing::proxy_protocol(&data[..n]);
+        }
+    }
+    let lines: [&[u8]; 3] = [
+        b"6.6.6.6, 192.0.2.60, 10.0.0.2\n[2001:db8::1]:4711, unknown",
+        b"for=192.0.2.43, for=\"[2001:db8:cafe::17]:4711\";proto=https\nfor=10.0.0.2",
+        b"for=\"_gazonk\";host=\"a,b\", ::ffff:10.0.0.3, 10.0.0.4",
+    ];
+    for choice in 0..=12u8 {
+        for line in lines {
+            fuzzing::real_ip(&[&[choice][..], line].concat());
+        }
     }
 }
 

@@ -54,6 +54,16 @@ impl Request {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// The values of every header line named `name`, compared case-insensitively, in the order
+    /// they were sent: what a header that proxies append to line by line (`X-Forwarded-For`,
+    /// `Forwarded`) is read from, since its repeats are kept as separate entries.
+    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// How many header lines named `name` the request kept (after joining list headers).
     pub fn header_count(&self, name: &str) -> usize {
         self.headers
@@ -500,6 +510,9 @@ mod tests {
         assert_eq!(req.header("CONNECTION"), Some(&b"keep-alive, Upgrade"[..]));
         assert_eq!(req.header_count("x-other"), 2);
         assert_eq!(req.header("x-other"), Some(&b"1"[..]));
+        let others: Vec<&[u8]> = req.headers_named("X-OTHER").collect();
+        assert_eq!(others, [&b"1"[..], b"2"]);
+        assert_eq!(req.headers_named("x-absent").count(), 0);
         let hs = validate_upgrade(&req).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hs.extensions.as_deref(), Some("a, b; x=1"));
     }
