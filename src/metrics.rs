@@ -21,6 +21,9 @@ pub struct Metrics {
     /// closed.
     pub tls_handshakes: u64,
     pub tls_failures: u64,
+    /// Connections closed at once on a `--proxy-protocol` listener: from an address not
+    /// trusted, or without a valid PROXY header.
+    pub proxy_refused: u64,
     /// Engine.IO sessions opened (Socket.IO clients), on either transport.
     pub sessions_opened: u64,
     pub ping_timeouts: u64,
@@ -294,6 +297,7 @@ impl Metrics {
             handshake_timeouts,
             tls_handshakes,
             tls_failures,
+            proxy_refused,
             sessions_opened,
             ping_timeouts,
             pushes_user,
@@ -336,6 +340,7 @@ impl Metrics {
             (&mut self.handshake_timeouts, handshake_timeouts),
             (&mut self.tls_handshakes, tls_handshakes),
             (&mut self.tls_failures, tls_failures),
+            (&mut self.proxy_refused, proxy_refused),
             (&mut self.handshakes_completed, handshakes_completed),
             (&mut self.sessions_opened, sessions_opened),
             (&mut self.ping_timeouts, ping_timeouts),
@@ -489,6 +494,12 @@ impl Metrics {
             "herald_tls_failures_total",
             "TLS sessions ended by a protocol error (an alert sent, the connection closed).",
             self.tls_failures,
+        );
+        counter(
+            &mut s,
+            "herald_proxy_protocol_refused_total",
+            "Connections closed on a --proxy-protocol listener: untrusted address, or no valid PROXY header.",
+            self.proxy_refused,
         );
         counter(
             &mut s,

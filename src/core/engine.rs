@@ -100,7 +100,10 @@ impl State {
     /// session holds memory and a slot like a connection does, so it counts as one, for as long
     /// as it lives. Otherwise one keep-alive connection could pipeline handshakes without end.
     fn new_session(&mut self, k: usize, transport: Transport, now: Instant) -> Option<usize> {
-        let peer = self.io.conn_mut(k)?.peer;
+        // Behind a trusted proxy, the client its header names (the connection is the proxy's).
+        let peer = self
+            .request_client
+            .or(self.io.conn_mut(k).map(|c| c.peer))?;
         let admitted = lock_ips(&self.ips).on_connect(peer, now);
         if let Err(refusal) = admitted {
             count_refusal(&mut self.io.metrics, &refusal);

@@ -14,6 +14,7 @@
 use std::io;
 use std::mem;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 use std::collections::{HashMap, VecDeque};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::auth::{self, Verifier};
 use crate::command::Target;
@@ -38,6 +39,7 @@ use crate::log_limit::{peer_warn, PeerFault};
 use crate::metrics::{Gauges, Metrics, WorkerReport};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
+use crate::proxy;
 use crate::rooms::Rooms;
 use crate::router::log::{Record, Unrecoverable};
 use crate::router::mailbox::{Join, JoinReply, Joined, PushJob, Since};
@@ -98,6 +100,12 @@ pub(crate) struct State {
     pub(crate) parked: Option<Arc<Parked>>,
     /// Shutting down: the members still to be closed, and when the next batch goes.
     pub(crate) drain: Option<Drain>,
+    /// Whose word on a client's address is believed (`--trusted-proxies`, `--proxy-header`,
+    /// `--proxy-protocol`).
+    pub(crate) proxy: proxy::Settings,
+    /// The client of the request being routed: behind a trusted proxy, the one its header
+    /// names. What a session it opens counts against, and what its refusals log.
+    pub(crate) request_client: Option<IpAddr>,
 }
 
 /// Closing every client in batches over `--drain-time`.
@@ -105,6 +113,43 @@ pub(crate) struct Drain {
     pub(crate) left: Vec<usize>,
     pub(crate) per_batch: usize,
     pub(crate) next: Instant,
+}
+
+/// Whether `req` asks for a WebSocket (`Upgrade: websocket`).
+fn is_upgrade(req: &Request) -> bool {
+    req.header("upgrade").is_some_and(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
+}
+
+/// The private networks and loopback (`--trusted-proxies private`), parsed once.
+fn private_networks() -> &'static proxy::TrustedProxies {
+    static PRIVATE: std::sync::OnceLock<proxy::TrustedProxies> = std::sync::OnceLock::new();
+    PRIVATE.get_or_init(|| "private".parse().unwrap_or_default())
+}
+
+/// Says once per process, when no proxy is trusted, that a request from a private address
+/// carries a forwarding header: herald is probably behind a proxy it was not told about, and
+/// counts every client as the proxy.
+fn warn_untrusted_forwarding(peer: IpAddr, req: &Request) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let forwarded = req.header("x-forwarded-for").is_some() || req.header("forwarded").is_some();
+    if !forwarded || !private_networks().contains(peer) {
+        return;
+    }
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            %peer,
+            "requests from a private address carry X-Forwarded-For or Forwarded, but no proxy is \
+             trusted: every client behind it counts as its address against the per-address \
+             limits; set --trusted-proxies (HERALD_TRUSTED_PROXIES) to the proxy's address, or \
+             `private`"
+        );
+    }
 }
 
 /// Time between two drain batches.
@@ -209,6 +254,9 @@ impl State {
             .verifier()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let limits = Limits::from(&config);
+        let proxy = config
+            .proxy()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(State {
             rooms: if config.redis.is_some() {
                 Rooms::new(config.max_subscriptions).counting_members()
@@ -249,6 +297,8 @@ impl State {
             joins: Vec::new(),
             parked,
             drain: None,
+            proxy,
+            request_client: None,
         })
     }
 
@@ -350,8 +400,79 @@ impl State {
         }
     }
 
-    /// Routes one request: to the raw WebSocket, Socket.IO, or echo path, or a 404.
+    /// Routes one request, as its client's (see [`State::admit_request`]).
     fn route(&mut self, k: usize, req: Request, rest: BytesMut, now: Instant) {
+        let Some(client) = self.admit_request(k, &req, now) else {
+            return;
+        };
+        self.request_client = Some(client);
+        self.route_to(k, req, rest, now);
+        self.request_client = None;
+    }
+
+    /// The client `req` on connection `k` comes from: the connection's own address, or, from a
+    /// trusted proxy, the one the proxy's header names (each request on its own: a proxy's
+    /// keep-alive connection carries many clients' polling requests). A WebSocket upgrade makes
+    /// the connection that client's, counted against its address from then on; `None` when
+    /// that address is over its caps (the request is answered 429/503 and the connection
+    /// closes).
+    fn admit_request(&mut self, k: usize, req: &Request, now: Instant) -> Option<IpAddr> {
+        let real_ip = &self.proxy.real_ip;
+        let conn = self.io.conn_mut(k)?;
+        if conn.attributed {
+            if real_ip.trusted.is_empty() {
+                warn_untrusted_forwarding(conn.peer, req);
+            }
+            return Some(conn.peer);
+        }
+        let client = real_ip.client_addr(conn.peer, req.headers_named(real_ip.header_name()));
+        if !is_upgrade(req) {
+            return Some(client);
+        }
+        let admitted = lock_ips(&self.ips).attribute(client, now);
+        match admitted {
+            Ok(()) => {
+                conn.peer = client;
+                conn.attributed = true;
+                Some(client)
+            }
+            Err(refusal) => {
+                count_refusal(&mut self.io.metrics, &refusal);
+                debug!(conn = k, %client, %refusal, "proxied websocket refused");
+                self.request_client = Some(client);
+                self.reject(k, &HandshakeError::Refused(refusal), now);
+                self.request_client = None;
+                None
+            }
+        }
+    }
+
+    /// Connection `k` opened with a PROXY protocol header naming `client`: counted against
+    /// that address now, or, when `client` is itself a trusted proxy (an HTTP proxy behind the
+    /// balancer), left to each request's header. Over its caps, it is answered 429/503 and
+    /// closes.
+    pub(crate) fn proxied_from(&mut self, k: usize, client: IpAddr, now: Instant) {
+        let trusted = self.proxy.real_ip.trusted.contains(client);
+        let Some(conn) = self.io.conn_mut(k) else {
+            return;
+        };
+        conn.peer = client;
+        if trusted {
+            return;
+        }
+        let admitted = lock_ips(&self.ips).attribute(client, now);
+        match admitted {
+            Ok(()) => conn.attributed = true,
+            Err(refusal) => {
+                count_refusal(&mut self.io.metrics, &refusal);
+                debug!(conn = k, %client, %refusal, "connection refused");
+                self.reject(k, &HandshakeError::Refused(refusal), now);
+            }
+        }
+    }
+
+    /// Routes one request: to the raw WebSocket, Socket.IO, or echo path, or a 404.
+    fn route_to(&mut self, k: usize, req: Request, rest: BytesMut, now: Instant) {
         if !self.origin_allowed(&req) {
             self.io.metrics.origins_refused += 1;
             return self.reject(k, &HandshakeError::OriginNotAllowed, now);
@@ -520,7 +641,7 @@ impl State {
     pub(crate) fn reject(&mut self, k: usize, e: &HandshakeError, now: Instant) {
         let status = e.status();
         if let Some(conn) = self.io.conn_mut(k) {
-            let peer = conn.peer;
+            let peer = self.request_client.unwrap_or(conn.peer);
             let warnings = &mut self.io.metrics.peer_warnings;
             peer_warn!(
                 warnings,

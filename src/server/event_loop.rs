@@ -296,7 +296,30 @@ impl EventLoop {
     /// Serves an accepted connection: counted against the caps (or refused), registered, and
     /// given a slot.
     fn take(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
-        let admitted = lock_ips(&self.state.ips).on_connect(peer.ip(), now);
+        let proxy = &self.state.proxy;
+        if !proxy.admits(peer.ip()) {
+            // `--proxy-protocol`: only the trusted balancers may connect.
+            self.state.io.metrics.proxy_refused += 1;
+            debug!(%peer, "connection from an untrusted address refused (--proxy-protocol)");
+            return;
+        }
+        // From a trusted proxy (or through a PROXY header), the client is known later: until
+        // then the connection counts in the total only.
+        let via_proxy = proxy.proxy_protocol || proxy.real_ip.trusted.contains(peer.ip());
+        let admitted = {
+            let mut ips = lock_ips(&self.state.ips);
+            match via_proxy {
+                true => ips.on_connect_unattributed(),
+                false => ips.on_connect(peer.ip(), now),
+            }
+        };
+        let uncount = |ips: &Mutex<IpLimiter>| {
+            let mut ips = lock_ips(ips);
+            match via_proxy {
+                true => ips.on_disconnect_unattributed(),
+                false => ips.on_disconnect(peer.ip()),
+            }
+        };
         if let Err(refusal) = admitted {
             if self.tls.is_some() {
                 // No plain-text answer can be read on a TLS port, and a handshake spent on a
@@ -314,7 +337,7 @@ impl EventLoop {
                 Ok(session) => Some(session),
                 Err(e) => {
                     warn!(%peer, error = %e, "could not start a TLS session");
-                    lock_ips(&self.state.ips).on_disconnect(peer.ip());
+                    uncount(&self.state.ips);
                     return;
                 }
             },
@@ -328,16 +351,19 @@ impl EventLoop {
             .register(&mut stream, Token(k), Interest::READABLE)
         {
             warn!(%peer, error = %e, "could not register a connection");
-            lock_ips(&self.state.ips).on_disconnect(peer.ip());
+            uncount(&self.state.ips);
             return;
         }
         debug!(%peer, conn = k, worker = self.state.worker, "connection accepted");
-        let opened = self.state.open_conn(peer.ip(), true, now);
+        let opened = self.state.open_conn(peer.ip(), !via_proxy, now);
         debug_assert_eq!(opened, k);
-        let socket = match socket {
+        let mut socket = match socket {
             Some(session) => Socket::tls(stream, session),
             None => Socket::plain(stream),
         };
+        if self.state.proxy.proxy_protocol {
+            socket.expect_proxy_header();
+        }
         place(&mut self.sockets, k, socket);
         // Its first bytes may have arrived before it was registered here.
         self.more_to_read.push(k);
@@ -566,6 +592,15 @@ impl EventLoop {
             let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
                 return;
             };
+            if socket.awaits_proxy_header() {
+                if !self.read_proxy_header(k, now) {
+                    return;
+                }
+                continue;
+            }
+            let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+                return;
+            };
             let handshaking = socket.handshaking();
             let read = socket.read(&mut self.read_buf);
             let metrics = &mut self.state.io.metrics;
@@ -602,6 +637,77 @@ impl EventLoop {
             }
         }
         self.more_to_read.push(k);
+    }
+
+    /// Reads what `k` sent while its PROXY protocol header (`--proxy-protocol`) is not whole.
+    /// Once it is, the state learns the client's address, and what followed the header goes
+    /// on as the connection's first bytes (through its TLS session, if it has one). A
+    /// connection that does not open with a valid header is closed unanswered: what sent it is
+    /// a balancer set up wrong, or not a balancer. False when there is nothing more to read now.
+    fn read_proxy_header(&mut self, k: usize, now: Instant) -> bool {
+        let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+            return false;
+        };
+        let n = match socket.stream.read(&mut self.read_buf) {
+            Ok(0) => {
+                self.state.peer_closed(k);
+                return false;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => {
+                self.state.peer_closed(k);
+                return false;
+            }
+        };
+        let (header, rest) = match socket.proxy_header(&self.read_buf[..n]) {
+            Ok(None) => return true,
+            Ok(Some(whole)) => whole,
+            Err(e) => {
+                let metrics = &mut self.state.io.metrics;
+                metrics.proxy_refused += 1;
+                peer_warn!(
+                    metrics.peer_warnings,
+                    PeerFault::Handshake,
+                    now,
+                    conn = k,
+                    error = %e,
+                    "PROXY protocol header refused; closing"
+                );
+                self.state.io.kill(k);
+                self.settle();
+                return false;
+            }
+        };
+        let Some(peer) = self.state.io.conn_mut(k).map(|c| c.peer) else {
+            return false;
+        };
+        let client = header.source.map_or(peer, |source| source.ip());
+        self.state.proxied_from(k, client, now);
+        self.settle();
+        let Some(socket) = self.sockets.get_mut(k).and_then(Option::as_mut) else {
+            return false;
+        };
+        match socket.feed(&rest) {
+            Ok(Some(plain)) => {
+                if !plain.is_empty() {
+                    self.state.on_bytes(k, plain, now);
+                    self.settle();
+                }
+            }
+            Ok(None) => {
+                if socket.pending() {
+                    self.write(k);
+                }
+            }
+            Err(_) => {
+                self.state.io.metrics.tls_failures += 1;
+                self.state.peer_closed(k);
+                return false;
+            }
+        }
+        true
     }
 
     /// Carries out up to [`COMMANDS_PER_TURN`] queued commands; true when more wait (the next

@@ -14,6 +14,8 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 
+use crate::proxy;
+
 pub struct Socket {
     pub stream: TcpStream,
     /// Boxed: a session is large, and a plain connection's slot should not carry its size.
@@ -21,6 +23,9 @@ pub struct Socket {
     /// The write side is to be shut once the session's last records (its close_notify among
     /// them) are out.
     shut_when_drained: bool,
+    /// `--proxy-protocol`: what arrived of the PROXY header the connection must open with;
+    /// `None` once it was read (or when none is expected).
+    proxy_header: Option<Vec<u8>>,
 }
 
 impl Socket {
@@ -29,6 +34,7 @@ impl Socket {
             stream,
             tls: None,
             shut_when_drained: false,
+            proxy_header: None,
         }
     }
 
@@ -37,7 +43,35 @@ impl Socket {
             stream,
             tls: Some(Box::new(session)),
             shut_when_drained: false,
+            proxy_header: None,
         }
+    }
+
+    /// The connection must open with a PROXY protocol header, read before anything else.
+    pub fn expect_proxy_header(&mut self) {
+        self.proxy_header = Some(Vec::new());
+    }
+
+    pub fn awaits_proxy_header(&self) -> bool {
+        self.proxy_header.is_some()
+    }
+
+    /// Adds `bytes`, read from the socket, to the PROXY header being read. Once it is whole:
+    /// the header, and the bytes that followed it (the client's first, for [`Socket::feed`]).
+    pub fn proxy_header(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Option<(proxy::Header, Vec<u8>)>, proxy::ProxyProtocolError> {
+        let Some(buf) = &mut self.proxy_header else {
+            return Ok(None);
+        };
+        buf.extend_from_slice(bytes);
+        let Some((header, used)) = proxy::decode(buf)? else {
+            return Ok(None);
+        };
+        let rest = buf.split_off(used);
+        self.proxy_header = None;
+        Ok(Some((header, rest)))
     }
 
     pub fn is_tls(&self) -> bool {
