@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
+use crate::auth::{self, ApiKeys, Verifier, MIN_SECRET_LEN};
 use crate::limits::{self, LimitSettings, Limits};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
@@ -318,9 +318,18 @@ pub struct Config {
     pub auth_timeout: Duration,
 
     /// Key control API callers present as `Authorization: Bearer <key>`, compared in constant
-    /// time. Unset: the control API has no authentication, so keep it on loopback.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// time. Several keys, repeated or comma-separated (bearer tokens hold no comma), are all
+    /// accepted: give the new key beside the old one, move the callers over, then drop the old.
+    /// An empty key matches nothing. Unset: the control API has no authentication, so keep it on
+    /// loopback.
+    #[arg(
+        long,
+        env = "HERALD_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_key: Vec<String>,
+
     /// Notifications per second one user id may be pushed, sustained; pushes beyond it are
     /// answered 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "HERALD_USER_RATE", default_value_t = limits::DEFAULT_USER_RATE)]
@@ -504,7 +513,7 @@ impl Config {
         c.jwt_public_key = None;
         c.jwt_issuer = None;
         c.jwt_audience = None;
-        c.api_key = None;
+        c.api_key = Vec::new();
         // Nor may an echo route appear that the test did not ask for.
         c.echo_path = None;
         // Nor state be read from, or left in, a directory the test did not give.
@@ -570,10 +579,10 @@ impl Config {
         Ok(Some(verifier))
     }
 
-    /// The control API key, when one is set. An empty --api-key matches no request: set but
+    /// The control API keys, when any is set. An empty --api-key matches no request: set but
     /// blank locks the control API rather than opening it.
-    pub fn api_key(&self) -> Option<ApiKey> {
-        self.api_key.as_deref().map(ApiKey::new)
+    pub fn api_keys(&self) -> Option<ApiKeys> {
+        (!self.api_key.is_empty()).then(|| ApiKeys::new(&self.api_key))
     }
 }
 
@@ -614,7 +623,7 @@ mod tests {
     fn for_tests_keeps_auth_off() {
         let c = Config::for_tests();
         assert!(c.verifier().unwrap().is_none());
-        assert!(c.api_key().is_none());
+        assert!(c.api_keys().is_none());
         assert_eq!(c.auth_timeout, Duration::from_secs(10));
         assert_eq!(c.jwt_leeway, Duration::ZERO);
     }
@@ -642,7 +651,7 @@ mod tests {
         assert_eq!(c.jwt_audience.as_deref(), Some("herald"));
         assert_eq!(c.jwt_leeway, Duration::from_secs(30));
         assert_eq!(c.auth_timeout, Duration::from_secs(2));
-        assert!(c.api_key().unwrap().matches(Some(b"Bearer k")));
+        assert!(c.api_keys().unwrap().matches(Some(b"Bearer k")));
         let v = c.verifier().unwrap().unwrap();
         assert_eq!(v.algorithm(), jsonwebtoken::Algorithm::HS256);
     }
@@ -723,8 +732,23 @@ mod tests {
     #[test]
     fn empty_api_key_matches_nothing() {
         let mut c = Config::for_tests();
-        c.api_key = Some(String::new());
-        assert!(!c.api_key().unwrap().matches(Some(b"Bearer ")));
+        c.api_key = vec![String::new()];
+        assert!(!c.api_keys().unwrap().matches(Some(b"Bearer ")));
+    }
+
+    #[test]
+    fn api_keys_repeat_or_separate_with_commas() {
+        let c =
+            Config::try_parse_from(["herald", "--api-key", "k1,k2", "--api-key", "k3"]).unwrap();
+        assert_eq!(c.api_key, ["k1", "k2", "k3"]);
+        let keys = c.api_keys().unwrap();
+        for k in ["k1", "k2", "k3"] {
+            assert!(keys.matches(Some(format!("Bearer {k}").as_bytes())), "{k}");
+        }
+        assert!(!keys.matches(Some(b"Bearer k1,k2")));
+        // Blank locks the API rather than opening it.
+        let c = Config::try_parse_from(["herald", "--api-key", ""]).unwrap();
+        assert!(!c.api_keys().unwrap().matches(Some(b"Bearer ")));
     }
 
     /// `--ping-interval 0s` was accepted and pinged a client 276 times in 3 s; every timer and

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
 use super::stats::Stats;
-use crate::auth::ApiKey;
+use crate::auth::ApiKeys;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::http::{percent_decode, PercentError, Plus};
 use crate::limits::retry_after_secs;
@@ -184,7 +184,7 @@ pub fn handle(
     start(req, loop_, reply_timeout, None, None, now).finish()
 }
 
-/// Starts answering one request: checks its key (when `api_key` is set), validates it and hands
+/// Starts answering one request: checks its key (when `api_keys` is set), validates it and hands
 /// its command to the loop, without waiting for the loop's answer. A connection with several
 /// pipelined requests starts them all, then finishes them in order, so the loop takes them in
 /// one batch. `stats`, when given, are the control API's own counters, appended to `/metrics`.
@@ -192,15 +192,15 @@ pub fn start(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
-    api_key: Option<&ApiKey>,
+    api_keys: Option<&ApiKeys>,
     stats: Option<&Stats>,
     now: SystemTime,
 ) -> Pending {
     // Before routing, so that without the key every path answers alike: neither which routes
     // exist nor which methods they take is told.
-    if let Some(key) = api_key {
+    if let Some(keys) = api_keys {
         let presented = req.authorization.as_ref().map(|c| c.as_bytes());
-        if !key.matches(presented) {
+        if !keys.matches(presented) {
             return Pending::Ready(Response::from(&ApiError::Unauthorized));
         }
     }
@@ -1166,7 +1166,7 @@ mod tests {
     ) -> Response {
         let mut req = request(method, path, "{}");
         req.authorization = authorization.map(|a| Credentials(a.as_bytes().to_vec()));
-        let key = ApiKey::new(KEY);
+        let key = ApiKeys::new(&[KEY]);
         start(&req, fake, Duration::from_secs(1), Some(&key), None, now()).finish()
     }
 

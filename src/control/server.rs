@@ -240,7 +240,7 @@ fn serve(
                             &req,
                             loop_,
                             opts.reply_timeout,
-                            opts.api_key.as_ref(),
+                            opts.api_keys.as_ref(),
                             Some(stats),
                             SystemTime::now(),
                         ),
@@ -471,7 +471,7 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             max_inflight_bytes: 1024 * 1024,
             reply_timeout: Duration::from_secs(5),
-            api_key: None,
+            api_keys: None,
         };
         super::super::spawn(listener, fake_loop(), opts).unwrap();
         addr

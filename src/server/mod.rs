@@ -259,7 +259,7 @@ fn bind_public(config: &Config, workers: usize) -> io::Result<Vec<TcpListener>> 
 /// nothing but this host can reach it.
 fn check_control_exposure(config: &Config) -> io::Result<()> {
     // `to_canonical`: an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is loopback too.
-    if config.control.ip().to_canonical().is_loopback() || config.api_key.is_some() {
+    if config.control.ip().to_canonical().is_loopback() || !config.api_key.is_empty() {
         return Ok(());
     }
     Err(io::Error::new(
