@@ -330,6 +330,23 @@ pub struct Config {
     )]
     pub api_key: Vec<String>,
 
+    /// With --api-key: failed key attempts one client address (IPv4, or IPv6 /64) may make
+    /// within --control-auth-window. Past them its requests are answered 429 with
+    /// `Retry-After`, their key not even compared, until the window that began with its first
+    /// failure ends. Successful requests do not count. 0: no limit.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_FAILURES", default_value_t = 10)]
+    pub control_auth_failures: u32,
+
+    /// The window --control-auth-failures counts in, from an address's first failure.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_WINDOW", default_value = "1m", value_parser = positive_duration)]
+    pub control_auth_window: Duration,
+
+    /// Client addresses whose failed key attempts are remembered at once. When full, those
+    /// whose window ended go first, then the oldest; so a spray of addresses costs bounded
+    /// memory (about 64 bytes each), at worst letting the oldest start counting again.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_MAX_ADDRESSES", default_value_t = 10_000, value_parser = at_least_one())]
+    pub control_auth_max_addresses: usize,
+
     /// Notifications per second one user id may be pushed, sustained; pushes beyond it are
     /// answered 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "HERALD_USER_RATE", default_value_t = limits::DEFAULT_USER_RATE)]
@@ -527,6 +544,7 @@ impl Config {
         c.client_rate = 0;
         c.max_connections_per_ip = 0;
         c.connection_rate_per_ip = 0;
+        c.control_auth_failures = 0;
         // Several workers unless the run asks otherwise (`HERALD_WORKERS=1`): every test then
         // crosses workers, as production on a multi-core machine does.
         if std::env::var_os("HERALD_WORKERS").is_none() {
@@ -749,6 +767,24 @@ mod tests {
         // Blank locks the API rather than opening it.
         let c = Config::try_parse_from(["herald", "--api-key", ""]).unwrap();
         assert!(!c.api_keys().unwrap().matches(Some(b"Bearer ")));
+    }
+
+    #[test]
+    fn auth_failure_limits_default_and_switch_off() {
+        let c = Config::parse_from(["herald"]);
+        assert_eq!(c.control_auth_failures, 10);
+        assert_eq!(c.control_auth_window, Duration::from_secs(60));
+        assert_eq!(c.control_auth_max_addresses, 10_000);
+        assert_eq!(Config::for_tests().control_auth_failures, 0);
+        let c = Config::try_parse_from(["herald", "--control-auth-failures", "0"]).unwrap();
+        assert_eq!(c.control_auth_failures, 0);
+        for (flag, value) in [
+            ("--control-auth-window", "0s"),
+            ("--control-auth-max-addresses", "0"),
+        ] {
+            let e = Config::try_parse_from(["herald", flag, value]).unwrap_err();
+            assert!(e.to_string().contains(flag), "{flag}: {e}");
+        }
     }
 
     /// `--ping-interval 0s` was accepted and pinged a client 276 times in 3 s; every timer and

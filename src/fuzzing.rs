@@ -242,6 +242,7 @@ impl api::Dispatch for Answer {
 pub fn control_http(data: &[u8]) {
     let mut input = data;
     let _ = http::wants_continue(input, 64 * 1024);
+    let _ = http::head(input, 64 * 1024);
     while let Ok(Some((req, used))) = http::parse(input, 64 * 1024) {
         assert!(used > 0 && used <= input.len());
         input = &input[used..];

@@ -95,6 +95,9 @@ fn help_explains_every_flag() {
         "--max-connections-per-ip",
         "--connection-rate-per-ip",
         "--api-key",
+        "--control-auth-failures",
+        "--control-auth-window",
+        "--control-auth-max-addresses",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }

@@ -11,9 +11,12 @@
 //! [`server`] touches sockets.
 //!
 //! With API keys configured, every request (`/healthz` and `/metrics` included) must present
-//! one as `Authorization: Bearer <key>`, or is answered 401; without one, anyone who can connect
-//! may push, which is why [`crate::server::start`] refuses a non-loopback control address
-//! without a key. It does not speak TLS (put it behind a proxy that does, or keep it on a
+//! one as `Authorization: Bearer <key>`, or is answered 401, decided from its head ([`access`]):
+//! a request whose body has not arrived yet is answered and its connection closed before the
+//! body is read, and `100 Continue` is only sent to a request that was let in. An address that
+//! presents wrong keys too often is answered 429 for a while, whatever key it sends. Without a
+//! key, anyone who can connect may push, which is why [`crate::server::start`] refuses a
+//! non-loopback control address without one. It does not speak TLS (put it behind a proxy that does, or keep it on a
 //! private network) or HTTP/2, or accept chunked request bodies: every body comes with
 //! `Content-Length`. It never touches the rooms itself; each worker is the only owner of its
 //! connections' state.
@@ -28,8 +31,10 @@ use std::time::Duration;
 
 use crate::auth::ApiKeys;
 use crate::config::Config;
+use access::LockoutSettings;
 use api::Dispatch;
 
+pub mod access;
 pub mod api;
 pub mod http;
 mod server;
@@ -58,6 +63,8 @@ pub struct ControlOptions {
     pub reply_timeout: Duration,
     /// The keys one of which every request must present; `None`: no authentication.
     pub api_keys: Option<ApiKeys>,
+    /// Failed key attempts per client address, and how long they are remembered.
+    pub lockout: LockoutSettings,
 }
 
 impl From<&Config> for ControlOptions {
@@ -70,6 +77,11 @@ impl From<&Config> for ControlOptions {
             max_inflight_bytes: c.control_max_inflight_bytes,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
             api_keys: c.api_keys(),
+            lockout: LockoutSettings {
+                max_failures: c.control_auth_failures,
+                window: c.control_auth_window,
+                max_addresses: c.control_auth_max_addresses,
+            },
         }
     }
 }
