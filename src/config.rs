@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::auth::{self, ApiKeys, Verifier, MIN_SECRET_LEN};
+use crate::http::{OriginError, Origins};
 use crate::limits::{self, LimitSettings, Limits};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
 
@@ -69,19 +70,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_ECHO_PATH", value_name = "PATH")]
     pub echo_path: Option<String>,
 
-    /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated
-    /// (`https://app.example.com,http://localhost:3000`), exact scheme://host:port. A request whose
-    /// `Origin` is listed gets it back in `Access-Control-Allow-Origin` (credentials allowed); any
-    /// other gets no CORS headers, so browsers refuse cross-origin polling. Empty: same-origin
-    /// pages and non-browser clients only. WebSocket connections are not subject to CORS.
-    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated. Each
+    /// is `*` (alone: any origin), an exact `scheme://host[:port]` as browsers send it in
+    /// `Origin` (`https://app.example.com,http://localhost:3000`), or a pattern whose leftmost
+    /// label is `*`, standing for one or more labels (`https://*.example.com` takes
+    /// `https://a.example.com`, not `https://example.com`). Scheme and port must match; an entry
+    /// without a port takes origins without one. With `*`, answers carry
+    /// `Access-Control-Allow-Origin: *` and no credentials (the CORS rules forbid both together);
+    /// an origin a list admits is echoed back with credentials allowed, and one it does not gets
+    /// no CORS headers, so browsers refuse cross-origin polling. Empty: same-origin pages and
+    /// non-browser clients only. WebSocket connections are not subject to CORS.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',', value_parser = origin_entry)]
     pub cors_origins: Vec<String>,
 
-    /// Origins browsers may connect from, comma-separated, each exact `scheme://host[:port]` as
-    /// browsers send it in `Origin` (`https://app.example.com,http://localhost:3000`). A WebSocket
-    /// handshake or polling request with any other `Origin` is answered 403; requests without one
-    /// (non-browser clients) pass. Empty: every origin.
-    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// Origins browsers may connect from, comma-separated, in the forms --cors-origins takes
+    /// (`https://app.example.com`, `https://*.example.com`, `*`). A WebSocket handshake or polling
+    /// request with any other `Origin` is answered 403; requests without one (non-browser
+    /// clients) pass. Empty or `*`: every origin.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin_entry)]
     pub allowed_origins: Vec<String>,
 
     /// Engine.IO `maxPayload`: the largest polling request body and Socket.IO WebSocket message
@@ -434,6 +440,14 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
+/// One entry of an origin list (see [`Origins`]), checked as the command line is read so that
+/// a bad one is named with its flag; kept as written.
+fn origin_entry(s: &str) -> Result<String, String> {
+    Origins::check_entry(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 /// `IP:PORT`, or `HOST:PORT` resolved now, once: its first IPv4 address, else its first (so that
 /// `localhost` means 127.0.0.1 where both it and ::1 are listed).
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -601,6 +615,16 @@ impl Config {
     /// blank locks the control API rather than opening it.
     pub fn api_keys(&self) -> Option<ApiKeys> {
         (!self.api_key.is_empty()).then(|| ApiKeys::new(&self.api_key))
+    }
+
+    /// `--cors-origins`, parsed.
+    pub fn cors_origins(&self) -> Result<Origins, OriginError> {
+        Origins::parse(&self.cors_origins)
+    }
+
+    /// `--allowed-origins`, parsed.
+    pub fn allowed_origins(&self) -> Result<Origins, OriginError> {
+        Origins::parse(&self.allowed_origins)
     }
 }
 
@@ -785,6 +809,40 @@ mod tests {
             let e = Config::try_parse_from(["herald", flag, value]).unwrap_err();
             assert!(e.to_string().contains(flag), "{flag}: {e}");
         }
+    }
+
+    #[test]
+    fn origin_lists_take_exact_origins_patterns_and_any() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--cors-origins",
+            "https://*.example.com,http://localhost:3000",
+            "--allowed-origins",
+            "*",
+        ])
+        .unwrap();
+        let cors = c.cors_origins().unwrap();
+        assert!(cors.allows(b"https://a.example.com"));
+        assert!(!cors.allows(b"https://example.com"));
+        assert!(c.allowed_origins().unwrap().is_any());
+        assert!(Config::for_tests().cors_origins().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_origin_is_refused_naming_it_and_its_flag() {
+        for flag in ["--cors-origins", "--allowed-origins"] {
+            let e =
+                Config::try_parse_from(["herald", flag, "https://ok.example,https://app.example/"])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                e.contains(flag) && e.contains("https://app.example/"),
+                "{e}"
+            );
+        }
+        let mut c = Config::for_tests();
+        c.cors_origins = vec!["*".into(), "https://a.example".into()];
+        assert_eq!(c.cors_origins(), Err(OriginError::AnyAmongOthers));
     }
 
     /// `--ping-interval 0s` was accepted and pinged a client 276 times in 3 s; every timer and

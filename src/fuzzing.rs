@@ -15,6 +15,7 @@ use crate::control::{api, http};
 use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
 use crate::core::driver::Driver;
 use crate::core::identity::Identity;
+use crate::http::Origins;
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::rooms::{self, ConnId, Rooms, SubscribeError};
@@ -126,6 +127,15 @@ pub fn handshake(data: &[u8]) {
     assert!(used <= data.len());
     if let Some(header) = req.header("authorization") {
         let _ = auth::bearer(header);
+    }
+    if let Some(origin) = req.header("origin") {
+        // Matched as the origin lists match it, and read as an entry of one.
+        if let Ok(origins) = Origins::parse(&["https://*.example.com", "http://localhost:3000"]) {
+            let _ = origins.allows(origin);
+        }
+        if let Ok(text) = std::str::from_utf8(origin) {
+            let _ = Origins::check_entry(text);
+        }
     }
     let Ok(hs) = handshake::validate_upgrade(&req) else {
         return;

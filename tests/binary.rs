@@ -98,6 +98,8 @@ fn help_explains_every_flag() {
         "--control-auth-failures",
         "--control-auth-window",
         "--control-auth-max-addresses",
+        "--cors-origins",
+        "--allowed-origins",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }
