@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::auth::{self, ApiKey, Verifier, MIN_SECRET_LEN};
+use crate::auth::{self, ApiKeys, Verifier, MIN_SECRET_LEN};
+use crate::http::{OriginError, Origins};
 use crate::limits::{self, LimitSettings, Limits};
 use crate::proxy::{self, ForwardHeader, RealIp, TrustedProxies, TrustedProxyError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
@@ -111,19 +112,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_ECHO_PATH", value_name = "PATH")]
     pub echo_path: Option<String>,
 
-    /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated
-    /// (`https://app.example.com,http://localhost:3000`), exact scheme://host:port. A request whose
-    /// `Origin` is listed gets it back in `Access-Control-Allow-Origin` (credentials allowed); any
-    /// other gets no CORS headers, so browsers refuse cross-origin polling. Empty: same-origin
-    /// pages and non-browser clients only. WebSocket connections are not subject to CORS.
-    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',')]
+    /// Origins allowed to use Socket.IO's HTTP long-polling from a browser, comma-separated. Each
+    /// is `*` (alone: any origin), an exact `scheme://host[:port]` as browsers send it in
+    /// `Origin` (`https://app.example.com,http://localhost:3000`), or a pattern whose leftmost
+    /// label is `*`, standing for one or more labels (`https://*.example.com` takes
+    /// `https://a.example.com`, not `https://example.com`). Scheme and port must match; an entry
+    /// without a port takes origins without one. With `*`, answers carry
+    /// `Access-Control-Allow-Origin: *` and no credentials (the CORS rules forbid both together);
+    /// an origin a list admits is echoed back with credentials allowed, and one it does not gets
+    /// no CORS headers, so browsers refuse cross-origin polling. Empty: same-origin pages and
+    /// non-browser clients only. WebSocket connections are not subject to CORS.
+    #[arg(long, env = "HERALD_CORS_ORIGINS", value_delimiter = ',', value_parser = origin_entry)]
     pub cors_origins: Vec<String>,
 
-    /// Origins browsers may connect from, comma-separated, each exact `scheme://host[:port]` as
-    /// browsers send it in `Origin` (`https://app.example.com,http://localhost:3000`). A WebSocket
-    /// handshake or polling request with any other `Origin` is answered 403; requests without one
-    /// (non-browser clients) pass. Empty: every origin.
-    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// Origins browsers may connect from, comma-separated, in the forms --cors-origins takes
+    /// (`https://app.example.com`, `https://*.example.com`, `*`). A WebSocket handshake or polling
+    /// request with any other `Origin` is answered 403; requests without one (non-browser
+    /// clients) pass. Empty or `*`: every origin.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin_entry)]
     pub allowed_origins: Vec<String>,
 
     /// Proxies whose word on a client's address herald believes, comma-separated: IPv4 and IPv6
@@ -401,9 +407,35 @@ pub struct Config {
     pub auth_timeout: Duration,
 
     /// Key control API callers present as `Authorization: Bearer <key>`, compared in constant
-    /// time. Unset: the control API has no authentication, so keep it on loopback.
-    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// time. Several keys, repeated or comma-separated (bearer tokens hold no comma), are all
+    /// accepted: give the new key beside the old one, move the callers over, then drop the old.
+    /// An empty key matches nothing. Unset: the control API has no authentication, so keep it on
+    /// loopback.
+    #[arg(
+        long,
+        env = "HERALD_API_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub api_key: Vec<String>,
+
+    /// With --api-key: failed key attempts one client address (IPv4, or IPv6 /64) may make
+    /// within --control-auth-window. Past them its requests are answered 429 with
+    /// `Retry-After`, their key not even compared, until the window that began with its first
+    /// failure ends. Successful requests do not count. 0: no limit.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_FAILURES", default_value_t = 10)]
+    pub control_auth_failures: u32,
+
+    /// The window --control-auth-failures counts in, from an address's first failure.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_WINDOW", default_value = "1m", value_parser = positive_duration)]
+    pub control_auth_window: Duration,
+
+    /// Client addresses whose failed key attempts are remembered at once. When full, those
+    /// whose window ended go first, then the oldest; so a spray of addresses costs bounded
+    /// memory (about 64 bytes each), at worst letting the oldest start counting again.
+    #[arg(long, env = "HERALD_CONTROL_AUTH_MAX_ADDRESSES", default_value_t = 10_000, value_parser = at_least_one())]
+    pub control_auth_max_addresses: usize,
+
     /// Notifications per second one user id may be pushed, sustained; pushes beyond it are
     /// answered 429 with `Retry-After`. 0: no limit.
     #[arg(long, env = "HERALD_USER_RATE", default_value_t = limits::DEFAULT_USER_RATE)]
@@ -505,6 +537,14 @@ impl clap::ValueEnum for ForwardHeader {
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(self.name()))
     }
+}
+
+/// One entry of an origin list (see [`Origins`]), checked as the command line is read so that
+/// a bad one is named with its flag; kept as written.
+fn origin_entry(s: &str) -> Result<String, String> {
+    Origins::check_entry(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now, once: its first IPv4 address, else its first (so that
@@ -609,7 +649,7 @@ impl Config {
         c.jwt_public_key = None;
         c.jwt_issuer = None;
         c.jwt_audience = None;
-        c.api_key = None;
+        c.api_key = Vec::new();
         // Nor may an echo route appear that the test did not ask for.
         c.echo_path = None;
         // Nor TLS be spoken that the test did not set up.
@@ -632,6 +672,7 @@ impl Config {
         c.client_rate = 0;
         c.max_connections_per_ip = 0;
         c.connection_rate_per_ip = 0;
+        c.control_auth_failures = 0;
         // Several workers unless the run asks otherwise (`HERALD_WORKERS=1`): every test then
         // crosses workers, as production on a multi-core machine does.
         if std::env::var_os("HERALD_WORKERS").is_none() {
@@ -721,10 +762,20 @@ impl Config {
         proxy::Settings::new(real_ip, self.proxy_protocol)
     }
 
-    /// The control API key, when one is set. An empty --api-key matches no request: set but
+    /// The control API keys, when any is set. An empty --api-key matches no request: set but
     /// blank locks the control API rather than opening it.
-    pub fn api_key(&self) -> Option<ApiKey> {
-        self.api_key.as_deref().map(ApiKey::new)
+    pub fn api_keys(&self) -> Option<ApiKeys> {
+        (!self.api_key.is_empty()).then(|| ApiKeys::new(&self.api_key))
+    }
+
+    /// `--cors-origins`, parsed.
+    pub fn cors_origins(&self) -> Result<Origins, OriginError> {
+        Origins::parse(&self.cors_origins)
+    }
+
+    /// `--allowed-origins`, parsed.
+    pub fn allowed_origins(&self) -> Result<Origins, OriginError> {
+        Origins::parse(&self.allowed_origins)
     }
 }
 
@@ -765,7 +816,7 @@ mod tests {
     fn for_tests_keeps_auth_off() {
         let c = Config::for_tests();
         assert!(c.verifier().unwrap().is_none());
-        assert!(c.api_key().is_none());
+        assert!(c.api_keys().is_none());
         assert_eq!(c.auth_timeout, Duration::from_secs(10));
         assert_eq!(c.jwt_leeway, Duration::ZERO);
     }
@@ -793,7 +844,7 @@ mod tests {
         assert_eq!(c.jwt_audience.as_deref(), Some("herald"));
         assert_eq!(c.jwt_leeway, Duration::from_secs(30));
         assert_eq!(c.auth_timeout, Duration::from_secs(2));
-        assert!(c.api_key().unwrap().matches(Some(b"Bearer k")));
+        assert!(c.api_keys().unwrap().matches(Some(b"Bearer k")));
         let v = c.verifier().unwrap().unwrap();
         assert_eq!(v.algorithm(), jsonwebtoken::Algorithm::HS256);
     }
@@ -874,8 +925,75 @@ mod tests {
     #[test]
     fn empty_api_key_matches_nothing() {
         let mut c = Config::for_tests();
-        c.api_key = Some(String::new());
-        assert!(!c.api_key().unwrap().matches(Some(b"Bearer ")));
+        c.api_key = vec![String::new()];
+        assert!(!c.api_keys().unwrap().matches(Some(b"Bearer ")));
+    }
+
+    #[test]
+    fn api_keys_repeat_or_separate_with_commas() {
+        let c =
+            Config::try_parse_from(["herald", "--api-key", "k1,k2", "--api-key", "k3"]).unwrap();
+        assert_eq!(c.api_key, ["k1", "k2", "k3"]);
+        let keys = c.api_keys().unwrap();
+        for k in ["k1", "k2", "k3"] {
+            assert!(keys.matches(Some(format!("Bearer {k}").as_bytes())), "{k}");
+        }
+        assert!(!keys.matches(Some(b"Bearer k1,k2")));
+        // Blank locks the API rather than opening it.
+        let c = Config::try_parse_from(["herald", "--api-key", ""]).unwrap();
+        assert!(!c.api_keys().unwrap().matches(Some(b"Bearer ")));
+    }
+
+    #[test]
+    fn auth_failure_limits_default_and_switch_off() {
+        let c = Config::parse_from(["herald"]);
+        assert_eq!(c.control_auth_failures, 10);
+        assert_eq!(c.control_auth_window, Duration::from_secs(60));
+        assert_eq!(c.control_auth_max_addresses, 10_000);
+        assert_eq!(Config::for_tests().control_auth_failures, 0);
+        let c = Config::try_parse_from(["herald", "--control-auth-failures", "0"]).unwrap();
+        assert_eq!(c.control_auth_failures, 0);
+        for (flag, value) in [
+            ("--control-auth-window", "0s"),
+            ("--control-auth-max-addresses", "0"),
+        ] {
+            let e = Config::try_parse_from(["herald", flag, value]).unwrap_err();
+            assert!(e.to_string().contains(flag), "{flag}: {e}");
+        }
+    }
+
+    #[test]
+    fn origin_lists_take_exact_origins_patterns_and_any() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--cors-origins",
+            "https://*.example.com,http://localhost:3000",
+            "--allowed-origins",
+            "*",
+        ])
+        .unwrap();
+        let cors = c.cors_origins().unwrap();
+        assert!(cors.allows(b"https://a.example.com"));
+        assert!(!cors.allows(b"https://example.com"));
+        assert!(c.allowed_origins().unwrap().is_any());
+        assert!(Config::for_tests().cors_origins().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_origin_is_refused_naming_it_and_its_flag() {
+        for flag in ["--cors-origins", "--allowed-origins"] {
+            let e =
+                Config::try_parse_from(["herald", flag, "https://ok.example,https://app.example/"])
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                e.contains(flag) && e.contains("https://app.example/"),
+                "{e}"
+            );
+        }
+        let mut c = Config::for_tests();
+        c.cors_origins = vec!["*".into(), "https://a.example".into()];
+        assert_eq!(c.cors_origins(), Err(OriginError::AnyAmongOthers));
     }
 
     /// `--ping-interval 0s` was accepted and pinged a client 276 times in 3 s; every timer and

@@ -16,6 +16,7 @@ use crate::control::{api, http};
 use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
 use crate::core::driver::Driver;
 use crate::core::identity::Identity;
+use crate::http::Origins;
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::proxy::{self, real_ip, ForwardHeader, RealIp, Version};
@@ -128,6 +129,15 @@ pub fn handshake(data: &[u8]) {
     assert!(used <= data.len());
     if let Some(header) = req.header("authorization") {
         let _ = auth::bearer(header);
+    }
+    if let Some(origin) = req.header("origin") {
+        // Matched as the origin lists match it, and read as an entry of one.
+        if let Ok(origins) = Origins::parse(&["https://*.example.com", "http://localhost:3000"]) {
+            let _ = origins.allows(origin);
+        }
+        if let Ok(text) = std::str::from_utf8(origin) {
+            let _ = Origins::check_entry(text);
+        }
     }
     let Ok(hs) = handshake::validate_upgrade(&req) else {
         return;
@@ -244,6 +254,7 @@ impl api::Dispatch for Answer {
 pub fn control_http(data: &[u8]) {
     let mut input = data;
     let _ = http::wants_continue(input, 64 * 1024);
+    let _ = http::head(input, 64 * 1024);
     while let Ok(Some((req, used))) = http::parse(input, 64 * 1024) {
         assert!(used > 0 && used <= input.len());
         input = &input[used..];

@@ -26,7 +26,8 @@
 //! - [`fanout`]: a push serialized and framed once, shared by every recipient.
 //! - [`command`]: the values the control API sends to the event loop.
 //! - [`http`]: the HTTP/1.1 bits both ports share: the one response-head writer and the one
-//!   percent-decoder. No I/O.
+//!   percent-decoder; and the origin lists (`*`, exact, `https://*.example.com`) CORS and
+//!   `--allowed-origins` match. No I/O.
 //! - [`control`]: the HTTP/1.1 control API, on its own threads.
 //! - [`router`]: where control requests meet the workers: push buckets, the directory of which
 //!   worker holds which user, answers gathered from several workers.

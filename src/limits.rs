@@ -454,13 +454,13 @@ impl std::error::Error for IpRefusal {}
 /// reports for IPv4 clients) is the IPv4 address, so one client is one key whichever socket it
 /// came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum IpKey {
+pub(crate) enum IpKey {
     V4(u32),
     V6Net(u64),
 }
 
 impl IpKey {
-    fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => IpKey::V4(v4.into()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -32,7 +32,16 @@ fn spawn() -> (Child, SocketAddr, SocketAddr) {
 /// child never blocks on a full pipe (`drain`), or closes the pipe. Also returns the log lines
 /// up to the listening one.
 fn spawn_logging(drain: bool) -> ((Child, SocketAddr, SocketAddr), Vec<String>) {
+    spawn_with_env(drain, &[])
+}
+
+/// [`spawn_logging`] with the variables `env` set.
+fn spawn_with_env(
+    drain: bool,
+    env: &[(&str, &str)],
+) -> ((Child, SocketAddr, SocketAddr), Vec<String>) {
     let mut child = herald(&["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .expect("herald starts");
@@ -86,6 +95,11 @@ fn help_explains_every_flag() {
         "--max-connections-per-ip",
         "--connection-rate-per-ip",
         "--api-key",
+        "--control-auth-failures",
+        "--control-auth-window",
+        "--control-auth-max-addresses",
+        "--cors-origins",
+        "--allowed-origins",
     ] {
         assert!(text.contains(flag), "{flag} in --help");
     }
@@ -175,4 +189,26 @@ fn without_jwt_auth_a_warning_names_the_flags() {
         .unwrap_or_else(|| panic!("no warning in {log:?}"));
     assert!(warning.contains("--jwt-secret"), "{warning}");
     assert!(warning.contains("--jwt-public-key"), "{warning}");
+}
+
+/// Keys are rotated without downtime by listing the new one beside the old, in the variable as
+/// on the command line.
+#[test]
+fn several_api_keys_from_the_environment_are_all_accepted() {
+    let ((mut child, _, control), _) =
+        spawn_with_env(true, &[("HERALD_API_KEY", "old-key-1f2e,new-key-3d4c")]);
+    let get = |authorization: Option<&str>| {
+        let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+        let req = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        raw_http(control, req.as_bytes()).0
+    };
+    let statuses = [
+        get(Some("Bearer old-key-1f2e")),
+        get(Some("Bearer new-key-3d4c")),
+        get(Some("Bearer old-key-1f2e,new-key-3d4c")),
+        get(None),
+    ];
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(statuses, [200, 200, 401, 401]);
 }

@@ -178,7 +178,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn with_an_api_key_every_route_needs_it() {
-    let srv = start_server_with(|c| c.api_key = Some(KEY.into()));
+    let srv = start_server_with(|c| c.api_key = vec![KEY.into()]);
     let push = r#"{"message":"m"}"#;
     let routes = [
         ("GET", "/healthz", None),
@@ -209,7 +209,7 @@ fn with_an_api_key_every_route_needs_it() {
 
 #[test]
 fn with_an_api_key_a_push_with_it_is_delivered() {
-    let srv = start_server_with(|c| c.api_key = Some(KEY.into()));
+    let srv = start_server_with(|c| c.api_key = vec![KEY.into()]);
     let mut ws = client_for(&srv, "u");
     let (status, _, body) = http_with_auth(
         srv.control_addr,
@@ -230,7 +230,7 @@ fn with_an_api_key_a_push_with_it_is_delivered() {
 
 #[test]
 fn a_refused_request_keeps_the_connection_for_the_next() {
-    let srv = start_server_with(|c| c.api_key = Some(KEY.into()));
+    let srv = start_server_with(|c| c.api_key = vec![KEY.into()]);
     let req = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
          GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
@@ -284,7 +284,7 @@ fn loopback_control_addresses_need_no_key() {
 #[test]
 fn with_a_key_the_control_api_may_listen_on_every_interface() {
     let mut config = exposed("0.0.0.0");
-    config.api_key = Some(KEY.into());
+    config.api_key = vec![KEY.into()];
     let srv = server::start(config).expect("starts with a key");
     assert!(srv.control_addr.ip().is_unspecified());
     // Reached over loopback only.

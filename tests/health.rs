@@ -19,7 +19,7 @@ fn body_json(body: &str) -> Value {
 
 #[test]
 fn the_public_port_answers_probes_without_the_api_key() {
-    let srv = start_server_with(|c| c.api_key = Some("s3cret".into()));
+    let srv = start_server_with(|c| c.api_key = vec!["s3cret".into()]);
     for path in ["/healthz", "/readyz"] {
         let (status, head, body) = http(srv.public_addr, "GET", path, None);
         assert_eq!(status, 200, "{path}: {head}");

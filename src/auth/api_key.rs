@@ -1,46 +1,55 @@
-//! The control API's shared key, compared without leaking how much of a guess was right.
+//! The control API's shared keys, compared without leaking how much of a guess was right.
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use super::extract::bearer;
 
-/// The key a control API caller must present as `Authorization: Bearer <key>`.
+/// The keys a control API caller may present as `Authorization: Bearer <key>`: one, or several
+/// while callers move from an old key to a new one.
 ///
-/// Only the SHA-256 digest of the key is kept, and a presented key is compared by digest:
+/// Only the SHA-256 digest of each key is kept, and a presented key is compared by digest:
 /// digests have one length whatever the key's, so neither the comparison's time nor an early
-/// length check tells a caller how long the key is or which prefix of it they guessed.
+/// length check tells a caller how long a key is or which prefix of it they guessed. Every key
+/// is compared, whichever matches, so the time does not tell which one did either.
 #[derive(Clone)]
-pub struct ApiKey {
-    digest: [u8; 32],
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
 }
 
-impl ApiKey {
-    /// The key as configured. An empty key matches nothing: [`bearer`] never yields an empty
+impl ApiKeys {
+    /// The keys as configured. An empty key matches nothing: [`bearer`] never yields an empty
     /// credential.
-    pub fn new(key: &str) -> ApiKey {
-        ApiKey {
-            digest: Sha256::digest(key.as_bytes()).into(),
+    pub fn new<S: AsRef<str>>(keys: &[S]) -> ApiKeys {
+        ApiKeys {
+            digests: keys
+                .iter()
+                .map(|key| Sha256::digest(key.as_ref().as_bytes()).into())
+                .collect(),
         }
     }
 
-    /// Whether the request's `Authorization` header value carries this key as a Bearer
+    /// Whether the request's `Authorization` header value carries one of these keys as a Bearer
     /// credential (scheme case-insensitive). A missing header or another scheme is no match.
     pub fn matches(&self, authorization_header: Option<&[u8]>) -> bool {
         let Some(presented) = authorization_header.and_then(bearer) else {
             return false;
         };
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // subtle's comparison runs over every byte and hides the result from the optimizer.
-        digest.ct_eq(&self.digest).into()
+        // subtle's comparison runs over every byte and hides the result from the optimizer; the
+        // results are combined without branching, so no key is skipped.
+        self.digests
+            .iter()
+            .fold(Choice::from(0), |found, key| found | digest.ct_eq(key))
+            .into()
     }
 }
 
-impl fmt::Debug for ApiKey {
+impl fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey([redacted])")
+        write!(f, "ApiKeys({} redacted)", self.digests.len())
     }
 }
 
@@ -56,7 +65,7 @@ mod tests {
                 #[test]
                 fn $name() {
                     let header: Option<&[u8]> = $header;
-                    assert_eq!(ApiKey::new(KEY).matches(header), $expected);
+                    assert_eq!(ApiKeys::new(&[KEY]).matches(header), $expected);
                 }
             )*
         };
@@ -77,8 +86,23 @@ mod tests {
     }
 
     #[test]
+    fn any_of_several_keys_matches() {
+        let keys = ApiKeys::new(&["old-key-0001", "new-key-0002"]);
+        assert!(keys.matches(Some(b"Bearer old-key-0001")));
+        assert!(keys.matches(Some(b"Bearer new-key-0002")));
+        assert!(!keys.matches(Some(b"Bearer old-key-0001,new-key-0002")));
+        assert!(!keys.matches(Some(b"Bearer other")));
+        assert!(!keys.matches(None));
+    }
+
+    #[test]
+    fn no_keys_match_nothing() {
+        assert!(!ApiKeys::new::<&str>(&[]).matches(Some(b"Bearer x")));
+    }
+
+    #[test]
     fn empty_key_matches_nothing() {
-        let key = ApiKey::new("");
+        let key = ApiKeys::new(&[""]);
         assert!(!key.matches(Some(b"Bearer ")));
         assert!(!key.matches(Some(b"Bearer")));
         assert!(!key.matches(None));
@@ -86,6 +110,6 @@ mod tests {
 
     #[test]
     fn debug_does_not_print_the_key() {
-        assert!(!format!("{:?}", ApiKey::new(KEY)).contains("s3cr3t"));
+        assert!(!format!("{:?}", ApiKeys::new(&[KEY])).contains("s3cr3t"));
     }
 }

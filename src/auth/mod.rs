@@ -4,7 +4,7 @@
 //! against a clock value the caller passes in, and yields the herald user id in its `sub`.
 //! [`bearer`], [`query_token`] and [`auth_payload_token`] find the token where clients put it: an
 //! `Authorization: Bearer` header, a `?token=` query parameter, or Socket.IO's CONNECT auth object.
-//! [`ApiKey`] compares a control API caller's Bearer value with the configured key in constant
+//! [`ApiKeys`] compares a control API caller's Bearer value with the configured keys in constant
 //! time.
 //!
 //! This module does no I/O and reads no clock: it does not read key files (the caller hands it
@@ -16,6 +16,6 @@ mod api_key;
 mod extract;
 mod jwt;
 
-pub use api_key::ApiKey;
+pub use api_key::ApiKeys;
 pub use extract::{auth_payload_token, bearer, query_token};
 pub use jwt::{AuthError, Claims, ConfigError, Verifier, MAX_TOKEN_LEN, MIN_SECRET_LEN};

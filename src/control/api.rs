@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
 use super::stats::Stats;
-use crate::auth::ApiKey;
 use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::http::{percent_decode, PercentError, Plus};
 use crate::limits::retry_after_secs;
@@ -47,8 +46,13 @@ impl Dispatch for LoopHandle {
 /// Why a request was refused.
 #[derive(Debug)]
 pub enum ApiError {
-    /// An API key is configured and the request did not present it as `Authorization: Bearer`.
+    /// An API key is configured and the request did not present one as `Authorization: Bearer`.
     Unauthorized,
+    /// The request's address presented wrong keys too often (`--control-auth-failures` within
+    /// `--control-auth-window`); its key was not compared. Its window ends after `retry_after`.
+    TooManyAuthFailures {
+        retry_after: Duration,
+    },
     NoRoute {
         path: String,
     },
@@ -105,7 +109,7 @@ impl ApiError {
             | ApiError::MissingNotification
             | ApiError::UserIdsNotAList
             | ApiError::BadUserIdAt { .. } => 400,
-            ApiError::RateLimited { .. } => 429,
+            ApiError::RateLimited { .. } | ApiError::TooManyAuthFailures { .. } => 429,
             ApiError::LoopGone | ApiError::NoAnswer | ApiError::TooManyBytesInFlight => 503,
         }
     }
@@ -115,6 +119,9 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Unauthorized => f.write_str("unauthorized"),
+            ApiError::TooManyAuthFailures { .. } => {
+                f.write_str("too many failed API key attempts from this address; retry later")
+            }
             ApiError::NoRoute { path } => write!(f, "no route for {path}"),
             ApiError::MethodNotAllowed { allow } => write!(f, "method not allowed; use {allow}"),
             ApiError::BadPercentEncoding => f.write_str("invalid percent-encoding in path"),
@@ -150,7 +157,8 @@ impl From<&ApiError> for Response {
             ApiError::Unauthorized => Response::error(e.status(), &e.to_string())
                 .with_header("WWW-Authenticate", "Bearer".into()),
             // The wait is in the body as well, for clients that do not read headers.
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::TooManyAuthFailures { retry_after } => {
                 let secs = retry_after_secs(*retry_after);
                 Response::json(
                     e.status(),
@@ -173,37 +181,30 @@ impl From<UserIdError> for ApiError {
     }
 }
 
-/// Answers one request as a control API without an API key does. `now` stamps notifications
-/// that carry no `timestamp` of their own.
+/// Answers one request that was let in. `now` stamps notifications that carry no `timestamp`
+/// of their own.
 pub fn handle(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
     now: SystemTime,
 ) -> Response {
-    start(req, loop_, reply_timeout, None, None, now).finish()
+    start(req, loop_, reply_timeout, None, now).finish()
 }
 
-/// Starts answering one request: checks its key (when `api_key` is set), validates it and hands
-/// its command to the loop, without waiting for the loop's answer. A connection with several
-/// pipelined requests starts them all, then finishes them in order, so the loop takes them in
-/// one batch. `stats`, when given, are the control API's own counters, appended to `/metrics`.
+/// Starts answering one request that [`super::access::Access`] let in (it decides before
+/// routing, so that without the key every path answers alike: neither which routes exist nor
+/// which methods they take is told): validates it and hands its command to the loop, without
+/// waiting for the loop's answer. A connection with several pipelined requests starts them
+/// all, then finishes them in order, so the loop takes them in one batch. `stats`, when given,
+/// are the control API's own counters, appended to `/metrics`.
 pub fn start(
     req: &Request,
     loop_: &impl Dispatch,
     reply_timeout: Duration,
-    api_key: Option<&ApiKey>,
     stats: Option<&Stats>,
     now: SystemTime,
 ) -> Pending {
-    // Before routing, so that without the key every path answers alike: neither which routes
-    // exist nor which methods they take is told.
-    if let Some(key) = api_key {
-        let presented = req.authorization.as_ref().map(|c| c.as_bytes());
-        if !key.matches(presented) {
-            return Pending::Ready(Response::from(&ApiError::Unauthorized));
-        }
-    }
     let ctx = Ctx {
         loop_,
         reply_timeout,
@@ -643,7 +644,6 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::control::http::Credentials;
 
     macro_rules! stamps {
         ($($name:ident: $input:expr => $want:expr;)*) => {$(
@@ -1090,7 +1090,7 @@ mod tests {
             ("/v1/broadcast", r#"{"notification":{}}"#),
         ] {
             let req = request(Method::Post, path, body);
-            let answer = start(&req, &fake, Duration::from_millis(20), None, None, now()).answer();
+            let answer = start(&req, &fake, Duration::from_millis(20), None, now()).answer();
             assert_eq!(answer.response.status, 202, "{path}");
             assert_eq!(answer.response.body, br#"{"accepted":true}"#);
             assert!(answer.unconfirmed.is_some(), "{path}");
@@ -1160,77 +1160,29 @@ mod tests {
         );
     }
 
-    const KEY: &str = "k-0123456789";
-
-    /// Answers `req` with the API key set, `authorization` as the request's header.
-    fn call_with_key(
-        fake: &FakeLoop,
-        method: Method,
-        path: &str,
-        authorization: Option<&str>,
-    ) -> Response {
-        let mut req = request(method, path, "{}");
-        req.authorization = authorization.map(|a| Credentials(a.as_bytes().to_vec()));
-        let key = ApiKey::new(KEY);
-        start(&req, fake, Duration::from_secs(1), Some(&key), None, now()).finish()
-    }
-
     #[test]
-    fn without_the_key_every_request_is_401() {
-        let fake = FakeLoop::new(Behaviour::Answer);
-        let wrong = format!("Bearer {KEY}x");
-        let basic = format!("Basic {KEY}");
-        let cases = [
-            (Method::Get, "/healthz"),
-            (Method::Get, "/metrics"),
-            (Method::Get, "/v1/users/42"),
-            (Method::Post, "/v1/users/42/notifications"),
-            (Method::Post, "/v1/notifications"),
-            (Method::Post, "/v1/broadcast"),
-            // Not 404 or 405: without the key nothing about the routes is told.
-            (Method::Get, "/v2/things"),
-            (Method::Delete, "/healthz"),
-            (Method::Get, "/v1/users/%zz"),
-        ];
-        for (method, path) in cases {
-            for authorization in [None, Some(wrong.as_str()), Some(basic.as_str())] {
-                let resp = call_with_key(&fake, method.clone(), path, authorization);
-                assert_eq!(resp.status, 401, "{path} {authorization:?}");
-                assert_eq!(
-                    resp.headers,
-                    vec![("WWW-Authenticate", "Bearer".to_owned())]
-                );
-                let v: Value = serde_json::from_slice(&resp.body).unwrap();
-                assert_eq!(v, json!({ "error": "unauthorized" }));
-            }
-        }
-        assert!(fake.seen.borrow().is_empty(), "nothing reached the loop");
-    }
-
-    #[test]
-    fn with_the_key_requests_are_answered() {
-        let fake = FakeLoop::new(Behaviour::Answer);
-        let bearer = format!("Bearer {KEY}");
-        let resp = call_with_key(&fake, Method::Get, "/healthz", Some(&bearer));
-        assert_eq!(resp.status, 200);
-        let resp = call_with_key(
-            &fake,
-            Method::Post,
-            "/v1/users/42/notifications",
-            Some(&format!("bearer  {KEY} ")),
+    fn refusals_at_the_door_are_401_and_429_with_retry_after() {
+        let resp = Response::from(&ApiError::Unauthorized);
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            resp.headers,
+            vec![("WWW-Authenticate", "Bearer".to_owned())]
         );
-        assert_eq!(resp.status, 202);
-        let resp = call_with_key(&fake, Method::Get, "/v2/things", Some(&bearer));
-        assert_eq!(resp.status, 404);
-        assert_eq!(fake.seen.borrow().len(), 1);
-    }
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(v, json!({ "error": "unauthorized" }));
 
-    #[test]
-    fn without_a_key_configured_authorization_is_ignored() {
-        let fake = FakeLoop::new(Behaviour::Answer);
-        let mut req = request(Method::Get, "/healthz", "");
-        req.authorization = Some(Credentials(b"Bearer whatever".to_vec()));
-        let resp = start(&req, &fake, Duration::from_secs(1), None, None, now()).finish();
-        assert_eq!(resp.status, 200);
+        let resp = Response::from(&ApiError::TooManyAuthFailures {
+            retry_after: Duration::from_millis(59_001),
+        });
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.headers, vec![("Retry-After", "60".to_owned())]);
+        let v: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "error": "too many failed API key attempts from this address; retry later",
+                "retryAfter": 60
+            })
+        );
     }
 }

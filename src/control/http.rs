@@ -190,12 +190,16 @@ pub fn wants_continue(buf: &[u8], max_body: usize) -> bool {
     }
 }
 
-/// How the request at the front of `buf` is framed, once its head is complete (`Ok(None)`
-/// before): what the caller needs to budget for its body before reading it.
-pub fn framing(buf: &[u8], max_body: usize) -> Result<Option<Framing>, HttpError> {
-    Ok(parse_head(buf, max_body)?.map(|head| Framing {
-        head_len: head.len,
-        body_len: head.body_len,
+/// The request at the front of `buf` once its head is complete (`Ok(None)` before), its body
+/// left out, and how it is framed: what the caller needs to let it in, and to budget for its
+/// body, before reading the body.
+pub fn head(buf: &[u8], max_body: usize) -> Result<Option<(Request, Framing)>, HttpError> {
+    Ok(parse_head(buf, max_body)?.map(|head| {
+        let framing = Framing {
+            head_len: head.len,
+            body_len: head.body_len,
+        };
+        (head.req, framing)
     }))
 }
 
@@ -565,6 +569,19 @@ mod tests {
         let mut whole = head.to_vec();
         whole.extend_from_slice(b"{}");
         assert!(!wants_continue(&whole, MAX_BODY));
+    }
+
+    #[test]
+    fn the_head_is_read_before_the_body_arrives() {
+        let raw = b"POST /v1/broadcast HTTP/1.1\r\nAuthorization: Bearer k\r\nExpect: 100-continue\r\nContent-Length: 20\r\n\r\n{";
+        assert_eq!(head(&raw[..raw.len() - 4], MAX_BODY), Ok(None));
+        let (req, framing) = head(raw, MAX_BODY).unwrap().unwrap();
+        assert_eq!(req.authorization.unwrap().as_bytes(), b"Bearer k");
+        assert!(req.expect_continue);
+        assert!(req.body.is_empty());
+        assert_eq!(framing.body_len, 20);
+        assert_eq!(framing.total(), raw.len() - 1 + 20);
+        assert_eq!(parse_one(raw), Ok(None));
     }
 
     #[test]

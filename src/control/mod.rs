@@ -10,10 +10,13 @@
 //! are slow to count is answered 202 all the same, since it will be delivered. Parsing ([`http`]) and routing ([`api`]) do no I/O; only
 //! [`server`] touches sockets.
 //!
-//! With an API key configured, every request (`/healthz` and `/metrics` included) must present
-//! it as `Authorization: Bearer <key>`, or is answered 401; without one, anyone who can connect
-//! may push, which is why [`crate::server::start`] refuses a non-loopback control address
-//! without a key. It does not speak TLS (put it behind a proxy that does, or keep it on a
+//! With API keys configured, every request (`/healthz` and `/metrics` included) must present
+//! one as `Authorization: Bearer <key>`, or is answered 401, decided from its head ([`access`]):
+//! a request whose body has not arrived yet is answered and its connection closed before the
+//! body is read, and `100 Continue` is only sent to a request that was let in. An address that
+//! presents wrong keys too often is answered 429 for a while, whatever key it sends. Without a
+//! key, anyone who can connect may push, which is why [`crate::server::start`] refuses a
+//! non-loopback control address without one. It does not speak TLS (put it behind a proxy that does, or keep it on a
 //! private network) or HTTP/2, or accept chunked request bodies: every body comes with
 //! `Content-Length`. It never touches the rooms itself; each worker is the only owner of its
 //! connections' state.
@@ -26,10 +29,12 @@ use std::net::TcpListener;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::auth::ApiKey;
+use crate::auth::ApiKeys;
 use crate::config::Config;
+use access::LockoutSettings;
 use api::Dispatch;
 
+pub mod access;
 pub mod api;
 pub mod http;
 mod server;
@@ -56,8 +61,10 @@ pub struct ControlOptions {
     pub max_inflight_bytes: usize,
     /// How long a request waits for the event loop's answer.
     pub reply_timeout: Duration,
-    /// The key every request must present; `None`: no authentication.
-    pub api_key: Option<ApiKey>,
+    /// The keys one of which every request must present; `None`: no authentication.
+    pub api_keys: Option<ApiKeys>,
+    /// Failed key attempts per client address, and how long they are remembered.
+    pub lockout: LockoutSettings,
 }
 
 impl From<&Config> for ControlOptions {
@@ -69,7 +76,12 @@ impl From<&Config> for ControlOptions {
             request_timeout: c.control_request_timeout,
             max_inflight_bytes: c.control_max_inflight_bytes,
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
-            api_key: c.api_key(),
+            api_keys: c.api_keys(),
+            lockout: LockoutSettings {
+                max_failures: c.control_auth_failures,
+                window: c.control_auth_window,
+                max_addresses: c.control_auth_max_addresses,
+            },
         }
     }
 }

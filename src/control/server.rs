@@ -2,7 +2,7 @@
 //! Parsing is [`super::http`]'s and answering is [`super::api`]'s; this file only moves bytes.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::access::Access;
 use super::api::{self, Answer, ApiError, Dispatch, Pending};
-use super::http::{self, HttpError, Method, Response};
+use super::http::{self, HttpError, Method, Request, Response};
 use super::stats::{Reservation, Stats};
 use super::ControlOptions;
 
@@ -53,24 +54,34 @@ where
         .name("herald-control-refused".into())
         .spawn(move || drain_refused(to_drain))?;
     let stats = Arc::new(Stats::default());
+    let access = Arc::new(Access::new(opts.api_keys.clone(), opts.lockout));
+    let shared = Shared {
+        opts: Arc::new(opts),
+        access,
+        stats,
+    };
     thread::Builder::new()
         .name("herald-control-accept".into())
-        .spawn(move || accept_loop(listener, loop_, Arc::new(opts), stats, refused))
+        .spawn(move || accept_loop(listener, loop_, shared, refused))
 }
 
-fn accept_loop<D>(
-    listener: TcpListener,
-    loop_: D,
+/// What every connection thread reads, or counts in.
+#[derive(Clone)]
+struct Shared {
     opts: Arc<ControlOptions>,
+    access: Arc<Access>,
     stats: Arc<Stats>,
-    refused: Sender<TcpStream>,
-) where
+}
+
+fn accept_loop<D>(listener: TcpListener, loop_: D, shared: Shared, refused: Sender<TcpStream>)
+where
     D: Dispatch + Clone + Send + 'static,
 {
+    let Shared { opts, stats, .. } = &shared;
     let active = Arc::new(AtomicUsize::new(0));
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept() {
+            Ok((stream, addr)) => (stream, addr.ip()),
             Err(e) => {
                 tracing::warn!(error = %e, "control API accept failed");
                 thread::sleep(ACCEPT_BACKOFF);
@@ -83,14 +94,13 @@ fn accept_loop<D>(
             continue;
         };
         let loop_ = loop_.clone();
-        let opts = Arc::clone(&opts);
-        let stats = Arc::clone(&stats);
+        let shared = shared.clone();
         let spawned = thread::Builder::new()
             .name("herald-control".into())
             .spawn(move || {
                 // Held for the thread's life, released however the thread ends.
                 let _slot = slot;
-                if let Err(e) = serve(stream, &loop_, &opts, &stats) {
+                if let Err(e) = serve(stream, peer, &loop_, &shared) {
                     tracing::debug!(error = %e, "control connection ended with an error");
                 }
             });
@@ -187,18 +197,34 @@ fn read_available(stream: &mut TcpStream, read: &mut usize, sink: &mut [u8]) -> 
 /// Pipelined requests started before the first of them is answered.
 const MAX_PIPELINED: usize = 128;
 
-/// Serves requests on one connection, in order, until the client closes, asks to close, idles
-/// past the timeout, sends something unparseable, or takes longer than the request timeout to
-/// send a request whole.
+/// Serves requests on one connection from `peer`, in order, until the client closes, asks to
+/// close, idles past the timeout, sends something unparseable, or takes longer than the request
+/// timeout to send a request whole.
 ///
-/// Each request's body is budgeted ([`Stats::reserve`]) as soon as its head says how long it is,
-/// before the body is read; the budget is held until the loop has taken the request's command.
+/// Each request is let in ([`Access::check`]) and its body budgeted ([`Stats::reserve`]) once,
+/// as soon as its head is here: before its body is read when the body is still to come (a
+/// refusal then closes the connection, the body unread, and `100 Continue` only follows
+/// admission), when it is taken otherwise. The budget is held until the loop has taken the
+/// request's command.
 fn serve(
     mut stream: TcpStream,
+    peer: IpAddr,
     loop_: &impl Dispatch,
-    opts: &ControlOptions,
-    stats: &Arc<Stats>,
+    shared: &Shared,
 ) -> io::Result<()> {
+    let Shared {
+        opts,
+        access,
+        stats,
+    } = shared;
+    // Lets in the request whose head is `req` and budgets its `body_len` bytes.
+    let admit = |req: &Request, body_len: usize| {
+        let authorization = req.authorization.as_ref().map(|c| c.as_bytes());
+        access.check(authorization, peer, Instant::now(), stats)?;
+        stats
+            .reserve(body_len, opts.max_inflight_bytes)
+            .ok_or(ApiError::TooManyBytesInFlight)
+    };
     let opened = Instant::now();
     // A zero duration is refused by set_read_timeout; it means "no limit" here.
     let idle = Some(opts.idle_timeout).filter(|d| !d.is_zero());
@@ -218,7 +244,8 @@ fn serve(
     // as surely as one that trickles); a later one's from its first byte. `None` between
     // requests, where only the idle timeout applies.
     let mut deadline = whole.map(|t| opened + t);
-    // The budget of the body of the request at the front of `buf`, taken when its head arrived.
+    // The budget of the body of the request at the front of `buf`, taken when its head arrived
+    // and it was let in.
     let mut reserved: Option<Reservation> = None;
     loop {
         // Start every complete request already buffered (pipelining), so the loop takes their
@@ -231,20 +258,23 @@ fn serve(
                 Ok(Some((req, used))) => {
                     buf.drain(..used);
                     continued = false;
-                    // A request that arrived whole in one read is budgeted now.
-                    let reservation = reserved
-                        .take()
-                        .or_else(|| stats.reserve(req.body.len(), opts.max_inflight_bytes));
-                    let started = match reservation {
-                        Some(_) => api::start(
-                            &req,
-                            loop_,
-                            opts.reply_timeout,
-                            opts.api_key.as_ref(),
-                            Some(stats),
-                            SystemTime::now(),
+                    // A request that arrived whole in one read is let in and budgeted now.
+                    let admitted = match reserved.take() {
+                        Some(reservation) => Ok(reservation),
+                        None => admit(&req, req.body.len()),
+                    };
+                    let (started, reservation) = match admitted {
+                        Ok(reservation) => (
+                            api::start(
+                                &req,
+                                loop_,
+                                opts.reply_timeout,
+                                Some(stats),
+                                SystemTime::now(),
+                            ),
+                            Some(reservation),
                         ),
-                        None => Pending::Ready(Response::from(&ApiError::TooManyBytesInFlight)),
+                        Err(e) => (Pending::Ready(Response::from(&e)), None),
                     };
                     pending.push((
                         started,
@@ -320,18 +350,24 @@ fn serve(
             continue;
         }
         if reserved.is_none() {
-            if let Ok(Some(framing)) = http::framing(&buf, opts.max_body) {
-                let Some(reservation) = stats.reserve(framing.body_len, opts.max_inflight_bytes)
-                else {
-                    // Refused before its body is read: none of it is held, nothing is
-                    // delivered. The body the client is still sending is read and dropped
-                    // while lingering, so that closing does not reset the answer away.
-                    out.clear();
-                    Response::from(&ApiError::TooManyBytesInFlight).write(false, &mut out);
-                    stream.write_all(&out)?;
-                    let unread = framing.total().saturating_sub(buf.len());
-                    linger_close(&mut stream, unread + LINGER_MAX);
-                    return Ok(());
+            if let Ok(Some((req, framing))) = http::head(&buf, opts.max_body) {
+                // A head whose body is still to come: let in (or not) before the body is read.
+                let reservation = match admit(&req, framing.body_len) {
+                    Ok(reservation) => reservation,
+                    Err(e) => {
+                        // Refused before its body is read: none of it is held, nothing is
+                        // delivered, and a client that sent `Expect: 100-continue` was never
+                        // told to send it. The connection closes, since the body that may still
+                        // be on its way cannot be told from a next request without reading it;
+                        // what does come is read and dropped while lingering, so that closing
+                        // does not reset the answer away.
+                        out.clear();
+                        Response::from(&e).write(false, &mut out);
+                        stream.write_all(&out)?;
+                        let unread = framing.total().saturating_sub(buf.len());
+                        linger_close(&mut stream, unread + LINGER_MAX);
+                        return Ok(());
+                    }
                 };
                 reserved = Some(reservation);
                 // Room for the rest made once, rather than by doubling while it arrives.
@@ -428,6 +464,7 @@ mod tests {
 
     use super::*;
     use crate::command::{Command, LoopHandle, PushReply, UserInfo};
+    use crate::control::access::LockoutSettings;
 
     /// A stand-in event loop: answers every command from its channel until the channel closes.
     fn fake_loop() -> LoopHandle {
@@ -471,7 +508,12 @@ mod tests {
             request_timeout: Duration::from_secs(10),
             max_inflight_bytes: 1024 * 1024,
             reply_timeout: Duration::from_secs(5),
-            api_key: None,
+            api_keys: None,
+            lockout: LockoutSettings {
+                max_failures: 0,
+                window: Duration::from_secs(60),
+                max_addresses: 1,
+            },
         };
         super::super::spawn(listener, fake_loop(), opts).unwrap();
         addr

@@ -26,6 +26,10 @@ pub struct Stats {
     request_timeouts: AtomicU64,
     /// Pushes answered 202 `{"accepted":true}`: the loop had not counted them in time.
     unconfirmed_pushes: AtomicU64,
+    /// Requests answered 401: no API key, or a wrong one.
+    auth_failures: AtomicU64,
+    /// Requests answered 429, their key not compared: their address failed too often.
+    auth_limited: AtomicU64,
 }
 
 /// Body bytes held against the budget; dropping it gives them back.
@@ -85,6 +89,14 @@ impl Stats {
         self.unconfirmed_pushes.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_auth_limited(&self) {
+        self.auth_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Appends the counters in the Prometheus text format.
     pub fn render(&self, s: &mut String) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -98,6 +110,8 @@ impl Stats {
         }
         let _ = write!(s, "# HELP herald_control_inflight_bytes Control API request body bytes held until the loop has taken their commands.\n# TYPE herald_control_inflight_bytes gauge\nherald_control_inflight_bytes {}\n", self.inflight_bytes.load(Ordering::Relaxed));
         let _ = write!(s, "# HELP herald_control_inflight_bytes_peak The most control API request body bytes held at once since start.\n# TYPE herald_control_inflight_bytes_peak gauge\nherald_control_inflight_bytes_peak {}\n", self.inflight_peak.load(Ordering::Relaxed));
+        let _ = write!(s, "# HELP herald_control_auth_failures_total Control API requests answered 401: no API key, or a wrong one.\n# TYPE herald_control_auth_failures_total counter\nherald_control_auth_failures_total {}\n", load(&self.auth_failures));
+        let _ = write!(s, "# HELP herald_control_auth_limited_total Control API requests answered 429 without comparing their key: their address made --control-auth-failures failed attempts within --control-auth-window.\n# TYPE herald_control_auth_limited_total counter\nherald_control_auth_limited_total {}\n", load(&self.auth_limited));
         let _ = write!(s, "# HELP herald_control_pushes_unconfirmed_total Pushes answered 202 {{\"accepted\":true}} because the loop had not counted them within the reply timeout; they are delivered all the same.\n# TYPE herald_control_pushes_unconfirmed_total counter\nherald_control_pushes_unconfirmed_total {}\n", load(&self.unconfirmed_pushes));
     }
 }

@@ -70,10 +70,27 @@ pub enum Proto {
 /// What an HTTP response to a polling request needs to know of its request.
 #[derive(Debug, Clone, Default)]
 pub struct HttpMeta {
-    /// The request's `Origin` when it is allowed: echoed in `Access-Control-Allow-Origin`.
-    pub cors: Option<Box<str>>,
+    /// Which CORS headers the answer carries.
+    pub cors: Cors,
     /// The client did not ask to close the connection after the response.
     pub keep_alive: bool,
+}
+
+/// The CORS headers of a polling answer, decided from `--cors-origins` and the request's
+/// `Origin` (see `core::polling::cors`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// No `--cors-origins`: no CORS headers, the answer is the same whatever the `Origin`.
+    #[default]
+    Off,
+    /// `--cors-origins '*'`: `Access-Control-Allow-Origin: *`, the same for every `Origin`.
+    Any,
+    /// The list admits the request's `Origin`, kept here to be echoed back with credentials
+    /// allowed. Checked well-formed by the list's matcher, so it is a valid header value.
+    Allowed(Box<str>),
+    /// The list does not admit the request's `Origin` (or it sent none): no CORS headers, but
+    /// the answer says it depends on `Origin`, so that no cache hands it to an admitted one.
+    Refused,
 }
 
 /// A socket id as clients see it: 20 characters of URL-safe base64 (120 random bits).

@@ -43,7 +43,7 @@ impl State {
         now: Instant,
     ) {
         let meta = HttpMeta {
-            cors: http::allowed_origin(&req, &self.config.cors_origins),
+            cors: http::cors(&req, &self.cors_origins),
             keep_alive: http::keep_alive(&req) && self.shutdown_deadline.is_none(),
         };
         let query = match engineio::parse_query(req.query.as_deref()) {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use crate::core::conn::HttpMeta;
+use crate::core::conn::{Cors, HttpMeta};
 use crate::core::polling::keep_alive;
 use crate::core::worker::State;
 use crate::http::ResponseHead;
@@ -75,7 +75,7 @@ impl State {
         let draining = self.shutdown_deadline.is_some();
         write_answer(&mut out, probe, &req.method, draining, keep);
         let meta = HttpMeta {
-            cors: None,
+            cors: Cors::Off,
             keep_alive: keep,
         };
         self.answer(k, out, rest, &meta, now);

@@ -34,6 +34,7 @@ use crate::core::health::Probe;
 use crate::core::identity::Identity;
 use crate::core::session::{Session, Transport};
 use crate::fanout::{Deflate, Payload};
+use crate::http::{OriginError, Origins};
 use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits};
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::metrics::{Gauges, Metrics, WorkerReport};
@@ -78,6 +79,10 @@ pub(crate) struct State {
     pub(crate) shutdown_deadline: Option<Instant>,
     /// Checks client tokens; `None` when JWT auth is off.
     pub(crate) verifier: Option<Verifier>,
+    /// `--cors-origins`, parsed: which origins polling answers let read them.
+    pub(crate) cors_origins: Origins,
+    /// `--allowed-origins`, parsed: which origins may connect at all.
+    allowed_origins: Origins,
     pub(crate) limits: Limits,
     /// The clock of the per-connection buckets.
     pub(crate) epoch: Epoch,
@@ -253,6 +258,11 @@ impl State {
         let verifier = config
             .verifier()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let origins = |parsed: Result<Origins, OriginError>, flag: &str| {
+            parsed.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{flag}: {e}")))
+        };
+        let cors_origins = origins(config.cors_origins(), "--cors-origins")?;
+        let allowed_origins = origins(config.allowed_origins(), "--allowed-origins")?;
         let limits = Limits::from(&config);
         let proxy = config
             .proxy()
@@ -287,6 +297,8 @@ impl State {
             push_seq: 0,
             shutdown_deadline: None,
             verifier,
+            cors_origins,
+            allowed_origins,
             ips,
             epoch: Epoch::new(start),
             limits,
@@ -499,11 +511,11 @@ impl State {
     /// Whether `req` comes from a browser origin `--allowed-origins` lets in; a request with no
     /// `Origin` is not from a browser page and passes.
     fn origin_allowed(&self, req: &Request) -> bool {
-        let allowed = &self.config.allowed_origins;
+        let allowed = &self.allowed_origins;
         match req.header("origin") {
-            _ if allowed.is_empty() => true,
+            _ if allowed.is_empty() || allowed.is_any() => true,
             None => true,
-            Some(origin) => allowed.iter().any(|a| a.as_bytes() == origin),
+            Some(origin) => allowed.allows(origin),
         }
     }
 

@@ -49,10 +49,12 @@ pub struct Running {
 /// threads of their own.
 ///
 /// Refuses (`InvalidInput`, before binding anything) a control address off loopback without an
-/// API key: anyone who could reach it could push to every user.
+/// API key: anyone who could reach it could push to every user; and origin lists that do not
+/// parse.
 pub fn start(config: Config) -> io::Result<Running> {
     check_control_exposure(&config)?;
     check_echo_path(&config)?;
+    check_origins(&config)?;
     let workers = config.worker_count();
     let mut listeners =
         bind_public(&config, workers).map_err(|e| cannot_listen(e, "WebSocket", config.listen))?;
@@ -270,7 +272,7 @@ fn bind_public(config: &Config, workers: usize) -> io::Result<Vec<TcpListener>> 
 /// nothing but this host can reach it.
 fn check_control_exposure(config: &Config) -> io::Result<()> {
     // `to_canonical`: an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is loopback too.
-    if config.control.ip().to_canonical().is_loopback() || config.api_key.is_some() {
+    if config.control.ip().to_canonical().is_loopback() || !config.api_key.is_empty() {
         return Ok(());
     }
     Err(io::Error::new(
@@ -296,6 +298,24 @@ fn check_echo_path(config: &Config) -> io::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Origin lists are checked entry by entry as the command line is read; what only the whole
+/// list can show (`*` beside other entries), or a list set other than through the command line,
+/// is refused here, naming its flag.
+fn check_origins(config: &Config) -> io::Result<()> {
+    for (flag, origins) in [
+        ("--cors-origins", config.cors_origins()),
+        ("--allowed-origins", config.allowed_origins()),
+    ] {
+        if let Err(e) = origins {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{flag}: {e}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Descriptors herald needs beside its client connections: the two listeners, the poll, the
