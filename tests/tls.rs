@@ -325,3 +325,51 @@ fn a_connection_over_the_per_address_cap_is_closed_without_plain_text() {
         metric(&srv, "herald_connections_refused_total{reason=\"per_ip\"}") >= 1.0
     });
 }
+
+/// One request on a TLS connection to `addr`, read to the end (the request asks to close).
+fn https_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut tls = tls_connect(addr);
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    // The server's close_notify ends the stream; a reset after it is no error here.
+    let _ = tls.read_to_end(&mut got);
+    parse_response(&got)
+}
+
+#[test]
+fn the_control_api_speaks_tls_with_its_own_certificate() {
+    let dir = cert_dir("control");
+    let srv = start_server_with(|c| {
+        c.control_tls_cert = Some(dir.join("cert.pem"));
+        c.control_tls_key = Some(dir.join("key.pem"));
+        c.api_key = vec!["a-key-long-enough-to-be-a-key".into()];
+    });
+    let mut ws = connect(&srv);
+    subscribe(&mut ws, "erin");
+    let body = r#"{"type":"T","message":"over https"}"#;
+    let request = format!(
+        "POST /v1/users/erin/notifications HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer a-key-long-enough-to-be-a-key\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, answer) = https_request(srv.control_addr, &request);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(recv_json(&mut ws)["data"]["message"], "over https");
+
+    // Plain HTTP on the control port gets no plain-text answer.
+    let mut tcp = TcpStream::connect(srv.control_addr).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = read_until_closed(&mut tcp);
+    assert!(!got.starts_with(b"HTTP/"), "{got:?}");
+
+    // A reload swaps the control API's certificate too.
+    std::fs::copy(fixture("server2.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(fixture("server2.key"), dir.join("key.pem")).unwrap();
+    srv.reloader().reload();
+    let tls = tls_connect(srv.control_addr);
+    let second = CertificateDer::from_pem_file(fixture("server2.pem")).unwrap();
+    assert_eq!(tls.conn.peer_certificates().unwrap()[0], second);
+}

@@ -65,6 +65,8 @@ pub struct ControlOptions {
     pub api_keys: Option<ApiKeys>,
     /// Failed key attempts per client address, and how long they are remembered.
     pub lockout: LockoutSettings,
+    /// TLS on the control listener (`--control-tls-cert`); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
 }
 
 impl From<&Config> for ControlOptions {
@@ -82,6 +84,8 @@ impl From<&Config> for ControlOptions {
                 window: c.control_auth_window,
                 max_addresses: c.control_auth_max_addresses,
             },
+            // Loaded (and its errors reported) where the listeners are bound.
+            tls: None,
         }
     }
 }

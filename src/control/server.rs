@@ -65,6 +65,37 @@ where
         .spawn(move || accept_loop(listener, loop_, shared, refused))
 }
 
+/// A control connection's byte stream: the TCP socket, or a TLS session over it
+/// (`--control-tls-cert`). The handshake happens on the first read or write, within the
+/// timeouts set on the socket.
+trait Conn: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+    /// Ends what this side sends (with TLS, a close_notify first).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
 /// What every connection thread reads, or counts in.
 #[derive(Clone)]
 struct Shared {
@@ -90,7 +121,10 @@ where
         };
         let Some(slot) = Slot::take(&active, opts.max_connections) else {
             stats.count_refused_connection();
-            refuse(stream, &refused);
+            // Over TLS no plain-text answer can be read: the connection is closed.
+            if opts.tls.is_none() {
+                refuse(stream, &refused);
+            }
             continue;
         };
         let loop_ = loop_.clone();
@@ -100,7 +134,19 @@ where
             .spawn(move || {
                 // Held for the thread's life, released however the thread ends.
                 let _slot = slot;
-                if let Err(e) = serve(stream, peer, &loop_, &shared) {
+                let served = match &shared.opts.tls {
+                    None => serve(stream, peer, &loop_, &shared),
+                    Some(tls) => match tls.accept() {
+                        Ok(session) => serve(
+                            rustls::StreamOwned::new(session, stream),
+                            peer,
+                            &loop_,
+                            &shared,
+                        ),
+                        Err(e) => Err(io::Error::other(e)),
+                    },
+                };
+                if let Err(e) = served {
                     tracing::debug!(error = %e, "control connection ended with an error");
                 }
             });
@@ -207,7 +253,7 @@ const MAX_PIPELINED: usize = 128;
 /// admission), when it is taken otherwise. The budget is held until the loop has taken the
 /// request's command.
 fn serve(
-    mut stream: TcpStream,
+    mut stream: impl Conn,
     peer: IpAddr,
     loop_: &impl Dispatch,
     shared: &Shared,
@@ -230,9 +276,9 @@ fn serve(
     let idle = Some(opts.idle_timeout).filter(|d| !d.is_zero());
     let whole = Some(opts.request_timeout).filter(|d| !d.is_zero());
     // A client that stops reading its answers would otherwise hold this thread forever.
-    stream.set_write_timeout(shortest(idle, whole))?;
+    stream.tcp().set_write_timeout(shortest(idle, whole))?;
     // Each answer is one write; waiting for an ACK to coalesce it only adds latency.
-    stream.set_nodelay(true)?;
+    stream.tcp().set_nodelay(true)?;
 
     let mut buf = Vec::with_capacity(READ_CHUNK);
     let mut out = Vec::with_capacity(512);
@@ -382,7 +428,7 @@ fn serve(
         if left.is_some_and(|l| l.is_zero()) {
             return time_out(stream, &buf, whole, stats);
         }
-        stream.set_read_timeout(shortest(idle, left))?;
+        stream.tcp().set_read_timeout(shortest(idle, left))?;
         let n = match stream.read(&mut chunk) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -408,7 +454,7 @@ fn serve(
 /// Ends a connection whose time ran out: quietly between requests, with 408 when part of a
 /// request had arrived (RFC 9110 §15.5.9).
 fn time_out(
-    mut stream: TcpStream,
+    mut stream: impl Conn,
     buf: &[u8],
     after: Option<Duration>,
     stats: &Stats,
@@ -437,8 +483,8 @@ fn shortest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// in all and `max` bytes. Closing a socket with unread input makes the kernel send a reset,
 /// which can destroy the error answer before the client reads it (a 413 sent while the body is
 /// still arriving).
-fn linger_close(stream: &mut TcpStream, max: usize) {
-    if stream.shutdown(Shutdown::Write).is_err() {
+fn linger_close(stream: &mut impl Conn, max: usize) {
+    if stream.shutdown_write().is_err() {
         return;
     }
     let until = Instant::now() + LINGER;
@@ -446,7 +492,7 @@ fn linger_close(stream: &mut TcpStream, max: usize) {
     let mut discarded = 0;
     while discarded < max {
         let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+        if left.is_zero() || stream.tcp().set_read_timeout(Some(left)).is_err() {
             return;
         }
         match stream.read(&mut sink) {

@@ -39,8 +39,9 @@ pub struct Running {
     pub public_addr: SocketAddr,
     pub control_addr: SocketAddr,
     handle: Router,
-    /// The public listener's TLS, reloaded on SIGHUP ([`Reloader`]).
+    /// The public listener's and the control API's TLS, reloaded on SIGHUP ([`Reloader`]).
     tls: Option<Arc<Tls>>,
+    control_tls: Option<Arc<Tls>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state_dir: Option<std::path::PathBuf>,
 }
@@ -63,6 +64,10 @@ pub fn start(config: Config) -> io::Result<Running> {
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
     let tls = match config.tls_files() {
+        Some(files) => Some(Arc::new(Tls::load(files).map_err(invalid)?)),
+        None => None,
+    };
+    let control_tls = match config.control_tls_files() {
         Some(files) => Some(Arc::new(Tls::load(files).map_err(invalid)?)),
         None => None,
     };
@@ -128,7 +133,8 @@ pub fn start(config: Config) -> io::Result<Running> {
         tracing::info!(node = %cluster.node(), prefix = %config.redis_prefix, "cluster node started");
     }
 
-    let opts = ControlOptions::from(&config);
+    let mut opts = ControlOptions::from(&config);
+    opts.tls = control_tls.clone();
     let mut threads = Vec::with_capacity(workers);
     listeners.reverse();
     for (worker, ((poll, rx), handovers)) in
@@ -164,6 +170,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         control_addr,
         handle: router,
         tls,
+        control_tls,
         threads,
         state_dir: config.state_dir.clone(),
     })
@@ -268,7 +275,7 @@ fn bind_public(config: &Config, workers: usize) -> io::Result<Vec<TcpListener>> 
     Ok(listeners)
 }
 
-/// The control API pushes to any user and has no TLS: without a key it may only listen where
+/// The control API pushes to any user: without a key (TLS or not) it may only listen where
 /// nothing but this host can reach it.
 fn check_control_exposure(config: &Config) -> io::Result<()> {
     // `to_canonical`: an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is loopback too.
@@ -368,7 +375,7 @@ impl Running {
     /// What SIGHUP reloads, as a handle the signal thread keeps.
     pub fn reloader(&self) -> Reloader {
         Reloader {
-            tls: self.tls.iter().cloned().collect(),
+            tls: self.tls.iter().chain(&self.control_tls).cloned().collect(),
         }
     }
 

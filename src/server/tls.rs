@@ -116,6 +116,14 @@ impl Tls {
     }
 }
 
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.files.cert)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The certificate every new handshake is given; [`Tls::reload`] replaces it.
 struct CurrentCert(RwLock<Arc<CertifiedKey>>);
 
