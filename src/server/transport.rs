@@ -24,8 +24,9 @@ pub struct Socket {
     /// them) are out.
     shut_when_drained: bool,
     /// `--proxy-protocol`: what arrived of the PROXY header the connection must open with;
-    /// `None` once it was read (or when none is expected).
-    proxy_header: Option<Vec<u8>>,
+    /// `None` once it was read (or when none is expected). Boxed, so that a plain
+    /// connection's slot stays small.
+    proxy_header: Option<Box<Vec<u8>>>,
 }
 
 impl Socket {
@@ -49,7 +50,7 @@ impl Socket {
 
     /// The connection must open with a PROXY protocol header, read before anything else.
     pub fn expect_proxy_header(&mut self) {
-        self.proxy_header = Some(Vec::new());
+        self.proxy_header = Some(Box::default());
     }
 
     pub fn awaits_proxy_header(&self) -> bool {
