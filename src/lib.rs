@@ -15,8 +15,11 @@
 //! - [`socketio`]: Socket.IO v5 codec: packets in Engine.IO messages, attachments. No I/O.
 //! - [`protocol`]: the application protocols spoken over a WebSocket (the raw `{"event","data"}`
 //!   envelope). No I/O.
-//! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
-//!   control API key check. No I/O, no clock: the caller passes the time in.
+//! - [`auth`]: JWT verification (keys chosen by `kid`, JWK Sets), token extraction (header,
+//!   query, Socket.IO auth) and the control API key check. No I/O, no clock: the caller passes
+//!   the time in.
+//! - [`jwt_keys`]: the JWT keys' files (`--jwt-public-key`, `--jwt-jwks`), read at start and
+//!   again on a reload.
 //! - [`core`]: the sans-IO core of a worker: connections and sessions as state machines, HTTP
 //!   routing, both protocols' client commands (once), rooms' fan-out, every timer. No socket,
 //!   no clock: bytes and `now` in, bytes to write and the next deadline out.
@@ -52,6 +55,7 @@ pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod jwt_keys;
 pub mod limits;
 pub mod log_limit;
 pub mod metrics;

@@ -328,7 +328,7 @@ fn rs256_and_es256_with_a_public_key() {
             &rsa,
         ),
     ] {
-        let srv = start_server_with(|c| c.jwt_public_key = Some(fixture(public)));
+        let srv = start_server_with(|c| c.jwt_public_key = vec![fixture(public).into()]);
         let claims = json!({"sub": "alice", "exp": unix_now() + 60});
         let good = sign_with(alg, key, claims.clone());
         let mut ws =
@@ -356,7 +356,8 @@ fn rs256_and_es256_with_a_public_key() {
 fn hs256_signed_with_the_rsa_public_key_is_refused() {
     // The classic algorithm confusion: the RSA public key is public, so a forger uses its PEM
     // bytes as an HMAC secret and hopes the server lets the token's `alg` choose HS256.
-    let srv = start_server_with(|c| c.jwt_public_key = Some(fixture("jwt_rs256_public.pem")));
+    let srv =
+        start_server_with(|c| c.jwt_public_key = vec![fixture("jwt_rs256_public.pem").into()]);
     let forged = sign_with(
         Algorithm::HS256,
         &EncodingKey::from_secret(RSA_PUBLIC),

@@ -11,7 +11,7 @@
 //! time.
 //!
 //! This module does no I/O and reads no clock: it does not read key files (the caller hands it
-//! the PEM or JWKS bytes), does not decide when a connection that has
+//! the PEM or JWKS bytes, see [`crate::jwt_keys`]), does not decide when a connection that has
 //! not authenticated is closed, and does not answer on the wire; the event loop and the control
 //! API do that, choosing their answer from [`AuthError`].
 

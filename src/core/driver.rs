@@ -50,16 +50,19 @@ impl Driver {
         } else {
             (None, None)
         };
+        let verifier = config
+            .verifier()
+            .expect("JWT settings that make a verifier");
         let state = State::new(
             config,
+            verifier,
             worker,
             workers,
             Arc::new(Mutex::new(ips)),
             parked,
             now,
             UNIX_START,
-        )
-        .expect("a state without JWT settings");
+        );
         Driver {
             state,
             now,

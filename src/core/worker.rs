@@ -11,7 +11,6 @@
 //! The Engine.IO and Socket.IO handlers are in [`super::engine`], the timers in
 //! [`super::timers`].
 
-use std::io;
 use std::mem;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -195,21 +194,21 @@ pub(crate) fn sid_worker(sid: &[u8]) -> Option<usize> {
 }
 impl State {
     /// Worker `worker` of `workers`' state, started at `start`, when the wall clock read
-    /// `unix` since the Unix epoch. Fails when the JWT settings do not make a verifier.
+    /// `unix` since the Unix epoch. `verifier` checks client tokens (`None`: JWT auth is off);
+    /// every worker holds a clone of one, so that a reload of its keys reaches them all.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
+        verifier: Option<Verifier>,
         worker: usize,
         workers: usize,
         ips: Arc<Mutex<IpLimiter>>,
         parked: Option<Arc<Parked>>,
         start: Instant,
         unix: Duration,
-    ) -> io::Result<State> {
-        let verifier = config
-            .verifier()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    ) -> State {
         let limits = Limits::from(&config);
-        Ok(State {
+        State {
             rooms: if config.redis.is_some() {
                 Rooms::new(config.max_subscriptions).counting_members()
             } else {
@@ -249,7 +248,7 @@ impl State {
             joins: Vec::new(),
             parked,
             drain: None,
-        })
+        }
     }
 
     /// Gives a connection accepted from `peer` (already counted against the per-address

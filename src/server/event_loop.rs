@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
+use crate::auth::Verifier;
 use crate::command::{LoopGone, UserInfo};
 use crate::config::Config;
 use crate::core::conn::{Conn, Phase};
@@ -102,6 +103,9 @@ pub struct WorkerShared {
     pub ips: Arc<Mutex<IpLimiter>>,
     /// Where joins are placed in the log's order.
     pub router: Router,
+    /// A clone of the one verifier of client tokens (`None`: JWT auth is off): a reload of its
+    /// keys reaches every worker.
+    pub verifier: Option<Verifier>,
 }
 /// A connection one worker hands another: its state and its socket.
 pub type Handover = (Box<Conn>, TcpStream);
@@ -121,13 +125,14 @@ impl EventLoop {
         let workers = shared.links.len();
         let state = State::new(
             config,
+            shared.verifier,
             shared.worker,
             workers,
             shared.ips,
             shared.router.parked().cloned(),
             Instant::now(),
             unix_time(),
-        )?;
+        );
         Ok(EventLoop {
             poll,
             listener,

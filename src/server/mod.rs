@@ -55,11 +55,24 @@ pub fn start(config: Config) -> io::Result<Running> {
     let control_listener = std::net::TcpListener::bind(config.control)
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
-    if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
-        tracing::warn!(
+    // Read once here, not per worker: every worker holds a clone of this one verifier, whose
+    // keys are shared by all of them.
+    let jwt = config
+        .jwt_keys()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    match &jwt {
+        None => tracing::warn!(
             "JWT auth is off: clients are not authenticated and any client may subscribe to any \
-             user id; set --jwt-secret or --jwt-public-key to require a token"
-        );
+             user id; set --jwt-secret, --jwt-public-key or --jwt-jwks to require a token"
+        ),
+        Some(jwt) => {
+            let keys = jwt.verifier().keys();
+            tracing::info!(
+                keys = keys.keys().len(),
+                kids = ?keys.keys().iter().filter_map(|k| k.kid()).collect::<Vec<_>>(),
+                "JWT auth on"
+            );
+        }
     }
 
     warn_file_limit(&config, open_file_limit());
@@ -137,6 +150,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             directory: directory.clone(),
             ips: ips.clone(),
             router: router.clone(),
+            verifier: jwt.as_ref().map(|j| j.verifier().clone()),
         };
         let event_loop = EventLoop::new(poll, listener, rx, shared, config.clone())?;
         threads.push(
