@@ -300,7 +300,7 @@ pub struct Config {
     /// during a key rotation. A key's algorithm follows from its type, and no other is
     /// accepted. A token whose `kid` names a key is verified with that key alone; the others are
     /// tried against the keys of their algorithm given without a KID (at most 4 per
-    /// algorithm). Exclusive with --jwt-secret.
+    /// algorithm). Read again on SIGHUP. Exclusive with --jwt-secret.
     #[arg(
         long,
         env = "HERALD_JWT_PUBLIC_KEY",
@@ -313,8 +313,8 @@ pub struct Config {
     /// Local JWKS file (RFC 7517 `{"keys":[...]}`) of RS256 and ES256 public keys, alone or
     /// beside --jwt-public-key: RSA keys (`n`, `e`) and EC P-256 keys (`x`, `y`), each named by
     /// its `kid`. Keys for another `use` than `sig`, of another type, curve or `alg`, are
-    /// skipped with a warning; a file with no key herald can use is refused. Exclusive with
-    /// --jwt-secret.
+    /// skipped with a warning; a file with no key herald can use is refused. Read again on
+    /// SIGHUP. Exclusive with --jwt-secret.
     #[arg(long, env = "HERALD_JWT_JWKS", value_name = "FILE")]
     pub jwt_jwks: Option<PathBuf>,
 

@@ -1,7 +1,7 @@
 //! The JWT verification keys as the configuration gives them: `--jwt-secret`, or PEM files
 //! (`--jwt-public-key PATH` or `KID=PATH`, repeated) and a JWKS file (`--jwt-jwks`). They are
 //! read into a [`KeySet`] at start ([`JwtKeys::load`]), and read again on a reload
-//! ([`JwtKeys::reload`]).
+//! ([`JwtKeys::reload`], which SIGHUP calls through [`crate::server::Reloader`]).
 //!
 //! The keys themselves, which of them a token is checked against, and the verification are
 //! [`crate::auth`]'s; this module only reads files and says which one was at fault.

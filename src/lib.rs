@@ -35,7 +35,8 @@
 //!   only to the nodes holding their users, presence, the Socket.IO emitter's messages; its Redis
 //!   I/O on threads of its own, meeting the workers through the router.
 //! - [`server`]: the runtime: one thin mio loop per core around that core's state; it owns the
-//!   sockets and only polls, reads, writes and wakes.
+//!   sockets and only polls, reads, writes and wakes. Its `reload` reads the reloadable parts
+//!   of the configuration again (SIGHUP).
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
 //!   counters. No I/O.
 //! - [`metrics`]: the workers' counters and their Prometheus rendering.

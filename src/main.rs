@@ -1,9 +1,10 @@
-//! The `herald` binary: flags, logging, signals. Everything else lives in the library.
+//! The `herald` binary: flags, logging, signals (SIGINT and SIGTERM shut down gracefully, a
+//! second one at once; SIGHUP reloads). Everything else lives in the library.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -33,8 +34,9 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    // Before anything is announced: a signal from then on must reach the graceful path.
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    // Before anything is announced: a signal from then on must reach the graceful path, and
+    // SIGHUP, whose default action ends the process, must only ever reload.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     // Its errors say which address failed, or why it refused to start.
     let running = herald::server::start(config)?;
     info!(
@@ -43,23 +45,32 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "herald listening"
     );
     let handle = running.handle().clone();
+    let reloader = running.reloader().clone();
     std::thread::Builder::new()
         .name("herald-signals".into())
         .spawn(move || {
-            let mut signals = signals.forever();
-            if let Some(sig) = signals.next() {
-                info!(
-                    signal = sig,
-                    "signal received; shutting down (again to exit at once)"
-                );
-                let _ = handle.send(herald::command::Command::Shutdown);
-            }
-            if let Some(sig) = signals.next() {
-                error!(
-                    signal = sig,
-                    "second signal: exiting without waiting for clients"
-                );
-                std::process::exit(130);
+            let mut stops = 0;
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    info!(signal = sig, "SIGHUP received; reloading");
+                    // Each part logs what it reloaded, or why it kept what it had.
+                    let _ = reloader.reload();
+                    continue;
+                }
+                stops += 1;
+                if stops == 1 {
+                    info!(
+                        signal = sig,
+                        "signal received; shutting down (again to exit at once)"
+                    );
+                    let _ = handle.send(herald::command::Command::Shutdown);
+                } else {
+                    error!(
+                        signal = sig,
+                        "second signal: exiting without waiting for clients"
+                    );
+                    std::process::exit(130);
+                }
             }
         })?;
     running.join()?;

@@ -5,9 +5,11 @@
 //! - [`event_loop`]: one worker's thin loop: poll, accept, read into the state, write what the
 //!   state queued, hand connections between workers, sleep until the next deadline.
 //! - `file_limit`: the process's open-file limit, which `start` warns about when it is low.
+//! - [`reload`]: what herald reads again while it runs (SIGHUP): today the JWT keys.
 
 pub mod event_loop;
 mod file_limit;
+pub mod reload;
 
 use std::io;
 use std::mem;
@@ -30,6 +32,7 @@ use crate::router::parked::Parked;
 use crate::router::{Router, WorkerLink};
 use event_loop::{EventLoop, WorkerShared, WAKER};
 use file_limit::open_file_limit;
+pub use reload::{ReloadError, Reloader};
 
 /// A running gateway: its bound addresses and the router that commands its workers.
 pub struct Running {
@@ -38,6 +41,7 @@ pub struct Running {
     handle: Router,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state_dir: Option<std::path::PathBuf>,
+    reloader: Reloader,
 }
 
 /// Binds the public and control listeners, then runs the workers and the control API on
@@ -56,7 +60,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         .map_err(|e| cannot_listen(e, "control API", config.control))?;
     let control_addr = control_listener.local_addr()?;
     // Read once here, not per worker: every worker holds a clone of this one verifier, whose
-    // keys are shared by all of them.
+    // keys a reload replaces for all of them.
     let jwt = config
         .jwt_keys()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -167,6 +171,7 @@ pub fn start(config: Config) -> io::Result<Running> {
         handle: router,
         threads,
         state_dir: config.state_dir.clone(),
+        reloader: Reloader::new(jwt),
     })
 }
 
@@ -341,6 +346,12 @@ impl Running {
     /// The router that commands the workers.
     pub fn handle(&self) -> &Router {
         &self.handle
+    }
+
+    /// What reads the reloadable parts of the configuration again; the binary calls it on
+    /// SIGHUP. Clones reload the same running gateway.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
     }
 
     /// Begins a graceful shutdown: no new connections, close 1001 to every client.
