@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::auth::{self, ApiKeys, Verifier, MIN_SECRET_LEN};
+use crate::auth::{self, ApiKeys, Verifier};
 use crate::http::{OriginError, Origins};
+use crate::jwt_keys::{JwtKeys, KeyError, KeyPath, KeySources};
 use crate::limits::{self, LimitSettings, Limits};
 use crate::proxy::{self, ForwardHeader, RealIp, TrustedProxies, TrustedProxyError};
 use crate::ws::decoder::DEFAULT_MAX_FRAGMENTS;
@@ -373,20 +374,38 @@ pub struct Config {
     pub control_max_inflight_bytes: usize,
 
     /// Shared secret of HS256 JWTs, at least 32 bytes (RFC 7518 §3.2). Clients then present a
-    /// token whose `sub` is their user id. Exclusive with --jwt-public-key; with neither,
-    /// clients are not authenticated.
+    /// token whose `sub` is their user id. Exclusive with --jwt-public-key and --jwt-jwks; with
+    /// none of them, clients are not authenticated.
     #[arg(
         long,
         env = "HERALD_JWT_SECRET",
         hide_env_values = true,
-        conflicts_with = "jwt_public_key"
+        conflicts_with_all = ["jwt_public_key", "jwt_jwks"]
     )]
     pub jwt_secret: Option<String>,
 
-    /// PEM public key file of RS256 (RSA) or ES256 (P-256) JWTs; the algorithm follows from the
-    /// key, and no other is accepted. Exclusive with --jwt-secret.
-    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "PATH")]
-    pub jwt_public_key: Option<PathBuf>,
+    /// PEM public key file of RS256 (RSA, 2048 to 8192 bits) or ES256 (P-256) JWTs, as `PATH`
+    /// or `KID=PATH`; repeat the flag (commas in HERALD_JWT_PUBLIC_KEY) for several keys, as
+    /// during a key rotation. A key's algorithm follows from its type, and no other is
+    /// accepted. A token whose `kid` names a key is verified with that key alone; the others are
+    /// tried against the keys of their algorithm given without a KID (at most 4 per
+    /// algorithm). Read again on SIGHUP. Exclusive with --jwt-secret.
+    #[arg(
+        long,
+        env = "HERALD_JWT_PUBLIC_KEY",
+        value_name = "[KID=]PATH",
+        value_delimiter = ',',
+        value_parser = key_path
+    )]
+    pub jwt_public_key: Vec<KeyPath>,
+
+    /// Local JWKS file (RFC 7517 `{"keys":[...]}`) of RS256 and ES256 public keys, alone or
+    /// beside --jwt-public-key: RSA keys (`n`, `e`) and EC P-256 keys (`x`, `y`), each named by
+    /// its `kid`. Keys for another `use` than `sig`, of another type, curve or `alg`, are
+    /// skipped with a warning; a file with no key herald can use is refused. Read again on
+    /// SIGHUP. Exclusive with --jwt-secret.
+    #[arg(long, env = "HERALD_JWT_JWKS", value_name = "FILE")]
+    pub jwt_jwks: Option<PathBuf>,
 
     /// When set, a JWT's `iss` must equal it.
     #[arg(long, env = "HERALD_JWT_ISSUER")]
@@ -511,6 +530,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// A timer that must be above zero: a ping interval of 0 would ping without pause, a timeout of
 /// 0 would close every connection at once.
+/// `PATH` or `KID=PATH`, see [`KeyPath::parse`].
+fn key_path(s: &str) -> Result<KeyPath, String> {
+    KeyPath::parse(s)
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         Duration::ZERO => Err("must be above zero (e.g. 500ms, 10s)".to_owned()),
@@ -646,7 +670,8 @@ impl Config {
         // `parse_from` reads `HERALD_*` variables: a secret in the environment of a test run
         // must not turn auth on behind the tests' back.
         c.jwt_secret = None;
-        c.jwt_public_key = None;
+        c.jwt_public_key = Vec::new();
+        c.jwt_jwks = None;
         c.jwt_issuer = None;
         c.jwt_audience = None;
         c.api_key = Vec::new();
@@ -691,38 +716,43 @@ impl Config {
         }
     }
 
-    /// The JWT verifier the configuration asks for: `None` when neither --jwt-secret nor
-    /// --jwt-public-key is given. Reads the public key file, so call it once, at startup.
+    /// Where the JWT verification keys come from: --jwt-secret, or --jwt-public-key and
+    /// --jwt-jwks. Empty when JWT auth is off.
+    pub fn key_sources(&self) -> KeySources {
+        KeySources {
+            secret: self.jwt_secret.clone(),
+            public_keys: self.jwt_public_key.clone(),
+            jwks: self.jwt_jwks.clone(),
+        }
+    }
+
+    /// The JWT verifier the configuration asks for, with its issuer, audience and leeway, and
+    /// where its keys come from: `None` when no key is configured. Reads the key files: call it
+    /// once, at startup, and [`JwtKeys::reload`] after.
+    pub fn jwt_keys(&self) -> Result<Option<JwtKeys>, KeyError> {
+        let sources = self.key_sources();
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        JwtKeys::load(sources, |verifier| {
+            let mut verifier = verifier.with_leeway(self.jwt_leeway);
+            if let Some(iss) = &self.jwt_issuer {
+                verifier = verifier.with_issuer(iss.as_str());
+            }
+            if let Some(aud) = &self.jwt_audience {
+                verifier = verifier.with_audience(aud.as_str());
+            }
+            verifier
+        })
+        .map(Some)
+    }
+
+    /// [`Config::jwt_keys`]'s verifier alone, and its fault without the file it is in.
     pub fn verifier(&self) -> Result<Option<Verifier>, auth::ConfigError> {
-        let verifier = match (&self.jwt_secret, &self.jwt_public_key) {
-            (None, None) => return Ok(None),
-            (Some(_), Some(_)) => return Err(auth::ConfigError::SecretAndPublicKey),
-            (Some(secret), None) => {
-                if secret.len() < MIN_SECRET_LEN {
-                    return Err(auth::ConfigError::SecretTooShort {
-                        len: secret.len(),
-                        min: MIN_SECRET_LEN,
-                    });
-                }
-                Verifier::from_secret(secret.as_bytes())
-            }
-            (None, Some(path)) => {
-                let pem =
-                    std::fs::read(path).map_err(|error| auth::ConfigError::ReadPublicKey {
-                        path: path.clone(),
-                        error,
-                    })?;
-                Verifier::from_public_key_pem(&pem)?
-            }
-        };
-        let mut verifier = verifier.with_leeway(self.jwt_leeway);
-        if let Some(iss) = &self.jwt_issuer {
-            verifier = verifier.with_issuer(iss.as_str());
+        match self.jwt_keys() {
+            Ok(keys) => Ok(keys.map(|k| k.verifier().clone())),
+            Err(e) => Err(e.error),
         }
-        if let Some(aud) = &self.jwt_audience {
-            verifier = verifier.with_audience(aud.as_str());
-        }
-        Ok(Some(verifier))
     }
 
     /// The public listener's TLS files, when --tls-cert and --tls-key are given.
@@ -878,10 +908,68 @@ mod tests {
     }
 
     #[test]
+    fn public_keys_repeat_and_split_at_commas() {
+        let c = Config::try_parse_from([
+            "herald",
+            "--jwt-public-key",
+            "a=one.pem",
+            "--jwt-public-key",
+            "two.pem,b=keys/three.pem",
+            "--jwt-jwks",
+            "jwks.json",
+        ])
+        .unwrap();
+        let key = |kid: Option<&str>, path: &str| KeyPath {
+            kid: kid.map(str::to_owned),
+            path: path.into(),
+        };
+        assert_eq!(
+            c.jwt_public_key,
+            [
+                key(Some("a"), "one.pem"),
+                key(None, "two.pem"),
+                key(Some("b"), "keys/three.pem")
+            ]
+        );
+        assert_eq!(
+            c.jwt_jwks.as_deref(),
+            Some(std::path::Path::new("jwks.json"))
+        );
+        assert!(Config::try_parse_from(["herald", "--jwt-public-key", "=one.pem"]).is_err());
+        assert!(
+            Config::try_parse_from(["herald", "--jwt-secret", SECRET, "--jwt-jwks", "j.json"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn keys_of_several_files_load_in_order() {
+        let mut c = Config::for_tests();
+        c.jwt_public_key = vec![
+            KeyPath::parse(&format!("ec={}", fixture("jwt_es256_public.pem").display())).unwrap(),
+            fixture("jwt_rs256_public.pem").into(),
+        ];
+        let keys = c.jwt_keys().unwrap().unwrap();
+        let loaded = keys.verifier().keys();
+        let summary: Vec<_> = loaded
+            .keys()
+            .iter()
+            .map(|k| (k.algorithm(), k.kid()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (jsonwebtoken::Algorithm::ES256, Some("ec")),
+                (jsonwebtoken::Algorithm::RS256, None)
+            ]
+        );
+    }
+
+    #[test]
     fn secret_and_public_key_refused() {
         let mut c = Config::for_tests();
         c.jwt_secret = Some(SECRET.to_owned());
-        c.jwt_public_key = Some(fixture("jwt_rs256_public.pem"));
+        c.jwt_public_key = vec![fixture("jwt_rs256_public.pem").into()];
         assert!(matches!(
             c.verifier(),
             Err(auth::ConfigError::SecretAndPublicKey)
@@ -905,7 +993,7 @@ mod tests {
             ("jwt_es256_public.pem", jsonwebtoken::Algorithm::ES256),
         ] {
             let mut c = Config::for_tests();
-            c.jwt_public_key = Some(fixture(file));
+            c.jwt_public_key = vec![fixture(file).into()];
             assert_eq!(c.verifier().unwrap().unwrap().algorithm(), alg, "{file}");
         }
     }
@@ -913,12 +1001,12 @@ mod tests {
     #[test]
     fn unreadable_or_invalid_public_key_refused() {
         let mut c = Config::for_tests();
-        c.jwt_public_key = Some(fixture("no-such-key.pem"));
+        c.jwt_public_key = vec![fixture("no-such-key.pem").into()];
         assert!(matches!(
             c.verifier(),
             Err(auth::ConfigError::ReadPublicKey { .. })
         ));
-        c.jwt_public_key = Some(fixture("README.md"));
+        c.jwt_public_key = vec![fixture("README.md").into()];
         assert!(matches!(c.verifier(), Err(auth::ConfigError::InvalidPem)));
     }
 

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey};
 
 use crate::auth::{self, Verifier};
 use crate::command::{Command, LoopGone, PushReply, Target, UserInfo};
@@ -350,8 +349,8 @@ fn signed_token(data: &[u8]) -> Option<String> {
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let key = EncodingKey::from_secret(TOKEN_SECRET);
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).ok()?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, TOKEN_SECRET);
+    let signature = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, message.as_bytes()));
     Some(format!("{message}.{signature}"))
 }
 

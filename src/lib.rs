@@ -17,8 +17,11 @@
 //!   envelope). No I/O.
 //! - [`proxy`]: the client's real address behind proxies: trusted proxies, the
 //!   `X-Forwarded-For`/`Forwarded` walk, the PROXY protocol v1 and v2 decoder. No I/O.
-//! - [`auth`]: JWT verification, token extraction (header, query, Socket.IO auth) and the
-//!   control API key check. No I/O, no clock: the caller passes the time in.
+//! - [`auth`]: JWT verification (keys chosen by `kid`, JWK Sets), token extraction (header,
+//!   query, Socket.IO auth) and the control API key check. No I/O, no clock: the caller passes
+//!   the time in.
+//! - [`jwt_keys`]: the JWT keys' files (`--jwt-public-key`, `--jwt-jwks`), read at start and
+//!   again on a reload.
 //! - [`core`]: the sans-IO core of a worker: connections and sessions as state machines, HTTP
 //!   routing, both protocols' client commands (once), rooms' fan-out, every timer. No socket,
 //!   no clock: bytes and `now` in, bytes to write and the next deadline out.
@@ -35,7 +38,8 @@
 //!   only to the nodes holding their users, presence, the Socket.IO emitter's messages; its Redis
 //!   I/O on threads of its own, meeting the workers through the router.
 //! - [`server`]: the runtime: one thin mio loop per core around that core's state; it owns the
-//!   sockets and only polls, reads, writes and wakes.
+//!   sockets and only polls, reads, writes and wakes. Its `reload` reads the reloadable parts
+//!   of the configuration again (SIGHUP).
 //! - [`limits`]: token buckets, per-user push limits and per-address connection caps, as plain
 //!   counters. No I/O.
 //! - [`metrics`]: the workers' counters and their Prometheus rendering.
@@ -55,6 +59,7 @@ pub mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod jwt_keys;
 pub mod limits;
 pub mod log_limit;
 pub mod metrics;

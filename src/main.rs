@@ -1,4 +1,5 @@
-//! The `herald` binary: flags, logging, signals. Everything else lives in the library.
+//! The `herald` binary: flags, logging, signals (SIGINT and SIGTERM shut down gracefully, a
+//! second one at once; SIGHUP reloads). Everything else lives in the library.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -33,8 +34,8 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    // Before anything is announced: a signal from then on must reach the graceful path (and
-    // SIGHUP, whose default is to end the process, must reach the reload).
+    // Before anything is announced: a signal from then on must reach the graceful path, and
+    // SIGHUP, whose default action ends the process, must only ever reload.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     // Its errors say which address failed, or why it refused to start.
     let running = herald::server::start(config)?;
@@ -44,15 +45,16 @@ fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "herald listening"
     );
     let handle = running.handle().clone();
-    let reloader = running.reloader();
+    let reloader = running.reloader().clone();
     std::thread::Builder::new()
         .name("herald-signals".into())
         .spawn(move || {
             let mut stops = 0;
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    info!("SIGHUP: reloading");
-                    reloader.reload();
+                    info!(signal = sig, "SIGHUP received; reloading");
+                    // Each part logs what it reloaded, or why it kept what it had.
+                    let _ = reloader.reload();
                     continue;
                 }
                 stops += 1;

@@ -1,13 +1,17 @@
 //! JWT authentication of clients over real sockets: the raw `/ws` endpoint (a token at the
 //! handshake, or an `auth` event after it), Socket.IO's CONNECT auth payload, who may subscribe
-//! to whom, expiry and refresh, the three algorithms, and auth switched off.
+//! to whom, expiry and refresh, the three algorithms, auth switched off, and key rotation:
+//! several keys told apart by `kid`, a JWKS file, and SIGHUP reading the keys again.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
+use herald::jwt_keys::KeyPath;
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -328,7 +332,7 @@ fn rs256_and_es256_with_a_public_key() {
             &rsa,
         ),
     ] {
-        let srv = start_server_with(|c| c.jwt_public_key = Some(fixture(public)));
+        let srv = start_server_with(|c| c.jwt_public_key = vec![fixture(public).into()]);
         let claims = json!({"sub": "alice", "exp": unix_now() + 60});
         let good = sign_with(alg, key, claims.clone());
         let mut ws =
@@ -356,7 +360,8 @@ fn rs256_and_es256_with_a_public_key() {
 fn hs256_signed_with_the_rsa_public_key_is_refused() {
     // The classic algorithm confusion: the RSA public key is public, so a forger uses its PEM
     // bytes as an HMAC secret and hopes the server lets the token's `alg` choose HS256.
-    let srv = start_server_with(|c| c.jwt_public_key = Some(fixture("jwt_rs256_public.pem")));
+    let srv =
+        start_server_with(|c| c.jwt_public_key = vec![fixture("jwt_rs256_public.pem").into()]);
     let forged = sign_with(
         Algorithm::HS256,
         &EncodingKey::from_secret(RSA_PUBLIC),
@@ -742,4 +747,351 @@ fn socketio_polling_expiry_is_told_before_the_close_packet() {
         ]
     );
     assert_eq!(metric(&srv, "herald_tokens_expired_total"), 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key rotation: several public keys told apart by `kid`, a JWKS file, and SIGHUP reading them
+// again while clients stay connected.
+
+/// A directory of its own for one test's key files, emptied first.
+fn key_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-jwt-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn openssl(args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (Debian's openssl package; .ci/test installs it)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A key pair: the private half signs tokens, the public half is what herald is given.
+struct KeyPair {
+    alg: Algorithm,
+    signing: EncodingKey,
+    public_pem: PathBuf,
+}
+
+impl KeyPair {
+    /// A fresh pair made by `openssl` in `dir`, its files named after `name`.
+    fn generate(dir: &Path, name: &str, alg: Algorithm) -> KeyPair {
+        let private = dir.join(format!("{name}.key"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        let (private_s, public_s) = (private.to_str().unwrap(), public.to_str().unwrap());
+        let params = match alg {
+            Algorithm::RS256 => ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            _ => ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        };
+        openssl(&[&["genpkey"], &params[..], &["-out", private_s]].concat());
+        openssl(&["pkey", "-in", private_s, "-pubout", "-out", public_s]);
+        let pem = std::fs::read(&private).unwrap();
+        let signing = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            _ => EncodingKey::from_ec_pem(&pem),
+        }
+        .unwrap();
+        KeyPair {
+            alg,
+            signing,
+            public_pem: public,
+        }
+    }
+
+    /// The RSA pair of the fixtures.
+    fn fixture_rsa() -> KeyPair {
+        KeyPair {
+            alg: Algorithm::RS256,
+            signing: EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+            public_pem: fixture("jwt_rs256_public.pem"),
+        }
+    }
+
+    /// The EC pair of the fixtures.
+    fn fixture_ec() -> KeyPair {
+        KeyPair {
+            alg: Algorithm::ES256,
+            signing: EncodingKey::from_ec_pem(EC_PRIVATE).unwrap(),
+            public_pem: fixture("jwt_es256_public.pem"),
+        }
+    }
+
+    /// A token for `sub`, valid for a minute, whose header names `kid` when given.
+    fn token(&self, sub: &str, kid: Option<&str>) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = kid.map(str::to_owned);
+        let claims = json!({"sub": sub, "exp": unix_now() + 60});
+        encode(&header, &claims, &self.signing).unwrap()
+    }
+
+    /// The public key as a JWK (RFC 7517) named `kid`.
+    fn jwk(&self, kid: &str) -> Value {
+        let mut jwk = Jwk::from_encoding_key(&self.signing, self.alg).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        serde_json::to_value(jwk).unwrap()
+    }
+
+    /// `--jwt-public-key KID=PATH` for this pair's public key.
+    fn key_path(&self, kid: &str) -> KeyPath {
+        KeyPath {
+            kid: Some(kid.to_owned()),
+            path: self.public_pem.clone(),
+        }
+    }
+}
+
+fn write_jwks(path: &Path, keys: &[Value]) {
+    std::fs::write(path, json!({ "keys": keys }).to_string()).unwrap();
+}
+
+/// `token` opens a `/ws` connection as `user`: the connection, subscribed to `user`.
+fn accepted(addr: SocketAddr, token: &str, user: &str) -> Client {
+    let mut ws = connect_path(addr, &format!("/ws?token={token}"));
+    subscribe(&mut ws, user);
+    ws
+}
+
+/// `token` is refused at the handshake, as any token that does not verify is.
+fn assert_refused(addr: SocketAddr, token: &str, what: &str) {
+    let (status, _, body) = refused_upgrade(addr, &format!("/ws?token={token}"), "");
+    assert_eq!(
+        (status, body),
+        (401, json!({"error": "unauthorized"})),
+        "{what}"
+    );
+}
+
+#[test]
+fn tokens_of_two_keys_are_told_apart_by_kid() {
+    let dir = key_dir("two-kids");
+    let (a, b) = (
+        KeyPair::fixture_rsa(),
+        KeyPair::generate(&dir, "b", Algorithm::RS256),
+    );
+    let srv = start_server_with(|c| c.jwt_public_key = vec![a.key_path("a"), b.key_path("b")]);
+    let addr = srv.public_addr;
+    let mut by_a = accepted(addr, &a.token("alice", Some("a")), "alice");
+    let mut by_b = accepted(addr, &b.token("bob", Some("b")), "bob");
+    push_and_receive(&srv, &mut by_a, "alice", "signed by a");
+    push_and_receive(&srv, &mut by_b, "bob", "signed by b");
+
+    assert_refused(addr, &a.token("alice", Some("b")), "a's token naming b");
+    assert_refused(addr, &a.token("alice", Some("c")), "an unknown kid");
+    // Both keys have a kid: a token must name one.
+    assert_refused(addr, &a.token("alice", None), "no kid");
+    // Nor does an unknown kid pass as an `auth` event after the handshake.
+    let mut c = raw_anonymous(addr);
+    raw_send(&mut c, "auth", &b.token("bob", Some("zz")));
+    assert_eq!(c.recv_json(), error_event("unauthorized"));
+    assert_eq!(c.expect_close_next(), 4001);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_key_without_a_kid_takes_tokens_whatever_their_kid() {
+    // How a single --jwt-public-key always behaved, kept beside a named key.
+    let dir = key_dir("no-kid");
+    let (a, b) = (
+        KeyPair::fixture_rsa(),
+        KeyPair::generate(&dir, "b", Algorithm::RS256),
+    );
+    let srv = start_server_with(|c| {
+        c.jwt_public_key = vec![a.public_pem.clone().into(), b.key_path("b")]
+    });
+    let addr = srv.public_addr;
+    accepted(addr, &a.token("alice", None), "alice");
+    accepted(addr, &a.token("alice", Some("from-the-idp")), "alice");
+    accepted(addr, &b.token("bob", Some("b")), "bob");
+    assert_refused(addr, &b.token("bob", None), "b's token without its kid");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_jwks_file_gives_rs256_and_es256_keys() {
+    let dir = key_dir("jwks");
+    let (rsa, ec) = (KeyPair::fixture_rsa(), KeyPair::fixture_ec());
+    let jwks = dir.join("jwks.json");
+    let mut for_encryption = ec.jwk("enc");
+    for_encryption["use"] = json!("enc");
+    write_jwks(&jwks, &[rsa.jwk("rsa-1"), ec.jwk("ec-1"), for_encryption]);
+    let srv = start_server_with(|c| c.jwt_jwks = Some(jwks.clone()));
+    let addr = srv.public_addr;
+    let mut ws = accepted(addr, &rsa.token("alice", Some("rsa-1")), "alice");
+    accepted(addr, &ec.token("alice", Some("ec-1")), "alice");
+    push_and_receive(&srv, &mut ws, "alice", "from a JWKS key");
+    assert_refused(
+        addr,
+        &ec.token("alice", Some("enc")),
+        "a key for encryption",
+    );
+    assert_refused(
+        addr,
+        &rsa.token("alice", Some("ec-1")),
+        "RS256 naming the EC key",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_reload_rereads_the_key_files_and_keeps_the_keys_when_one_is_broken() {
+    let dir = key_dir("reload");
+    let (a, b) = (
+        KeyPair::generate(&dir, "a", Algorithm::RS256),
+        KeyPair::generate(&dir, "b", Algorithm::ES256),
+    );
+    let current = dir.join("current.pem");
+    std::fs::copy(&a.public_pem, &current).unwrap();
+    let srv = start_server_with(|c| c.jwt_public_key = vec![current.clone().into()]);
+    let addr = srv.public_addr;
+    let mut ws = accepted(addr, &a.token("alice", None), "alice");
+
+    std::fs::write(&current, "not a key").unwrap();
+    assert!(srv.reloader().reload().is_err());
+    accepted(addr, &a.token("alice", None), "alice");
+
+    std::fs::copy(&b.public_pem, &current).unwrap();
+    srv.reloader().reload().unwrap();
+    accepted(addr, &b.token("alice", None), "alice");
+    assert_refused(addr, &a.token("alice", None), "the replaced key");
+    // Verified once at its handshake, the first connection is not asked again.
+    push_and_receive(&srv, &mut ws, "alice", "after the reload");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends `signal` to the spawned herald.
+fn kill(herald: &Herald, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &herald.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for a log line containing `what`, and returns it.
+fn log_line(log: &Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {what:?}: {e}"),
+        }
+    }
+}
+
+/// Pushes to `user` through a spawned herald's control API; how many sockets took it.
+fn push_at(herald: &Herald, user: &str, message: &str) -> u64 {
+    let body = json!({"type": "TEST", "message": message}).to_string();
+    let path = format!("/v1/users/{user}/notifications");
+    let (status, _, body) = http(herald.control_addr, "POST", &path, Some(&body));
+    assert_eq!(status, 202, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["sockets"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn sighup_reads_the_jwks_again_and_open_connections_stay() {
+    let dir = key_dir("sighup");
+    let (old, new) = (
+        KeyPair::fixture_rsa(),
+        KeyPair::generate(&dir, "new", Algorithm::RS256),
+    );
+    let jwks = dir.join("jwks.json");
+    write_jwks(&jwks, &[old.jwk("2024")]);
+    let (mut herald, log) = spawn_herald_logged(&["--jwt-jwks", jwks.to_str().unwrap()]);
+    let addr = herald.public_addr;
+    let mut ws = accepted(addr, &old.token("alice", Some("2024")), "alice");
+    assert_refused(
+        addr,
+        &new.token("alice", Some("2025")),
+        "the new key, before",
+    );
+
+    // The identity provider rotates: the new key in, the old one out.
+    write_jwks(&jwks, &[new.jwk("2025")]);
+    kill(&herald, "-HUP");
+    let line = log_line(&log, "JWT keys reloaded");
+    assert!(line.contains("2025"), "{line}");
+
+    let mut fresh = accepted(addr, &new.token("alice", Some("2025")), "alice");
+    assert_refused(addr, &old.token("alice", Some("2024")), "the removed key");
+    // The connection made with the old key is still open and receives beside the new one.
+    assert_eq!(push_at(&herald, "alice", "still here"), 2);
+    for ws in [&mut ws, &mut fresh] {
+        let m = recv_json(ws);
+        assert_eq!(m["data"]["message"], "still here", "{m}");
+    }
+    assert!(
+        herald.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped herald"
+    );
+    herald.terminate();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_broken_jwks_at_sighup_leaves_the_old_keys_in_force() {
+    let dir = key_dir("sighup-broken");
+    let key = KeyPair::fixture_ec();
+    let jwks = dir.join("jwks.json");
+    write_jwks(&jwks, &[key.jwk("ec")]);
+    let (mut herald, log) = spawn_herald_logged(&["--jwt-jwks", jwks.to_str().unwrap()]);
+    let addr = herald.public_addr;
+    accepted(addr, &key.token("alice", Some("ec")), "alice");
+
+    std::fs::write(&jwks, r#"{"keys": [{"kty": "EC", "crv": "P-256""#).unwrap();
+    kill(&herald, "-HUP");
+    let line = log_line(&log, "JWT keys not reloaded");
+    assert!(line.contains("jwks.json"), "the file is named: {line}");
+    accepted(addr, &key.token("alice", Some("ec")), "alice");
+
+    // A set with no usable key is refused too.
+    let mut for_encryption = key.jwk("ec");
+    for_encryption["use"] = json!("enc");
+    write_jwks(&jwks, &[for_encryption]);
+    kill(&herald, "-HUP");
+    log_line(&log, "JWT keys not reloaded");
+    accepted(addr, &key.token("alice", Some("ec")), "alice");
+    assert!(
+        herald.child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped herald"
+    );
+    herald.terminate();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_public_key_variable_takes_a_comma_separated_list() {
+    use std::io::BufRead;
+
+    let keys = format!(
+        "rsa={},ec={}",
+        fixture("jwt_rs256_public.pem").display(),
+        fixture("jwt_es256_public.pem").display()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+        .env("HERALD_JWT_PUBLIC_KEY", keys)
+        .env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_JWT_JWKS")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("herald starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let line = stderr
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("JWT auth on"))
+        .expect("the line saying which keys are in force");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains(r#"kids=["rsa", "ec"]"#), "{line}");
 }

@@ -274,7 +274,7 @@ fn a_reloaded_certificate_is_served_to_new_handshakes_and_open_connections_stay(
 
     std::fs::copy(fixture("server2.pem"), dir.join("cert.pem")).unwrap();
     std::fs::copy(fixture("server2.key"), dir.join("key.pem")).unwrap();
-    srv.reloader().reload();
+    srv.reloader().reload().expect("the second pair loads");
 
     let mut after = wss(srv.public_addr);
     assert_eq!(after.get_ref().conn.peer_certificates().unwrap()[0], second);
@@ -285,7 +285,14 @@ fn a_reloaded_certificate_is_served_to_new_handshakes_and_open_connections_stay(
 
     // A key that is not the certificate's is refused at reload, and the last good pair stays.
     std::fs::copy(fixture("server.pem"), dir.join("cert.pem")).unwrap();
-    srv.reloader().reload();
+    let failed = srv
+        .reloader()
+        .reload()
+        .expect_err("a mismatched pair is refused");
+    assert!(
+        matches!(failed[..], [herald::server::ReloadError::Tls(_)]),
+        "{failed:?}"
+    );
     let still = tls_connect(srv.public_addr);
     assert_eq!(still.conn.peer_certificates().unwrap()[0], second);
 }
@@ -368,7 +375,7 @@ fn the_control_api_speaks_tls_with_its_own_certificate() {
     // A reload swaps the control API's certificate too.
     std::fs::copy(fixture("server2.pem"), dir.join("cert.pem")).unwrap();
     std::fs::copy(fixture("server2.key"), dir.join("key.pem")).unwrap();
-    srv.reloader().reload();
+    srv.reloader().reload().expect("the second pair loads");
     let tls = tls_connect(srv.control_addr);
     let second = CertificateDer::from_pem_file(fixture("server2.pem")).unwrap();
     assert_eq!(tls.conn.peer_certificates().unwrap()[0], second);

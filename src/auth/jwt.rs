@@ -1,15 +1,19 @@
-//! JWT verification: one configured algorithm and key, a clock value passed in.
+//! JWT verification: the keys in force (a secret, or public keys chosen by `kid`), claims
+//! checked against a clock value passed in.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rsa::pkcs1::DecodeRsaPublicKey;
+pub use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+use serde_json::Value;
 
+use super::jwks::Skipped;
+use super::keys::{Key, KeySet};
 use crate::rooms::validate_user_id;
 
 /// Longest token [`Verifier::verify`] looks at, in bytes. Real tokens are a few hundred bytes;
@@ -38,11 +42,18 @@ pub enum AuthError {
     Missing,
     /// The token is longer than [`MAX_TOKEN_LEN`]; it was not parsed.
     TooLong { len: usize, max: usize },
-    /// Not three base64url parts, undecodable JSON, or a claim of the wrong type.
+    /// Not three base64url parts, undecodable JSON, a claim of the wrong type, or a header
+    /// listing extensions in `crit`.
     Malformed,
-    /// The header's `alg` is not the one configured (including `none`).
+    /// The header's `alg` is not one any key in force verifies (including `none`), or not the
+    /// one of the key its `kid` names.
     WrongAlgorithm,
-    /// The signature does not verify with the configured key.
+    /// The header's `kid` names no key in force, and no key of its algorithm was given without
+    /// a kid.
+    UnknownKid,
+    /// The header has no `kid`, and every key of its algorithm has one.
+    KidRequired,
+    /// The signature does not verify with the key (or keys) the header selects.
     BadSignature,
     /// `exp` (plus leeway) is at or before now. A token without `exp` is
     /// [`AuthError::Malformed`]: herald accepts no token that lives forever.
@@ -74,20 +85,6 @@ impl AuthError {
     pub fn is_expired(&self) -> bool {
         matches!(self, AuthError::Expired)
     }
-
-    fn from_jwt(e: &jsonwebtoken::errors::Error) -> AuthError {
-        match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                AuthError::WrongAlgorithm
-            }
-            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-            ErrorKind::InvalidAudience => AuthError::WrongAudience,
-            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
-            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
-            _ => AuthError::Malformed,
-        }
-    }
 }
 
 impl fmt::Display for AuthError {
@@ -99,6 +96,10 @@ impl fmt::Display for AuthError {
             }
             AuthError::Malformed => f.write_str("malformed token"),
             AuthError::WrongAlgorithm => f.write_str("token signed with another algorithm"),
+            AuthError::UnknownKid => f.write_str("token kid names no key in force"),
+            AuthError::KidRequired => {
+                f.write_str("token has no kid, and every key of its algorithm has one")
+            }
             AuthError::BadSignature => f.write_str("token signature does not verify"),
             AuthError::Expired => f.write_str("token expired"),
             AuthError::NotYetValid => f.write_str("token not valid yet (nbf)"),
@@ -114,30 +115,60 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
-/// Why a [`Verifier`] could not be built from the configuration.
+/// Why verification keys could not be put in force: at startup, the configuration is refused;
+/// on a reload, the keys in force stay.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// Both a shared secret and a public key were given; herald verifies with one.
+    /// Both a shared secret and a public key were given; herald verifies with one or the other.
     SecretAndPublicKey,
     /// The HS256 secret is shorter than [`MIN_SECRET_LEN`].
     SecretTooShort { len: usize, min: usize },
-    /// The public key file could not be read.
+    /// A public key file could not be read.
     ReadPublicKey {
-        path: std::path::PathBuf,
+        path: PathBuf,
         error: std::io::Error,
     },
     /// Not a PEM RSA or EC public key.
     InvalidPem,
     /// An EC key on a curve other than P-256 (ES256 is the only EC algorithm accepted).
     UnsupportedCurve,
+    /// An RSA modulus outside the 2048 to 8192 bits RS256 keys may have here.
+    RsaKeySize { bits: usize },
+    /// An RSA key no signature could verify under: an even modulus, or a public exponent that
+    /// is even, below 3 or above 2^33 - 1.
+    InvalidRsaKey,
+    /// An EC public key that is not an uncompressed point on P-256.
+    InvalidEcPoint,
+    /// The JWKS file could not be read.
+    ReadJwks {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The JWKS file is not JSON, or not an object with a `keys` array.
+    InvalidJwks { why: String },
+    /// A key of the JWKS (its place in `keys`, from 0) is of a type herald uses but broken.
+    InvalidJwk {
+        index: usize,
+        kid: Option<String>,
+        why: String,
+    },
+    /// The JWKS holds no key herald can use; why each was passed over.
+    NoUsableJwk { skipped: Vec<Skipped> },
+    /// Two keys of one algorithm have the same kid: a token naming it would not say which.
+    DuplicateKid { kid: String, algorithm: Algorithm },
+    /// More keys without a kid for one algorithm than a token is tried against.
+    TooManyKeysWithoutKid { algorithm: Algorithm, max: usize },
+    /// No key at all.
+    NoKey,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::SecretAndPublicKey => {
-                f.write_str("--jwt-secret and --jwt-public-key are exclusive: give one")
-            }
+            ConfigError::SecretAndPublicKey => f.write_str(
+                "--jwt-secret is exclusive with --jwt-public-key and --jwt-jwks: give a secret or \
+                 public keys",
+            ),
             ConfigError::SecretTooShort { len, min } => write!(
                 f,
                 "--jwt-secret is {len} bytes; HS256 needs at least {min} (RFC 7518 §3.2)"
@@ -149,12 +180,50 @@ impl fmt::Display for ConfigError {
                     path.display()
                 )
             }
-            ConfigError::InvalidPem => {
-                f.write_str("--jwt-public-key is not a PEM RSA or EC (P-256) public key")
-            }
+            ConfigError::InvalidPem => f.write_str(
+                "not a PEM RSA or EC (P-256) public key (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)",
+            ),
             ConfigError::UnsupportedCurve => {
-                f.write_str("--jwt-public-key is an EC key not on P-256; only ES256 is supported")
+                f.write_str("an EC key not on P-256; only ES256 is supported")
             }
+            ConfigError::RsaKeySize { bits } => write!(
+                f,
+                "an RSA key of {bits} bits; RS256 keys must have 2048 to 8192 bits"
+            ),
+            ConfigError::InvalidRsaKey => f.write_str(
+                "not a usable RSA public key (even modulus, or exponent even, below 3 or above \
+                 2^33 - 1)",
+            ),
+            ConfigError::InvalidEcPoint => {
+                f.write_str("not an uncompressed point on P-256 (EC public key)")
+            }
+            ConfigError::ReadJwks { path, error } => {
+                write!(f, "cannot read --jwt-jwks {}: {error}", path.display())
+            }
+            ConfigError::InvalidJwks { why } => write!(f, "not a JWK Set: {why}"),
+            ConfigError::InvalidJwk { index, kid, why } => {
+                write!(f, "key {index}")?;
+                if let Some(kid) = kid {
+                    write!(f, " (kid {kid:?})")?;
+                }
+                write!(f, ": {why}")
+            }
+            ConfigError::NoUsableJwk { skipped } => {
+                f.write_str("no key herald can use")?;
+                for s in skipped {
+                    write!(f, "; key {}: {}", s.index, s.reason)?;
+                }
+                Ok(())
+            }
+            ConfigError::DuplicateKid { kid, algorithm } => {
+                write!(f, "two {algorithm:?} keys have kid {kid:?}")
+            }
+            ConfigError::TooManyKeysWithoutKid { algorithm, max } => write!(
+                f,
+                "more than {max} {algorithm:?} keys without a kid; give the others a kid \
+                 (KID=PATH, or kid in the JWKS)"
+            ),
+            ConfigError::NoKey => f.write_str("no verification key"),
         }
     }
 }
@@ -162,90 +231,70 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConfigError::ReadPublicKey { error, .. } => Some(error),
+            ConfigError::ReadPublicKey { error, .. } | ConfigError::ReadJwks { error, .. } => {
+                Some(error)
+            }
             _ => None,
         }
     }
 }
 
-/// Verifies JWTs signed with one algorithm and one key, fixed at construction.
+/// Verifies JWTs with the keys in force: one secret, or public keys (see [`KeySet`] for which
+/// key a token is checked against). A key's algorithm is fixed by its type, never read from a
+/// token: a token choosing its own algorithm is how HS256-with-the-RSA-public-key forgeries
+/// work.
 ///
-/// Build it with [`Verifier::from_secret`] or [`Verifier::from_public_key_pem`], narrow it with
-/// [`Verifier::with_issuer`], [`Verifier::with_audience`] and [`Verifier::with_leeway`], then call
-/// [`Verifier::verify`] with the current Unix time.
+/// Build it with [`Verifier::from_secret`], [`Verifier::from_public_key_pem`] or
+/// [`Verifier::from_keys`], narrow it with [`Verifier::with_issuer`], [`Verifier::with_audience`]
+/// and [`Verifier::with_leeway`], then call [`Verifier::verify`] with the current Unix time.
+///
+/// Clones share the keys: [`Verifier::replace_keys`] on one puts new keys in force for all of
+/// them, from their next verification on. Each verification reads the keys once, so it sees
+/// either the old set or the new one whole.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    /// The only algorithm accepted. Fixed by the key type, never read from a token: a token
-    /// choosing its own algorithm is how HS256-with-the-RSA-public-key forgeries work.
-    alg: Algorithm,
-    key: DecodingKey,
+    /// The keys in force. A verification takes a read lock only to clone the inner `Arc`, and a
+    /// replacement a write lock only to swap it: neither waits on a signature check.
+    keys: Arc<RwLock<Arc<KeySet>>>,
     issuer: Option<String>,
     audience: Option<String>,
     /// Seconds of clock skew forgiven on `exp` and `nbf`.
     leeway: u64,
-    /// jsonwebtoken's checks, derived from the fields above by `rebuild`. Its clock-reading
-    /// `exp`/`nbf` checks are off: this module checks them against the `now` it is given.
-    validation: Validation,
 }
 
 impl Verifier {
     /// HS256 with a shared secret. The caller should refuse secrets shorter than
     /// [`MIN_SECRET_LEN`] (configuration does); this constructor takes any.
     pub fn from_secret(secret: &[u8]) -> Verifier {
-        Verifier::new(Algorithm::HS256, DecodingKey::from_secret(secret))
+        Verifier::from_keys(KeySet::one(Key::secret(secret)))
     }
 
     /// RS256 or ES256 with a PEM public key (`BEGIN PUBLIC KEY`, or PKCS#1 `BEGIN RSA PUBLIC
     /// KEY`); the algorithm follows from the key type. EC keys must be on P-256.
     pub fn from_public_key_pem(pem: &[u8]) -> Result<Verifier, ConfigError> {
-        // jsonwebtoken would take a private key here and fail on every token; refuse it now.
-        if !matches!(pem_label(pem), Some("PUBLIC KEY" | "RSA PUBLIC KEY")) {
-            return Err(ConfigError::InvalidPem);
-        }
-        if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-            // Parsed now so that a broken key fails at startup rather than on every token.
-            let der = key
-                .try_get_as_bytes()
-                .map_err(|_| ConfigError::InvalidPem)?;
-            if rsa::RsaPublicKey::from_pkcs1_der(der).is_err() {
-                return Err(ConfigError::InvalidPem);
-            }
-            return Ok(Verifier::new(Algorithm::RS256, key));
-        }
-        let key = DecodingKey::from_ec_pem(pem).map_err(|_| ConfigError::InvalidPem)?;
-        // The backend's ES256 verifier parses the point as P-256: a P-384 (or invalid) point
-        // fails here, at startup.
-        let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
-        if (provider.verifier_factory)(&Algorithm::ES256, &key).is_err() {
-            return Err(ConfigError::UnsupportedCurve);
-        }
-        Ok(Verifier::new(Algorithm::ES256, key))
+        Ok(Verifier::from_keys(KeySet::one(Key::from_pem(pem)?)))
     }
 
-    fn new(alg: Algorithm, key: DecodingKey) -> Verifier {
-        let mut v = Verifier {
-            alg,
-            key,
+    /// With the keys of `keys`.
+    pub fn from_keys(keys: KeySet) -> Verifier {
+        Verifier {
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
             issuer: None,
             audience: None,
             leeway: 0,
-            validation: Validation::new(alg),
-        };
-        v.rebuild();
-        v
+        }
     }
 
-    /// Require `iss` to equal `issuer`. Without it, `iss` is not looked at.
+    /// Require `iss` to equal `issuer` (or, in a list, to name it). Without it, `iss` is not
+    /// looked at.
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Verifier {
         self.issuer = Some(issuer.into());
-        self.rebuild();
         self
     }
 
     /// Require `aud` to name `audience`. Without it, `aud` is not looked at.
     pub fn with_audience(mut self, audience: impl Into<String>) -> Verifier {
         self.audience = Some(audience.into());
-        self.rebuild();
         self
     }
 
@@ -256,37 +305,28 @@ impl Verifier {
         self
     }
 
-    /// The one algorithm this verifier accepts.
+    /// The algorithm of the first key in force: with one key, the one algorithm accepted.
     pub fn algorithm(&self) -> Algorithm {
-        self.alg
+        // Never empty: `KeySet` refuses to be.
+        self.keys().keys()[0].algorithm()
     }
 
-    fn rebuild(&mut self) {
-        let mut v = Validation::new(self.alg);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.leeway = 0;
-        v.required_spec_claims.clear();
-        // jsonwebtoken skips `iss`/`aud` checks when the claim is absent; making it required
-        // when configured turns an absent claim into a refusal.
-        if let Some(iss) = &self.issuer {
-            v.set_issuer(&[iss]);
-            v.required_spec_claims.insert("iss".to_owned());
-        }
-        match &self.audience {
-            Some(aud) => {
-                v.set_audience(&[aud]);
-                v.required_spec_claims.insert("aud".to_owned());
-            }
-            // Not configured: ignore `aud` rather than refuse every token that carries one.
-            None => v.validate_aud = false,
-        }
-        self.validation = v;
+    /// The keys in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        // A writer only swaps the `Arc`, which cannot panic halfway: a poisoned lock still
+        // holds a whole key set.
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts `keys` in force for this verifier and every clone of it. Verifications under way
+    /// finish with the keys they started with.
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
 
     /// Checks `token` at time `now_unix_secs` (seconds since the Unix epoch) and returns its
-    /// claims. Checks, in order: length, algorithm, signature, `iss`/`aud` when configured,
-    /// `exp` (required), `nbf` (when present), `sub`.
+    /// claims. Checks, in order: length, shape, algorithm and key (by `kid`), signature,
+    /// `iss`/`aud` when configured, `exp` (required), `nbf` (when present), `sub`.
     pub fn verify(&self, token: &str, now_unix_secs: u64) -> Result<Claims, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -297,14 +337,52 @@ impl Verifier {
                 max: MAX_TOKEN_LEN,
             });
         }
-        // Looked at before jsonwebtoken so that `alg: none` and other algorithms it does not
-        // know are named `WrongAlgorithm`, not `Malformed`.
-        if header_alg(token)? != alg_name(self.alg) {
-            return Err(AuthError::WrongAlgorithm);
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        let header = Header::decode(header_b64)?;
+        let alg = algorithm(&header.alg).ok_or(AuthError::WrongAlgorithm)?;
+        // RFC 7515 §4.1.11: "If any of the listed extension Header Parameters are not
+        // understood and supported by the recipient, then the JWS is invalid." herald supports
+        // none, and "crit" MUST NOT be an empty list.
+        if header.crit.is_some() {
+            return Err(AuthError::Malformed);
         }
-        let data = jsonwebtoken::decode::<RawClaims>(token, &self.key, &self.validation)
-            .map_err(|e| AuthError::from_jwt(&e))?;
-        let claims = data.claims;
+        let keys = self.keys();
+        let selected = keys.select(alg, header.kid.as_deref())?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| AuthError::Malformed)?;
+        // RFC 7515 §5.2: the signature is over the ASCII of `header.payload`, as sent.
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        if !selected.verify(signing_input.as_bytes(), &signature) {
+            return Err(AuthError::BadSignature);
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| AuthError::Malformed)?;
+        let claims: RawClaims =
+            serde_json::from_slice(&payload).map_err(|_| AuthError::Malformed)?;
+        self.check(claims, now_unix_secs)
+    }
+
+    /// The checks behind the signature, in the order herald has always made them.
+    fn check(&self, claims: RawClaims, now_unix_secs: u64) -> Result<Claims, AuthError> {
+        // A configured issuer or audience is required: an absent claim (or one that is not a
+        // string or a list of strings) is refused as a wrong one is.
+        if let Some(issuer) = &self.issuer {
+            if names(claims.iss.as_ref(), issuer) != Some(true) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if let Some(audience) = &self.audience {
+            if names(claims.aud.as_ref(), audience) != Some(true) {
+                return Err(AuthError::WrongAudience);
+            }
+        }
 
         // RFC 7519 §4.1.4: "the current date/time MUST be before the expiration date/time".
         let exp = match claims.exp {
@@ -323,7 +401,7 @@ impl Verifier {
         }
         let sub = match claims.sub {
             None => return Err(AuthError::MissingSub),
-            Some(serde_json::Value::String(s)) => s,
+            Some(Value::String(s)) => s,
             Some(_) => return Err(AuthError::BadSub),
         };
         validate_user_id(&sub).map_err(|_| AuthError::BadSub)?;
@@ -331,22 +409,61 @@ impl Verifier {
     }
 }
 
+/// The header members herald reads. Others are ignored, as RFC 7515 §4 lets a recipient do with
+/// parameters it does not use (`crit` aside).
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+impl Header {
+    fn decode(encoded: &str) -> Result<Header, AuthError> {
+        let json = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| AuthError::Malformed)?;
+        serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)
+    }
+}
+
 /// The claims herald reads, each kept loose so that a wrong type is reported as the fault it
-/// is rather than as a JSON error.
+/// is rather than as a JSON error. A claim given twice is malformed.
 #[derive(Deserialize)]
 struct RawClaims {
     #[serde(default)]
-    sub: Option<serde_json::Value>,
+    sub: Option<Value>,
     #[serde(default)]
-    exp: Option<serde_json::Value>,
+    exp: Option<Value>,
     #[serde(default)]
-    nbf: Option<serde_json::Value>,
+    nbf: Option<Value>,
+    #[serde(default)]
+    iss: Option<Value>,
+    #[serde(default)]
+    aud: Option<Value>,
+}
+
+/// Whether `claim` (`iss` or `aud`) is `wanted` or a list naming it; `None` when it is absent or
+/// neither a string nor a list of strings.
+fn names(claim: Option<&Value>, wanted: &str) -> Option<bool> {
+    match claim? {
+        Value::String(s) => Some(s == wanted),
+        Value::Array(items) => items.iter().try_fold(false, |found, item| {
+            // RFC 7519 §4.1.3: a list is "an array of case-sensitive strings"; one holding
+            // anything else names no one.
+            let item = item.as_str()?;
+            Some(found || item == wanted)
+        }),
+        _ => None,
+    }
 }
 
 /// RFC 7519 §2 NumericDate: seconds since the epoch, possibly with a fraction, which is dropped.
-fn numeric_date(v: &serde_json::Value) -> Result<u64, AuthError> {
+fn numeric_date(v: &Value) -> Result<u64, AuthError> {
     let n = match v {
-        serde_json::Value::Number(n) => n,
+        Value::Number(n) => n,
         _ => return Err(AuthError::Malformed),
     };
     if let Some(u) = n.as_u64() {
@@ -359,41 +476,13 @@ fn numeric_date(v: &serde_json::Value) -> Result<u64, AuthError> {
     }
 }
 
-/// The label of the first PEM block (`PUBLIC KEY` in `-----BEGIN PUBLIC KEY-----`).
-fn pem_label(pem: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(pem).ok()?;
-    let start = text.find("-----BEGIN ")? + "-----BEGIN ".len();
-    let rest = &text[start..];
-    Some(&rest[..rest.find("-----")?])
-}
-
-/// The `alg` of a token's header, without checking anything else.
-fn header_alg(token: &str) -> Result<String, AuthError> {
-    #[derive(Deserialize)]
-    struct Header {
-        alg: String,
-    }
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(AuthError::Malformed);
-    };
-    let json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| AuthError::Malformed)?;
-    let h: Header = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
-    Ok(h.alg)
-}
-
-/// The JOSE name of the algorithms a [`Verifier`] can be built with.
-fn alg_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::RS256 => "RS256",
-        Algorithm::ES256 => "ES256",
-        // Unreachable through the constructors; a name no header carries refuses everything.
-        _ => "",
+/// The algorithms herald verifies, by their JOSE names; the keys in force narrow them further.
+fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "HS256" => Some(Algorithm::HS256),
+        "RS256" => Some(Algorithm::RS256),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
     }
 }
 
@@ -641,6 +730,246 @@ mod tests {
                 assert_eq!(e.message(), "unauthorized", "{e:?}");
                 assert!(!e.is_expired());
             }
+        }
+    }
+
+    /// RFC 7515 Appendix A: the JWS examples. Their claims are `iss`, `exp` (1300819380) and a
+    /// private claim, no `sub`: a token whose signature verifies gets as far as `MissingSub`.
+    const RFC7515_NOW: u64 = 1_300_819_379;
+    const RFC7515_PAYLOAD: &str =
+        "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ";
+
+    /// `token` verifies up to its missing `sub`, and any change to its last signature
+    /// character makes the signature fail.
+    fn assert_rfc7515_example(verifier: &Verifier, token: &str) {
+        assert_eq!(
+            verifier.verify(token, RFC7515_NOW),
+            Err(AuthError::MissingSub)
+        );
+        assert_eq!(
+            verifier
+                .clone()
+                .with_issuer("joe")
+                .verify(token, RFC7515_NOW),
+            Err(AuthError::MissingSub)
+        );
+        let mut tampered = token.to_owned();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(
+            verifier.verify(&tampered, RFC7515_NOW),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    fn from_jwks(jwks: Value) -> Verifier {
+        let jwks = crate::auth::jwks::parse(jwks.to_string().as_bytes()).unwrap();
+        Verifier::from_keys(KeySet::new(jwks.keys).unwrap())
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256() {
+        let key = URL_SAFE_NO_PAD
+            .decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+            .unwrap();
+        let token = format!(
+            "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.{RFC7515_PAYLOAD}.\
+             dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        );
+        assert_rfc7515_example(&Verifier::from_secret(&key), &token);
+    }
+
+    #[test]
+    fn rfc7515_a2_rs256() {
+        let verifier = from_jwks(json!({"keys": [{
+            "kty": "RSA",
+            "n": "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJ\
+                  PMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0L\
+                  OL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZl\
+                  xvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAc\
+                  DTW9gb54h4FRWyuXpoQ",
+            "e": "AQAB"
+        }]}));
+        let token = format!(
+            "eyJhbGciOiJSUzI1NiJ9.{RFC7515_PAYLOAD}.\
+             cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_\
+             O8W2Fp5jujGbds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIAR\
+             NPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ\
+             1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw"
+        );
+        assert_rfc7515_example(&verifier, &token);
+    }
+
+    #[test]
+    fn rfc7515_a3_es256() {
+        let verifier = from_jwks(json!({"keys": [{
+            "kty": "EC",
+            "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+        }]}));
+        let token = format!(
+            "eyJhbGciOiJFUzI1NiJ9.{RFC7515_PAYLOAD}.\
+             DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
+        );
+        assert_rfc7515_example(&verifier, &token);
+    }
+
+    /// A token signed with `key`, whose header is `header` (JSON text, naming `alg`).
+    fn signed_with_header(alg: Algorithm, key: &EncodingKey, header: &str) -> String {
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(good_claims().to_string())
+        );
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).unwrap();
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn a_header_listing_critical_extensions_is_refused() {
+        let key = EncodingKey::from_secret(SECRET);
+        let plain = signed_with_header(Algorithm::HS256, &key, r#"{"alg":"HS256"}"#);
+        assert_eq!(hs().verify(&plain, NOW), ok("alice", NOW + 60));
+        for header in [
+            r#"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+        ] {
+            let token = signed_with_header(Algorithm::HS256, &key, header);
+            assert_eq!(
+                hs().verify(&token, NOW),
+                Err(AuthError::Malformed),
+                "{header}"
+            );
+        }
+        let kid_not_a_string =
+            signed_with_header(Algorithm::HS256, &key, r#"{"alg":"HS256","kid":7}"#);
+        assert_eq!(
+            hs().verify(&kid_not_a_string, NOW),
+            Err(AuthError::Malformed)
+        );
+    }
+
+    /// An RS256 and an ES256 key, named `rsa` and `ec`.
+    fn named_keys() -> Verifier {
+        Verifier::from_keys(
+            KeySet::new(vec![
+                Key::from_pem(RSA_PUBLIC).unwrap().with_kid("rsa"),
+                Key::from_pem(EC_PUBLIC).unwrap().with_kid("ec"),
+            ])
+            .unwrap(),
+        )
+    }
+
+    fn with_kid(alg: Algorithm, key: &EncodingKey, kid: &str) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.to_owned());
+        encode(&header, &good_claims(), key).unwrap()
+    }
+
+    #[test]
+    fn the_kid_picks_the_key() {
+        let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
+        let ec = EncodingKey::from_ec_pem(EC_PRIVATE).unwrap();
+        let v = named_keys();
+        assert_eq!(
+            v.verify(&with_kid(Algorithm::RS256, &rsa, "rsa"), NOW),
+            ok("alice", NOW + 60)
+        );
+        assert_eq!(
+            v.verify(&with_kid(Algorithm::ES256, &ec, "ec"), NOW),
+            ok("alice", NOW + 60)
+        );
+        assert_eq!(
+            v.verify(&with_kid(Algorithm::RS256, &rsa, "ec"), NOW),
+            Err(AuthError::WrongAlgorithm)
+        );
+        assert_eq!(
+            v.verify(&with_kid(Algorithm::RS256, &rsa, "other"), NOW),
+            Err(AuthError::UnknownKid)
+        );
+        assert_eq!(
+            v.verify(&rs256(good_claims()), NOW),
+            Err(AuthError::KidRequired)
+        );
+        assert_eq!(
+            v.verify(&hs256(good_claims()), NOW),
+            Err(AuthError::WrongAlgorithm)
+        );
+        // A single key given without a kid takes tokens naming any, as it always has.
+        assert_eq!(
+            rs().verify(&with_kid(Algorithm::RS256, &rsa, "from-the-idp"), NOW),
+            ok("alice", NOW + 60)
+        );
+        assert_eq!(
+            hs().verify(
+                &with_kid(Algorithm::HS256, &EncodingKey::from_secret(SECRET), "x"),
+                NOW
+            ),
+            ok("alice", NOW + 60)
+        );
+    }
+
+    #[test]
+    fn replaced_keys_are_in_force_for_every_clone() {
+        let v = rs().with_audience("herald");
+        let clone = v.clone();
+        let token = es256(json!({"sub": "alice", "exp": NOW + 60, "aud": "herald"}));
+        assert_eq!(clone.verify(&token, NOW), Err(AuthError::WrongAlgorithm));
+        v.replace_keys(KeySet::one(Key::from_pem(EC_PUBLIC).unwrap()));
+        assert_eq!(clone.verify(&token, NOW), ok("alice", NOW + 60));
+        assert_eq!(clone.algorithm(), Algorithm::ES256);
+    }
+
+    verify_cases! {
+        iss_listed: hs().with_issuer("auth.example"),
+            hs256(json!({"sub": "alice", "exp": NOW + 60, "iss": ["other", "auth.example"]}))
+            => ok("alice", NOW + 60);
+        iss_not_a_string: hs().with_issuer("auth.example"),
+            hs256(json!({"sub": "alice", "exp": NOW + 60, "iss": 7}))
+            => Err(AuthError::WrongIssuer);
+        iss_ignored_when_not_configured_whatever_its_type: hs(),
+            hs256(json!({"sub": "alice", "exp": NOW + 60, "iss": 7, "aud": {}}))
+            => ok("alice", NOW + 60);
+        aud_list_with_a_number: hs().with_audience("herald"),
+            hs256(json!({"sub": "alice", "exp": NOW + 60, "aud": ["herald", 7]}))
+            => Err(AuthError::WrongAudience);
+        aud_empty_list: hs().with_audience("herald"),
+            hs256(json!({"sub": "alice", "exp": NOW + 60, "aud": []}))
+            => Err(AuthError::WrongAudience);
+        wrong_issuer_told_before_expiry: hs().with_issuer("auth.example"),
+            hs256(json!({"sub": "alice", "exp": NOW - 1, "iss": "evil.example"}))
+            => Err(AuthError::WrongIssuer);
+        claim_given_twice: hs(),
+            {
+                let message = format!(
+                    "{}.{}",
+                    URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#),
+                    URL_SAFE_NO_PAD.encode(r#"{"sub":"alice","exp":1700000060,"sub":"bob"}"#)
+                );
+                let key = EncodingKey::from_secret(SECRET);
+                let signature =
+                    jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).unwrap();
+                format!("{message}.{signature}")
+            }
+            => Err(AuthError::Malformed);
+        signature_not_base64url: hs(),
+            format!("{}.{}.@@", URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256"}"#), URL_SAFE_NO_PAD.encode("{}"))
+            => Err(AuthError::Malformed);
+        es256_signature_of_the_wrong_length: es(),
+            {
+                let token = es256(good_claims());
+                format!("{token}AAAA")
+            }
+            => Err(AuthError::BadSignature);
+    }
+
+    #[test]
+    fn a_kid_refusal_tells_the_client_nothing_more() {
+        for e in [AuthError::UnknownKid, AuthError::KidRequired] {
+            assert_eq!(e.message(), "unauthorized");
+            assert!(!e.is_expired());
+            assert!(e.to_string().contains("kid"), "{e}");
         }
     }
 }

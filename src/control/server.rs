@@ -560,6 +560,7 @@ mod tests {
                 window: Duration::from_secs(60),
                 max_addresses: 1,
             },
+            tls: None,
         };
         super::super::spawn(listener, fake_loop(), opts).unwrap();
         addr

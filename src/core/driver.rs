@@ -50,8 +50,12 @@ impl Driver {
         } else {
             (None, None)
         };
+        let verifier = config
+            .verifier()
+            .expect("JWT settings that make a verifier");
         let state = State::new(
             config,
+            verifier,
             worker,
             workers,
             Arc::new(Mutex::new(ips)),
@@ -59,7 +63,7 @@ impl Driver {
             now,
             UNIX_START,
         )
-        .expect("a state without JWT settings");
+        .expect("a state the driver's settings allow");
         Driver {
             state,
             now,

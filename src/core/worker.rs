@@ -245,9 +245,12 @@ pub(crate) fn sid_worker(sid: &[u8]) -> Option<usize> {
 }
 impl State {
     /// Worker `worker` of `workers`' state, started at `start`, when the wall clock read
-    /// `unix` since the Unix epoch. Fails when the JWT settings do not make a verifier.
+    /// `unix` since the Unix epoch. `verifier` checks client tokens (`None`: JWT auth is off);
+    /// every worker holds a clone of one, so that a reload of its keys reaches them all.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: Config,
+        verifier: Option<Verifier>,
         worker: usize,
         workers: usize,
         ips: Arc<Mutex<IpLimiter>>,
@@ -255,9 +258,6 @@ impl State {
         start: Instant,
         unix: Duration,
     ) -> io::Result<State> {
-        let verifier = config
-            .verifier()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let origins = |parsed: Result<Origins, OriginError>, flag: &str| {
             parsed.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{flag}: {e}")))
         };

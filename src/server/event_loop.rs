@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
+use crate::auth::Verifier;
 use crate::command::{LoopGone, UserInfo};
 use crate::config::Config;
 use crate::core::conn::{Conn, Phase};
@@ -108,6 +109,9 @@ pub struct WorkerShared {
     pub router: Router,
     /// The public listener's TLS, if it speaks TLS.
     pub tls: Option<Arc<Tls>>,
+    /// A clone of the one verifier of client tokens (`None`: JWT auth is off): a reload of its
+    /// keys reaches every worker.
+    pub verifier: Option<Verifier>,
 }
 /// A connection one worker hands another: its state and its socket.
 pub type Handover = (Box<Conn>, Socket);
@@ -127,6 +131,7 @@ impl EventLoop {
         let workers = shared.links.len();
         let state = State::new(
             config,
+            shared.verifier,
             shared.worker,
             workers,
             shared.ips,

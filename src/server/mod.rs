@@ -5,9 +5,11 @@
 //! - [`event_loop`]: one worker's thin loop: poll, accept, read into the state, write what the
 //!   state queued, hand connections between workers, sleep until the next deadline.
 //! - `file_limit`: the process's open-file limit, which `start` warns about when it is low.
+//! - [`reload`]: what herald reads again while it runs (SIGHUP): today the JWT keys.
 
 pub mod event_loop;
 mod file_limit;
+pub mod reload;
 pub mod tls;
 pub mod transport;
 
@@ -32,6 +34,7 @@ use crate::router::parked::Parked;
 use crate::router::{Router, WorkerLink};
 use event_loop::{EventLoop, WorkerShared, WAKER};
 use file_limit::open_file_limit;
+pub use reload::{ReloadError, Reloader};
 use tls::Tls;
 
 /// A running gateway: its bound addresses and the router that commands its workers.
@@ -39,11 +42,9 @@ pub struct Running {
     pub public_addr: SocketAddr,
     pub control_addr: SocketAddr,
     handle: Router,
-    /// The public listener's and the control API's TLS, reloaded on SIGHUP ([`Reloader`]).
-    tls: Option<Arc<Tls>>,
-    control_tls: Option<Arc<Tls>>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     state_dir: Option<std::path::PathBuf>,
+    reloader: Reloader,
 }
 
 /// Binds the public and control listeners, then runs the workers and the control API on
@@ -71,11 +72,24 @@ pub fn start(config: Config) -> io::Result<Running> {
         Some(files) => Some(Arc::new(Tls::load(files).map_err(invalid)?)),
         None => None,
     };
-    if config.jwt_secret.is_none() && config.jwt_public_key.is_none() {
-        tracing::warn!(
+    // Read once here, not per worker: every worker holds a clone of this one verifier, whose
+    // keys a reload replaces for all of them.
+    let jwt = config
+        .jwt_keys()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    match &jwt {
+        None => tracing::warn!(
             "JWT auth is off: clients are not authenticated and any client may subscribe to any \
-             user id; set --jwt-secret or --jwt-public-key to require a token"
-        );
+             user id; set --jwt-secret, --jwt-public-key or --jwt-jwks to require a token"
+        ),
+        Some(jwt) => {
+            let keys = jwt.verifier().keys();
+            tracing::info!(
+                keys = keys.keys().len(),
+                kids = ?keys.keys().iter().filter_map(|k| k.kid()).collect::<Vec<_>>(),
+                "JWT auth on"
+            );
+        }
     }
 
     warn_file_limit(&config, open_file_limit());
@@ -155,6 +169,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             ips: ips.clone(),
             router: router.clone(),
             tls: tls.clone(),
+            verifier: jwt.as_ref().map(|j| j.verifier().clone()),
         };
         let event_loop = EventLoop::new(poll, listener, rx, shared, config.clone())?;
         threads.push(
@@ -169,10 +184,9 @@ pub fn start(config: Config) -> io::Result<Running> {
         public_addr,
         control_addr,
         handle: router,
-        tls,
-        control_tls,
         threads,
         state_dir: config.state_dir.clone(),
+        reloader: Reloader::new(jwt, tls.into_iter().chain(control_tls).collect()),
     })
 }
 
@@ -372,11 +386,10 @@ impl Running {
         &self.handle
     }
 
-    /// What SIGHUP reloads, as a handle the signal thread keeps.
-    pub fn reloader(&self) -> Reloader {
-        Reloader {
-            tls: self.tls.iter().chain(&self.control_tls).cloned().collect(),
-        }
+    /// What reads the reloadable parts of the configuration again; the binary calls it on
+    /// SIGHUP. Clones reload the same running gateway.
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
     }
 
     /// Begins a graceful shutdown: no new connections, close 1001 to every client.
@@ -426,29 +439,6 @@ impl Running {
                 error = %e,
                 "recovery state not saved: clients will be told recovered: false"
             ),
-        }
-    }
-}
-
-/// Reads again what herald can take anew without a restart (SIGHUP): the TLS certificates and
-/// keys. New handshakes get the new ones, open connections keep theirs. A file that does not
-/// load leaves what was in use, and the log says why.
-#[derive(Clone)]
-pub struct Reloader {
-    tls: Vec<Arc<Tls>>,
-}
-
-impl Reloader {
-    pub fn reload(&self) {
-        for tls in &self.tls {
-            match tls.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %tls.cert_path().display(), "TLS certificate reloaded")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS certificate not reloaded; the old one stays")
-                }
-            }
         }
     }
 }
