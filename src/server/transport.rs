@@ -25,7 +25,9 @@ pub struct Socket {
     shut_when_drained: bool,
     /// `--proxy-protocol`: what arrived of the PROXY header the connection must open with;
     /// `None` once it was read (or when none is expected). Boxed, so that a plain
-    /// connection's slot stays small.
+    /// connection's slot stays small (8 bytes rather than a `Vec`'s 24, in every socket's
+    /// slot, for a buffer only `--proxy-protocol` uses and only until the header is read).
+    #[allow(clippy::box_collection)]
     proxy_header: Option<Box<Vec<u8>>>,
 }
 
