@@ -1,9 +1,12 @@
 // Shared helpers: a herald binary on loopback ports, Socket.IO and raw WebSocket clients that are
 // closed when their test ends, the control API, and waits that fail with a clear message.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
@@ -22,8 +25,8 @@ export const HERALD_BIN =
 // `--test-timeout` bounds a whole file on Node 20, so it stays a much larger backstop.
 export const TEST_TIMEOUT = 60_000;
 
-// Every herald and redis-server still running, so that none outlives the test process, even one
-// the runner ends with a signal after a file times out.
+// Every herald, redis-server and nginx still running (anything with `kill(signal)`), so that none
+// outlives the test process, even one the runner ends with a signal after a file times out.
 const running = new Set();
 const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
@@ -227,14 +230,268 @@ function redisOn(port) {
   return r;
 }
 
+// The nginx to run: `NGINX`, or `nginx` on PATH, or Debian's `/usr/sbin/nginx` (the package
+// `.ci/test` installs; /usr/sbin is not on every user's PATH).
+export function nginxBinary() {
+  if (process.env.NGINX) return process.env.NGINX;
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, 'nginx'), constants.X_OK);
+      return join(dir, 'nginx');
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return '/usr/sbin/nginx';
+}
+
+const README = fileURLToPath(new URL('../../README.md', import.meta.url));
+const NGINX_MARKER = '<!-- nginx.conf: tests/js/proxy.test.js reads the block below -->';
+const TLS_FIXTURES = fileURLToPath(new URL('../fixtures/tls/', import.meta.url));
+
+// The nginx configuration of README.md's "Behind nginx" (the ```nginx block right after
+// `NGINX_MARKER`), with only what a test cannot run as written replaced: the address of its one
+// `listen ... ssl` line (by `127.0.0.1:<port>`, its parameters kept), the address of its one
+// upstream `server` (by `127.0.0.1:<upstreamPort>`), and the files of `ssl_certificate` and
+// `ssl_certificate_key` (by the test certificate for localhost and its key). Throws, saying what it
+// expected, when the block is missing or no longer has the lines these replacements need: the
+// tests run the README's configuration, never one of their own.
+export function readmeNginxConfig({ port, upstreamPort }) {
+  const fail = (why) => {
+    throw new Error(
+      `README.md's nginx configuration: ${why}. The proxy tests run the \`\`\`nginx block that ` +
+        `follows the line ${NGINX_MARKER} with only these replaced: the address of its one ` +
+        '`listen <address> ssl;`, of its one upstream `server <address>;`, and the files of ' +
+        '`ssl_certificate` and `ssl_certificate_key`',
+    );
+  };
+  const lines = readFileSync(README, 'utf8').split('\n');
+  const marker = lines.findIndex((line) => line.trim() === NGINX_MARKER);
+  if (marker < 0) fail('the marker line is missing');
+  if (lines[marker + 1]?.trim() !== '```nginx') fail('no ```nginx block right after the marker');
+  const end = lines.findIndex((line, i) => i > marker + 1 && line.trim() === '```');
+  if (end < 0) fail('the ```nginx block after the marker is not closed');
+  let config = lines.slice(marker + 2, end).join('\n');
+
+  // Replaces the one directive `pattern` (global, multiline, at the start of a line: comments
+  // aside) matches, with `replace`'s answer.
+  const replaceOne = (what, pattern, replace) => {
+    const found = [...config.matchAll(pattern)];
+    if (found.length !== 1) {
+      fail(
+        `expected exactly one ${what}, found ${found.length}` +
+          (found.length ? `: ${found.map((m) => m[0].trim()).join(' | ')}` : ''),
+      );
+    }
+    config = config.replace(pattern, replace);
+  };
+  const quoted = (path) => JSON.stringify(path);
+  replaceOne(
+    '`listen <address> ssl;` (and no other listen line)',
+    /^([ \t]*)listen[ \t]+([^;\s]+)((?:[ \t]+[^;\s]+)*)[ \t]*;/gm,
+    (line, indent, address, params) => {
+      if (!params.split(/\s+/).includes('ssl')) {
+        fail(`its listen line has no \`ssl\`: ${line.trim()}`);
+      }
+      return `${indent}listen 127.0.0.1:${port}${params};`;
+    },
+  );
+  replaceOne(
+    'upstream `server <address>;` (one herald)',
+    /^([ \t]*)server[ \t]+([^;\s{]+)([^;{\n]*);/gm,
+    (_, indent, address, params) => `${indent}server 127.0.0.1:${upstreamPort}${params};`,
+  );
+  replaceOne(
+    '`ssl_certificate <file>;`',
+    /^([ \t]*)ssl_certificate[ \t]+([^;\s]+)[ \t]*;/gm,
+    (_, indent) => `${indent}ssl_certificate ${quoted(join(TLS_FIXTURES, 'server.pem'))};`,
+  );
+  replaceOne(
+    '`ssl_certificate_key <file>;`',
+    /^([ \t]*)ssl_certificate_key[ \t]+([^;\s]+)[ \t]*;/gm,
+    (_, indent) => `${indent}ssl_certificate_key ${quoted(join(TLS_FIXTURES, 'server.key'))};`,
+  );
+  return config;
+}
+
+// A complete nginx.conf around the README's block (`readmeNginxConfig`), everything nginx writes
+// kept in `dir`: one worker in the foreground, as root's own user when run as root (`dir` is
+// root's), file descriptors for thousands of proxied connections (two each).
+function nginxConf(dir, http) {
+  const file = (name) => JSON.stringify(join(dir, name));
+  const asRoot = process.getuid?.() === 0;
+  return [
+    "# Written by tests/js/harness.js: README.md's nginx configuration (Deployment, Behind",
+    '# nginx) on test ports and certificates; everything nginx writes goes to this directory.',
+    'daemon off;',
+    'master_process on;',
+    'worker_processes 1;',
+    ...(asRoot ? ['user root;'] : []),
+    `pid ${file('nginx.pid')};`,
+    `error_log ${file('error.log')} notice;`,
+    'worker_rlimit_nofile 20000;',
+    'events {',
+    '    worker_connections 8192;',
+    '}',
+    'http {',
+    `    access_log ${file('access.log')};`,
+    `    client_body_temp_path ${file('client_body')};`,
+    `    proxy_temp_path ${file('proxy')};`,
+    `    fastcgi_temp_path ${file('fastcgi')};`,
+    `    uwsgi_temp_path ${file('uwsgi')};`,
+    `    scgi_temp_path ${file('scgi')};`,
+    '',
+    ...http.split('\n').map((line) => (line === '' ? '' : `    ${line}`)),
+    '}',
+    '',
+  ].join('\n');
+}
+
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+function accepts(port) {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 1_000);
+    socket.on('error', () => done(false));
+    socket.on('connect', () => done(true));
+  });
+}
+
+// Starts nginx with the README's configuration (`readmeNginxConfig`) in front of herald's public
+// port `upstreamPort`, listening with TLS on a free loopback port, checked first with `nginx -t`;
+// resolves once the port accepts.
+//
+// Returns `{ port, url, wsUrl, config, stop, log }`: `url` is `https://localhost:<port>` and
+// `wsUrl` `wss://localhost:<port>` (the test certificate's name); `config` the whole nginx.conf;
+// `stop()` sends SIGTERM (nginx's fast shutdown, which closes every connection) and resolves once
+// its processes are gone; `log()` its error log. Use `scope(t).nginx()`, which stops it when the
+// test ends; whatever happens, none outlives the test process.
+export async function startNginx({ upstreamPort }) {
+  // A free port may be taken by someone else before nginx binds it: then another one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await nginxOn(await freePort(), upstreamPort);
+    } catch (e) {
+      if (attempt === 3 || !/in use/i.test(e.message)) throw e;
+    }
+  }
+}
+
+async function nginxOn(port, upstreamPort) {
+  const bin = nginxBinary();
+  const http = readmeNginxConfig({ port, upstreamPort });
+  const dir = mkdtempSync(join(tmpdir(), 'herald-nginx-'));
+  const conf = join(dir, 'nginx.conf');
+  const errorLog = join(dir, 'error.log');
+  const text = nginxConf(dir, http);
+  writeFileSync(conf, text);
+  const readLog = () => {
+    try {
+      return readFileSync(errorLog, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  // `-p` and `-e` keep nginx from the prefix and error log it was built with, even before it
+  // has read the configuration.
+  const argv = ['-p', join(dir, ''), '-e', errorLog, '-c', conf];
+  const checked = spawnSync(bin, ['-t', ...argv], { encoding: 'utf8' });
+  if (checked.error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(
+      `${bin} did not run (${checked.error.message}): Debian's nginx package, which .ci/test ` +
+        'installs, or NGINX',
+    );
+  }
+  if (checked.status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`nginx -t refuses the configuration:\n${checked.stderr}\n${text}`);
+  }
+
+  // Its own process group, so that its workers go with the master whatever ends it (killed with
+  // the test process, its directory goes too).
+  const child = spawn(bin, argv, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  const group = {
+    kill(signal) {
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        // Already gone.
+      }
+      if (signal === 'SIGKILL') rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  running.add(group);
+  const stderr = [];
+  createInterface({ input: child.stderr }).on('line', (line) => stderr.push(line));
+  let spawnError = null;
+  child.on('error', (e) => (spawnError = e));
+  let gone = false;
+  const exited = new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      gone = true;
+      running.delete(group);
+      resolve({ code, signal });
+    });
+  });
+  const log = () => [...stderr, readLog()].join('\n');
+  const stop = async () => {
+    if (!gone) {
+      child.kill('SIGTERM');
+      const forced = setTimeout(() => group.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(forced);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  const deadline = Date.now() + PATIENCE;
+  for (;;) {
+    if (spawnError) {
+      running.delete(group);
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`${bin} did not run: ${spawnError.message}`);
+    }
+    if (gone) {
+      const why = log();
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`nginx on port ${port} exited:\n${why}`);
+    }
+    if (await accepts(port)) break;
+    if (Date.now() > deadline) {
+      const why = log();
+      await stop();
+      throw new Error(`nginx does not accept on port ${port}:\n${why}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return {
+    port,
+    url: `https://localhost:${port}`,
+    wsUrl: `wss://localhost:${port}`,
+    config: text,
+    log,
+    stop,
+  };
+}
+
 // A test's resources, released when the test ends however it ends: clients are closed first,
-// then every herald the test started is stopped, then every redis-server it started is killed.
+// then every nginx the test started is stopped, then every herald, then every redis-server it
+// started is killed.
 export function scope(t) {
   const clients = [];
+  const nginxes = [];
   const heralds = [];
   const redises = [];
   t.after(async () => {
     for (const close of clients) await close();
+    await Promise.all(nginxes.map((n) => n.stop()));
     await Promise.all(heralds.map((h) => h.stop()));
     await Promise.all(redises.map((r) => r.kill()));
   });
@@ -250,6 +507,12 @@ export function scope(t) {
       const r = await startRedis(opts);
       redises.push(r);
       return r;
+    },
+    // Starts nginx with the README's configuration in front of herald (see `startNginx`).
+    async nginx(opts) {
+      const n = await startNginx(opts);
+      nginxes.push(n);
+      return n;
     },
     // A socket.io-client socket with its own connection.
     io(url, opts = {}) {
