@@ -25,6 +25,13 @@ import {
   withoutOffset,
 } from './harness.js';
 
+// A user's presence without the client addresses of the asked node's own sockets (all this
+// file's clients are 127.0.0.1; which node lists them depends on where each connected): what
+// these tests check is the cluster's counts.
+function withoutAddresses({ addresses, ...rest }) {
+  return rest;
+}
+
 const limit = { timeout: TEST_TIMEOUT };
 
 // Every node: a dead node stops counting within about a second; no per-user push limit, since
@@ -247,9 +254,9 @@ test('devices of one user on 3 nodes: pushes on any node reach each once', limit
       const v = await user(node.control, 'ann');
       return v.sockets === 6 ? v : false;
     });
-    assert.deepEqual(u, { userId: 'ann', online: true, sockets: 6, nodes: 3, cluster: 'ok' });
+    assert.deepEqual(withoutAddresses(u), { userId: 'ann', online: true, sockets: 6, nodes: 3, cluster: 'ok' });
   }
-  assert.deepEqual(await user(n1.control, 'bob'), {
+  assert.deepEqual(withoutAddresses(await user(n1.control, 'bob')), {
     userId: 'bob',
     online: true,
     sockets: 2,
@@ -487,7 +494,7 @@ test('a node killed with SIGKILL: clients move on, its presence expires', limit,
       const v = await user(node.control, userId);
       return v.nodes === 2 ? v : false;
     });
-    assert.deepEqual(u, { userId, online: true, sockets: 3, nodes: 2, cluster: 'ok' }, name);
+    assert.deepEqual(withoutAddresses(u), { userId, online: true, sockets: 3, nodes: 2, cluster: 'ok' }, name);
   }
   // And pushes are no longer routed to it.
   const routed = { message: 'routed to the survivors' };
@@ -578,7 +585,7 @@ test('Redis killed and restarted on its port: degraded, then a cluster again', l
   assert.deepEqual(Object.keys(farGot).sort(), ['data', 'event'], JSON.stringify(farGot));
   assert.equal(farGot.event, 'notification', JSON.stringify(farGot));
   assertNotification(farGot.data, alone1);
-  assert.deepEqual(await user(n1.control, 'ann'), {
+  assert.deepEqual(withoutAddresses(await user(n1.control, 'ann')), {
     userId: 'ann',
     online: true,
     sockets: 1,
@@ -654,7 +661,7 @@ test('socket.io-client whose connection drops takes its session elsewhere', limi
     const v = await user(n0.control, 'sam');
     return v.nodes === 1 ? v : false;
   });
-  assert.deepEqual(u, { userId: 'sam', online: true, sockets: 1, nodes: 1, cluster: 'ok' });
+  assert.deepEqual(withoutAddresses(u), { userId: 'sam', online: true, sockets: 1, nodes: 1, cluster: 'ok' });
   // Taken once: what Redis keeps now is node 1's own copy of the live session (one key, its
   // pid), kept as it changes so that it outlives node 1 too.
   const keys = await client.keys('herald:session:*');

@@ -718,7 +718,7 @@ export async function push(control, userId, notification) {
   return JSON.parse(text);
 }
 
-// `GET /v1/users/{userId}`: `{ userId, online, sockets }`.
+// `GET /v1/users/{userId}`: `{ userId, online, sockets }`, and `addresses` while online.
 export async function user(control, userId) {
   const res = await fetch(`${control}/v1/users/${encodeURIComponent(userId)}`);
   const text = await res.text();

@@ -128,6 +128,7 @@ test('three clients of one user each get a push once', limit, async (t) => {
     userId: 'u-many',
     online: true,
     sockets: 3,
+    addresses: ['127.0.0.1'],
   });
 
   const pushed = await push(herald.control, 'u-many', LIKE);
@@ -202,7 +203,12 @@ test('unsubscribe stops delivery to that user and keeps the others', limit, asyn
   assert.deepEqual(withoutOffset(await push(herald.control, 'c', { message: 'to c' })), {
     sockets: 0,
   });
-  assert.deepEqual(await user(herald.control, 'b'), { userId: 'b', online: true, sockets: 1 });
+  assert.deepEqual(await user(herald.control, 'b'), {
+    userId: 'b',
+    online: true,
+    sockets: 1,
+    addresses: ['127.0.0.1'],
+  });
 });
 
 test('an invalid subscribe gets an error event; the socket stays usable', limit, async (t) => {
@@ -352,11 +358,13 @@ test('unsubscribe + disconnect, or a bare disconnect, leaves no socket', limit, 
     userId: 'leaving',
     online: true,
     sockets: 1,
+    addresses: ['127.0.0.1'],
   });
   assert.deepEqual(await user(herald.control, 'closing'), {
     userId: 'closing',
     online: true,
     sockets: 1,
+    addresses: ['127.0.0.1'],
   });
 
   // What a front end does on logout.

@@ -300,6 +300,7 @@ test('SIGHUP swaps the certificate: open connections stay, new ones get it', lim
     userId: 'u-hup',
     online: true,
     sockets: 5,
+    addresses: ['127.0.0.1'],
   });
 });
 
