@@ -3,7 +3,8 @@
 //! `/v1/...` control API).
 //!
 //! The raw protocol speaks JSON or, with `--format msgpack`, MessagePack; `--deflate` offers
-//! permessage-deflate on either protocol.
+//! permessage-deflate on either protocol. With `--tls-ca` every WebSocket runs over TLS
+//! (`wss://`), in every mode; the control API stays plain HTTP.
 //!
 //! One run: open `--connections` WebSockets (on `--client-threads` mio loops, at most
 //! `--concurrency` handshakes in flight), subscribe connection `i` to `user-{i % users}`, then
@@ -25,6 +26,7 @@ mod proto;
 mod pusher;
 mod report;
 mod sys;
+mod tls;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -41,6 +43,7 @@ use crate::proto::{Format, Offer, Protocol};
 use crate::pusher::Pattern;
 use crate::report::Report;
 use crate::sys::Clock;
+use crate::tls::Version;
 
 /// End-to-end load generator for herald and gateways speaking its protocols.
 ///
@@ -189,6 +192,25 @@ struct Args {
     /// The largest server message a client accepts, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_message: usize,
+
+    /// Connect over TLS (`wss://`), trusting the CA certificates in this PEM file and no
+    /// other. Every mode runs over TLS then; without it, plain TCP (`ws://`).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry (and the SNI sent).
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    tls_name: String,
+
+    /// TLS versions offered: `any` (1.3 and 1.2, the server picks), `1.3` or `1.2`.
+    #[arg(long, value_enum, default_value_t = Version::Any, requires = "tls_ca")]
+    tls_version: Version,
+
+    /// Resume TLS sessions: every connection shares one session store (rustls's default, in
+    /// memory) and resumes with a ticket an earlier connection was given. Without it every
+    /// handshake is a full one.
+    #[arg(long, requires = "tls_ca")]
+    tls_resume: bool,
 }
 
 fn main() -> ExitCode {
@@ -246,6 +268,18 @@ fn bar(len: u64, template: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
+/// The TLS client of `--tls-ca`, or `None` for plain connections. A `wss://` URL needs one.
+fn tls_client(args: &Args) -> Result<Option<Arc<tls::Client>>, BoxError> {
+    let Some(ca) = &args.tls_ca else {
+        if args.url.starts_with("wss://") {
+            return Err("a wss:// --url needs --tls-ca".into());
+        }
+        return Ok(None);
+    };
+    let client = tls::Client::new(ca, &args.tls_name, args.tls_version, args.tls_resume)?;
+    Ok(Some(Arc::new(client)))
+}
+
 fn run(args: &Args) -> Result<Report, BoxError> {
     if args.connections == 0 || args.client_threads == 0 || args.control_connections == 0 {
         return Err("--connections, --client-threads and --control-connections must be > 0".into());
@@ -260,6 +294,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     if args.pattern == Pattern::Multicast && (args.k == 0 || args.k > users as usize) {
         return Err(format!("--k must be between 1 and --users ({users})").into());
     }
+    let tls = tls_client(args)?;
     let (server, host, url_path) = parse_target(&args.url)?;
     let (control, control_host, _) = parse_target(&args.control)?;
     let path = args
@@ -301,6 +336,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
             max_message: args.max_message,
             pin_cpu: args.pin_cpu,
             clock,
+            tls: tls.clone(),
         };
         let (p, tx, st) = (progress.clone(), ready_tx.clone(), client_stop.clone());
         handles.push(
@@ -461,6 +497,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         protocol: args.protocol.name(),
         format: args.format.name(),
         deflate: args.deflate,
+        tls: tls.as_ref().map(|_| args.tls_version.name()),
         pattern: if args.idle_only {
             "idle"
         } else {
