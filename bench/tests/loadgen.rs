@@ -229,3 +229,39 @@ fn wss_clients_get_every_broadcast() {
         assert_eq!(r["tls"][agreed], CONNECTIONS, "{r:#}");
     }
 }
+
+#[test]
+fn handshakes_mode_counts_full_and_resumed_handshakes() {
+    let srv = start_tls_server();
+    let (url, ca) = (srv.public_addr.to_string(), fixture("ca.pem"));
+    let ca = ca.to_str().expect("a UTF-8 path");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--url",
+            &url,
+            "--tls-ca",
+            ca,
+            "--handshakes",
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let (out, r) = bench(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}\n{r:#}");
+        assert_eq!(r["failed"], 0, "{r:#}");
+        assert!(r["completed"].as_u64().unwrap() > 0, "{r:#}");
+        r
+    };
+    let full = run(&[]);
+    assert_eq!(full["resumed"], 0, "{full:#}");
+    assert_eq!(full["full"], full["completed"], "{full:#}");
+    assert_eq!(full["no_ticket"], 0, "{full:#}");
+    // The first handshakes have no ticket yet; the later ones resume with those given before.
+    let resumed = run(&["--tls-resume"]);
+    assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed:#}");
+    let tls12 = run(&["--tls-version", "1.2"]);
+    assert_eq!(tls12["tls12"], tls12["completed"], "{tls12:#}");
+}
