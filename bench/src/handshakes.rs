@@ -1,15 +1,18 @@
 //! `--handshakes`: connections opened and closed as fast as the server takes them, to measure
 //! what a TLS handshake costs it. Each connection connects, completes its TLS handshake, reads
 //! the session tickets a TLS 1.3 server sends after it, sends close_notify and closes; no HTTP
-//! and no WebSocket are spoken. Without TLS a connection closes as soon as it is connected: the
-//! cost of a bare accept and close, to set beside.
+//! and no WebSocket are spoken. Without TLS a connection shuts its write side as soon as it is
+//! connected and is done when the server has closed too: the cost of a bare accept and close,
+//! to set beside. (Done at connect, a connection the server has not accepted yet would wait in
+//! its listen backlog while the next one is opened; once the backlog is full the kernel drops
+//! SYNs, and each costs a second's retransmission.)
 //!
 //! A thread keeps `concurrency` connections in flight until `until`, then lets those in flight
 //! finish (each has `timeout` from its connect), and reports what completed and how.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +78,8 @@ enum Phase {
     Handshaking,
     /// TLS 1.3, handshake done: waiting for the server's session tickets.
     Tickets,
+    /// Plain: write side shut, waiting for the server to close.
+    Closing,
 }
 
 struct Conn {
@@ -161,6 +166,7 @@ pub fn run(plan: Plan) -> io::Result<Outcome> {
                 } else {
                     let why = match conn.phase {
                         Phase::Connecting => "connect: timeout",
+                        Phase::Closing => "close: timeout",
                         _ => "handshake: timeout",
                     };
                     *outcome.failures.entry(why.into()).or_default() += 1;
@@ -219,9 +225,24 @@ fn drive(conn: &mut Conn, scratch: &mut [u8], outcome: &mut Outcome) -> Step {
             Err(e) => return Step::Failed(format!("connect: {}", e.kind())),
         }
         if conn.session.is_none() {
-            return Step::Done;
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.phase = Phase::Closing;
+        } else {
+            conn.phase = Phase::Handshaking;
         }
-        conn.phase = Phase::Handshaking;
+    }
+    if conn.phase == Phase::Closing {
+        loop {
+            match conn.stream.read(scratch) {
+                // The server closed (or reset): it accepted, saw the end and let go.
+                Ok(0) => return Step::Done,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Step::Done,
+                Ok(_) => return Step::Failed("close: the server sent data".into()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Step::Failed(format!("close: {}", e.kind())),
+            }
+        }
     }
     let Some(session) = &mut conn.session else {
         return Step::Done;

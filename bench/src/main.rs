@@ -219,7 +219,8 @@ struct Args {
     /// Handshakes only: for --duration (default 10s), keep --concurrency connections in flight,
     /// each connecting, completing its TLS handshake, reading the session tickets and closing;
     /// report how many completed, full or resumed, and the server's CPU per handshake. Without
-    /// --tls-ca each connection closes once connected. No WebSocket, no pushes.
+    /// --tls-ca each connection closes once connected, and is done when the server closed.
+    /// No WebSocket, no pushes.
     #[arg(long)]
     handshakes: bool,
 }

@@ -265,3 +265,26 @@ fn handshakes_mode_counts_full_and_resumed_handshakes() {
     let tls12 = run(&["--tls-version", "1.2"]);
     assert_eq!(tls12["tls12"], tls12["completed"], "{tls12:#}");
 }
+
+#[test]
+fn handshakes_mode_without_tls_connects_and_closes() {
+    let srv = start_server();
+    let (out, r) = bench(&[
+        "--url",
+        &srv.public_addr.to_string(),
+        "--handshakes",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["tls"], false);
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(r["completed"].as_u64().unwrap() > 0, "{r:#}");
+}
