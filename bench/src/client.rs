@@ -5,6 +5,9 @@
 //! time), each with a deadline covering connect, upgrade and subscription; when every one has
 //! subscribed or failed, the thread reports the subscribed indices on `ready`. Run: record every
 //! delivery's latency until `stop` is set, then hand back a [`ClientReport`].
+//!
+//! With TLS (`wss://`) a connection's bytes go through its rustls session (see [`tls`]); the
+//! plain path does not change.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -19,6 +22,7 @@ use crossbeam_channel::Sender;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConnection;
 use slab::Slab;
 
 use herald::ws::frame::{encode_masked, opcode};
@@ -28,6 +32,7 @@ use crate::proto::{
 };
 use crate::report::Wire;
 use crate::sys::{self, Clock, Rng};
+use crate::tls;
 
 /// The bytes one `read` call may bring in; shared by all connections of a thread.
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,6 +61,8 @@ pub struct Plan {
     pub max_message: usize,
     pub pin_cpu: Option<usize>,
     pub clock: Clock,
+    /// Connect over TLS with this client (`wss://`); plain when `None`.
+    pub tls: Option<Arc<tls::Client>>,
 }
 
 /// Counters the main thread reads while the client threads run (progress, drain).
@@ -119,6 +126,9 @@ impl State {
 struct Conn {
     index: u32,
     stream: TcpStream,
+    /// The TLS session over `stream`, for `wss://`. Boxed: a session is large, and a plain
+    /// connection's slot should not carry its size.
+    tls: Option<Box<ClientConnection>>,
     state: State,
     /// Setup must be done by then.
     deadline: Instant,
@@ -166,6 +176,7 @@ enum End {
     Fault(Fault),
     Eof,
     Io(io::Error),
+    Tls(rustls::Error),
 }
 
 impl End {
@@ -174,6 +185,7 @@ impl End {
             End::Fault(f) => format!("{}: {f}", state.name()),
             End::Eof => format!("{}: connection closed", state.name()),
             End::Io(e) => format!("{}: {}", state.name(), e.kind()),
+            End::Tls(e) => format!("{}: tls: {e}", state.name()),
         }
     }
 }
@@ -181,6 +193,16 @@ impl End {
 impl From<Fault> for End {
     fn from(f: Fault) -> Self {
         End::Fault(f)
+    }
+}
+
+impl From<tls::ReadError> for End {
+    fn from(e: tls::ReadError) -> Self {
+        match e {
+            tls::ReadError::Closed => End::Eof,
+            tls::ReadError::Tls(e) => End::Tls(e),
+            tls::ReadError::Io(e) => End::Io(e),
+        }
     }
 }
 
@@ -349,9 +371,14 @@ fn open(
         Interest::READABLE | Interest::WRITABLE,
     )?;
     let key = BASE64.encode(rng.next_u64().to_le_bytes().repeat(2));
+    let tls = match &plan.tls {
+        Some(client) => Some(Box::new(client.session()?)),
+        None => None,
+    };
     entry.insert(Conn {
         index,
         stream,
+        tls,
         state: State::Connecting,
         deadline: Instant::now() + plan.connect_timeout,
         key,
@@ -390,6 +417,9 @@ fn drive(
             &plan.host, &plan.path, &conn.key, plan.offer,
         ));
     }
+    if conn.tls.is_some() {
+        return drive_tls(conn, plan, scratch, shared);
+    }
     loop {
         match conn.stream.read(scratch) {
             Ok(0) => return Err(End::Eof),
@@ -411,6 +441,46 @@ fn drive(
     }
     if writable || !conn.out.is_empty() {
         flush(conn)?;
+    }
+    Ok(())
+}
+
+/// [`drive`] for a connection over TLS: reads and decrypts until the socket has nothing more,
+/// then writes what the session and `out` hold. The upgrade request queued at connect waits in
+/// the session until the handshake is done.
+fn drive_tls(
+    conn: &mut Conn,
+    plan: &Plan,
+    scratch: &mut [u8],
+    shared: &mut Shared,
+) -> Result<(), End> {
+    loop {
+        let Some(session) = conn.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        let handshaking = session.is_handshaking();
+        let read = tls::read(
+            session,
+            &mut conn.stream,
+            scratch,
+            &mut shared.tally.wire.bytes_received,
+        );
+        if handshaking && !session.is_handshaking() {
+            shared.tally.wire.tls_agreed(tls::agreed(session));
+        }
+        match read? {
+            None => break,
+            Some(n) => {
+                let now_ns = plan.clock.now_ns();
+                feed(conn, plan, &scratch[..n], now_ns, shared)?;
+            }
+        }
+    }
+    if let Some(session) = conn.tls.as_deref_mut() {
+        tls::write(session, &mut conn.stream, &mut conn.out).map_err(End::Io)?;
+        if conn.out.is_empty() && conn.out.capacity() > 4096 {
+            conn.out = Vec::new();
+        }
     }
     Ok(())
 }

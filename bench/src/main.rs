@@ -3,7 +3,8 @@
 //! `/v1/...` control API).
 //!
 //! The raw protocol speaks JSON or, with `--format msgpack`, MessagePack; `--deflate` offers
-//! permessage-deflate on either protocol.
+//! permessage-deflate on either protocol. With `--tls-ca` every WebSocket runs over TLS
+//! (`wss://`), in every mode; the control API stays plain HTTP.
 //!
 //! One run: open `--connections` WebSockets (on `--client-threads` mio loops, at most
 //! `--concurrency` handshakes in flight), subscribe connection `i` to `user-{i % users}`, then
@@ -14,6 +15,9 @@
 //! generator's own subscription map says should arrive. With `--server-pid` the server's CPU time
 //! and resident memory are read from `/proc`.
 //!
+//! `--handshakes` is a mode of its own: TLS handshakes as fast as the server takes them, each
+//! connection closed once its handshake is done (see `handshakes`).
+//!
 //! Exit status: 0 when everything expected arrived, 2 when deliveries were lost or connections
 //! or pushes failed, 1 when the run could not be made at all.
 
@@ -21,10 +25,12 @@
 #![recursion_limit = "256"]
 
 mod client;
+mod handshakes;
 mod proto;
 mod pusher;
 mod report;
 mod sys;
+mod tls;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -41,6 +47,7 @@ use crate::proto::{Format, Offer, Protocol};
 use crate::pusher::Pattern;
 use crate::report::Report;
 use crate::sys::Clock;
+use crate::tls::Version;
 
 /// End-to-end load generator for herald and gateways speaking its protocols.
 ///
@@ -189,18 +196,45 @@ struct Args {
     /// The largest server message a client accepts, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_message: usize,
+
+    /// Connect over TLS (`wss://`), trusting the CA certificates in this PEM file and no
+    /// other. Every mode runs over TLS then; without it, plain TCP (`ws://`).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry (and the SNI sent).
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    tls_name: String,
+
+    /// TLS versions offered: `any` (1.3 and 1.2, the server picks), `1.3` or `1.2`.
+    #[arg(long, value_enum, default_value_t = Version::Any, requires = "tls_ca")]
+    tls_version: Version,
+
+    /// Resume TLS sessions: every connection shares one session store (rustls's default, in
+    /// memory) and resumes with a ticket an earlier connection was given. Without it every
+    /// handshake is a full one.
+    #[arg(long, requires = "tls_ca")]
+    tls_resume: bool,
+
+    /// Handshakes only: for --duration (default 10s), keep --concurrency connections in flight,
+    /// each connecting, completing its TLS handshake, reading the session tickets and closing;
+    /// report how many completed, full or resumed, and the server's CPU per handshake. Without
+    /// --tls-ca each connection closes once connected, and is done when the server closed.
+    /// No WebSocket, no pushes.
+    #[arg(long)]
+    handshakes: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(report) => {
-            if report.failed() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+    let outcome = if args.handshakes {
+        run_handshakes(&args)
+    } else {
+        run(&args).map(|report| report.failed())
+    };
+    match outcome {
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(2),
         Err(e) => {
             eprintln!("herald-bench: {e}");
             ExitCode::from(1)
@@ -246,6 +280,120 @@ fn bar(len: u64, template: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
+/// The TLS client of `--tls-ca`, or `None` for plain connections. A `wss://` URL needs one.
+fn tls_client(args: &Args) -> Result<Option<Arc<tls::Client>>, BoxError> {
+    let Some(ca) = &args.tls_ca else {
+        if args.url.starts_with("wss://") {
+            return Err("a wss:// --url needs --tls-ca".into());
+        }
+        return Ok(None);
+    };
+    let client = tls::Client::new(ca, &args.tls_name, args.tls_version, args.tls_resume)?;
+    Ok(Some(Arc::new(client)))
+}
+
+/// `--handshakes`: see `handshakes`. True when any connection failed.
+fn run_handshakes(args: &Args) -> Result<bool, BoxError> {
+    if args.client_threads == 0 {
+        return Err("--client-threads must be > 0".into());
+    }
+    let tls = tls_client(args)?;
+    let (server, _, _) = parse_target(&args.url)?;
+    let duration = args.duration.unwrap_or(Duration::from_secs(10));
+    sys::maybe_pin(args.pin_cpu);
+    let pid = args.server_pid;
+    let concurrency = args.concurrency.max(1).div_ceil(args.client_threads);
+    let cpu_start = pid.and_then(sys::cpu_ns);
+    let start = Instant::now();
+    let until = start + duration;
+    let mut handles = Vec::with_capacity(args.client_threads);
+    for t in 0..args.client_threads {
+        let plan = handshakes::Plan {
+            server,
+            tls: tls.clone(),
+            source_ips: args.source_ips.clone(),
+            concurrency,
+            until,
+            timeout: args.connect_timeout,
+            pin_cpu: args.pin_cpu,
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("handshakes-{t}"))
+                .spawn(move || handshakes::run(plan))?,
+        );
+    }
+    let mut outcome = handshakes::Outcome::default();
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(o)) => outcome.add(o),
+            Ok(Err(e)) => *outcome.failures.entry(format!("thread: {e}")).or_default() += 1,
+            Err(_) => {
+                *outcome
+                    .failures
+                    .entry("thread panicked".into())
+                    .or_default() += 1
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let own_cpu_ns = sys::own_cpu_ns();
+    let server_cpu_ns = match (cpu_start, pid.and_then(sys::cpu_ns)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let per_sec = outcome.completed as f64 / seconds;
+    let cpu_us = server_cpu_ns
+        .filter(|_| outcome.completed > 0)
+        .map(|ns| ns as f64 / 1e3 / outcome.completed as f64);
+    let failed: u64 = outcome.failures.values().sum();
+    let json = serde_json::json!({
+        "label": args.label,
+        "mode": "handshakes",
+        "tls": tls.is_some(),
+        "tls_version": args.tls_version.name(),
+        "tls_resume": args.tls_resume,
+        "concurrency": args.concurrency,
+        "seconds": (seconds * 1e3).round() / 1e3,
+        "completed": outcome.completed,
+        "per_sec": per_sec.round(),
+        "full": outcome.full,
+        "resumed": outcome.resumed,
+        "tls13": outcome.tls13,
+        "tls12": outcome.tls12,
+        "no_ticket": outcome.no_ticket,
+        "failed": failed,
+        "failures": outcome.failures,
+        "server_cpu_ns": server_cpu_ns,
+        "server_cpu_us_per_completed": cpu_us.map(|us| (us * 1e3).round() / 1e3),
+        // The generator's own CPU over the run: near `seconds` means it was the limit.
+        "client_cpu_ns": own_cpu_ns,
+    });
+    let text = serde_json::to_string_pretty(&json)?;
+    match args.json.as_deref() {
+        Some(p) if p.as_os_str() == "-" => println!("{text}"),
+        Some(p) => std::fs::write(p, text + "\n").map_err(|e| format!("{}: {e}", p.display()))?,
+        None => {}
+    }
+    let what = if tls.is_some() {
+        "handshakes"
+    } else {
+        "connections"
+    };
+    let mut summary = format!(
+        "{} {what}: {} in {seconds:.1} s ({per_sec:.0}/s), {} full, {} resumed, {failed} failed",
+        args.label, outcome.completed, outcome.full, outcome.resumed
+    );
+    if let Some(us) = cpu_us {
+        summary.push_str(&format!(", server CPU {us:.1} us each"));
+    }
+    eprintln!("{summary}");
+    if failed > 0 {
+        eprintln!("FAILED: {:?}", outcome.failures);
+    }
+    Ok(failed > 0)
+}
+
 fn run(args: &Args) -> Result<Report, BoxError> {
     if args.connections == 0 || args.client_threads == 0 || args.control_connections == 0 {
         return Err("--connections, --client-threads and --control-connections must be > 0".into());
@@ -260,6 +408,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
     if args.pattern == Pattern::Multicast && (args.k == 0 || args.k > users as usize) {
         return Err(format!("--k must be between 1 and --users ({users})").into());
     }
+    let tls = tls_client(args)?;
     let (server, host, url_path) = parse_target(&args.url)?;
     let (control, control_host, _) = parse_target(&args.control)?;
     let path = args
@@ -301,6 +450,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
             max_message: args.max_message,
             pin_cpu: args.pin_cpu,
             clock,
+            tls: tls.clone(),
         };
         let (p, tx, st) = (progress.clone(), ready_tx.clone(), client_stop.clone());
         handles.push(
@@ -461,6 +611,7 @@ fn run(args: &Args) -> Result<Report, BoxError> {
         protocol: args.protocol.name(),
         format: args.format.name(),
         deflate: args.deflate,
+        tls: tls.as_ref().map(|_| args.tls_version.name()),
         pattern: if args.idle_only {
             "idle"
         } else {

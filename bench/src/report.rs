@@ -26,6 +26,9 @@ pub struct Wire {
     pub deflate_declined: u64,
     /// Connections whose upgrade did not choose the `herald.msgpack` asked for: they spoke JSON.
     pub format_declined: u64,
+    /// TLS handshakes completed, by the version agreed.
+    pub tls13: u64,
+    pub tls12: u64,
 }
 
 impl Wire {
@@ -37,6 +40,17 @@ impl Wire {
         self.inflated_bytes += other.inflated_bytes;
         self.deflate_declined += other.deflate_declined;
         self.format_declined += other.format_declined;
+        self.tls13 += other.tls13;
+        self.tls12 += other.tls12;
+    }
+
+    /// Counts a finished TLS handshake by the version agreed.
+    pub fn tls_agreed(&mut self, version: Option<&str>) {
+        match version {
+            Some("1.3") => self.tls13 += 1,
+            Some("1.2") => self.tls12 += 1,
+            _ => {}
+        }
     }
 
     /// Inflated over compressed size of the messages that came compressed.
@@ -68,6 +82,8 @@ pub struct Report {
     pub format: &'static str,
     /// permessage-deflate was offered; `wire.deflate_declined` says where it was not in effect.
     pub deflate: bool,
+    /// Over TLS: the versions offered (`wire` counts the versions agreed).
+    pub tls: Option<&'static str>,
     pub pattern: &'static str,
     pub rate: f64,
     /// Bytes of each notification's `message` text.
@@ -192,6 +208,11 @@ impl Report {
             "format_declined": self.wire.format_declined,
             "deflate": self.deflate,
             "deflate_declined": self.wire.deflate_declined,
+            "tls": self.tls.map(|offered| json!({
+                "offered": offered,
+                "tls13": self.wire.tls13,
+                "tls12": self.wire.tls12,
+            })),
             "pattern": self.pattern,
             "rate": self.rate,
             "message_size": self.message_size,
@@ -250,6 +271,13 @@ impl Report {
         );
         if self.connections_failed > 0 {
             let _ = write!(s, " ({} failed)", self.connections_failed);
+        }
+        if let Some(offered) = self.tls {
+            let _ = match (self.wire.tls13, self.wire.tls12) {
+                (n, 0) if n > 0 => write!(s, ", TLS 1.3"),
+                (0, n) if n > 0 => write!(s, ", TLS 1.2"),
+                (a, b) => write!(s, ", TLS ({offered} offered: {a} 1.3, {b} 1.2)"),
+            };
         }
         if self.format != "json" {
             let _ = match self.wire.format_declined {

@@ -176,6 +176,19 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// CPU time (user and system) of this process so far, its finished threads included, in
+/// nanoseconds.
+pub fn own_cpu_ns() -> Option<u64> {
+    // SAFETY: rusage is plain data; all zeroes is a valid value for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live rusage, written by the call and read only after it succeeds.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    Some(ns(usage.ru_utime) + ns(usage.ru_stime))
+}
+
 /// A small fast PRNG (xorshift64*), seeded from the OS: user picks and masking keys.
 pub struct Rng(u64);
 
@@ -215,6 +228,7 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).is_some_and(|b| b > 0));
         assert!(cpu_ns(pid).is_some());
+        assert!(own_cpu_ns().is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (`CARGO_BIN_EXE_*` names only the binaries of the test's own package).
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -20,6 +21,21 @@ const PUSHES: u64 = 20;
 /// it.
 fn start_server() -> Running {
     server::start(Config::for_tests()).expect("gateway starts")
+}
+
+/// The test CA and the server certificate it signed (P-256, for localhost and 127.0.0.1).
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tls")
+        .join(name)
+}
+
+/// A gateway as [`start_server`] starts it, speaking TLS on its public port.
+fn start_tls_server() -> Running {
+    let mut config = Config::for_tests();
+    config.tls_cert = Some(fixture("server.pem"));
+    config.tls_key = Some(fixture("server.key"));
+    server::start(config).expect("gateway starts with the test certificate")
 }
 
 fn bench(args: &[&str]) -> (Output, Value) {
@@ -174,4 +190,101 @@ fn synchronous_callers_wait_for_each_answer_and_time_it() {
     assert_eq!(r["deliveries_received"], answered * 20);
     // One figure per push: the latency of its last delivery.
     assert_eq!(r["last_delivery_us"]["count"], answered);
+}
+
+#[test]
+fn wss_clients_get_every_broadcast() {
+    let srv = start_tls_server();
+    let url = format!("wss://{}", srv.public_addr);
+    let ca = fixture("ca.pem");
+    for (protocol, version) in [("raw", "any"), ("socketio", "1.2")] {
+        let (out, r) = bench(&[
+            "--url",
+            &url,
+            "--control",
+            &srv.control_addr.to_string(),
+            "--tls-ca",
+            ca.to_str().expect("a UTF-8 path"),
+            "--tls-version",
+            version,
+            "--protocol",
+            protocol,
+            "--connections",
+            &CONNECTIONS.to_string(),
+            "--pushes",
+            &PUSHES.to_string(),
+            "--rate",
+            "200",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{r:#}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(r["connections_ok"], CONNECTIONS);
+        assert_eq!(r["deliveries_received"], CONNECTIONS * PUSHES);
+        assert_eq!(r["deliveries_lost"], 0);
+        let agreed = if version == "1.2" { "tls12" } else { "tls13" };
+        assert_eq!(r["tls"][agreed], CONNECTIONS, "{r:#}");
+    }
+}
+
+#[test]
+fn handshakes_mode_counts_full_and_resumed_handshakes() {
+    let srv = start_tls_server();
+    let (url, ca) = (srv.public_addr.to_string(), fixture("ca.pem"));
+    let ca = ca.to_str().expect("a UTF-8 path");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--url",
+            &url,
+            "--tls-ca",
+            ca,
+            "--handshakes",
+            "--duration",
+            "300ms",
+            "--concurrency",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let (out, r) = bench(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}\n{r:#}");
+        assert_eq!(r["failed"], 0, "{r:#}");
+        assert!(r["completed"].as_u64().unwrap() > 0, "{r:#}");
+        r
+    };
+    let full = run(&[]);
+    assert_eq!(full["resumed"], 0, "{full:#}");
+    assert_eq!(full["full"], full["completed"], "{full:#}");
+    assert_eq!(full["no_ticket"], 0, "{full:#}");
+    // The first handshakes have no ticket yet; the later ones resume with those given before.
+    let resumed = run(&["--tls-resume"]);
+    assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed:#}");
+    let tls12 = run(&["--tls-version", "1.2"]);
+    assert_eq!(tls12["tls12"], tls12["completed"], "{tls12:#}");
+}
+
+#[test]
+fn handshakes_mode_without_tls_connects_and_closes() {
+    let srv = start_server();
+    let (out, r) = bench(&[
+        "--url",
+        &srv.public_addr.to_string(),
+        "--handshakes",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r["tls"], false);
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert!(r["completed"].as_u64().unwrap() > 0, "{r:#}");
 }
