@@ -38,8 +38,9 @@ IDLE_COUNTS=${IDLE_COUNTS:-10000 19000}
 IDLE_TIME=${IDLE_TIME:-5s}
 # compare.sh's scenario (a) and sync1, flag for flag (their defaults there).
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-2000}
-# compare.sh's 500, and a slower rate at which fewer frames share a write (and a TLS record).
-BROADCAST_RATES=${BROADCAST_RATES:-500 100}
+# compare.sh's 500, and slower rates at which fewer frames share a write (and a TLS record):
+# at 25/s herald is far from busy and each push is a write of its own to every socket.
+BROADCAST_RATES=${BROADCAST_RATES:-500 100 25}
 BROADCAST_DURATION=${BROADCAST_DURATION:-10s}
 NOTIFICATION_MESSAGE=${NOTIFICATION_MESSAGE:-156}
 SYNC1_CONNECTIONS=${SYNC1_CONNECTIONS:-2000}
@@ -124,8 +125,16 @@ cert_files() {
 # Busy jiffies and total jiffies of the whole machine.
 machine_jiffies() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
+# This machine's speed varies from hour to hour; before each run, what a core does alone (herald's
+# core, nothing else running there for a second): OpenSSL's ECDSA P-256 signatures a second.
+reference_speed() {
+  taskset -c "$SERVER_CPU" openssl speed -seconds 1 -mr ecdsap256 2>/dev/null |
+    awk -F: '/^\+F4:/ {printf "%.0f", $4}'
+}
+
 # Waits until the machine's CPU over two seconds is under QUIET_MAX, at most QUIET_WAIT seconds;
-# logs what it saw (and the busiest processes when it gave up waiting) under the label $1.
+# logs what it saw (and the busiest processes when it gave up waiting), and the reference
+# speed, under the label $1.
 wait_quiet() {
   local label=$1 waited=0 busy
   while true; do
@@ -135,13 +144,13 @@ wait_quiet() {
     busy=$(python3 -c "print(f'{($b1-$b0)/max($t1-$t0,1):.3f}')")
     waited=$((waited + 2))
     if python3 -c "import sys; sys.exit(0 if $busy <= $QUIET_MAX else 1)"; then
-      printf '%s\t%s\t%s\tquiet\n' "$label" "$busy" "$waited" >>"$QUIET_LOG"
+      printf '%s\t%s\t%s\tquiet\t%s\n' "$label" "$busy" "$waited" "$(reference_speed)" >>"$QUIET_LOG"
       return 0
     fi
     if ((waited >= QUIET_WAIT)); then
       local top
       top=$(ps -eo pcpu,comm --sort=-pcpu --no-headers | head -n 4 | awk '{printf "%s %s%%; ", $2, $1}')
-      printf '%s\t%s\t%s\tbusy: %s\n' "$label" "$busy" "$waited" "$top" >>"$QUIET_LOG"
+      printf '%s\t%s\t%s\tbusy: %s\t%s\n' "$label" "$busy" "$waited" "$top" "$(reference_speed)" >>"$QUIET_LOG"
       echo "   the machine is busy ($busy of its CPU): measuring anyway ($top)" >&2
       return 0
     fi
@@ -149,10 +158,6 @@ wait_quiet() {
     waited=$((waited + 8))
   done
 }
-
-# User and system jiffies of the whole machine (what processes' utime and stime count), and all
-# jiffies.
-machine_user_sys() { awk '/^cpu / {print $2+$3+$4, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
 # Runs a command; writes its CPU seconds (user + system, its children included) to file $1.
 timed() {
@@ -166,20 +171,45 @@ sys.exit(rc)' "$out" "$@"
 }
 
 # Around a run: what the machine, herald and herald-bench (its CPU in file $2) used; logs the
-# rest, other processes' share of the machine, under label $1.
+# rest, other processes' share of the machine, and the three of them that used the most, under
+# label $1.
+snapshot() {
+  python3 - "$CERTS/snap.json" <<'PY'
+import json, os, sys
+procs = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    procs[pid] = [comm, int(rest[11]) + int(rest[12])]
+cpu = open("/proc/stat").readline().split()[1:]
+machine = [sum(map(int, cpu[0:3])), sum(map(int, cpu[0:8]))]
+json.dump({"machine": machine, "procs": procs}, open(sys.argv[1], "w"))
+PY
+}
 during_start() {
-  read -r M0 T0 < <(machine_user_sys)
-  HC0=$(herald_cpu "$SERVER_PID")
+  snapshot
+  cp "$CERTS/snap.json" "$CERTS/snap0.json"
 }
 during_end() {
-  local m1 t1 hc1
-  read -r m1 t1 < <(machine_user_sys)
-  hc1=$(herald_cpu "$SERVER_PID")
-  python3 -c "
-hz = $(getconf CLK_TCK)
-machine, capacity = ($m1 - $M0) / hz, ($t1 - $T0) / hz
-bench = float(open('$2').read() or 0)
-print(f'$1\t{max(machine - ($hc1 - $HC0) - bench, 0) / capacity:.3f}')" >>"$DURING_LOG"
+  snapshot
+  python3 - "$CERTS/snap0.json" "$CERTS/snap.json" "$2" "$1" "$SERVER_PID" "$(getconf CLK_TCK)" >>"$DURING_LOG" <<'PY'
+import json, sys
+before, after = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+bench = float(open(sys.argv[3]).read() or 0)
+label, herald, hz = sys.argv[4], sys.argv[5], int(sys.argv[6])
+used = lambda pid: (after["procs"][pid][1] - before["procs"].get(pid, [None, 0])[1]) / hz
+machine = (after["machine"][0] - before["machine"][0]) / hz
+capacity = (after["machine"][1] - before["machine"][1]) / hz
+others = max(machine - used(herald) - bench, 0) if herald in after["procs"] else machine - bench
+top = sorted(((used(p), after["procs"][p][0]) for p in after["procs"] if p != herald), reverse=True)[:3]
+names = ", ".join(f"{name} {s:.2f} s" for s, name in top if s > 0)
+print(f"{label}\t{others / capacity:.3f}\t{names or 'none'}")
+PY
 }
 
 # herald's CPU seconds so far: utime + stime of /proc/PID/stat.
@@ -207,7 +237,7 @@ start_herald() {
   SERVER_PID=$!
   for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
     kill -0 "$SERVER_PID" 2>/dev/null || return 1
-    line=$(grep -Eo 'websocket=[^ ]+ control=[^ ]+' "$log" | head -n 1 || true)
+    line=$(grep -Eo 'websocket=[^ ]+ control=[^ ]+' "$log" 2>/dev/null | head -n 1 || true)
     if [[ -n $line ]]; then
       WS_ADDR=${line#websocket=}
       WS_ADDR=${WS_ADDR%% *}
@@ -359,10 +389,13 @@ fi
   echo "- $(rustc --version)"
   echo "- $(openssl version | cut -d' ' -f1-2) (the RSA-2048 certificate)"
   echo "- herald $(git rev-parse --short HEAD)"
-  echo "- CPU of the machine (fraction of both cores) over the 2 s before each run (a run waits"
-  echo "  for at most $QUIET_MAX), and other processes' than herald's and herald-bench's during it:"
-  awk -F'\t' 'NR == FNR {during[$1] = $2; next}
-    {printf "  %s: before %s, others during %s%s\n", $1, $2, ($1 in during ? during[$1] : "n/a"),
+  echo "- before each run: CPU of the machine (fraction of both cores) over 2 s (a run waits for at"
+  echo "  most $QUIET_MAX), and \`openssl speed -seconds 1 ecdsap256\` signs/s on core $SERVER_CPU (this"
+  echo "  machine's speed varies); during it: other processes' CPU than herald's and herald-bench's"
+  echo "  (fraction of both cores) and the three that used the most:"
+  awk -F'\t' 'NR == FNR {during[$1] = $2 " (most: " $3 ")"; next}
+    {printf "  %s: before %s, %s signs/s; others during %s%s\n", $1, $2, $5,
+      ($1 in during ? during[$1] : "n/a"),
       ($4 == "quiet" ? "" : " (waited " $3 " s, then ran anyway; " $4 ")")}' "$DURING_LOG" "$QUIET_LOG"
 } >"$OUT/environment.md"
 
