@@ -38,8 +38,9 @@ IDLE_COUNTS=${IDLE_COUNTS:-10000 19000}
 IDLE_TIME=${IDLE_TIME:-5s}
 # compare.sh's scenario (a) and sync1, flag for flag (their defaults there).
 BROADCAST_CONNECTIONS=${BROADCAST_CONNECTIONS:-2000}
-# compare.sh's 500, and a slower rate at which fewer frames share a write (and a TLS record).
-BROADCAST_RATES=${BROADCAST_RATES:-500 100}
+# compare.sh's 500, and slower rates at which fewer frames share a write (and a TLS record):
+# at 25/s herald is far from busy and each push is a write of its own to every socket.
+BROADCAST_RATES=${BROADCAST_RATES:-500 100 25}
 BROADCAST_DURATION=${BROADCAST_DURATION:-10s}
 NOTIFICATION_MESSAGE=${NOTIFICATION_MESSAGE:-156}
 SYNC1_CONNECTIONS=${SYNC1_CONNECTIONS:-2000}
@@ -53,6 +54,9 @@ QUIET_MAX=${QUIET_MAX:-0.05}
 QUIET_WAIT=${QUIET_WAIT:-900}
 # Parts to run, of: handshakes idle broadcast.
 PARTS=${PARTS:-handshakes idle broadcast}
+# Handshake and broadcast runs are repeated, TLS next to plain each time (this machine's speed
+# varies by a factor of two from hour to hour); the table gives the median and the range.
+REPEAT=${REPEAT:-3}
 
 BUILD=1
 [[ ${1:-} == --no-build ]] && BUILD=0
@@ -124,8 +128,16 @@ cert_files() {
 # Busy jiffies and total jiffies of the whole machine.
 machine_jiffies() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
+# This machine's speed varies from hour to hour; before each run, what a core does alone (herald's
+# core, nothing else running there for a second): OpenSSL's ECDSA P-256 signatures a second.
+reference_speed() {
+  taskset -c "$SERVER_CPU" openssl speed -seconds 1 -mr ecdsap256 2>/dev/null |
+    awk -F: '/^\+F4:/ {printf "%.0f", $4}'
+}
+
 # Waits until the machine's CPU over two seconds is under QUIET_MAX, at most QUIET_WAIT seconds;
-# logs what it saw (and the busiest processes when it gave up waiting) under the label $1.
+# logs what it saw (and the busiest processes when it gave up waiting), and the reference
+# speed, under the label $1.
 wait_quiet() {
   local label=$1 waited=0 busy
   while true; do
@@ -135,13 +147,13 @@ wait_quiet() {
     busy=$(python3 -c "print(f'{($b1-$b0)/max($t1-$t0,1):.3f}')")
     waited=$((waited + 2))
     if python3 -c "import sys; sys.exit(0 if $busy <= $QUIET_MAX else 1)"; then
-      printf '%s\t%s\t%s\tquiet\n' "$label" "$busy" "$waited" >>"$QUIET_LOG"
+      printf '%s\t%s\t%s\tquiet\t%s\n' "$label" "$busy" "$waited" "$(reference_speed)" >>"$QUIET_LOG"
       return 0
     fi
     if ((waited >= QUIET_WAIT)); then
       local top
       top=$(ps -eo pcpu,comm --sort=-pcpu --no-headers | head -n 4 | awk '{printf "%s %s%%; ", $2, $1}')
-      printf '%s\t%s\t%s\tbusy: %s\n' "$label" "$busy" "$waited" "$top" >>"$QUIET_LOG"
+      printf '%s\t%s\t%s\tbusy: %s\t%s\n' "$label" "$busy" "$waited" "$top" "$(reference_speed)" >>"$QUIET_LOG"
       echo "   the machine is busy ($busy of its CPU): measuring anyway ($top)" >&2
       return 0
     fi
@@ -149,10 +161,6 @@ wait_quiet() {
     waited=$((waited + 8))
   done
 }
-
-# User and system jiffies of the whole machine (what processes' utime and stime count), and all
-# jiffies.
-machine_user_sys() { awk '/^cpu / {print $2+$3+$4, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
 # Runs a command; writes its CPU seconds (user + system, its children included) to file $1.
 timed() {
@@ -166,20 +174,45 @@ sys.exit(rc)' "$out" "$@"
 }
 
 # Around a run: what the machine, herald and herald-bench (its CPU in file $2) used; logs the
-# rest, other processes' share of the machine, under label $1.
+# rest, other processes' share of the machine, and the three of them that used the most, under
+# label $1.
+snapshot() {
+  python3 - "$CERTS/snap.json" <<'PY'
+import json, os, sys
+procs = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    procs[pid] = [comm, int(rest[11]) + int(rest[12])]
+cpu = open("/proc/stat").readline().split()[1:]
+machine = [sum(map(int, cpu[0:3])), sum(map(int, cpu[0:8]))]
+json.dump({"machine": machine, "procs": procs}, open(sys.argv[1], "w"))
+PY
+}
 during_start() {
-  read -r M0 T0 < <(machine_user_sys)
-  HC0=$(herald_cpu "$SERVER_PID")
+  snapshot
+  cp "$CERTS/snap.json" "$CERTS/snap0.json"
 }
 during_end() {
-  local m1 t1 hc1
-  read -r m1 t1 < <(machine_user_sys)
-  hc1=$(herald_cpu "$SERVER_PID")
-  python3 -c "
-hz = $(getconf CLK_TCK)
-machine, capacity = ($m1 - $M0) / hz, ($t1 - $T0) / hz
-bench = float(open('$2').read() or 0)
-print(f'$1\t{max(machine - ($hc1 - $HC0) - bench, 0) / capacity:.3f}')" >>"$DURING_LOG"
+  snapshot
+  python3 - "$CERTS/snap0.json" "$CERTS/snap.json" "$2" "$1" "$SERVER_PID" "$(getconf CLK_TCK)" >>"$DURING_LOG" <<'PY'
+import json, sys
+before, after = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+bench = float(open(sys.argv[3]).read() or 0)
+label, herald, hz = sys.argv[4], sys.argv[5], int(sys.argv[6])
+used = lambda pid: (after["procs"][pid][1] - before["procs"].get(pid, [None, 0])[1]) / hz
+machine = (after["machine"][0] - before["machine"][0]) / hz
+capacity = (after["machine"][1] - before["machine"][1]) / hz
+others = max(machine - used(herald) - bench, 0) if herald in after["procs"] else machine - bench
+top = sorted(((used(p), after["procs"][p][0]) for p in after["procs"] if p != herald), reverse=True)[:3]
+names = ", ".join(f"{name} {s:.2f} s" for s, name in top if s > 0)
+print(f"{label}\t{others / capacity:.3f}\t{names or 'none'}")
+PY
 }
 
 # herald's CPU seconds so far: utime + stime of /proc/PID/stat.
@@ -207,7 +240,7 @@ start_herald() {
   SERVER_PID=$!
   for _ in $(seq 1 $((READY_TIMEOUT * 10))); do
     kill -0 "$SERVER_PID" 2>/dev/null || return 1
-    line=$(grep -Eo 'websocket=[^ ]+ control=[^ ]+' "$log" | head -n 1 || true)
+    line=$(grep -Eo 'websocket=[^ ]+ control=[^ ]+' "$log" 2>/dev/null | head -n 1 || true)
     if [[ -n $line ]]; then
       WS_ADDR=${line#websocket=}
       WS_ADDR=${WS_ADDR%% *}
@@ -246,17 +279,18 @@ HANDSHAKE_RUNS=(
   "rsa2048-resumed rsa2048 1.3 $RESUME_CONCURRENCY --tls-resume"
 )
 if [[ " $PARTS " == *" handshakes "* ]]; then
-  echo "== handshakes for $HANDSHAKE_DURATION each"
+  for round in $(seq 1 "$REPEAT"); do
+  echo "== handshakes for $HANDSHAKE_DURATION each ($round of $REPEAT)"
   for spec in "${HANDSHAKE_RUNS[@]}"; do
     read -r name kind versions inflight extra <<<"$spec"
-    base="$OUT/handshakes-$name"
+    base="$OUT/handshakes-$name-$round"
     # shellcheck disable=SC2046 # the flags are meant to split
     if ! start_herald "$base.server.log" $(tls_server_flags "$kind"); then
       echo "   $name: herald did not start (see $base.server.log)" >&2
       stop_pid "$SERVER_PID"; SERVER_PID=""
       continue
     fi
-    wait_quiet "handshakes-$name"
+    wait_quiet "handshakes-$name-$round"
     h0=$(metric "$CONTROL_ADDR" herald_tls_handshakes_total)
     a0=$(metric "$CONTROL_ADDR" herald_connections_accepted_total)
     c0=$(herald_cpu "$SERVER_PID")
@@ -270,7 +304,7 @@ if [[ " $PARTS " == *" handshakes "* ]]; then
     # The last connections' closes reach herald after the generator ends.
     sleep 0.5
     c1=$(herald_cpu "$SERVER_PID")
-    during_end "handshakes-$name" "$base.cpu"
+    during_end "handshakes-$name-$round" "$base.cpu"
     h1=$(metric "$CONTROL_ADDR" herald_tls_handshakes_total)
     a1=$(metric "$CONTROL_ADDR" herald_connections_accepted_total)
     curl -sf --max-time 5 "http://$CONTROL_ADDR/metrics" >"$base.metrics.txt" || true
@@ -278,6 +312,7 @@ if [[ " $PARTS " == *" handshakes "* ]]; then
     printf 'handshakes\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$base.json" "$inflight" \
       "${h0:-0}" "${h1:-0}" "${a0:-0}" "${a1:-0}" "$c0" "$c1" >>"$MANIFEST"
     echo "   $name: $(tail -n 1 "$base.bench.log")"
+  done
   done
 fi
 
@@ -323,18 +358,19 @@ SCENARIOS=()
 if [[ " $PARTS " == *" broadcast "* ]]; then
   for rate in $BROADCAST_RATES; do SCENARIOS+=("a@$rate"); done
   SCENARIOS+=(sync1)
+  for round in $(seq 1 "$REPEAT"); do
   for sc in "${SCENARIOS[@]}"; do
-    echo "== broadcast ($sc): $(scenario_flags "$sc")"
+    echo "== broadcast ($sc, $round of $REPEAT): $(scenario_flags "$sc")"
     for spec in "plain none -" "tls p256 any"; do
       read -r name kind versions <<<"$spec"
-      base="$OUT/$sc-$name"
+      base="$OUT/$sc-$name-$round"
       # shellcheck disable=SC2046 # the flags are meant to split
       if ! start_herald "$base.server.log" $(tls_server_flags "$kind"); then
         echo "   $name: herald did not start (see $base.server.log)" >&2
         stop_pid "$SERVER_PID"; SERVER_PID=""
         continue
       fi
-      LABEL="$sc-$name"
+      LABEL="$sc-$name-$round"
       wait_quiet "$LABEL"
       during_start
       rc=0
@@ -349,6 +385,7 @@ if [[ " $PARTS " == *" broadcast "* ]]; then
       echo "   $name: $(tail -n 1 "$base.bench.log")"
     done
   done
+  done
 fi
 
 # ---- Where the runs ran, for the record. ----
@@ -359,21 +396,24 @@ fi
   echo "- $(rustc --version)"
   echo "- $(openssl version | cut -d' ' -f1-2) (the RSA-2048 certificate)"
   echo "- herald $(git rev-parse --short HEAD)"
-  echo "- CPU of the machine (fraction of both cores) over the 2 s before each run (a run waits"
-  echo "  for at most $QUIET_MAX), and other processes' than herald's and herald-bench's during it:"
-  awk -F'\t' 'NR == FNR {during[$1] = $2; next}
-    {printf "  %s: before %s, others during %s%s\n", $1, $2, ($1 in during ? during[$1] : "n/a"),
+  echo "- before each run: CPU of the machine (fraction of both cores) over 2 s (a run waits for at"
+  echo "  most $QUIET_MAX), and \`openssl speed -seconds 1 ecdsap256\` signs/s on core $SERVER_CPU (this"
+  echo "  machine's speed varies); during it: other processes' CPU than herald's and herald-bench's"
+  echo "  (fraction of both cores) and the three that used the most:"
+  awk -F'\t' 'NR == FNR {during[$1] = $2 " (most: " $3 ")"; next}
+    {printf "  %s: before %s, %s signs/s; others during %s%s\n", $1, $2, $5,
+      ($1 in during ? during[$1] : "n/a"),
       ($4 == "quiet" ? "" : " (waited " $3 " s, then ran anyway; " $4 ")")}' "$DURING_LOG" "$QUIET_LOG"
 } >"$OUT/environment.md"
 
 # ---- The table. ----
 flags=()
 for sc in "${SCENARIOS[@]}"; do flags+=("$sc=$(scenario_flags "$sc")"); done
-python3 - "$MANIFEST" "$OUT" "$HANDSHAKE_DURATION" "$IDLE_TIME" "${flags[@]}" <<'PY'
-import json, sys
+python3 - "$MANIFEST" "$OUT" "$HANDSHAKE_DURATION" "$IDLE_TIME" "$REPEAT" "${flags[@]}" <<'PY'
+import json, statistics, sys
 
-manifest, out, duration, idle_time = sys.argv[1:5]
-scenarios = [arg.split("=", 1) for arg in sys.argv[5:]]
+manifest, out, duration, idle_time, repeat = sys.argv[1:6]
+scenarios = [arg.split("=", 1) for arg in sys.argv[6:]]
 rows = [line.rstrip("\n").split("\t") for line in open(manifest)]
 
 def load(path):
@@ -385,33 +425,57 @@ def load(path):
 def n(v, d=0):
     return "n/a" if v is None else f"{v:,.{d}f}"
 
-lines = []
+def spread(values, d=0):
+    """The median, and the range when there are several."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return n(med, d)
+    return f"{n(med, d)} ({n(min(values), d)}–{n(max(values), d)})"
+
+def grouped(selected, key):
+    groups = {}
+    for r in selected:
+        groups.setdefault(key(r), []).append(r)
+    return groups
+
+lines = [f"Each handshake and broadcast run was made {repeat} times, TLS next to plain each time: "
+         "the median, and (min–max).", ""]
 hs = [r for r in rows if r[0] == "handshakes"]
 if hs:
     lines += [f"### Handshakes: {duration} each, herald --workers 1 on one core", "",
-              "| run | in flight | handshakes (herald) | handshakes/s achieved | herald CPU µs/handshake | handshakes/s per core | full / resumed (client) | generator's core busy | failed |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for _, name, rc, path, inflight, h0, h1, a0, a1, c0, c1 in hs:
-        j = load(path)
-        if j is None:
-            lines.append(f"| {name} | {inflight} | run failed (exit {rc}) | | | | | | |")
-            continue
-        # Plain runs have no TLS handshake: they count accepted connections.
-        count = int(float(h1)) - int(float(h0)) if name != "plain" else int(float(a1)) - int(float(a0))
-        cpu_us = (float(c1) - float(c0)) * 1e6
-        per = cpu_us / count if count else None
-        per_core = 1e6 / per if per else None
-        client = j.get("client_cpu_ns")
-        client_share = client / 1e9 / j["seconds"] if client and j.get("seconds") else None
-        kinds = "–" if name == "plain" else f'{j["full"]:,} / {j["resumed"]:,}'
+              "| run | in flight | handshakes/s achieved | herald CPU µs/handshake | handshakes/s per core | full / resumed (client) | generator's core busy | failed |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, runs in grouped(hs, lambda r: r[1]).items():
+        rates, cpus, busy, full, resumed, failed, broken = [], [], [], 0, 0, 0, 0
+        for _, _, rc, path, inflight, h0, h1, a0, a1, c0, c1 in runs:
+            j = load(path)
+            if j is None:
+                broken += 1
+                continue
+            # Plain runs have no TLS handshake: they count accepted connections.
+            count = int(a1) - int(a0) if name == "plain" else int(h1) - int(h0)
+            rates.append(count / j["seconds"])
+            cpus.append((float(c1) - float(c0)) * 1e6 / count if count else None)
+            client = j.get("client_cpu_ns")
+            busy.append(client / 1e9 / j["seconds"] * 100 if client else None)
+            full, resumed, failed = full + j["full"], resumed + j["resumed"], failed + j["failed"]
+        valid = [c for c in cpus if c]
+        per_core = 1e6 / statistics.median(valid) if valid else None
+        kinds = "–" if name == "plain" else f"{full:,} / {resumed:,}"
         label = name + (" (connect, close)" if name == "plain" else "")
-        lines.append(f"| {label} | {inflight} | {count:,} | {n(count / j['seconds'])} | {n(per, 1)} | {n(per_core)} | {kinds} | "
-                     f"{n(client_share * 100 if client_share else None)}% | {j['failed']:,} |")
+        fails = f"{failed:,}" + (f", {broken} runs failed" if broken else "")
+        lines.append(f"| {label} | {runs[0][4]} | {spread(rates)} | {spread(cpus, 1)} | {n(per_core)} | {kinds} | "
+                     f"{spread(busy)}% | {fails} |")
     lines += ["", "handshakes: herald_tls_handshakes_total over the run (plain: herald_connections_accepted_total); "
               "herald CPU: utime+stime of /proc/PID/stat over the run (10 ms ticks), divided by the handshakes; "
-              "per core: 1 s over that. p256: the test certificate (ECDSA P-256); rsa2048: made by openssl for this run. "
-              "Key exchange X25519 (rustls's first choice). A connection: connect, handshake, read the tickets "
-              "(TLS 1.3), close_notify, close; herald's accept, its connection's setup and close are in the figure.", ""]
+              "per core: 1 s over the median. p256: the test certificate (ECDSA P-256); rsa2048: made by openssl "
+              "for this run. Key exchange X25519 (rustls's first choice). A connection: connect, handshake, read "
+              "the tickets (TLS 1.3), close_notify, close; herald's accept, its connection's setup and close are "
+              "in the figure. Generator's core busy: herald-bench's CPU over the run (near 100%: the generator "
+              "was the limit, not herald).", ""]
 
 idle = [r for r in rows if r[0] == "idle"]
 if idle:
@@ -440,24 +504,38 @@ for sc, flags in scenarios:
         continue
     title = f"(a) broadcast, {sc[2:]}/s" if sc.startswith("a@") else f"({sc}) one synchronous caller"
     lines += [f"### {title}: `{flags}`", "",
-              "| herald | answered | deliveries/s | CPU ns/delivery | TLS over plain | delivery p50 µs | p99 µs | call p50 µs | lost |",
+              "| herald | answered | deliveries/s | CPU ns/delivery | TLS over plain (each pair) | delivery p50 µs | p99 µs | call p50 µs | lost |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    base = None
-    for _, name, rc, path in runs:
-        j = load(path)
-        if j is None:
-            lines.append(f"| {name} | run failed (exit {rc}) | | | | | | | |")
-            continue
-        cpu = j.get("cpu_ns_per_delivery")
-        if name == "plain":
-            base = cpu
-        ratio = f"×{cpu / base:.2f}" if name != "plain" and cpu and base else ""
-        lat, call = j.get("latency_us") or {}, j.get("push_call_us") or {}
-        lines.append(f"| {name} | {j.get('pushes_answered', 0):,}/{j.get('pushes_planned', 0):,} | {n(j.get('deliveries_per_sec'))} | "
-                     f"{n(cpu)} | {ratio} | {n(lat.get('p50'))} | {n(lat.get('p99'))} | {n(call.get('p50'))} | {j.get('deliveries_lost', 0):,} |")
+    data = {name: [load(r[3]) for r in rs] for name, rs in grouped(runs, lambda r: r[1]).items()}
+    cpu = lambda j: j.get("cpu_ns_per_delivery") if j else None
+    pairs = [t / p for p, t in zip(map(cpu, data.get("plain", [])), map(cpu, data.get("tls", []))) if p and t]
+    for name, js in data.items():
+        ok = [j for j in js if j]
+        answered = f"{sum(j.get('pushes_answered', 0) for j in ok):,}/{sum(j.get('pushes_planned', 0) for j in ok):,}"
+        ratio = "" if name == "plain" else ("×" + spread(pairs, 2) if pairs else "n/a")
+        lat = lambda q: spread([(j.get("latency_us") or {}).get(q) for j in ok])
+        lines.append(f"| {name} | {answered} | {spread([j.get('deliveries_per_sec') for j in ok])} | "
+                     f"{spread([cpu(j) for j in ok])} | {ratio} | {lat('p50')} | {lat('p99')} | "
+                     f"{spread([(j.get('push_call_us') or {}).get('p50') for j in ok])} | "
+                     f"{sum(j.get('deliveries_lost', 0) for j in ok):,} |")
     lines.append("")
 
-lines.append(open(f"{out}/environment.md").read())
+# The machine around the runs, in short (environment.md has every run).
+quiet = [l.rstrip("\n").split("\t") for l in open(f"{out}/quiet.tsv")]
+during = [l.rstrip("\n").split("\t") for l in open(f"{out}/during.tsv")]
+speeds = [float(q[4]) for q in quiet if len(q) > 4 and q[4]]
+others = [(float(d[1]), d[0], d[2]) for d in during]
+waited_out = [q[0] for q in quiet if q[3] != "quiet"]
+if speeds:
+    lines.append(f"Reference speed before the runs (`openssl speed ecdsap256` signs/s on herald's core): "
+                 f"{min(speeds):,.0f}–{max(speeds):,.0f}, median {statistics.median(speeds):,.0f}.")
+if others:
+    worst = max(others)
+    lines.append(f"Other processes' CPU during the runs: at most {worst[0]:.3f} of the machine ({worst[1]}: {worst[2]}); "
+                 f"{sum(1 for o in others if o[0] >= 0.05)} of {len(others)} runs at 0.05 or more.")
+if waited_out:
+    lines.append(f"Runs started on a busy machine after waiting the longest allowed: {', '.join(waited_out)}.")
+lines += ["", open(f"{out}/environment.md").read()]
 text = "\n".join(lines)
 open(f"{out}/table.md", "w").write(text)
 print(text)
