@@ -266,27 +266,40 @@ fn recovery_state(config: &Config) -> (Option<Arc<Log>>, Option<Arc<Parked>>) {
 /// port with `SO_REUSEPORT`, the kernel spreading connections over them.
 fn bind_public(config: &Config, workers: usize) -> io::Result<Vec<TcpListener>> {
     if config.accept == Accept::Handoff || workers == 1 {
-        return Ok(vec![TcpListener::bind(config.listen)?]);
+        return Ok(vec![listen(config.listen, false)?]);
     }
     let mut addr = config.listen;
     let mut listeners = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener = TcpListener::from_std(socket.into());
+        let listener = listen(addr, true)?;
         // Port 0 asks for any port: the others bind the one the first got.
         addr = listener.local_addr()?;
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Connections the kernel completes and keeps for `accept` on a public listener (capped by
+/// `net.core.somaxconn`). The standard library's 128 fills in a burst of reconnecting clients,
+/// and past it the kernel drops SYNs: each client retries after a second or more.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A non-blocking listener on `addr` with [`LISTEN_BACKLOG`], sharing its port with others
+/// (`SO_REUSEPORT`) when `reuse_port`.
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// The control API pushes to any user: without a key (TLS or not) it may only listen where
