@@ -594,6 +594,15 @@ impl IpLimiter {
         }
     }
 
+    /// Uncounts a connection from `ip` as it was counted: against `ip` if `attributed`, in the
+    /// total alone otherwise.
+    pub fn release(&mut self, ip: IpAddr, attributed: bool) {
+        match attributed {
+            true => self.on_disconnect(ip),
+            false => self.on_disconnect_unattributed(),
+        }
+    }
+
     /// Uncounts a connection counted by [`IpLimiter::on_connect_unattributed`] and never
     /// attributed.
     pub fn on_disconnect_unattributed(&mut self) {

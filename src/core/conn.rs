@@ -206,12 +206,8 @@ pub struct Flushed {
 const WRITEV_MAX: usize = 64;
 
 impl Conn {
-    pub fn new(peer: IpAddr, id: SocketId, now: Instant, deadline: Instant) -> Self {
-        Conn::from(peer, true, id, now, deadline)
-    }
-
     /// A connection from `peer`, counted against its address or (`attributed` false) not yet.
-    pub fn from(
+    pub fn new(
         peer: IpAddr,
         attributed: bool,
         id: SocketId,
@@ -254,11 +250,7 @@ impl Conn {
 
     /// Uncounts this connection from the caps it was counted against.
     pub fn uncount(&self, ips: &mut IpLimiter) {
-        if self.attributed {
-            ips.on_disconnect(self.peer);
-        } else {
-            ips.on_disconnect_unattributed();
-        }
+        ips.release(self.peer, self.attributed);
     }
 
     pub fn id_str(&self) -> &str {

@@ -319,7 +319,7 @@ impl State {
     /// next vacant one.
     pub(crate) fn open_conn(&mut self, peer: IpAddr, attributed: bool, now: Instant) -> usize {
         let c = &self.config;
-        let mut conn = Conn::from(peer, attributed, new_id(), now, now + c.handshake_timeout);
+        let mut conn = Conn::new(peer, attributed, new_id(), now, now + c.handshake_timeout);
         conn.inbound = InboundBucket::new(self.limits.client.as_ref());
         let k = self.io.entries.insert(Entry::Conn(conn));
         self.io.metrics.connections_accepted += 1;

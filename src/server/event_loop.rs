@@ -318,13 +318,7 @@ impl EventLoop {
                 false => ips.on_connect(peer.ip(), now),
             }
         };
-        let uncount = |ips: &Mutex<IpLimiter>| {
-            let mut ips = lock_ips(ips);
-            match via_proxy {
-                true => ips.on_disconnect_unattributed(),
-                false => ips.on_disconnect(peer.ip()),
-            }
-        };
+        let uncount = |ips: &Mutex<IpLimiter>| lock_ips(ips).release(peer.ip(), !via_proxy);
         if let Err(refusal) = admitted {
             if self.tls.is_some() {
                 // No plain-text answer can be read on a TLS port, and a handshake spent on a
@@ -439,11 +433,7 @@ impl EventLoop {
                 && self.links[owner].waker.wake().is_ok();
             if !sent {
                 // The owner stopped (shutdown): the connection was dropped and closed.
-                let mut ips = lock_ips(&self.state.ips);
-                match attributed {
-                    true => ips.on_disconnect(peer),
-                    false => ips.on_disconnect_unattributed(),
-                }
+                lock_ips(&self.state.ips).release(peer, attributed);
             }
         }
     }
