@@ -99,7 +99,10 @@ impl Socket {
         };
         let mut rest = bytes;
         while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
+            // 0: the session takes no more (the peer's close_notify came): the rest is dropped.
+            if tls.read_tls(&mut rest)? == 0 {
+                break;
+            }
             process(tls, &mut self.stream)?;
         }
         Ok(None)
