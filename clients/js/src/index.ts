@@ -190,7 +190,9 @@ export class Herald {
 
   private send(event: string, data: unknown): void {
     const m = { event, data };
-    this.ws?.send(this.o.msgpack && this.o.format == 'msgpack' ? this.o.msgpack.encode(m) : JSON.stringify(m));
+    this.ws?.send(
+      this.o.msgpack && this.o.format == 'msgpack' ? this.o.msgpack.encode(m) : JSON.stringify(m),
+    );
   }
 
   private async token(): Promise<string | undefined> {
@@ -303,21 +305,27 @@ export class Herald {
     const left = exp * 1000 - Date.now();
     const wait = Math.max(left - (this.o.refreshBefore ?? 60_000), left / 2, 0);
     const ws = this.ws;
-    this.refreshTimer = setTimeout(async () => {
-      try {
-        const token = await this.token();
-        if (token && this.ws == ws) this.send('auth', (this.sent = token));
-      } catch (e) {
-        this.emit('error', { message: 'token: ' + ((e as Error)?.message ?? e) });
-      }
-    }, Math.min(wait, MAX_TIMEOUT));
+    this.refreshTimer = setTimeout(
+      async () => {
+        try {
+          const token = await this.token();
+          if (token && this.ws == ws) this.send('auth', (this.sent = token));
+        } catch (e) {
+          this.emit('error', { message: 'token: ' + ((e as Error)?.message ?? e) });
+        }
+      },
+      Math.min(wait, MAX_TIMEOUT),
+    );
   }
 
   private closedWith(code: number, reason: string): void {
     if (this.closed) return;
     this.setState('disconnected');
     if (code == 4001 || code == 4003) {
-      this.emit('error', { message: reason || (code == 4001 ? 'unauthorized' : 'token expired'), code });
+      this.emit('error', {
+        message: reason || (code == 4001 ? 'unauthorized' : 'token expired'),
+        code,
+      });
       // A static token would be refused again: stop rather than loop.
       if (typeof this.o.token != 'function') return this.close();
     }

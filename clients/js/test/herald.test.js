@@ -170,13 +170,20 @@ test('a token function: auth first, the subscribe right behind it, a new token a
   for (const code of [4001, 4003]) {
     const conn = await server.connections.next();
     assert.equal(conn.url, '/ws', 'the token is not in the URL');
-    assert.deepEqual(await conn.messages.next(), { binary: false, event: 'auth', data: tokens.at(-1) });
+    assert.deepEqual(await conn.messages.next(), {
+      binary: false,
+      event: 'auth',
+      data: tokens.at(-1),
+    });
     // Sent before any answer to the auth: pipelined.
     assert.equal((await conn.messages.next()).event, 'subscribe');
     conn.send('authenticated', { userId: 'u1', exp });
     conn.send('error', { message: code === 4001 ? 'unauthorized' : 'token expired' });
     conn.close(code, code === 4001 ? 'unauthorized' : 'token expired');
-    assert.deepEqual((await errors.next())[0].message, code === 4001 ? 'unauthorized' : 'token expired');
+    assert.deepEqual(
+      (await errors.next())[0].message,
+      code === 4001 ? 'unauthorized' : 'token expired',
+    );
     assert.deepEqual(await errors.next(), [
       { message: code === 4001 ? 'unauthorized' : 'token expired', code },
     ]);
@@ -376,5 +383,8 @@ test('on() returns an off function; off() removes a handler', async (t) => {
   c.off('notification', b);
   conn.send('notification', { n: 2 }, { offset: 'ab-2' });
   await last.next();
-  assert.deepEqual(got, [['a', 1], ['b', 1]]);
+  assert.deepEqual(got, [
+    ['a', 1],
+    ['b', 1],
+  ]);
 });
