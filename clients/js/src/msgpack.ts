@@ -1,8 +1,8 @@
 // herald-client/msgpack: a small MessagePack codec for `format: 'msgpack'` (the specification:
 // https://github.com/msgpack/msgpack/blob/master/spec.md): nil, booleans, integers (64-bit ones
-// as numbers while safe, bigints beyond), floats, strings, binary, arrays and maps. Extension types are refused; so is anything
-// else a JSON value could not be (functions, symbols). Like JSON, object properties whose value is
-// undefined are left out.
+// as numbers while safe, bigints beyond), floats, strings, binary, arrays and maps. Extension
+// types are refused; so is anything else a JSON value could not be (functions, symbols). Like
+// JSON, object properties whose value is undefined are left out.
 
 const te = new TextEncoder();
 const td = new TextDecoder();
