@@ -3,7 +3,8 @@
 // node:crypto and fetch. It also serves the page that `npm run build` wrote to dist/.
 //
 //   PORT                port to listen on (3000; 0 picks a free one); HOST (127.0.0.1)
-//   HERALD_CONTROL      herald's control API (http://127.0.0.1:5001)
+//   HERALD_CONTROL      herald's control API (http://127.0.0.1:5001; herald's own 127.0.0.1:5001
+//                       form too)
 //   HERALD_URL          herald's public WebSocket URL, as the browser reaches it
 //                       (ws://localhost:5000/ws); the page reads it from GET /api/config
 //   HERALD_API_KEY      sent as `Authorization: Bearer ...` to the control API when set
@@ -25,9 +26,16 @@ import { fileURLToPath } from 'node:url';
 
 const PORT = Number(process.env.PORT ?? 3000);
 const HOST = process.env.HOST ?? '127.0.0.1';
-const HERALD_CONTROL = (process.env.HERALD_CONTROL ?? 'http://127.0.0.1:5001').replace(/\/+$/, '');
+// herald reads HERALD_CONTROL too, as `IP:PORT`: that form is taken here as well, so that one
+// environment serves both.
+const control = process.env.HERALD_CONTROL ?? 'http://127.0.0.1:5001';
+const HERALD_CONTROL = (/^https?:\/\//.test(control) ? control : `http://${control}`).replace(
+  /\/+$/,
+  '',
+);
 const HERALD_URL = process.env.HERALD_URL ?? 'ws://localhost:5000/ws';
-const HERALD_API_KEY = process.env.HERALD_API_KEY ?? '';
+// herald accepts several keys, comma-separated (while one replaces another): the first is sent.
+const HERALD_API_KEY = (process.env.HERALD_API_KEY ?? '').split(',')[0].trim();
 const HERALD_JWT_SECRET = process.env.HERALD_JWT_SECRET ?? '';
 
 // How long a token the backend signs stays valid; herald closes the socket (4003) past it unless

@@ -25,7 +25,16 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 
 import { launchChromium } from './chromium.js';
-import { eventually, freePort, once, scope, user } from './harness.js';
+import {
+  assertRawNotification,
+  eventually,
+  freePort,
+  once,
+  recordRaw,
+  scope,
+  subscribeRaw,
+  user,
+} from './harness.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/like-toast/', import.meta.url));
 
@@ -430,4 +439,82 @@ test('like-toast over socket.io-client (?transport=socketio)', limit, (t) =>
 
 test("like-toast with JWT auth: the backend signs bob's and alice's tokens", limit, (t) =>
   story(t, { transport: 'herald', jwt: true }),
+);
+
+test('like-toast with JWT auth over socket.io-client', limit, (t) =>
+  story(t, { transport: 'socketio', jwt: true }),
+);
+
+// The backend alone: what POST /api/likes answers for each answer of herald's.
+test(
+  'server.js: a like is a push to the author; herald’s 429, 401 and absence answered',
+  limit,
+  async (t) => {
+    const s = scope(t);
+    const key = 'like-toast test key';
+    // One push per second for a user, no burst: a second like at once is over it.
+    const herald = await s.herald({
+      args: ['--api-key', key, '--user-rate', '1', '--user-burst', '1'],
+    });
+    const example = await startExample(s, herald, { HERALD_API_KEY: key });
+    const keyless = await startExample(s, herald);
+    const like = async (origin, body) => {
+      const res = await fetch(`${origin}/api/likes`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      return {
+        status: res.status,
+        retryAfter: res.headers.get('retry-after'),
+        body: await res.json(),
+      };
+    };
+
+    const ws = await s.ws(herald.wsUrl);
+    const messages = recordRaw(ws);
+    await subscribeRaw(ws, messages, 'bob');
+
+    // The second like right behind the first, within herald's second.
+    const ok = await like(example.origin, { postId: 'p1', userId: 'carol' });
+    const limited = await like(example.origin, { postId: 'p2', userId: 'carol' });
+    assert.equal(ok.status, 200, JSON.stringify(ok));
+    assert.equal(ok.body.notified, 'bob');
+    assert.equal(ok.body.sockets, 1, 'herald’s count of bob’s sockets');
+    assert.equal(ok.body.post.likes, 1);
+    assertRawNotification(
+      await messages.next(),
+      {
+        type: 'LIKE',
+        message: 'Carol liked your post "Sourdough, third attempt"',
+        actorId: 'carol',
+        data: { postId: 'p1' },
+      },
+      ok.body.offset,
+    );
+
+    assert.equal(limited.status, 429, JSON.stringify(limited));
+    assert.match(limited.retryAfter ?? '', /^[1-9]\d*$/, 'herald’s Retry-After passed on');
+    assert.equal(limited.body.retryAfter, Number(limited.retryAfter));
+    assert.equal(limited.body.post.likes, 1, 'the like counted, the notification not sent');
+
+    const unauthorized = await like(keyless.origin, { postId: 'p4', userId: 'alice' });
+    assert.equal(unauthorized.status, 502, JSON.stringify(unauthorized));
+    assert.equal(unauthorized.body.error, 'herald answered 401');
+
+    for (const [body, status] of [
+      [{ postId: 'p9', userId: 'alice' }, 404],
+      [{ postId: 'p1', userId: 'mallory' }, 400],
+      [{ postId: 'p1', userId: 'bob' }, 400],
+      ['not json', 400],
+    ]) {
+      const r = await like(example.origin, body);
+      assert.equal(r.status, status, `${JSON.stringify(body)}: ${JSON.stringify(r)}`);
+    }
+
+    await herald.stop();
+    const down = await like(example.origin, { postId: 'p3', userId: 'bob' });
+    assert.equal(down.status, 502, JSON.stringify(down));
+    assert.equal(down.body.error, 'herald unreachable');
+  },
 );
