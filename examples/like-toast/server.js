@@ -9,7 +9,7 @@
 //                       (ws://localhost:5000/ws); the page reads it from GET /api/config
 //   HERALD_API_KEY      sent as `Authorization: Bearer ...` to the control API when set
 //   HERALD_JWT_SECRET   when set (herald run with the same --jwt-secret), GET /api/token signs
-//                       HS256 tokens for the page's user
+//                       HS256 tokens for the page's user, valid TOKEN_TTL seconds (900)
 //
 // Routes:
 //   GET  /api/config            {heraldUrl, auth}
@@ -38,9 +38,9 @@ const HERALD_URL = process.env.HERALD_URL ?? 'ws://localhost:5000/ws';
 const HERALD_API_KEY = (process.env.HERALD_API_KEY ?? '').split(',')[0].trim();
 const HERALD_JWT_SECRET = process.env.HERALD_JWT_SECRET ?? '';
 
-// How long a token the backend signs stays valid; herald closes the socket (4003) past it unless
-// the client brought a fresh one, which herald's client asks for before then.
-const TOKEN_LIFETIME_S = 15 * 60;
+// How long a token the backend signs stays valid, in seconds (TOKEN_TTL, 900): herald closes the
+// socket (4003) past it unless the page sent a fresh one before.
+const TOKEN_LIFETIME_S = Number(process.env.TOKEN_TTL ?? 15 * 60);
 // How long a like waits for herald before answering 502.
 const HERALD_TIMEOUT_MS = 5_000;
 

@@ -9,8 +9,9 @@
 // DevTools' offline emulation alone does not do: it fires the page's `offline` event and fails
 // new requests, but leaves an open WebSocket delivering (socket.io-client closes its transport on
 // that event by itself; a plain WebSocket stays open and keeps receiving).
-// Run over herald's own client, over socket.io-client (`?transport=socketio`), and with JWT auth
-// (the backend signing tokens, herald run with the same secret).
+// Run over herald's own client and over socket.io-client (`?transport=socketio`), each also with
+// JWT auth (the backend signing tokens of 4 s, herald run with the same secret: the pages must
+// refresh them). And the backend alone: its answers to each of herald's.
 //
 // The page is dist/ of examples/like-toast: built here (`node build-if-needed.js`, which needs
 // `npm ci` in that folder) when missing or older than its sources or herald-client's.
@@ -29,6 +30,7 @@ import {
   assertRawNotification,
   eventually,
   freePort,
+  metrics,
   once,
   recordRaw,
   scope,
@@ -303,12 +305,19 @@ const liked = (title) => `Alice liked your post "${title}"`;
 const messages = (page) => page.items.map((i) => i.message);
 const toasts = (page) => page.toastsSeen.map((t) => t.text.replace(/^♥\s*/, ''));
 
+// Tokens the backend signs in the JWT runs live this long (seconds), shorter than the story: the
+// pages must send fresh ones, or herald closes their sockets.
+const TOKEN_TTL = 4;
+
 // The story, over `transport` (`herald` or `socketio`), with JWT auth when `jwt`.
 async function story(t, { transport, jwt }) {
   const s = scope(t);
   const secret = 'like-toast test secret, 32 bytes or more';
-  const herald = await s.herald({ args: jwt ? ['--jwt-secret', secret] : [] });
-  const env = jwt ? { HERALD_JWT_SECRET: secret } : {};
+  const herald = await s.herald({
+    args: jwt ? ['--jwt-secret', secret, '--jwt-leeway', '0'] : [],
+  });
+  const env = jwt ? { HERALD_JWT_SECRET: secret, TOKEN_TTL: String(TOKEN_TTL) } : {};
+  const startedAt = Date.now();
   const example = await startExample(s, herald, env);
   // Bob's first device: the same backend, telling its page to reach herald through the link.
   const link = await networkLink(s, herald.publicPort);
@@ -422,6 +431,16 @@ async function story(t, { transport, jwt }) {
     const a = await alice.read();
     assert.equal(a.badge, null);
     assert.deepEqual(a.toastsSeen, []);
+
+    if (jwt) {
+      // Past the first tokens' expiry: every socket is still there, none closed for it.
+      await sleep(Math.max(0, startedAt + 2 * TOKEN_TTL * 1_000 - Date.now()));
+      assert.equal((await user(herald.control, 'bob')).sockets, 2);
+      assert.equal((await user(herald.control, 'alice')).sockets, 1);
+      const m = await metrics(herald.control);
+      assert.equal(m.herald_tokens_expired_total, 0, 'sockets closed at their token’s exp');
+      assert.equal(m.herald_auth_failures_total, 0, 'tokens refused');
+    }
   } catch (e) {
     fail(e);
   }

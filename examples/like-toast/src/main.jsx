@@ -20,9 +20,8 @@ async function getJson(path) {
 }
 
 // A fresh token for the signed-in user, when herald checks them (the backend has
-// HERALD_JWT_SECRET); asked again for each connection and before the last one expires.
-const fetchToken = async () =>
-  (await getJson(`/api/token?userId=${encodeURIComponent(userId)}`)).token;
+// HERALD_JWT_SECRET): `{token, exp}`.
+const fetchToken = () => getJson(`/api/token?userId=${encodeURIComponent(userId)}`);
 
 // The socket.io-client URL for herald's WebSocket URL: same host, http(s), Socket.IO's own path.
 function socketIoOrigin(heraldUrl) {
@@ -35,15 +34,42 @@ function socketIoOrigin(heraldUrl) {
 // once for the page, before React renders, so that every render sees the same connection.
 async function notificationOptions(config) {
   if (transport === 'socketio') {
+    // herald closes a socket at its token's `exp` unless it was sent a fresh one first
+    // (`refresh`); herald's own client does that by itself, here it is the page's job.
+    let refresh;
+    const freshToken = async () => {
+      const { token, exp } = await fetchToken();
+      clearTimeout(refresh);
+      refresh = setTimeout(
+        () =>
+          freshToken().then(
+            (t) => socket.emit('refresh', t),
+            () => {},
+          ),
+        // A minute before `exp`, or halfway there for a token of less than two minutes, as
+        // herald's client does.
+        Math.max(exp * 1000 - Date.now() - 60_000, (exp * 1000 - Date.now()) / 2),
+      );
+      return token;
+    };
     const socket = io(socketIoOrigin(config.heraldUrl), {
       // WebSocket only: the page's origin is not herald's, and polling would need --cors-origins.
       transports: ['websocket'],
-      // socket.io-client calls this before each connection, so a reconnection carries a fresh token.
-      auth: config.auth ? (cb) => fetchToken().then((token) => cb({ token })) : undefined,
+      // Called before each connection, so that a reconnection carries a fresh token; without one
+      // herald answers `unauthorized` and socket.io-client tries again.
+      auth: config.auth
+        ? (cb) =>
+            freshToken().then(
+              (t) => cb({ token: t }),
+              () => cb({}),
+            )
+        : undefined,
     });
     return { socket };
   }
-  return { url: config.heraldUrl, token: config.auth ? fetchToken : undefined };
+  // herald's client calls the function before each connection and before the token expires.
+  const token = config.auth ? async () => (await fetchToken()).token : undefined;
+  return { url: config.heraldUrl, token };
 }
 
 function Post({ post, users, onLiked }) {
