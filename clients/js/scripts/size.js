@@ -5,7 +5,11 @@ import { gzipSync } from 'node:zlib';
 
 import { build } from 'esbuild';
 
-const entries = { '.': 'dist/index.js', './msgpack': 'dist/msgpack.js', './react': 'dist/react.js' };
+const entries = {
+  '.': 'dist/index.js',
+  './msgpack': 'dist/msgpack.js',
+  './react': 'dist/react.js',
+};
 
 for (const [name, file] of Object.entries(entries)) {
   const out = await build({
@@ -18,5 +22,7 @@ for (const [name, file] of Object.entries(entries)) {
   });
   const code = out.outputFiles[0].contents;
   const gzip = gzipSync(code, { level: 9 }).length;
-  console.log(`${name.padEnd(10)} ${String(code.length).padStart(6)} B min ${String(gzip).padStart(6)} B min+gzip`);
+  console.log(
+    `${name.padEnd(10)} ${String(code.length).padStart(6)} B min ${String(gzip).padStart(6)} B min+gzip`,
+  );
 }

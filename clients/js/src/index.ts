@@ -91,6 +91,8 @@ export class Herald {
   private last?: string;
   private rec?: boolean;
   private opening = false;
+  // The last token sent.
+  private sent?: string;
   private online = () => this.connect();
 
   constructor(url: string, options: HeraldOptions = {}) {
@@ -188,7 +190,9 @@ export class Herald {
 
   private send(event: string, data: unknown): void {
     const m = { event, data };
-    this.ws?.send(this.o.msgpack && this.o.format == 'msgpack' ? this.o.msgpack.encode(m) : JSON.stringify(m));
+    this.ws?.send(
+      this.o.msgpack && this.o.format == 'msgpack' ? this.o.msgpack.encode(m) : JSON.stringify(m),
+    );
   }
 
   private async token(): Promise<string | undefined> {
@@ -215,10 +219,8 @@ export class Herald {
     const ws = (this.ws = new this.WS(this.url, msgpack ? ['herald.msgpack'] : undefined));
     if (msgpack) ws.binaryType = 'arraybuffer';
     ws.onopen = () => {
-      if (token) {
-        this.send('auth', token);
-        this.scheduleRefresh(jwtExp(token));
-      } else {
+      if (token) this.send('auth', (this.sent = token));
+      else {
         this.setState('connected');
       }
       // herald takes a subscribe right behind the auth, in the same flight.
@@ -270,10 +272,10 @@ export class Herald {
       }
       case 'subscribed': {
         const offset = d?.offset;
-        const a = parseOffset(offset);
-        const b = parseOffset(this.last);
-        // A fresh start (nothing recovered, another epoch), or further on in the same log.
-        if (a && (d.recovered === false || !b || a[0] != b[0] || a[1] > b[1])) this.last = offset;
+        // A first start, or a fresh one (nothing recovered: out of the window, another epoch).
+        // A recovered answer names the log's head, and the replay that follows comes from
+        // before it: the last offset stays until the replay moves it on.
+        if (parseOffset(offset) && (d.recovered === false || !this.last)) this.last = offset;
         if ('recovered' in d) this.rec = d.recovered;
         this.attempt = 0;
         this.setState('connected');
@@ -288,7 +290,8 @@ export class Herald {
       case 'authenticated':
         this.setState('connected');
         if (!this.users.size) this.attempt = 0;
-        this.scheduleRefresh(d?.exp);
+        // Refreshed only once accepted: a refused token gets a new one on the reconnect.
+        this.scheduleRefresh(typeof d?.exp == 'number' ? d.exp : jwtExp(this.sent!));
         break;
       case 'error':
         this.emit('error', { message: String(d?.message ?? d) });
@@ -302,21 +305,27 @@ export class Herald {
     const left = exp * 1000 - Date.now();
     const wait = Math.max(left - (this.o.refreshBefore ?? 60_000), left / 2, 0);
     const ws = this.ws;
-    this.refreshTimer = setTimeout(async () => {
-      try {
-        const token = await this.token();
-        if (token && this.ws == ws) this.send('auth', token);
-      } catch (e) {
-        this.emit('error', { message: 'token: ' + ((e as Error)?.message ?? e) });
-      }
-    }, Math.min(wait, MAX_TIMEOUT));
+    this.refreshTimer = setTimeout(
+      async () => {
+        try {
+          const token = await this.token();
+          if (token && this.ws == ws) this.send('auth', (this.sent = token));
+        } catch (e) {
+          this.emit('error', { message: 'token: ' + ((e as Error)?.message ?? e) });
+        }
+      },
+      Math.min(wait, MAX_TIMEOUT),
+    );
   }
 
   private closedWith(code: number, reason: string): void {
     if (this.closed) return;
     this.setState('disconnected');
     if (code == 4001 || code == 4003) {
-      this.emit('error', { message: reason || (code == 4001 ? 'unauthorized' : 'token expired'), code });
+      this.emit('error', {
+        message: reason || (code == 4001 ? 'unauthorized' : 'token expired'),
+        code,
+      });
       // A static token would be refused again: stop rather than loop.
       if (typeof this.o.token != 'function') return this.close();
     }

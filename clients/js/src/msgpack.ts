@@ -1,6 +1,6 @@
-// herald-client/msgpack: a small MessagePack codec (https://github.com/msgpack/msgpack/blob/master/spec.md)
-// for `format: 'msgpack'`: nil, booleans, integers (64-bit ones as numbers while safe, bigints
-// beyond), floats, strings, binary, arrays and maps. Extension types are refused; so is anything
+// herald-client/msgpack: a small MessagePack codec for `format: 'msgpack'` (the specification:
+// https://github.com/msgpack/msgpack/blob/master/spec.md): nil, booleans, integers (64-bit ones
+// as numbers while safe, bigints beyond), floats, strings, binary, arrays and maps. Extension types are refused; so is anything
 // else a JSON value could not be (functions, symbols). Like JSON, object properties whose value is
 // undefined are left out.
 
@@ -135,7 +135,12 @@ export function decode(bytes: Uint8Array): unknown {
       const k = get();
       if (typeof k != 'string' && typeof k != 'number') throw new TypeError('msgpack: map key');
       // An own property, as JSON.parse makes it: never the object's prototype.
-      Object.defineProperty(o, k, { value: get(), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(o, k, {
+        value: get(),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return o;
   };

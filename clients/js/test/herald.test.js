@@ -111,26 +111,37 @@ test('reconnects after 4008 and resubscribes with the last offset; recovered or 
   // overlaps what was delivered gives only the new ones.
   conn.close(4008, 'slow consumer: reconnect');
   conn = await server.connections.next();
-  let sub = await answerSubscribe(conn, 'ab-2', true);
+  // herald's answer names the log's head; the replay from before it follows.
+  let sub = await answerSubscribe(conn, 'ab-4', true);
   assert.deepEqual(sub.data, { userIds: ['u1', 'u2'], offset: 'ab-2' });
   await subs.next();
   assert.equal((await subs.next())[0].recovered, true);
   assert.equal(c.recovered, true);
+  assert.equal(c.lastOffset, 'ab-2', 'not the head: the replay is still to come');
   conn.send('notification', { n: 2 }, { offset: 'ab-2' });
   conn.send('notification', { n: 3 }, { offset: 'ab-3' });
+  conn.send('notification', { n: 4 }, { offset: 'ab-4' });
   assert.deepEqual(await notes.next(), [{ n: 3 }, { offset: 'ab-3' }]);
+  assert.deepEqual(await notes.next(), [{ n: 4 }, { offset: 'ab-4' }]);
 
   // Not recovered, in a new epoch: the answer's offset is where it starts again.
   conn.close(4008);
   conn = await server.connections.next();
   sub = await answerSubscribe(conn, 'cd-7', false);
-  assert.deepEqual(sub.data, { userIds: ['u1', 'u2'], offset: 'ab-3' });
+  assert.deepEqual(sub.data, { userIds: ['u1', 'u2'], offset: 'ab-4' });
   assert.equal((await subs.next())[0].recovered, false);
   assert.equal(c.recovered, false);
   assert.equal(c.lastOffset, 'cd-7');
   conn.send('notification', { n: 'old' }, { offset: 'cd-7' });
   conn.send('notification', { n: 8 }, { offset: 'cd-8' });
+  // A later subscribe's answer (the head, no `recovered`) leaves the last offset alone.
+  c.subscribe('u3');
+  await answerSubscribe(conn, 'cd-9');
   assert.deepEqual(await notes.next(), [{ n: 8 }, { offset: 'cd-8' }]);
+  await subs.next();
+  assert.equal(c.lastOffset, 'cd-8');
+  conn.send('notification', { n: 9 }, { offset: 'cd-9' });
+  assert.deepEqual(await notes.next(), [{ n: 9 }, { offset: 'cd-9' }]);
 
   // Not recovered in the same epoch (beyond the window): from the answer's offset too.
   conn.close(4008);
@@ -159,13 +170,20 @@ test('a token function: auth first, the subscribe right behind it, a new token a
   for (const code of [4001, 4003]) {
     const conn = await server.connections.next();
     assert.equal(conn.url, '/ws', 'the token is not in the URL');
-    assert.deepEqual(await conn.messages.next(), { binary: false, event: 'auth', data: tokens.at(-1) });
+    assert.deepEqual(await conn.messages.next(), {
+      binary: false,
+      event: 'auth',
+      data: tokens.at(-1),
+    });
     // Sent before any answer to the auth: pipelined.
     assert.equal((await conn.messages.next()).event, 'subscribe');
     conn.send('authenticated', { userId: 'u1', exp });
     conn.send('error', { message: code === 4001 ? 'unauthorized' : 'token expired' });
     conn.close(code, code === 4001 ? 'unauthorized' : 'token expired');
-    assert.deepEqual((await errors.next())[0].message, code === 4001 ? 'unauthorized' : 'token expired');
+    assert.deepEqual(
+      (await errors.next())[0].message,
+      code === 4001 ? 'unauthorized' : 'token expired',
+    );
     assert.deepEqual(await errors.next(), [
       { message: code === 4001 ? 'unauthorized' : 'token expired', code },
     ]);
@@ -290,7 +308,8 @@ test('the token is refreshed before its exp on the same socket, and again after'
     assert.deepEqual(auth, { binary: false, event: 'auth', data: made[i] });
     if (i === 0) assert.equal((await conn.messages.next()).event, 'subscribe');
     const exp = JSON.parse(Buffer.from(made[i].split('.')[1], 'base64url')).exp;
-    conn.send('authenticated', { userId: 'u1', exp });
+    // herald always names the exp; without it, the token's own is used.
+    conn.send('authenticated', i === 1 ? { userId: 'u1' } : { userId: 'u1', exp });
   }
   assert.equal(made.length, 3);
   assert.equal(server.connections.pending.length, 0, 'one socket throughout');
@@ -364,5 +383,8 @@ test('on() returns an off function; off() removes a handler', async (t) => {
   c.off('notification', b);
   conn.send('notification', { n: 2 }, { offset: 'ab-2' });
   await last.next();
-  assert.deepEqual(got, [['a', 1], ['b', 1]]);
+  assert.deepEqual(got, [
+    ['a', 1],
+    ['b', 1],
+  ]);
 });

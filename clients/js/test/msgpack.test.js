@@ -63,9 +63,15 @@ const cases = [
 
 test('each type and size class: the spec encoding, and back', () => {
   for (const [value, bytes] of cases) {
-    const what = typeof value === 'string' ? `string of ${value.length}` : String(value).slice(0, 40);
+    const what =
+      typeof value === 'string' ? `string of ${value.length}` : String(value).slice(0, 40);
     const encoded = encode(value);
-    if (bytes !== null) assert.deepEqual(Buffer.from(encoded).toString('hex'), Buffer.from(hex(bytes)).toString('hex'), what);
+    if (bytes !== null)
+      assert.deepEqual(
+        Buffer.from(encoded).toString('hex'),
+        Buffer.from(hex(bytes)).toString('hex'),
+        what,
+      );
     assert.deepEqual(decode(encoded), value, what);
   }
   const map16 = encode(cases.at(-1)[0]);
@@ -107,14 +113,32 @@ test('a key named __proto__ is an own property, as JSON.parse makes it', () => {
 
 test('the same bytes as @msgpack/msgpack, both ways', () => {
   const values = [
-    { event: 'notification', data: { type: 'LIKE', message: 'Someone liked your post', actorId: 'user-9', data: { postId: 'p1' }, timestamp: '2026-11-26T05:00:00.000Z' }, offset: '78132ea6466de59e-12' },
+    {
+      event: 'notification',
+      data: {
+        type: 'LIKE',
+        message: 'Someone liked your post',
+        actorId: 'user-9',
+        data: { postId: 'p1' },
+        timestamp: '2026-11-26T05:00:00.000Z',
+      },
+      offset: '78132ea6466de59e-12',
+    },
     { event: 'subscribe', data: { userIds: ['u1', 'u2'], offset: 'ab-3' } },
-    { nested: [[[[1.25, -7, 300, -300, 70000, -70000, 2 ** 40, -(2 ** 40)]]]], s: 'ünïcødé ✓ 🎉', bin: new Uint8Array([0, 255]) },
+    {
+      nested: [[[[1.25, -7, 300, -300, 70000, -70000, 2 ** 40, -(2 ** 40)]]]],
+      s: 'ünïcødé ✓ 🎉',
+      bin: new Uint8Array([0, 255]),
+    },
     Array.from({ length: 40 }, (_, i) => ({ [`k${i}`]: str(i * 7) })),
   ];
   for (const v of values) {
     assert.deepEqual(Buffer.from(encode(v)), Buffer.from(reference.encode(v)));
     assert.deepEqual(decode(reference.encode(v)), reference.decode(encode(v)));
   }
-  assert.deepEqual(decode(encode({ a: undefined, b: 1 })), { b: 1 }, 'undefined left out, as JSON does');
+  assert.deepEqual(
+    decode(encode({ a: undefined, b: 1 })),
+    { b: 1 },
+    'undefined left out, as JSON does',
+  );
 });

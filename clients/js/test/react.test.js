@@ -80,7 +80,11 @@ test('its own Herald: subscribes, lists newest first with ids, marks read, close
   let r = await until(hook, (r) => r.notifications.some((n) => n.type === 'FOLLOW'), 'FOLLOW');
   assert.equal(r.notifications.length, 3, 'limit 3');
   const [follow, noOffset, comment] = r.notifications;
-  assert.deepEqual(follow, { type: 'FOLLOW', id: 'ab-4', read: false, offset: 'ab-4' }, 'a non-string id: the offset');
+  assert.deepEqual(
+    follow,
+    { type: 'FOLLOW', id: 'ab-4', read: false, offset: 'ab-4' },
+    'a non-string id: the offset',
+  );
   assert.equal(noOffset.type, 'NO_OFFSET');
   assert.equal(typeof noOffset.id, 'string');
   assert.equal(noOffset.offset, undefined);
@@ -123,7 +127,8 @@ test('a socket.io-client socket: subscribe on connect, notifications with their 
     connected = false;
     sent = [];
     emit(event, ...args) {
-      if (['connect', 'disconnect', 'notification'].includes(event)) return super.emit(event, ...args);
+      if (['connect', 'disconnect', 'notification'].includes(event))
+        return super.emit(event, ...args);
       this.sent.push([event, ...args]);
       return this;
     }
@@ -141,18 +146,31 @@ test('a socket.io-client socket: subscribe on connect, notifications with their 
   await act(async () => socket.emit('notification', { message: 'b' }, 'ab-2'));
   assert.deepEqual(
     hook.current().notifications.map((n) => [n.id, n.message]),
-    [['ab-2', 'b'], ['ab-1', 'a']],
+    [
+      ['ab-2', 'b'],
+      ['ab-1', 'a'],
+    ],
   );
   socket.connected = false;
   await act(async () => socket.emit('disconnect'));
   assert.equal(hook.current().isConnected, false);
   socket.connected = true;
   await act(async () => socket.emit('connect'));
-  assert.deepEqual(socket.sent, [['subscribe', 'u1'], ['subscribe', 'u1']], 'again on reconnect');
+  assert.deepEqual(
+    socket.sent,
+    [
+      ['subscribe', 'u1'],
+      ['subscribe', 'u1'],
+    ],
+    'again on reconnect',
+  );
 
   // Another user: a list of its own, the first user unsubscribed.
   await hook.rerender('u2', { socket });
-  assert.deepEqual(socket.sent.slice(2), [['unsubscribe', 'u1'], ['subscribe', 'u2']]);
+  assert.deepEqual(socket.sent.slice(2), [
+    ['unsubscribe', 'u1'],
+    ['subscribe', 'u2'],
+  ]);
   assert.deepEqual(hook.current().notifications, []);
   await hook.unmount();
   assert.equal(socket.listenerCount('notification'), 0);

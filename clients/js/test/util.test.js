@@ -11,21 +11,41 @@ const b = { min: 500, max: 30_000, factor: 2 };
 test('backoff: full jitter under a ceiling that doubles up to the maximum', () => {
   const ceilings = [500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000];
   ceilings.forEach((ceiling, attempt) => {
-    assert.equal(backoffDelay(attempt, b, 0, () => 0), 0, `attempt ${attempt} may go at once`);
-    assert.equal(backoffDelay(attempt, b, 0, () => 0.5), ceiling / 2);
+    assert.equal(
+      backoffDelay(attempt, b, 0, () => 0),
+      0,
+      `attempt ${attempt} may go at once`,
+    );
+    assert.equal(
+      backoffDelay(attempt, b, 0, () => 0.5),
+      ceiling / 2,
+    );
     const top = backoffDelay(attempt, b, 0, () => 1 - Number.EPSILON);
-    assert.ok(top < ceiling && top > ceiling * 0.999, `attempt ${attempt}: ${top} under ${ceiling}`);
+    assert.ok(
+      top < ceiling && top > ceiling * 0.999,
+      `attempt ${attempt}: ${top} under ${ceiling}`,
+    );
     for (let i = 0; i < 200; i++) {
       const d = backoffDelay(attempt, b);
       assert.ok(d >= 0 && d < ceiling, `attempt ${attempt}: ${d} in [0, ${ceiling})`);
     }
   });
-  assert.equal(backoffDelay(1_000, b, 0, () => 0.5), 15_000, 'no overflow far on');
+  assert.equal(
+    backoffDelay(1_000, b, 0, () => 0.5),
+    15_000,
+    'no overflow far on',
+  );
 });
 
 test('backoff: a floor (after close 1008) comes on top of the jitter', () => {
-  assert.equal(backoffDelay(0, b, 10_000, () => 0), 10_000);
-  assert.equal(backoffDelay(0, b, 10_000, () => 0.5), 10_250);
+  assert.equal(
+    backoffDelay(0, b, 10_000, () => 0),
+    10_000,
+  );
+  assert.equal(
+    backoffDelay(0, b, 10_000, () => 0.5),
+    10_250,
+  );
   for (let i = 0; i < 200; i++) {
     const d = backoffDelay(3, b, 10_000);
     assert.ok(d >= 10_000 && d < 14_000, `${d} in [10000, 14000)`);
