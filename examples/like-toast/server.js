@@ -55,6 +55,7 @@ const POSTS = [
   { id: 'p4', author: 'carol', title: 'Notes on WebSockets' },
 ];
 const likes = new Map(POSTS.map((p) => [p.id, 0]));
+const isUser = (id) => typeof id === 'string' && Object.hasOwn(USERS, id);
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -117,6 +118,8 @@ function publicPost(p) {
 //   200 {post, notified: author, sockets, offset}   herald took the push (its 202); `sockets` is
 //       how many of the author's open tabs it went to (absent when herald answered without counts)
 //   429 with herald's Retry-After                    the author is over herald's --user-rate
+//   503 with herald's Retry-After                    herald shutting down or full: nothing was
+//       delivered, so a retry cannot notify twice
 //   502 {error}                                      herald unreachable, or refusing the push
 // The like is counted either way: it happened; only the notification may not have.
 async function like(req, res) {
@@ -127,9 +130,9 @@ async function like(req, res) {
     return json(res, 400, { error: 'expected a JSON body {postId, userId}' });
   }
   const post = POSTS.find((p) => p.id === body?.postId);
-  const liker = typeof body?.userId === 'string' ? body.userId : '';
+  const liker = body?.userId;
   if (!post) return json(res, 404, { error: `no post ${JSON.stringify(body?.postId)}` });
-  if (!USERS[liker]) return json(res, 400, { error: `no user ${JSON.stringify(body?.userId)}` });
+  if (!isUser(liker)) return json(res, 400, { error: `no user ${JSON.stringify(liker)}` });
   if (liker === post.author) return json(res, 400, { error: 'that is your own post' });
   likes.set(post.id, likes.get(post.id) + 1);
 
@@ -168,13 +171,16 @@ async function like(req, res) {
   if (answer.status === 202) {
     return json(res, 200, { post: publicPost(post), notified: post.author, ...herald });
   }
-  if (answer.status === 429) {
+  if (answer.status === 429 || answer.status === 503) {
     const retryAfter = answer.headers.get('retry-after') ?? String(herald.retryAfter ?? 1);
     return json(
       res,
-      429,
+      answer.status,
       {
-        error: `${USERS[post.author]} gets too many notifications; retry later`,
+        error:
+          answer.status === 429
+            ? `${USERS[post.author]} gets too many notifications; retry later`
+            : 'herald is busy; retry later',
         retryAfter: Number(retryAfter),
         post: publicPost(post),
       },
@@ -190,7 +196,12 @@ async function like(req, res) {
 }
 
 async function serveFile(res, pathname) {
-  const relative = pathname === '/' ? 'index.html' : decodeURIComponent(pathname.slice(1));
+  let relative;
+  try {
+    relative = pathname === '/' ? 'index.html' : decodeURIComponent(pathname.slice(1));
+  } catch {
+    return json(res, 400, { error: 'bad path' });
+  }
   const path = normalize(join(DIST, relative));
   if (!path.startsWith(DIST) || path.endsWith(sep)) return json(res, 404, { error: 'not found' });
   let content;
@@ -225,7 +236,7 @@ async function handle(req, res) {
     if (!HERALD_JWT_SECRET)
       return json(res, 404, { error: 'no HERALD_JWT_SECRET: herald runs without auth' });
     const userId = url.searchParams.get('userId') ?? '';
-    if (!USERS[userId]) return json(res, 400, { error: `no user ${JSON.stringify(userId)}` });
+    if (!isUser(userId)) return json(res, 400, { error: `no user ${JSON.stringify(userId)}` });
     return json(res, 200, sign(userId));
   }
   if (route === 'POST /api/likes') return like(req, res);

@@ -524,6 +524,7 @@ test(
     for (const [body, status] of [
       [{ postId: 'p9', userId: 'alice' }, 404],
       [{ postId: 'p1', userId: 'mallory' }, 400],
+      [{ postId: 'p1', userId: 'constructor' }, 400],
       [{ postId: 'p1', userId: 'bob' }, 400],
       ['not json', 400],
     ]) {
