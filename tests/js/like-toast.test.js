@@ -191,8 +191,8 @@ const READ_PAGE = `(() => ({
 }))()`;
 
 // A DevTools session on the whole browser, opening windows of its own: each `window(url)` is a
-// new window (not a background tab, which Chromium would throttle) with its own session, that
-// records its toasts from the start.
+// new window with its own session, that records its toasts from the start. Windows, not tabs: a
+// tab behind another in its window is hidden, and Chromium slows a hidden page's timers.
 async function browser(chromium) {
   let timer;
   const url = await Promise.race([
