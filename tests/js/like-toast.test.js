@@ -447,20 +447,20 @@ async function story(t, { transport, jwt }) {
 }
 
 test(
-  "like-toast over herald's client: both of bob's windows, one of them offline 5 s",
+  "like-toast over herald's client: the likes in both of bob's windows, one cut off for 5 s",
   limit,
   (t) => story(t, { transport: 'herald' }),
 );
 
-test('like-toast over socket.io-client (?transport=socketio)', limit, (t) =>
+test('like-toast over socket.io-client (?transport=socketio): the same', limit, (t) =>
   story(t, { transport: 'socketio' }),
 );
 
-test("like-toast with JWT auth: the backend signs bob's and alice's tokens", limit, (t) =>
+test("like-toast with JWT auth (4 s tokens) over herald's client", limit, (t) =>
   story(t, { transport: 'herald', jwt: true }),
 );
 
-test('like-toast with JWT auth over socket.io-client', limit, (t) =>
+test('like-toast with JWT auth (4 s tokens) over socket.io-client', limit, (t) =>
   story(t, { transport: 'socketio', jwt: true }),
 );
 
