@@ -43,7 +43,9 @@ async function notificationOptions(config) {
       refresh = setTimeout(
         () =>
           freshToken().then(
-            (t) => socket.emit('refresh', t),
+            // Only on a connected socket: socket.io-client would buffer the emit while away and
+            // send a token that may have expired meanwhile; a reconnection fetches its own.
+            (t) => socket.connected && socket.emit('refresh', t),
             () => {},
           ),
         // A minute before `exp`, or halfway there for a token of less than two minutes, as
