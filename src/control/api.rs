@@ -802,6 +802,8 @@ mod tests {
             expect_continue: false,
             content_type: Some("application/json".to_owned()),
             authorization: None,
+            cookie: None,
+            admin: false,
             body: body.as_bytes().to_vec(),
         }
     }
