@@ -93,7 +93,9 @@ class Chart {
     this.series = new Map();
   }
 
-  set(key, label, value, shown = value) {
+  // Adds `value` to series `key`; a series not `plotted` is shown in the legend only (a total
+  // beside its rate).
+  set(key, label, value, plotted = true) {
     let s = this.series.get(key);
     if (!s) {
       const color = COLORS[this.series.size % COLORS.length];
@@ -105,13 +107,14 @@ class Chart {
       v.dataset.key = `${this.canvas.parentElement.id.slice(6)}.${key}`;
       li.append(v);
       this.legend.append(li);
-      s = { color, points: [], el: v };
+      if (!plotted) li.className = 'unplotted';
+      s = { color, points: [], el: v, plotted };
       this.series.set(key, s);
     }
-    s.points.push(value);
+    if (plotted) s.points.push(value);
     if (s.points.length > KEEP) s.points.shift();
-    s.el.textContent = this.format(shown);
-    s.el.dataset.value = String(shown);
+    s.el.textContent = this.format(value);
+    s.el.dataset.value = String(value);
   }
 
   draw() {
@@ -219,9 +222,9 @@ function adminPage() {
     const secs = last ? Math.max((at - last.at) / 1000, 0.001) : 1;
     const rate = (now, then) => (last ? Math.max(now - then, 0) / secs : 0);
     charts.pushes.set('rate', 'per second', rate(pushes, last && last.pushes));
-    charts.pushes.set('total', 'total', pushes);
+    charts.pushes.set('total', 'total', pushes, false);
     charts.deliveries.set('rate', 'per second', rate(deliveries, last && last.deliveries));
-    charts.deliveries.set('total', 'total', deliveries);
+    charts.deliveries.set('total', 'total', deliveries, false);
     charts.queued.set('total', 'queued', sum(m, 'herald_worker_queued_bytes'));
     charts.slow.set('total', 'closed (4008)', sum(m, 'herald_slow_consumers_total'));
     charts.limited.set('user', 'pushes (user)', sum(m, 'herald_rate_limited_total', { limit: 'user' }));
