@@ -134,6 +134,15 @@ impl UserInfo {
         }
     }
 
+    /// This answer with `local`'s list of this node's sockets (`addresses`, `devices`): what a
+    /// cluster's count adds to the node's own.
+    pub fn with_sockets_of(mut self, local: UserInfo) -> Self {
+        self.addresses = local.addresses;
+        self.devices = local.devices;
+        self.more_devices = local.more_devices;
+        self
+    }
+
     /// A cluster node's own count, the other nodes out of reach.
     pub fn degraded(sockets: usize) -> Self {
         UserInfo {
