@@ -86,7 +86,7 @@ pids+=("$!")
 sleep 5
 open=$(window)
 
-echo "herald $(basename "$HERALD"), $CONNECTIONS idle subscribed connections, $DURATION s each"
+echo "$HERALD: $CONNECTIONS idle subscribed connections, $DURATION s each"
 echo "no page open:        $idle ms CPU per second"
 echo "admin page open:     $open ms CPU per second"
 awk -v a="$idle" -v b="$open" \
