@@ -5,11 +5,14 @@
 //! one-shot channel the command carries. [`LoopHandle`] sends commands unchanged over one
 //! channel, for a stand-in loop in tests.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
+
+use crate::metrics::Protocol;
 
 /// Who a push goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,23 @@ impl ClusterState {
     }
 }
 
+/// Most of a user's sockets [`UserInfo::devices`] lists; `more_devices` says when it has more.
+pub const MAX_DEVICES: usize = 100;
+
+/// One socket of a user on this node, as `GET /v1/users/{id}` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The id its client knows it by: the raw protocol's, or the Socket.IO socket's.
+    pub socket_id: String,
+    pub protocol: Protocol,
+    /// The client's address (behind a trusted proxy, the client's own).
+    pub address: IpAddr,
+    /// The worker holding it.
+    pub worker: usize,
+    /// When it subscribed to the user, in seconds since the Unix epoch.
+    pub subscribed_at: u64,
+}
+
 /// The loop's answer to [`Command::UserInfo`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
@@ -90,7 +110,11 @@ pub struct UserInfo {
     pub sockets: usize,
     /// The client addresses of this node's sockets (behind a trusted proxy, the clients'
     /// own), in no order, repeats included.
-    pub addresses: Vec<std::net::IpAddr>,
+    pub addresses: Vec<IpAddr>,
+    /// This node's sockets, at most [`MAX_DEVICES`], in no order.
+    pub devices: Vec<Device>,
+    /// This node has more sockets of the user than `devices` lists.
+    pub more_devices: bool,
     /// In a cluster: the nodes holding them.
     pub nodes: Option<usize>,
     /// In a cluster: whether the other nodes were asked, or only this one could answer.
@@ -103,9 +127,20 @@ impl UserInfo {
         UserInfo {
             sockets,
             addresses: Vec::new(),
+            devices: Vec::new(),
+            more_devices: false,
             nodes: None,
             cluster: None,
         }
+    }
+
+    /// This answer with `local`'s list of this node's sockets (`addresses`, `devices`): what a
+    /// cluster's count adds to the node's own.
+    pub fn with_sockets_of(mut self, local: UserInfo) -> Self {
+        self.addresses = local.addresses;
+        self.devices = local.devices;
+        self.more_devices = local.more_devices;
+        self
     }
 
     /// A cluster node's own count, the other nodes out of reach.
@@ -113,6 +148,8 @@ impl UserInfo {
         UserInfo {
             sockets,
             addresses: Vec::new(),
+            devices: Vec::new(),
+            more_devices: false,
             nodes: Some((sockets > 0) as usize),
             cluster: Some(ClusterState::Degraded),
         }

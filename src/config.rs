@@ -503,6 +503,107 @@ pub struct Config {
     /// logged either way.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Every flag as this configuration was read, with where its value came from, secrets
+    /// masked: what `GET /admin/config` shows. Filled by [`Config::try_parse_args`]; empty for a
+    /// configuration built in code ([`Config::for_tests`]), whose fields may differ from any
+    /// command line.
+    #[arg(skip)]
+    pub settings: Vec<Setting>,
+}
+
+/// Where a flag's value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Environment,
+    CommandLine,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Environment => "environment",
+            Source::CommandLine => "command line",
+        }
+    }
+}
+
+/// One flag as herald was started with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// `--listen`.
+    pub flag: String,
+    /// `HERALD_LISTEN`.
+    pub env: Option<String>,
+    /// As given (several values joined with commas), a secret replaced by [`MASK`], a password
+    /// in a Redis URL too; `None` when the flag is unset and has no default.
+    pub value: Option<String>,
+    /// `None` when unset.
+    pub source: Option<Source>,
+    /// The value is a secret, shown masked.
+    pub secret: bool,
+}
+
+/// What a secret is shown as.
+pub const MASK: &str = "********";
+
+/// Flags whose values are secrets: never shown, whatever their source.
+const SECRET_FLAGS: [&str; 2] = ["api_key", "jwt_secret"];
+
+/// Every flag of `cmd` as `matches` read it, in `--help` order.
+fn settings(cmd: &clap::Command, matches: &clap::ArgMatches) -> Vec<Setting> {
+    use clap::parser::ValueSource;
+    cmd.get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| {
+            let id = a.get_id().as_str();
+            let flag = format!("--{}", a.get_long()?);
+            let secret = SECRET_FLAGS.contains(&id);
+            let value = matches.try_get_raw(id).ok().flatten().map(|raw| {
+                raw.map(|v| {
+                    let v = v.to_string_lossy();
+                    match id {
+                        _ if secret => MASK.to_owned(),
+                        "redis" => mask_url_password(&v),
+                        _ => v.into_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+            });
+            let source = matches.value_source(id).map(|s| match s {
+                ValueSource::DefaultValue => Source::Default,
+                ValueSource::EnvVariable => Source::Environment,
+                _ => Source::CommandLine,
+            });
+            Some(Setting {
+                flag,
+                env: a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                value,
+                source,
+                secret,
+            })
+        })
+        .collect()
+}
+
+/// `redis://user:secret@host` as `redis://user:********@host`: the password of a URL's user
+/// info, if it has one, masked.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The authority ends at the first `/`, `?` or `#`; its user info at the last `@` in it.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_owned();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return url.to_owned();
+    };
+    format!("{scheme}://{}:{MASK}{}", &rest[..colon], &rest[at..])
 }
 
 /// The shape of herald's log lines.
@@ -652,9 +753,15 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        use clap::CommandFactory;
+        use clap::{CommandFactory, FromArgMatches};
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let config = Config::try_parse_from(&args).map_err(|e| name_env_twin(e, &args))?;
+        let mut cmd = Config::command();
+        let matches = cmd
+            .try_get_matches_from_mut(&args)
+            .map_err(|e| name_env_twin(e, &args))?;
+        let mut config = Config::from_arg_matches(&matches)
+            .map_err(|e| name_env_twin(e.format(&mut cmd), &args))?;
+        config.settings = settings(&cmd, &matches);
         if let Err(e) = config.proxy() {
             return Err(Config::command().error(clap::error::ErrorKind::MissingRequiredArgument, e));
         }
@@ -840,6 +947,56 @@ mod tests {
         [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
             .iter()
             .collect()
+    }
+
+    #[test]
+    fn settings_name_their_source_and_mask_secrets() {
+        let c = Config::try_parse_args([
+            "herald",
+            "--api-key",
+            "k-1,k-2",
+            "--jwt-secret",
+            SECRET,
+            "--redis",
+            "redis://user:pa:ss@cache:6379/0",
+            "--workers",
+            "2",
+        ])
+        .unwrap();
+        let find = |flag: &str| c.settings.iter().find(|s| s.flag == flag).unwrap();
+        let key = find("--api-key");
+        assert_eq!(key.value.as_deref(), Some("********,********"));
+        assert_eq!(key.env.as_deref(), Some("HERALD_API_KEY"));
+        assert!(key.secret);
+        assert_eq!(find("--jwt-secret").value.as_deref(), Some(MASK));
+        assert_eq!(
+            find("--redis").value.as_deref(),
+            Some("redis://user:********@cache:6379/0")
+        );
+        let workers = find("--workers");
+        assert_eq!(
+            (workers.value.as_deref(), workers.source),
+            (Some("2"), Some(Source::CommandLine))
+        );
+        // Whatever HERALD_* variables this test runs with, the rest are defaults or unset.
+        for s in &c.settings {
+            let text = format!("{s:?}");
+            assert!(!text.contains(SECRET) && !text.contains("k-1") && !text.contains("pa:ss"));
+        }
+        assert!(c.settings.iter().all(|s| s.flag != "--help"));
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        for (url, want) in [
+            ("redis://h:6379", "redis://h:6379"),
+            ("redis://:pw@h:6379", "redis://:********@h:6379"),
+            ("rediss://u:p@w@h/1?x=a@b", "rediss://u:********@h/1?x=a@b"),
+            ("redis://user@h", "redis://user@h"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(mask_url_password(url), want, "{url}");
+        }
     }
 
     #[test]

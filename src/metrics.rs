@@ -242,9 +242,44 @@ pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
     s
 }
 
+/// What a client socket speaks, as `herald_sockets{protocol}` and the control API's user
+/// lookup name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `/ws`, JSON in text frames.
+    RawJson,
+    /// `/ws`, MessagePack in binary frames.
+    RawMsgpack,
+    /// Socket.IO whose Engine.IO session runs over a WebSocket.
+    SocketioWebsocket,
+    /// Socket.IO on HTTP long-polling (upgrading to a WebSocket included, until it has).
+    SocketioPolling,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::RawJson,
+        Protocol::RawMsgpack,
+        Protocol::SocketioWebsocket,
+        Protocol::SocketioPolling,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::RawJson => "raw_json",
+            Protocol::RawMsgpack => "raw_msgpack",
+            Protocol::SocketioWebsocket => "socketio_websocket",
+            Protocol::SocketioPolling => "socketio_polling",
+        }
+    }
+}
+
 /// Gauges sampled from a worker's state.
 #[derive(Debug, Default, Clone)]
 pub struct Gauges {
+    /// Client sockets by what they speak, indexed as [`Protocol::ALL`]: raw WebSockets past the
+    /// handshake, and Engine.IO sessions.
+    pub sockets: [usize; 4],
     pub connections: usize,
     pub websockets: usize,
     pub sessions: usize,
@@ -264,6 +299,7 @@ pub struct Gauges {
 impl Gauges {
     fn merge(&mut self, o: &Gauges) {
         let Gauges {
+            sockets,
             connections,
             websockets,
             sessions,
@@ -274,6 +310,9 @@ impl Gauges {
             queued_bytes,
             users,
         } = o;
+        for (a, b) in self.sockets.iter_mut().zip(sockets) {
+            *a += b;
+        }
         self.connections += connections;
         self.websockets += websockets;
         self.sessions += sessions;
@@ -405,6 +444,10 @@ impl Metrics {
             "Open TCP connections on the public port.",
             g.connections,
         );
+        let _ = write!(s, "# HELP herald_sockets Client sockets by protocol: raw /ws JSON and MessagePack WebSockets, Socket.IO sessions over a WebSocket or long-polling.\n# TYPE herald_sockets gauge\n");
+        for (p, v) in Protocol::ALL.iter().zip(g.sockets) {
+            let _ = writeln!(s, "herald_sockets{{protocol=\"{}\"}} {v}", p.label());
+        }
         gauge(
             &mut s,
             "herald_websockets",

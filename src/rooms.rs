@@ -186,6 +186,9 @@ struct Membership {
     room: RoomId,
     /// Position of the connection in `room.members`.
     pos: u32,
+    /// When it joined, in seconds since the Unix epoch as the caller gave it (0: not given):
+    /// what the control API shows of a user's sockets. Four bytes, good until 2106.
+    since: u32,
 }
 
 /// A room opened (its first member joined) or closed (its last member left), in the order
@@ -249,9 +252,21 @@ impl Rooms {
         self.events.drain(..)
     }
 
-    /// Joins `conn` to `user_id`'s room. Returns `Ok(false)` when it was already a member
-    /// (subscribing twice is idempotent). The caller validated `user_id`.
+    /// Joins `conn` to `user_id`'s room without noting when: [`Rooms::subscribe_at`] at 0.
     pub fn subscribe(&mut self, conn: ConnId, user_id: &str) -> Result<bool, SubscribeError> {
+        self.subscribe_at(conn, user_id, 0)
+    }
+
+    /// Joins `conn` to `user_id`'s room at `unix_secs` (seconds since the Unix epoch; later
+    /// than 2106 is kept as the largest). Returns `Ok(false)` when it was already a member
+    /// (subscribing twice is idempotent, and keeps the first time). The caller validated
+    /// `user_id`.
+    pub fn subscribe_at(
+        &mut self,
+        conn: ConnId,
+        user_id: &str,
+        unix_secs: u64,
+    ) -> Result<bool, SubscribeError> {
         if let Some(&room) = self.index.get(user_id) {
             if self.is_member(conn, room) {
                 return Ok(false);
@@ -287,7 +302,8 @@ impl Rooms {
         if self.by_conn.len() <= conn {
             self.by_conn.resize_with(conn + 1, Vec::new);
         }
-        self.by_conn[conn].push(Membership { room, pos });
+        let since = u32::try_from(unix_secs).unwrap_or(u32::MAX);
+        self.by_conn[conn].push(Membership { room, pos, since });
         Ok(true)
     }
 
@@ -358,6 +374,14 @@ impl Rooms {
             Some(room) => &self.rooms[room.0 as usize].members,
             None => &[],
         }
+    }
+
+    /// When `conn` joined `user_id`'s room, in seconds since the Unix epoch as
+    /// [`Rooms::subscribe_at`] was given it; `None` when it is not a member.
+    pub fn subscribed_at(&self, conn: ConnId, user_id: &str) -> Option<u64> {
+        let room = *self.index.get(user_id)?;
+        let m = self.by_conn.get(conn)?.iter().find(|m| m.room == room)?;
+        Some(m.since.into())
     }
 
     /// Every room: its user id and members.
@@ -486,6 +510,26 @@ mod tests {
             r.index.capacity() < 64,
             "the index stays as small as its peak"
         );
+        r.check_invariants();
+    }
+
+    #[test]
+    fn the_time_of_joining_is_kept_per_membership() {
+        let mut r = Rooms::new(16);
+        r.subscribe_at(1, "ann", 1_700_000_000).unwrap();
+        r.subscribe_at(2, "ann", 1_700_000_005).unwrap();
+        r.subscribe_at(1, "bob", 1_700_000_009).unwrap();
+        // Subscribing again keeps the first time.
+        assert_eq!(r.subscribe_at(1, "ann", 1_800_000_000), Ok(false));
+        assert_eq!(r.subscribed_at(1, "ann"), Some(1_700_000_000));
+        assert_eq!(r.subscribed_at(2, "ann"), Some(1_700_000_005));
+        assert_eq!(r.subscribed_at(1, "bob"), Some(1_700_000_009));
+        assert_eq!(r.subscribed_at(2, "bob"), None);
+        assert_eq!(r.subscribed_at(3, "ann"), None);
+        r.remove_conn(1);
+        assert_eq!(r.subscribed_at(2, "ann"), Some(1_700_000_005));
+        r.subscribe_at(4, "cy", u64::MAX).unwrap();
+        assert_eq!(r.subscribed_at(4, "cy"), Some(u32::MAX.into()));
         r.check_invariants();
     }
 

@@ -250,6 +250,11 @@ fn presence_counts_every_node_and_a_dead_node_stops_counting() {
     assert_eq!(v["online"], true, "{v}");
     assert_eq!(v["cluster"], "ok", "{v}");
     assert_eq!(user_info(&n2, "nobody")["sockets"], 0);
+    // Each node lists its own sockets only.
+    assert!(v.get("devices").is_none(), "{v}");
+    let here = user_info(&n0, "pat");
+    assert_eq!(here["sockets"], 3, "{here}");
+    assert_eq!(here["devices"].as_array().map(Vec::len), Some(2), "{here}");
     // A node killed with -9 says nothing: its expiry (1 s here) ends its count.
     let _ = n1.child.kill();
     let _ = n1.child.wait();

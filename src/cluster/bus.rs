@@ -256,7 +256,7 @@ fn alone(router: &Router, req: Request) {
         // Kept on this node only while Redis is away.
         Request::Park(_) => {}
         Request::Presence { local, reply, .. } => {
-            let _ = reply.send(UserInfo::degraded(local));
+            let _ = reply.send(UserInfo::degraded(local.sockets).with_sockets_of(local));
         }
     }
 }
@@ -478,7 +478,8 @@ fn run(
                 local,
                 reply: tx,
             } => {
-                let info = presence_reply(&reply, &inner.node, local);
+                let info =
+                    presence_reply(&reply, &inner.node, local.sockets).with_sockets_of(local);
                 debug!(user = %user, sockets = info.sockets, "presence");
                 let _ = tx.send(info);
             }

@@ -99,10 +99,10 @@ pub(crate) enum Request {
     Join { worker: usize, join: Join },
     /// Keep a Socket.IO session for the other nodes to take back, or forget it (taken here).
     Park(crate::router::parked::Shared),
-    /// The cluster's count of a user's sockets; this node's own count is `local`.
+    /// The cluster's count of a user's sockets; this node's own answer is `local`.
     Presence {
         user: String,
-        local: usize,
+        local: UserInfo,
         reply: Sender<UserInfo>,
     },
 }
@@ -254,19 +254,19 @@ impl Cluster {
 
     /// Answers how many sockets `user` has in the cluster, this node's being `local`: Redis is
     /// asked for the other nodes', unless it is unreachable.
-    pub(crate) fn presence(&self, user: String, local: usize, reply: Sender<UserInfo>) {
-        let reply = if self.up() {
+    pub(crate) fn presence(&self, user: String, local: UserInfo, reply: Sender<UserInfo>) {
+        let (local, reply) = if self.up() {
             match self.request(Request::Presence { user, local, reply }) {
                 Ok(()) => return,
                 Err(req) => match *req {
-                    Request::Presence { reply, .. } => reply,
+                    Request::Presence { local, reply, .. } => (local, reply),
                     _ => return,
                 },
             }
         } else {
-            reply
+            (local, reply)
         };
-        let _ = reply.send(UserInfo::degraded(local));
+        let _ = reply.send(UserInfo::degraded(local.sockets).with_sockets_of(local));
     }
 
     /// `users` were placed without Redis: the node is to be entered for them.

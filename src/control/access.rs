@@ -2,6 +2,11 @@
 //! keep presenting wrong keys. Decided from a request's head alone, so that a caller without
 //! the key is answered before its body is read (or asked for, with `Expect: 100-continue`).
 //!
+//! A key is presented as `Authorization: Bearer <key>`, or typed once into the admin page's
+//! login, whose session cookie then stands for it on requests that also carry
+//! `X-Herald-Admin: 1` (see [`super::admin`]). Which routes need neither is
+//! [`super::admin::door`]'s to say.
+//!
 //! [`Lockout`] is the plain table of failures, with the clock passed in; [`Access`] puts it
 //! behind a lock for the connection threads (the control API's own threads, never the event
 //! loop's) and says which [`ApiError`] a refused request gets.
@@ -11,7 +16,9 @@ use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::admin::{self, Door, Sessions};
 use super::api::ApiError;
+use super::http::Request;
 use super::stats::Stats;
 use crate::auth::ApiKeys;
 use crate::limits::IpKey;
@@ -120,13 +127,31 @@ pub struct Access {
     keys: Option<ApiKeys>,
     /// `None` without keys, or with `--control-auth-failures 0`.
     lockout: Option<Mutex<Lockout>>,
+    /// The admin page's sessions; `None` without keys (the page is open then), or when the
+    /// system's random source failed at start (no session can be opened then: the key still
+    /// works as a bearer token).
+    sessions: Option<Sessions>,
 }
 
 impl Access {
     pub fn new(keys: Option<ApiKeys>, lockout: LockoutSettings) -> Access {
         let lockout =
             (keys.is_some() && lockout.max_failures > 0).then(|| Mutex::new(Lockout::new(lockout)));
-        Access { keys, lockout }
+        let sessions = match keys {
+            None => None,
+            Some(_) => Sessions::new()
+                .inspect_err(|_| {
+                    tracing::error!(
+                        "no random key for admin sessions: the admin page cannot log in"
+                    )
+                })
+                .ok(),
+        };
+        Access {
+            keys,
+            lockout,
+            sessions,
+        }
     }
 
     /// No authentication: every request passes.
@@ -134,16 +159,50 @@ impl Access {
         Access {
             keys: None,
             lockout: None,
+            sessions: None,
         }
     }
 
-    /// Whether a request from `peer` whose `Authorization` header is `authorization` may be
-    /// served. An address that failed too often is refused before its key is even compared, so
-    /// that it learns nothing more, right key or wrong; otherwise a wrong or missing key counts
-    /// a failure against it. Counted in `stats`.
+    /// Whether keys are configured.
+    pub fn has_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// Whether request `req` from `peer` may be served, `now_unix` (seconds since the Unix
+    /// epoch) dating sessions. An address that failed too often is refused before its key is
+    /// even compared, so that it learns nothing more, right key or wrong; otherwise a wrong or
+    /// missing key counts a failure against it. A session cookie counts as the key only with
+    /// `X-Herald-Admin: 1`. Counted in `stats`.
     pub fn check(
         &self,
-        authorization: Option<&[u8]>,
+        req: &Request,
+        peer: IpAddr,
+        now: Instant,
+        now_unix: u64,
+        stats: &Stats,
+    ) -> Result<(), ApiError> {
+        let Some(keys) = &self.keys else {
+            return Ok(());
+        };
+        match admin::door(req) {
+            Door::Open => Ok(()),
+            Door::Lockout => self.not_locked_out(peer, now, stats),
+            Door::Credentials => {
+                self.not_locked_out(peer, now, stats)?;
+                let authorization = req.authorization.as_ref().map(|c| c.as_bytes());
+                let cookie = req.cookie.as_ref().map(|c| c.as_bytes());
+                let right = keys.matches(authorization)
+                    || (req.admin && self.session_valid(cookie, now_unix));
+                self.judge(right, peer, now, stats)
+            }
+        }
+    }
+
+    /// The admin page's login: `key` as typed, checked as a bearer key is (in constant time),
+    /// its failure counted alike.
+    pub fn log_in(
+        &self,
+        key: &[u8],
         peer: IpAddr,
         now: Instant,
         stats: &Stats,
@@ -151,13 +210,54 @@ impl Access {
         let Some(keys) = &self.keys else {
             return Ok(());
         };
+        self.not_locked_out(peer, now, stats)?;
+        let mut bearer = b"Bearer ".to_vec();
+        bearer.extend_from_slice(key);
+        let right = keys.matches(Some(&bearer));
+        self.judge(right, peer, now, stats)
+    }
+
+    /// Whether the `Cookie` header `cookies` holds a valid admin session; always, without keys.
+    pub fn session_valid(&self, cookies: Option<&[u8]>, now_unix: u64) -> bool {
+        match (&self.keys, &self.sessions) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(_), Some(sessions)) => sessions.any_valid(cookies, now_unix),
+        }
+    }
+
+    /// A session cookie's value, opened at `now_unix`; `None` without keys or sessions.
+    pub fn mint_session(&self, now_unix: u64) -> Option<String> {
+        self.keys.as_ref()?;
+        Some(self.sessions.as_ref()?.mint(now_unix))
+    }
+
+    /// Logs the session `value` out, if it is one.
+    pub fn revoke_session(&self, value: &str, now_unix: u64) {
+        if let Some(sessions) = &self.sessions {
+            sessions.revoke(value, now_unix);
+        }
+    }
+
+    fn not_locked_out(&self, peer: IpAddr, now: Instant, stats: &Stats) -> Result<(), ApiError> {
         if let Some(lockout) = &self.lockout {
             if let Some(retry_after) = lock(lockout).refused(peer, now) {
                 stats.count_auth_limited();
                 return Err(ApiError::TooManyAuthFailures { retry_after });
             }
         }
-        if keys.matches(authorization) {
+        Ok(())
+    }
+
+    /// Lets `right` credentials in, and counts wrong ones against `peer`.
+    fn judge(
+        &self,
+        right: bool,
+        peer: IpAddr,
+        now: Instant,
+        stats: &Stats,
+    ) -> Result<(), ApiError> {
+        if right {
             return Ok(());
         }
         stats.count_auth_failure();
@@ -177,6 +277,7 @@ fn lock(lockout: &Mutex<Lockout>) -> std::sync::MutexGuard<'_, Lockout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::http::{Credentials, Method};
 
     const WINDOW: Duration = Duration::from_secs(60);
 
@@ -278,28 +379,115 @@ mod tests {
         format!("Bearer {key}").into_bytes()
     }
 
+    /// `GET /metrics` with `Authorization: <authorization>`, a `Cookie` header and
+    /// `X-Herald-Admin: 1` if asked.
+    fn request(authorization: Option<&[u8]>, cookie: Option<String>, admin: bool) -> Request {
+        request_to(Method::Get, "/metrics", authorization, cookie, admin)
+    }
+
+    fn request_to(
+        method: Method,
+        path: &str,
+        authorization: Option<&[u8]>,
+        cookie: Option<String>,
+        admin: bool,
+    ) -> Request {
+        Request {
+            method,
+            path: path.to_owned(),
+            query: None,
+            keep_alive: true,
+            expect_continue: false,
+            content_type: None,
+            authorization: authorization.map(|a| Credentials(a.to_vec())),
+            cookie: cookie.map(|c| Credentials(c.into_bytes())),
+            admin,
+            body: Vec::new(),
+        }
+    }
+
+    /// `check` of a plain request with `authorization`.
+    fn check(
+        access: &Access,
+        authorization: Option<&[u8]>,
+        peer: IpAddr,
+        now: Instant,
+        stats: &Stats,
+    ) -> Result<(), ApiError> {
+        access.check(&request(authorization, None, false), peer, now, 0, stats)
+    }
+
+    #[test]
+    fn a_session_counts_only_with_the_admin_header_and_the_lockout_counts_logins() {
+        let stats = Stats::default();
+        let access = Access::new(Some(ApiKeys::new(&["k-1"])), settings(2, 100));
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let now = Instant::now();
+        let unix = 1_800_000_000;
+        let session = access.mint_session(unix).unwrap();
+        let cookie = || Some(format!("{}={session}", admin::COOKIE));
+        let with =
+            |cookie, admin| access.check(&request(None, cookie, admin), b, now, unix, &stats);
+        assert!(with(cookie(), true).is_ok());
+        assert!(matches!(with(cookie(), false), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            with(Some("herald_admin=1.x".into()), true),
+            Err(ApiError::Unauthorized)
+        ));
+        assert!(access
+            .check(
+                &request(None, cookie(), true),
+                b,
+                now,
+                unix + 43_200,
+                &stats
+            )
+            .is_err());
+        // The page's routes are open; logging in is refused at the door only when locked out.
+        let page = request_to(Method::Get, "/admin", None, None, false);
+        let login = request_to(Method::Post, "/admin/login", None, None, false);
+        assert!(access.check(&page, a, now, unix, &stats).is_ok());
+        assert!(access.check(&login, a, now, unix, &stats).is_ok());
+        assert!(access.log_in(b"k-1", a, now, &stats).is_ok());
+        for wrong in [&b"k-2"[..], b""] {
+            assert!(matches!(
+                access.log_in(wrong, a, now, &stats),
+                Err(ApiError::Unauthorized)
+            ));
+        }
+        assert!(matches!(
+            access.log_in(b"k-1", a, now, &stats),
+            Err(ApiError::TooManyAuthFailures { .. })
+        ));
+        assert!(matches!(
+            access.check(&login, a, now, unix, &stats),
+            Err(ApiError::TooManyAuthFailures { .. })
+        ));
+        assert!(access.check(&page, a, now, unix, &stats).is_ok());
+        access.revoke_session(&session, unix);
+        assert!(with(cookie(), true).is_err());
+    }
+
     #[test]
     fn access_refuses_a_locked_out_address_even_with_the_key() {
         let stats = Stats::default();
         let access = Access::new(Some(ApiKeys::new(&["k-1", "k-2"])), settings(2, 100));
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         let now = Instant::now();
-        assert!(access.check(Some(&bearer("k-1")), a, now, &stats).is_ok());
-        assert!(access.check(Some(&bearer("k-2")), a, now, &stats).is_ok());
+        assert!(check(&access, Some(&bearer("k-1")), a, now, &stats).is_ok());
+        assert!(check(&access, Some(&bearer("k-2")), a, now, &stats).is_ok());
         for wrong in [None, Some(bearer("k-3"))] {
             assert!(matches!(
-                access.check(wrong.as_deref(), a, now, &stats),
+                check(&access, wrong.as_deref(), a, now, &stats),
                 Err(ApiError::Unauthorized)
             ));
         }
         assert!(matches!(
-            access.check(Some(&bearer("k-1")), a, now, &stats),
+            check(&access, Some(&bearer("k-1")), a, now, &stats),
             Err(ApiError::TooManyAuthFailures { retry_after }) if retry_after == WINDOW
         ));
-        assert!(access.check(Some(&bearer("k-1")), b, now, &stats).is_ok());
-        assert!(access
-            .check(Some(&bearer("k-1")), a, now + WINDOW, &stats)
-            .is_ok());
+        assert!(check(&access, Some(&bearer("k-1")), b, now, &stats).is_ok());
+        assert!(check(&access, Some(&bearer("k-1")), a, now + WINDOW, &stats).is_ok());
         let mut text = String::new();
         stats.render(&mut text);
         assert!(
@@ -319,14 +507,12 @@ mod tests {
         let open = Access::new(None, settings(1, 100));
         let unlimited = Access::new(Some(ApiKeys::new(&["k"])), settings(0, 100));
         for _ in 0..5 {
-            assert!(open.check(None, ip("192.0.2.1"), now, &stats).is_ok());
+            assert!(check(&open, None, ip("192.0.2.1"), now, &stats).is_ok());
             assert!(matches!(
-                unlimited.check(None, ip("192.0.2.1"), now, &stats),
+                check(&unlimited, None, ip("192.0.2.1"), now, &stats),
                 Err(ApiError::Unauthorized)
             ));
         }
-        assert!(Access::open()
-            .check(None, ip("192.0.2.1"), now, &stats)
-            .is_ok());
+        assert!(check(&Access::open(), None, ip("192.0.2.1"), now, &stats).is_ok());
     }
 }

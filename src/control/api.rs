@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::http::{Method, Request, Response};
 use super::stats::Stats;
-use crate::command::{Command, LoopGone, LoopHandle, PushReply, Target, UserInfo};
+use crate::command::{Command, Device, LoopGone, LoopHandle, PushReply, Target, UserInfo};
 use crate::http::{percent_decode, PercentError, Plus};
 use crate::limits::retry_after_secs;
 use crate::rooms::{self, UserIdError};
@@ -290,6 +290,12 @@ impl Pending {
                     info.addresses.dedup();
                     body["addresses"] = json!(info.addresses);
                 }
+                if !info.devices.is_empty() {
+                    body["devices"] = devices(&mut info.devices);
+                    if info.more_devices {
+                        body["moreDevices"] = json!(true);
+                    }
+                }
                 if let Some(nodes) = info.nodes {
                     body["nodes"] = json!(nodes);
                 }
@@ -444,6 +450,24 @@ fn push<D: Dispatch>(
         deadline: ctx.deadline(),
         one_user,
     })
+}
+
+/// A user's sockets on this node, the longest subscribed first.
+fn devices(devices: &mut [Device]) -> Value {
+    devices.sort_by(|a, b| (a.subscribed_at, &a.socket_id).cmp(&(b.subscribed_at, &b.socket_id)));
+    let list: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            json!({
+                "socketId": d.socket_id,
+                "protocol": d.protocol.label(),
+                "address": d.address,
+                "worker": d.worker,
+                "subscribedAt": time::rfc3339_millis(UNIX_EPOCH + Duration::from_secs(d.subscribed_at)),
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 /// The answer to a push the loop has counted. A one-user push the user's bucket refused is an
@@ -778,6 +802,8 @@ mod tests {
             expect_continue: false,
             content_type: Some("application/json".to_owned()),
             authorization: None,
+            cookie: None,
+            admin: false,
             body: body.as_bytes().to_vec(),
         }
     }

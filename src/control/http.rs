@@ -68,6 +68,12 @@ pub struct Request {
     /// when absent or sent more than once (RFC 9110 §11.6.2 defines it as one credential, and
     /// which of two a proxy and herald would each pick is not a question worth having).
     pub authorization: Option<Credentials>,
+    /// The `Cookie` headers' values, joined with `; ` when several (RFC 6265 §5.4 has a user
+    /// agent send one); where the admin page's session travels.
+    pub cookie: Option<Credentials>,
+    /// `X-Herald-Admin: 1` was sent: the admin page's own requests, the only ones on which its
+    /// session cookie counts (see [`super::admin`]).
+    pub admin: bool,
     /// Exactly `Content-Length` bytes; empty when there was none.
     pub body: Vec<u8>,
 }
@@ -257,6 +263,8 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
     let mut content_type = None;
     let mut authorization = None;
     let mut authorization_count = 0usize;
+    let mut cookie: Option<Vec<u8>> = None;
+    let mut admin = false;
     for h in parsed.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -281,6 +289,14 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization_count += 1;
             authorization = Some(Credentials(h.value.to_vec()));
+        } else if name.eq_ignore_ascii_case("cookie") {
+            let joined = cookie.get_or_insert_with(Vec::new);
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(h.value);
+        } else if name.eq_ignore_ascii_case(super::admin::HEADER) {
+            admin = h.value.trim_ascii() == b"1";
         }
     }
     if authorization_count > 1 {
@@ -311,6 +327,8 @@ fn parse_head(buf: &[u8], max_body: usize) -> Result<Option<Head>, HttpError> {
             expect_continue,
             content_type,
             authorization,
+            cookie: cookie.map(Credentials),
+            admin,
             body: Vec::new(),
         },
         len: head_len,

@@ -11,14 +11,14 @@
 //! [`server`] touches sockets.
 //!
 //! With API keys configured, every request (`/healthz` and `/metrics` included) must present
-//! one as `Authorization: Bearer <key>`, or is answered 401, decided from its head ([`access`]):
+//! one as `Authorization: Bearer <key>` (or the admin page's session, [`admin`]), or is
+//! answered 401, decided from its head ([`access`]):
 //! a request whose body has not arrived yet is answered and its connection closed before the
 //! body is read, and `100 Continue` is only sent to a request that was let in. An address that
 //! presents wrong keys too often is answered 429 for a while, whatever key it sends. Without a
 //! key, anyone who can connect may push, which is why [`crate::server::start`] refuses a
-//! non-loopback control address without one. It does not speak TLS (put it behind a proxy that does, or keep it on a
-//! private network) or HTTP/2, or accept chunked request bodies: every body comes with
-//! `Content-Length`. It never touches the rooms itself; each worker is the only owner of its
+//! non-loopback control address without one. It speaks TLS with `--control-tls-cert`, not
+//! HTTP/2, and takes no chunked request bodies: every body comes with `Content-Length`. It never touches the rooms itself; each worker is the only owner of its
 //! connections' state.
 //!
 //! [`Command`]: crate::command::Command
@@ -35,6 +35,7 @@ use access::LockoutSettings;
 use api::Dispatch;
 
 pub mod access;
+pub mod admin;
 pub mod api;
 pub mod http;
 mod server;
@@ -67,6 +68,8 @@ pub struct ControlOptions {
     pub lockout: LockoutSettings,
     /// TLS on the control listener (`--control-tls-cert`); `None`: plain HTTP.
     pub tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
+    /// Every flag herald was started with, secrets masked, for `GET /admin/config`.
+    pub settings: std::sync::Arc<[crate::config::Setting]>,
 }
 
 impl From<&Config> for ControlOptions {
@@ -86,6 +89,7 @@ impl From<&Config> for ControlOptions {
             },
             // Loaded (and its errors reported) where the listeners are bound.
             tls: None,
+            settings: c.settings.clone().into(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::access::Access;
+use super::admin;
 use super::api::{self, Answer, ApiError, Dispatch, Pending};
 use super::http::{self, HttpError, Method, Request, Response};
 use super::stats::{Reservation, Stats};
@@ -265,8 +266,7 @@ fn serve(
     } = shared;
     // Lets in the request whose head is `req` and budgets its `body_len` bytes.
     let admit = |req: &Request, body_len: usize| {
-        let authorization = req.authorization.as_ref().map(|c| c.as_bytes());
-        access.check(authorization, peer, Instant::now(), stats)?;
+        access.check(req, peer, Instant::now(), unix_now(), stats)?;
         stats
             .reserve(body_len, opts.max_inflight_bytes)
             .ok_or(ApiError::TooManyBytesInFlight)
@@ -310,16 +310,30 @@ fn serve(
                         None => admit(&req, req.body.len()),
                     };
                     let (started, reservation) = match admitted {
-                        Ok(reservation) => (
-                            api::start(
-                                &req,
-                                loop_,
-                                opts.reply_timeout,
-                                Some(stats),
-                                SystemTime::now(),
-                            ),
-                            Some(reservation),
-                        ),
+                        Ok(reservation) => {
+                            let admin = admin::Ctx {
+                                access,
+                                peer,
+                                now: Instant::now(),
+                                now_unix: unix_now(),
+                                stats,
+                                settings: &opts.settings,
+                                secure: opts.tls.is_some(),
+                            };
+                            let started = match admin::route(&req, &admin) {
+                                Some(answer) => {
+                                    Pending::Ready(answer.unwrap_or_else(|e| Response::from(&e)))
+                                }
+                                None => api::start(
+                                    &req,
+                                    loop_,
+                                    opts.reply_timeout,
+                                    Some(stats),
+                                    SystemTime::now(),
+                                ),
+                            };
+                            (started, Some(reservation))
+                        }
                         Err(e) => (Pending::Ready(Response::from(&e)), None),
                     };
                     pending.push((
@@ -451,6 +465,13 @@ fn serve(
     }
 }
 
+/// Seconds since the Unix epoch, by the wall clock (admin sessions expire by it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Ends a connection whose time ran out: quietly between requests, with 408 when part of a
 /// request had arrived (RFC 9110 §15.5.9).
 fn time_out(
@@ -561,6 +582,7 @@ mod tests {
                 max_addresses: 1,
             },
             tls: None,
+            settings: Vec::new().into(),
         };
         super::super::spawn(listener, fake_loop(), opts).unwrap();
         addr

@@ -209,7 +209,7 @@ pub fn handle(
             }
             let mut newly = false;
             for user in &sub.users {
-                newly |= rooms.subscribe(member, user)?;
+                newly |= rooms.subscribe_at(member, user, now_unix)?;
             }
             Ok(Outcome::Subscribed {
                 users: sub.users,

@@ -26,7 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Verifier};
-use crate::command::Target;
+use crate::command::{Device, Target, MAX_DEVICES};
 use crate::config::Config;
 use crate::core::commands::{self, ClientCommand, Outcome, Refusal, Tokens};
 use crate::core::conn::{Conn, Live, Phase, Proto, SocketId};
@@ -37,7 +37,7 @@ use crate::fanout::{Deflate, Payload};
 use crate::http::{OriginError, Origins};
 use crate::limits::{Admit, Epoch, InboundBucket, IpLimiter, IpRefusal, Limits};
 use crate::log_limit::{peer_warn, PeerFault};
-use crate::metrics::{Gauges, Metrics, WorkerReport};
+use crate::metrics::{Gauges, Metrics, Protocol, WorkerReport};
 use crate::protocol::format::{self, Format};
 use crate::protocol::raw;
 use crate::proxy;
@@ -63,6 +63,27 @@ const CORKED_FLUSH_AT: usize = 64 * 1024;
 pub enum Entry {
     Conn(Conn),
     Session(Session),
+}
+
+impl Entry {
+    /// What a client socket speaks: a raw WebSocket past its handshake, or an Engine.IO session
+    /// not closed; `None` for a connection still in HTTP, carrying a session, or closing.
+    pub(crate) fn protocol(&self) -> Option<Protocol> {
+        match self {
+            Entry::Conn(c) => match (&c.phase, c.format) {
+                (Phase::Open(Proto::Raw), Format::Json) => Some(Protocol::RawJson),
+                (Phase::Open(Proto::Raw), Format::MessagePack) => Some(Protocol::RawMsgpack),
+                _ => None,
+            },
+            Entry::Session(s) if s.closed => None,
+            Entry::Session(s) => Some(match s.transport {
+                Transport::WebSocket { .. } => Protocol::SocketioWebsocket,
+                Transport::Polling { .. } | Transport::Upgrading { .. } => {
+                    Protocol::SocketioPolling
+                }
+            }),
+        }
+    }
 }
 /// Everything the handlers touch: no socket, no poll, no clock (every handler is given `now`,
 /// and the wall clock is derived from it).
@@ -337,6 +358,31 @@ impl State {
                 Entry::Session(session) => Some(session.peer),
             })
             .collect()
+    }
+
+    /// `user`'s sockets on this worker, at most [`MAX_DEVICES`]; true when it has more.
+    pub(crate) fn member_devices(&self, user: &str) -> (Vec<Device>, bool) {
+        let members = self.rooms.members(user);
+        let devices = members
+            .iter()
+            .filter_map(|&k| {
+                let entry = self.io.entries.get(k)?;
+                let (socket_id, address) = match entry {
+                    Entry::Conn(c) => (String::from_utf8_lossy(&c.id).into_owned(), c.peer),
+                    Entry::Session(s) => (s.socket_str().to_owned(), s.peer),
+                };
+                Some(Device {
+                    socket_id,
+                    protocol: entry.protocol()?,
+                    address,
+                    worker: self.worker,
+                    subscribed_at: self.rooms.subscribed_at(k, user).unwrap_or(0),
+                })
+            })
+            .take(MAX_DEVICES)
+            .collect::<Vec<_>>();
+        let more = members.len() > devices.len() && devices.len() == MAX_DEVICES;
+        (devices, more)
     }
 
     /// Time since the Unix epoch at `now`, by the wall clock read when the worker started.
@@ -1279,8 +1325,9 @@ impl State {
                 sess.connect_deadline = None;
             }
         }
+        let unix_secs = self.unix(now).as_secs();
         for user in &join.users {
-            if let Err(e) = self.rooms.subscribe(k, user) {
+            if let Err(e) = self.rooms.subscribe_at(k, user, unix_secs) {
                 // Another join of this member took the last room first.
                 let message = format!("subscribe: {e}");
                 return self.join_refused(k, &join.reply, &message, now);
@@ -1497,6 +1544,9 @@ impl State {
             ..Gauges::default()
         };
         for (_, e) in &self.io.entries {
+            if let Some(p) = e.protocol() {
+                g.sockets[p as usize] += 1;
+            }
             match e {
                 Entry::Conn(c) => {
                     g.connections += 1;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 
-use crate::command::{PushReply, Target, UserInfo};
+use crate::command::{PushReply, Target, UserInfo, MAX_DEVICES};
 use crate::core::conn::SocketId;
 use crate::metrics::WorkerReport;
 use crate::router::log::{offset_string, Record, Records, Unrecoverable};
@@ -269,6 +269,10 @@ impl Merge for UserInfo {
     fn merge(&mut self, part: Self) {
         self.sockets += part.sockets;
         self.addresses.extend(part.addresses);
+        self.more_devices |= part.more_devices;
+        let room = MAX_DEVICES.saturating_sub(self.devices.len());
+        self.more_devices |= part.devices.len() > room;
+        self.devices.extend(part.devices.into_iter().take(room));
     }
 }
 

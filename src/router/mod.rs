@@ -190,7 +190,7 @@ impl Router {
                     }),
                     Some(cluster) => {
                         let (cluster, user) = (cluster.clone(), user_id.clone());
-                        Box::new(move |info| cluster.presence(user, info.sockets, reply))
+                        Box::new(move |info| cluster.presence(user, info, reply))
                     }
                 };
                 let mask = s.directory.workers_of(&user_id);

@@ -729,8 +729,11 @@ impl EventLoop {
             }
             ToWorker::UserInfo { user_id, gather } => {
                 let sockets = self.state.rooms.members(&user_id).len();
+                let (devices, more_devices) = self.state.member_devices(&user_id);
                 gather.add(UserInfo {
                     addresses: self.state.member_addresses(&user_id),
+                    devices,
+                    more_devices,
                     ..UserInfo::local(sockets)
                 });
             }

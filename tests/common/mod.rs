@@ -452,12 +452,25 @@ pub fn spawn_herald(args: &[&str]) -> Herald {
 /// [`spawn_herald`], handing over its log: every line after the listening line, in order, until
 /// the process ends. Lines may be text or JSON (`--log-format json`).
 pub fn spawn_herald_logged(args: &[&str]) -> (Herald, std::sync::mpsc::Receiver<String>) {
+    spawn_herald_with(args, &[])
+}
+
+/// [`spawn_herald`] with `env` variables set.
+pub fn spawn_herald_env(args: &[&str], env: &[(&str, &str)]) -> Herald {
+    spawn_herald_with(args, env).0
+}
+
+fn spawn_herald_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Herald, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
         .spawn()
