@@ -1,13 +1,17 @@
 // examples/curl.md, run: herald started as the page starts it, one raw WebSocket subscribed to
 // `user-123` as the page's browser snippet does, then each `sh` block run by bash in order and its
 // output compared with the `http` or `text` block after it. What varies from run to run (offsets,
-// lengths, Retry-After) is masked on both sides; everything else must be what the page says.
+// lengths, Retry-After, socket ids, times, the admin session's cookie) is masked on both sides;
+// everything else must be what the page says. The commands run in a directory of their own (the
+// admin example keeps its cookie in a file).
 //
 // `HERALD_UPDATE_DOCS=1 npm test -- curl.test.js` writes the answers herald gave into the page
 // instead (then read the diff before committing it).
 
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import test from 'node:test';
@@ -41,6 +45,8 @@ function masked(text) {
     .replace(/"offset":"[0-9a-f]+-\d+"/g, '"offset":"…"')
     .replace(/^(Content-Length|Retry-After): \d+$/gim, '$1: …')
     .replace(/"retryAfter":\d+/g, '"retryAfter":…')
+    .replace(/"(socketId|subscribedAt)":"[^"]+"/g, '"$1":"…"')
+    .replace(/^(Set-Cookie: herald_admin=)\d+\.[\w-]+/gim, '$1…')
     .trimEnd();
 }
 
@@ -59,11 +65,14 @@ test('every call of examples/curl.md answers as the page says', { timeout: TEST_
   const ws = await s.ws(herald.wsUrl);
   await subscribeRaw(ws, recordRaw(ws), 'user-123');
 
+  const cwd = mkdtempSync(join(tmpdir(), 'herald-curl-'));
+  s.defer(() => rmSync(cwd, { recursive: true, force: true }));
   const edits = [];
   for (const { command, answer } of calls) {
     const script = command.replaceAll('localhost:5001', `127.0.0.1:${herald.controlPort}`);
     assert.notEqual(script, command, `the command talks to the control API: ${command}`);
     const run = spawnSync('bash', ['-o', 'pipefail', '-c', script], {
+      cwd,
       encoding: 'utf8',
       timeout: 60_000,
     });
