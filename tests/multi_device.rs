@@ -142,7 +142,16 @@ fn disconnect_frees_the_room() {
     let mut b = client_for(&srv, "gone");
     let (status, body) = get(&srv, "/v1/users/gone");
     assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // Both sockets listed one by one, raw JSON WebSockets from loopback.
+    let devices = v.as_object_mut().unwrap().remove("devices").unwrap();
+    let devices = devices.as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{body}");
+    assert_ne!(devices[0]["socketId"], devices[1]["socketId"], "{body}");
+    for d in devices {
+        assert_eq!(d["protocol"], "raw_json", "{body}");
+        assert_eq!(d["address"], "127.0.0.1", "{body}");
+    }
     assert_eq!(
         v,
         json!({"userId": "gone", "online": true, "sockets": 2, "addresses": ["127.0.0.1"]})

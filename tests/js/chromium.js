@@ -23,14 +23,16 @@ const CLIENT_JS = readFileSync(
   fileURLToPath(new URL('node_modules/socket.io-client/dist/socket.io.min.js', import.meta.url)),
 );
 
-// Serves `html` at `/` and the client bundle at `/socket.io.min.js`; every JSON body posted to
-// `/report` goes to `reports`.
-export async function pageServer(html, reports) {
+// Serves `html` at `/`, the client bundle at `/socket.io.min.js` and the scripts of `scripts`
+// (`{ '/path.js': contents }`); every JSON body posted to `/report` goes to `reports`.
+export async function pageServer(html, reports, scripts = {}) {
   const server = createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/') {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(html());
     } else if (req.method === 'GET' && req.url === '/socket.io.min.js') {
       res.writeHead(200, { 'content-type': 'text/javascript' }).end(CLIENT_JS);
+    } else if (req.method === 'GET' && Object.hasOwn(scripts, req.url)) {
+      res.writeHead(200, { 'content-type': 'text/javascript' }).end(scripts[req.url]);
     } else if (req.method === 'POST' && req.url === '/report') {
       let body = '';
       req.setEncoding('utf8');
@@ -118,10 +120,11 @@ export function launchChromium(url, extraArgs = []) {
   };
 }
 
-// A DevTools protocol session on the page that `chromium` (from `launchChromium`) opened, for
-// what a page cannot do to itself, such as taking the browser offline:
-// `send(method, params)` resolves with the command's result or rejects with its error; `close()`.
-export async function devtools(chromium) {
+// A DevTools protocol connection to the whole browser that `chromium` (from `launchChromium`)
+// runs: `send(method, params, sessionId)` resolves with the command's result or rejects with its
+// error (`sessionId` names a target attached in flat mode, whose commands go over this same
+// connection); `close()`.
+export async function browserDevtools(chromium) {
   let timer;
   const url = await Promise.race([
     chromium.devtoolsUrl,
@@ -151,17 +154,24 @@ export async function devtools(chromium) {
       pending.set(id, { method, resolve, reject });
       ws.send(JSON.stringify({ id, method, params, sessionId }));
     });
-  // The page's target, attached in flat mode: its commands go over this same connection.
-  const { targetInfos } = await send('Target.getTargets');
+  return { send, close: () => ws.terminate() };
+}
+
+// A DevTools protocol session on the page that `chromium` (from `launchChromium`) opened, for
+// what a page cannot do to itself, such as taking the browser offline:
+// `send(method, params)` resolves with the command's result or rejects with its error; `close()`.
+export async function devtools(chromium) {
+  const browser = await browserDevtools(chromium);
+  const { targetInfos } = await browser.send('Target.getTargets');
   const page = targetInfos.find((target) => target.type === 'page');
   assert.ok(page, `a page target among ${JSON.stringify(targetInfos)}`);
-  const { sessionId } = await send('Target.attachToTarget', {
+  const { sessionId } = await browser.send('Target.attachToTarget', {
     targetId: page.targetId,
     flatten: true,
   });
   return {
-    send: (method, params) => send(method, params, sessionId),
-    close: () => ws.terminate(),
+    send: (method, params) => browser.send(method, params, sessionId),
+    close: browser.close,
   };
 }
 
@@ -194,9 +204,9 @@ export async function reported(reports, kind, chromium) {
 // (`s` is the test's `scope`); returns `got(kind)`, which resolves with the page's next report of
 // that kind. A page that gets no further fails with herald's log too: what herald refused and why
 // shows only there.
-export async function openPage(t, s, herald, html) {
+export async function openPage(t, s, herald, html, scripts = {}) {
   const reports = new Queue('report from the page');
-  const server = await pageServer(() => html, reports);
+  const server = await pageServer(() => html, reports, scripts);
   s.defer(() => {
     server.close();
     server.closeAllConnections();

@@ -7,10 +7,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer as createHttpServer } from 'node:http';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -18,7 +16,7 @@ import WebSocket from 'ws';
 
 import { Herald } from '../../clients/js/dist/index.js';
 import { msgpack } from '../../clients/js/dist/msgpack.js';
-import { launchChromium, reported } from './chromium.js';
+import { openPage } from './chromium.js';
 import {
   assertNotification,
   eventually,
@@ -27,6 +25,7 @@ import {
   Queue,
   scope,
   signHs256,
+  tcpProxy,
   TEST_TIMEOUT,
   user,
 } from './harness.js';
@@ -37,66 +36,6 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // 32 bytes, the shortest HS256 secret herald accepts.
 const SECRET = 'herald-test-secret-of-32-bytes!!';
 const now = () => Math.floor(Date.now() / 1000);
-
-// A TCP proxy on 127.0.0.1 to herald's public port `upstream` (which may change): `cut()` breaks
-// every connection through it; while `hold()` is in force new connections wait, accepted but not
-// forwarded, until `release()`. `accepted` counts connections accepted.
-async function tcpProxy(s, upstream) {
-  const pairs = new Set();
-  const waiting = [];
-  let held = false;
-  const server = createServer((down) => {
-    proxy.accepted += 1;
-    down.on('error', () => {});
-    const forward = () => {
-      if (down.destroyed) return;
-      const up = createConnection({ host: '127.0.0.1', port: proxy.upstream });
-      const pair = [down, up];
-      pairs.add(pair);
-      up.on('error', () => down.destroy());
-      const gone = () => {
-        pairs.delete(pair);
-        down.destroy();
-        up.destroy();
-      };
-      up.on('close', gone);
-      down.on('close', gone);
-      down.pipe(up);
-      up.pipe(down);
-    };
-    if (held) waiting.push(forward);
-    else forward();
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const proxy = {
-    upstream,
-    accepted: 0,
-    url: `ws://127.0.0.1:${server.address().port}/ws`,
-    port: server.address().port,
-    cut() {
-      for (const [down, up] of pairs) {
-        down.destroy();
-        up.destroy();
-      }
-    },
-    hold() {
-      held = true;
-    },
-    release() {
-      held = false;
-      for (const forward of waiting.splice(0)) forward();
-    },
-    // Connections accepted and waiting for `release()`.
-    get waiting() {
-      return waiting.length;
-    },
-  };
-  s.defer(() => {
-    proxy.cut();
-    server.close();
-  });
-  return proxy;
-}
 
 // A Herald on `url` with the `ws` package, closed when the test ends. `sockets` gets every
 // WebSocket it makes, each with `closes`, the close codes it saw.
@@ -210,7 +149,7 @@ test(
       missed.push(body.offset);
     }
     assert.equal(parseOffset(missed[0]).epoch, parseOffset(before.offset).epoch, 'the same epoch');
-    proxy.release();
+    proxy.restore();
     const sub = await subscribed.next();
     assert.equal(sub.recovered, true);
     assert.equal(c.recovered, true);
@@ -243,7 +182,7 @@ test('kill -9 and a restart: a new epoch, recovered false, nothing replayed', li
   const second = await s.herald({ args: ['--state-dir', stateDir] });
   proxy.upstream = second.publicPort;
   assert.equal((await push(second.control, 'u1', { message: 'lost' })).sockets, 0);
-  proxy.release();
+  proxy.restore();
   const sub = await subscribed.next();
   assert.equal(sub.recovered, false);
   assert.notEqual(parseOffset(sub.offset).epoch, parseOffset(old.offset).epoch, 'a new epoch');
@@ -273,7 +212,7 @@ test('away longer than --recovery-window: recovered false, then live again', lim
   await sleep(2_500);
   // Pushes after the window trim the log of the older ones.
   await push(herald.control, 'u2', { message: 'someone else' });
-  proxy.release();
+  proxy.restore();
   const sub = await subscribed.next();
   assert.equal(sub.recovered, false);
   assert.equal(c.recovered, false);
@@ -444,48 +383,13 @@ for (const format of ['json', 'msgpack']) {
       const s = scope(t);
       const herald = await s.herald();
       const proxy = await tcpProxy(s, herald.publicPort);
-      const reports = new Queue('report from the page');
-      const server = createHttpServer((req, res) => {
-        const file = /^\/dist\/([a-z]+\.js)$/.exec(req.url ?? '')?.[1];
-        if (req.method === 'GET' && req.url === '/') {
-          res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-          res.end(page(proxy.url, format));
-        } else if (req.method === 'GET' && file) {
-          let body;
-          try {
-            body = readFileSync(new URL(file, DIST));
-          } catch {
-            return res.writeHead(404).end();
-          }
-          res.writeHead(200, { 'content-type': 'text/javascript' }).end(body);
-        } else if (req.method === 'POST' && req.url === '/report') {
-          let body = '';
-          req.setEncoding('utf8');
-          req.on('data', (chunk) => (body += chunk));
-          req.on('end', () => {
-            reports.push(JSON.parse(body));
-            res.writeHead(204).end();
-          });
-        } else {
-          res.writeHead(404).end();
-        }
-      });
-      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-      s.defer(() => {
-        server.close();
-        server.closeAllConnections();
-      });
-      const chromium = launchChromium(`http://127.0.0.1:${server.address().port}/`);
-      t.after(() => chromium.close());
-      // Reports arrive in order (each a fetch, but the test reads them by kind in sequence).
-      const got = async (kind) => {
-        try {
-          return await Promise.race([reported(reports, kind, chromium), chromium.spawnFailed]);
-        } catch (e) {
-          e.message += `\nherald: ${herald.log()}`;
-          throw e;
-        }
-      };
+      // The built package, as the page imports it (`/dist/index.js` imports `./util.js`).
+      const scripts = Object.fromEntries(
+        readdirSync(DIST)
+          .filter((f) => f.endsWith('.js'))
+          .map((f) => [`/dist/${f}`, readFileSync(new URL(f, DIST))]),
+      );
+      const got = await openPage(t, s, herald, page(proxy.url, format), scripts);
 
       assert.equal(await got('state'), 'connecting');
       assert.equal(await got('state'), 'connected');
@@ -509,7 +413,7 @@ for (const format of ['json', 'msgpack']) {
       for (const message of ['one', 'two']) {
         missed.push((await push(herald.control, 'browser-user', { message })).offset);
       }
-      proxy.release();
+      proxy.restore();
       assert.equal(await got('state'), 'connected');
       const again = await got('subscribed');
       assert.equal(again.recovered, true);

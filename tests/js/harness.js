@@ -535,6 +535,73 @@ export function scope(t) {
   };
 }
 
+// A TCP proxy on a free loopback port to herald's public port `upstream` (which a test may change
+// between connections), standing for a client's network. `cut()` resets every connection through
+// it; `refuse()` resets new ones as they come, and `hold()` keeps them accepted but not forwarded,
+// both until `restore()` (which forwards those held). `accepted` counts connections accepted,
+// `waiting` those held; `url` is herald's `/ws` through it.
+export async function tcpProxy(s, upstream) {
+  const pairs = new Set();
+  const waiting = [];
+  let held = false;
+  let refusing = false;
+  const server = createServer((down) => {
+    proxy.accepted += 1;
+    if (refusing) return down.resetAndDestroy();
+    down.on('error', () => {});
+    const forward = () => {
+      if (down.destroyed) return;
+      const up = createConnection({ host: '127.0.0.1', port: proxy.upstream });
+      const pair = [down, up];
+      pairs.add(pair);
+      const gone = () => {
+        pairs.delete(pair);
+        down.destroy();
+        up.destroy();
+      };
+      up.on('error', gone).on('close', gone);
+      down.on('close', gone);
+      down.pipe(up);
+      up.pipe(down);
+    };
+    if (held) waiting.push(forward);
+    else forward();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const proxy = {
+    upstream,
+    accepted: 0,
+    port: server.address().port,
+    url: `ws://127.0.0.1:${server.address().port}/ws`,
+    cut() {
+      for (const [down, up] of pairs) {
+        down.resetAndDestroy();
+        up.destroy();
+      }
+      pairs.clear();
+    },
+    refuse() {
+      refusing = true;
+    },
+    hold() {
+      held = true;
+    },
+    restore() {
+      refusing = false;
+      held = false;
+      for (const forward of waiting.splice(0)) forward();
+    },
+    get waiting() {
+      return waiting.length;
+    },
+  };
+  s.defer(() => {
+    proxy.cut();
+    server.close();
+  });
+  return proxy;
+}
+
 // Resolves with the first argument of the next `event` on `emitter` (a Socket.IO socket or
 // manager, an Engine.IO socket, a `ws` WebSocket, any EventEmitter); rejects after `timeoutMs`.
 export function once(emitter, event, timeoutMs = PATIENCE) {
@@ -718,12 +785,38 @@ export async function push(control, userId, notification) {
   return JSON.parse(text);
 }
 
-// `GET /v1/users/{userId}`: `{ userId, online, sockets }`, and `addresses` while online.
+const PROTOCOLS = ['raw_json', 'raw_msgpack', 'socketio_websocket', 'socketio_polling'];
+
+// `GET /v1/users/{userId}`: `{ userId, online, sockets }`, and `addresses` while online (in a
+// cluster also `nodes` and `cluster`). The answer's `devices`, this node's sockets one by one, are
+// checked here and left out of what it returns: each has a socket id, a known protocol, one of
+// `addresses`, a worker and an RFC 3339 `subscribedAt`, no socket twice; a single node lists as
+// many as `sockets`, a cluster node at most that many (its own).
 export async function user(control, userId) {
   const res = await fetch(`${control}/v1/users/${encodeURIComponent(userId)}`);
   const text = await res.text();
   assert.equal(res.status, 200, `user ${userId}: ${res.status} ${text}`);
-  return JSON.parse(text);
+  const { devices, moreDevices, ...rest } = JSON.parse(text);
+  if (!rest.online) {
+    assert.equal(devices, undefined, `no devices while offline: ${text}`);
+    return rest;
+  }
+  assert.ok(Array.isArray(devices), `devices while online: ${text}`);
+  assert.equal(new Set(devices.map((d) => d.socketId)).size, devices.length, text);
+  for (const d of devices) {
+    assert.deepEqual(Object.keys(d).sort(), ['address', 'protocol', 'socketId', 'subscribedAt', 'worker'], text);
+    assert.ok(typeof d.socketId === 'string' && d.socketId !== '', text);
+    assert.ok(PROTOCOLS.includes(d.protocol), `protocol ${d.protocol}: ${text}`);
+    assert.ok(rest.addresses.includes(d.address), `address ${d.address} among addresses: ${text}`);
+    assert.ok(Number.isInteger(d.worker) && d.worker >= 0, text);
+    assert.ok(!Number.isNaN(Date.parse(d.subscribedAt)), `subscribedAt: ${text}`);
+  }
+  if (moreDevices !== undefined) assert.equal(moreDevices, true, text);
+  const listed = devices.length + (moreDevices ? 1 : 0);
+  if ('nodes' in rest) assert.ok(listed <= rest.sockets, `this node's sockets at most: ${text}`);
+  else if (moreDevices) assert.ok(devices.length === 100 && rest.sockets > 100, text);
+  else assert.equal(devices.length, rest.sockets, `one device per socket: ${text}`);
+  return rest;
 }
 
 // `GET /metrics`: every sample by name, labels included as written

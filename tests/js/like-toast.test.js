@@ -19,22 +19,19 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { createConnection, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import WebSocket from 'ws';
-
-import { launchChromium } from './chromium.js';
+import { browserDevtools, launchChromium } from './chromium.js';
 import {
   assertRawNotification,
   eventually,
   freePort,
   metrics,
-  once,
   recordRaw,
   scope,
   subscribeRaw,
+  tcpProxy,
   user,
 } from './harness.js';
 
@@ -115,47 +112,6 @@ async function startExample(s, herald, env = {}) {
   return { origin: `http://127.0.0.1:${port}`, log: () => tail.join('\n') };
 }
 
-// A TCP proxy on a free loopback port to `port`, standing for one device's network: `cut()`
-// resets every connection through it and refuses new ones until `restore()`.
-async function networkLink(s, port) {
-  const open = new Set();
-  let down = false;
-  const server = createServer((client) => {
-    if (down) return client.resetAndDestroy();
-    const upstream = createConnection({ host: '127.0.0.1', port });
-    const pair = { client, upstream };
-    open.add(pair);
-    const drop = () => {
-      open.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  s.defer(() => {
-    for (const { client } of open) client.destroy();
-    server.close();
-  });
-  return {
-    port: server.address().port,
-    cut() {
-      down = true;
-      for (const { client, upstream } of open) {
-        client.resetAndDestroy();
-        upstream.destroy();
-      }
-      open.clear();
-    },
-    restore() {
-      down = false;
-    },
-  };
-}
-
 // Records every toast the page puts up, from its first render on: toasts leave after a few
 // seconds, and the test counts them all.
 const RECORD_TOASTS = `
@@ -194,38 +150,9 @@ const READ_PAGE = `(() => ({
 // new window with its own session, that records its toasts from the start. Windows, not tabs: a
 // tab behind another in its window is hidden, and Chromium slows a hidden page's timers.
 async function browser(chromium) {
-  let timer;
-  const url = await Promise.race([
-    chromium.devtoolsUrl,
-    chromium.spawnFailed,
-    new Promise((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no DevTools URL from Chromium\nchromium: ${chromium.log()}`)),
-        BROWSER_PATIENCE,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  await once(ws, 'open', BROWSER_PATIENCE);
-  let lastId = 0;
-  const pending = new Map();
-  ws.on('message', (data) => {
-    const message = JSON.parse(data.toString());
-    const call = pending.get(message.id);
-    if (!call) return; // An event: none is used.
-    pending.delete(message.id);
-    if (message.error) call.reject(new Error(`${call.method}: ${JSON.stringify(message.error)}`));
-    else call.resolve(message.result);
-  });
-  const send = (method, params = {}, sessionId = undefined) =>
-    new Promise((resolve, reject) => {
-      const id = ++lastId;
-      pending.set(id, { method, resolve, reject });
-      ws.send(JSON.stringify({ id, method, params, sessionId }));
-    });
-
+  const { send, close } = await browserDevtools(chromium);
   return {
-    close: () => ws.terminate(),
+    close,
     async window(pageUrl, name) {
       const { targetId } = await send('Target.createTarget', {
         url: 'about:blank',
@@ -320,7 +247,7 @@ async function story(t, { transport, jwt }) {
   const startedAt = Date.now();
   const example = await startExample(s, herald, env);
   // Bob's first device: the same backend, telling its page to reach herald through the link.
-  const link = await networkLink(s, herald.publicPort);
+  const link = await tcpProxy(s, herald.publicPort);
   const linked = await startExample(s, herald, {
     ...env,
     HERALD_URL: `ws://127.0.0.1:${link.port}/ws`,
@@ -363,6 +290,7 @@ async function story(t, { transport, jwt }) {
     // 2. Bob's first window loses its network for 5 s: herald sees one socket of bob's left.
     // Alice likes again meanwhile.
     const offlineAt = Date.now();
+    link.refuse();
     link.cut();
     await bob1.network(false);
     await bob1.until('the bell sees the connection gone', (p) => !p.connected);
