@@ -69,11 +69,13 @@ after(() => {
 // origin once it listens. Stopped when the test ends.
 async function startExample(s, herald, env = {}) {
   const port = await freePort();
+  // The test script's CA path is relative to tests/js, and the backend needs none.
+  const { NODE_EXTRA_CA_CERTS, ...inherited } = process.env;
   const child = spawn(process.execPath, ['server.js'], {
     cwd: EXAMPLE,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
-      ...process.env,
+      ...inherited,
       PORT: String(port),
       HOST: '127.0.0.1',
       HERALD_CONTROL: herald.control,
