@@ -137,6 +137,8 @@ test(
 
     proxy.hold();
     assert.deepEqual(await first.stop(), { code: 0, signal: null });
+    // herald is gone; its close frame may still be on its way through the proxy.
+    await eventually('the client told 1012', () => sockets[0].closeCode !== undefined);
     assert.equal(sockets[0].closeCode, 1012);
     await eventually('the client connects again at once', () => proxy.waiting === 1);
 
