@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 
-import { createElement } from 'react';
+import { createElement, StrictMode } from 'react';
 import TestRenderer from 'react-test-renderer';
 import WebSocket from 'ws';
 
@@ -23,8 +23,10 @@ console.error = (...args) => {
   if (!String(args[0]).includes('react-test-renderer is deprecated')) consoleError(...args);
 };
 
-// Renders the hook for `userId` with `options`; `results` gets what it returns at each render.
-async function renderHook(t, userId, options) {
+// Renders the hook for `userId` with `options` (inside `<StrictMode>` with `strict`, which in
+// development mounts every effect, unmounts and mounts it again); `results` gets what it returns
+// at each render.
+async function renderHook(t, userId, options, { strict = false } = {}) {
   const results = new Queue('render');
   let latest;
   function Probe({ userId, options }) {
@@ -32,16 +34,19 @@ async function renderHook(t, userId, options) {
     results.push(latest);
     return null;
   }
+  const tree = (userId, options) => {
+    const probe = createElement(Probe, { userId, options });
+    return strict ? createElement(StrictMode, null, probe) : probe;
+  };
   let renderer;
   await act(async () => {
-    renderer = TestRenderer.create(createElement(Probe, { userId, options }));
+    renderer = TestRenderer.create(tree(userId, options));
   });
   t.after(() => act(async () => renderer.unmount()));
   return {
     results,
     current: () => latest,
-    rerender: (userId, options) =>
-      act(async () => renderer.update(createElement(Probe, { userId, options }))),
+    rerender: (userId, options) => act(async () => renderer.update(tree(userId, options))),
     unmount: () => act(async () => renderer.unmount()),
   };
 }
@@ -175,4 +180,29 @@ test('a socket.io-client socket: subscribe on connect, notifications with their 
   await hook.unmount();
   assert.equal(socket.listenerCount('notification'), 0);
   assert.deepEqual(socket.sent.at(-1), ['unsubscribe', 'u2']);
+});
+
+test('under StrictMode (effects mounted twice): one connection, each notification once', async (t) => {
+  const server = await fakeHerald(t);
+  const toasts = [];
+  const hook = await renderHook(
+    t,
+    'u1',
+    { url: server.url, WebSocket, onNotification: (n) => toasts.push(n.id) },
+    { strict: true },
+  );
+  const conn = await server.connections.next();
+  assert.deepEqual((await conn.messages.next()).data, { userIds: ['u1'] });
+  conn.send('subscribed', { userIds: ['u1'], socketId: 's', offset: 'ab-0' });
+  await until(hook, (r) => r.isConnected, 'connected');
+  conn.send('notification', { type: 'LIKE' }, { offset: 'ab-1' });
+  await until(hook, (r) => r.notifications.length === 1, 'one notification');
+  // The Herald of the first mount was closed before it connected: none other came, or comes.
+  await act(() => new Promise((resolve) => setTimeout(resolve, 300)));
+  assert.deepEqual(server.connections.pending, [], 'one connection');
+  assert.deepEqual(toasts, ['ab-1'], 'onNotification once');
+  assert.equal(conn.ws.readyState, conn.ws.OPEN);
+  const closed = new Promise((resolve) => conn.ws.on('close', resolve));
+  await hook.unmount();
+  assert.equal(await closed, 1000, 'its Herald closed');
 });
