@@ -542,6 +542,11 @@ impl Drop for Herald {
 pub fn metric_at(control: SocketAddr, series: &str) -> f64 {
     let (status, _, body) = http(control, "GET", "/metrics", None);
     assert_eq!(status, 200);
+    metric_in(&body, series)
+}
+
+/// The value of `series` in the Prometheus text `body`.
+pub fn metric_in(body: &str, series: &str) -> f64 {
     body.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
