@@ -34,9 +34,18 @@ impl ApiKeys {
     /// Whether the request's `Authorization` header value carries one of these keys as a Bearer
     /// credential (scheme case-insensitive). A missing header or another scheme is no match.
     pub fn matches(&self, authorization_header: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization_header.and_then(bearer) else {
+        authorization_header
+            .and_then(bearer)
+            .is_some_and(|presented| self.matches_key(presented))
+    }
+
+    /// Whether `presented`, a key as typed (the admin page's login), is one of these: compared
+    /// as a Bearer credential is, surrounding whitespace aside. An empty key is no match.
+    pub fn matches_key(&self, presented: &str) -> bool {
+        let presented = presented.trim();
+        if presented.is_empty() {
             return false;
-        };
+        }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // subtle's comparison runs over every byte and hides the result from the optimizer; the
         // results are combined without branching, so no key is skipped.
@@ -106,6 +115,17 @@ mod tests {
         assert!(!key.matches(Some(b"Bearer ")));
         assert!(!key.matches(Some(b"Bearer")));
         assert!(!key.matches(None));
+        assert!(!key.matches_key(""));
+        assert!(!key.matches_key("  "));
+    }
+
+    #[test]
+    fn a_typed_key_matches_as_its_bearer_header_does() {
+        let keys = ApiKeys::new(&[KEY]);
+        assert!(keys.matches_key(KEY));
+        assert!(keys.matches_key(&format!(" {KEY}\t")));
+        assert!(!keys.matches_key(&format!("Bearer {KEY}")));
+        assert!(!keys.matches_key("s3cr3"));
     }
 
     #[test]
