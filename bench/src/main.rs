@@ -29,6 +29,7 @@ mod handshakes;
 mod proto;
 mod pusher;
 mod report;
+mod soak;
 mod sys;
 mod tls;
 
@@ -56,8 +57,11 @@ use crate::tls::Version;
 /// push's due time), losses, duplicates, and optionally the server's CPU time and memory.
 /// Exits 0 when nothing was lost, 2 when deliveries were lost or connections or pushes failed.
 #[derive(Parser, Debug)]
-#[command(name = "herald-bench", version)]
+#[command(name = "herald-bench", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// WebSocket server: HOST:PORT or ws://HOST:PORT[/PATH].
     #[arg(long, default_value = "127.0.0.1:5000")]
     url: String,
@@ -225,9 +229,17 @@ struct Args {
     handshakes: bool,
 }
 
+/// Modes with flags of their own.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    Soak(soak::SoakArgs),
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let outcome = if args.handshakes {
+    let outcome = if let Some(Command::Soak(soak)) = &args.command {
+        soak::run(soak)
+    } else if args.handshakes {
         run_handshakes(&args)
     } else {
         run(&args).map(|report| report.failed())
