@@ -43,8 +43,6 @@ const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// Counters the run's parts add to as it goes, read by the sampler: all cumulative but
 /// `clients_connected`.
 #[derive(Debug, Default)]
-// Read by the sampler, which is not built yet.
-#[allow(dead_code)]
 pub struct Live {
     /// Pushes answered 2xx.
     pub pushes_accepted: AtomicU64,
