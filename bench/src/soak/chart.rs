@@ -24,8 +24,6 @@ const CSV_HEAD: [&str; 5] = [
 /// One CSV row per sample, under a header row: the client side, then per server `k` its pid,
 /// RSS in MiB, descriptors, CPU (cores), connections and subscriptions. A value not known in a
 /// sample is an empty cell; counts in an interval are written per second.
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub fn write_csv(path: &Path, samples: &[Sample]) -> io::Result<()> {
     std::fs::write(path, csv(samples))
 }
@@ -106,8 +104,6 @@ fn server_deliveries_per_second(samples: &[Sample], i: usize, k: usize) -> Optio
 
 /// Figures of one server over a run (bytes and descriptors).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub struct ServerFigures {
     pub rss_start: Option<u64>,
     pub rss_peak: Option<u64>,
@@ -119,8 +115,6 @@ pub struct ServerFigures {
 
 /// Per server, from the samples at or after `from_t`: the first value, the largest and the
 /// last (each over the samples that have one).
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub fn server_figures(samples: &[Sample], from_t: f64) -> Vec<ServerFigures> {
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t >= from_t).collect();
     let figures = |k: usize, field: fn(&ServerSample) -> Option<u64>| {
@@ -185,8 +179,6 @@ struct Panel {
 /// Draws four panels over a shared time axis (RSS per server, open descriptors per server,
 /// connections on the client side and per server, deliveries per second received and handed
 /// out per server), with dashed vertical lines at `marks` (seconds, label).
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub fn write_svg(
     path: &Path,
     samples: &[Sample],

@@ -58,8 +58,6 @@ pub struct Live {
 }
 
 /// What the pushers are asked to do.
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub struct Plan {
     /// Control API addresses and the `Host` header for each.
     pub controls: Vec<(SocketAddr, String)>,
@@ -87,8 +85,6 @@ pub struct Pushers {
 }
 
 /// Checks the plan and starts its threads; they push until `stop` is set.
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub fn start(plan: Plan, stop: Arc<AtomicBool>, live: Arc<Live>) -> io::Result<Pushers> {
     let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_string()));
     let rates = [plan.unicast_rate, plan.multi_rate, plan.broadcast_rate];
@@ -133,8 +129,6 @@ pub fn start(plan: Plan, stop: Arc<AtomicBool>, live: Arc<Live>) -> io::Result<P
 impl Pushers {
     /// Waits for every thread (each ends within [`ANSWER_TIMEOUT`] of `stop`) and returns every
     /// push made, any outcome, by seq.
-    // Used by the soak run, which is not built yet.
-    #[allow(dead_code)]
     pub fn join(self) -> Vec<PushRecord> {
         let mut records = Vec::new();
         for t in self.threads {

@@ -26,8 +26,6 @@ pub const METRICS_TIMEOUT: Duration = Duration::from_millis(500);
 const SLEEP_SLICE: Duration = Duration::from_millis(100);
 
 /// What the sampler watches.
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub struct Plan {
     /// herald processes by pid, sampled first.
     pub pids: Vec<u32>,
@@ -44,8 +42,6 @@ pub struct Plan {
 }
 
 /// Starts sampling every `plan.interval` until `stop`; the thread returns the samples.
-// Used by the soak run, which is not built yet.
-#[allow(dead_code)]
 pub fn start(
     plan: Plan,
     live: Arc<Live>,
