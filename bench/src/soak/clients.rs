@@ -207,6 +207,8 @@ struct Client {
     history: History,
     /// Notifications that came before the subscription's answer began a chain.
     early: Vec<(Option<Offset>, u64)>,
+    /// How its last connection ended: a drop mode, or what herald did.
+    left_by: String,
 }
 
 impl Client {
@@ -313,6 +315,7 @@ pub fn run(plan: Plan, phase: Arc<AtomicU8>, live: Arc<Live>) -> io::Result<Thre
                 ..History::default()
             },
             early: Vec::new(),
+            left_by: String::new(),
         })
         .collect();
     let mut t = Thread {
@@ -896,6 +899,13 @@ impl Thread<'_> {
                         r.late += 1;
                     } else {
                         r.refused += 1;
+                        let away = client.away_since.map(|t| now.duration_since(t));
+                        if client.history.notes.len() < 3 {
+                            client.history.notes.push(format!(
+                                "return refused after {away:?} away (left by {})",
+                                client.left_by
+                            ));
+                        }
                     }
                 }
                 client.history.chains.push(Chain::new(start));
@@ -975,8 +985,9 @@ impl Thread<'_> {
         }
         match conn.step {
             Step::Ready => {
-                *self.stats.ended_by_server.entry(why).or_default() += 1;
                 let client = &mut self.clients[c];
+                client.left_by = format!("herald: {why}");
+                *self.stats.ended_by_server.entry(why).or_default() += 1;
                 client.away_since = Some(now);
                 let wait = Duration::from_nanos(
                     self.rng.below(RECONNECT_AFTER_CLOSE.as_nanos() as u64 + 1),
@@ -1020,6 +1031,7 @@ impl Thread<'_> {
             let client = &mut self.clients[c];
             client.away_since = Some(now);
             client.drop_at = None;
+            client.left_by = mode.name().to_string();
         }
         match mode {
             DropMode::Clean => {

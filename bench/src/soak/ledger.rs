@@ -78,6 +78,8 @@ pub struct History {
     pub returns: Returns,
     /// Not subscribed at the end of the run.
     pub stranded: bool,
+    /// What a person should see about its returns (a refusal, with how it left).
+    pub notes: Vec<String>,
 }
 
 /// The checks' figures over every client.
@@ -170,6 +172,12 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
     }
     let empty = Epoch::default();
     for h in histories {
+        for note in &h.notes {
+            v.example(format!(
+                "client {} ({}, user {}): {note}",
+                h.client, h.kind, h.user
+            ));
+        }
         let mut seqs: Vec<u64> = h.unlogged.clone();
         v.unlogged += h.unlogged.len() as u64;
         for chain in &h.chains {
