@@ -300,6 +300,68 @@ fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
     assert_ne!(other["sid"], sid.as_str());
 }
 
+/// One polling request on its own connection (`Connection: close`): the body of the answer.
+fn polling(addr: SocketAddr, method: &str, query: &str, body: &str) -> String {
+    let request = format!(
+        "{method} /socket.io/?EIO=4&transport=polling{query} HTTP/1.1\r\nHost: x\r\n\
+         Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, answer) = raw_http(addr, request.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+#[test]
+fn a_polling_client_whose_held_get_is_cut_takes_its_session_back_at_once() {
+    // The default ping settings: without the cut noticed, the session would stay open (and
+    // could not be taken back) for 45 s.
+    let srv = start_server();
+    let addr = srv.public_addr;
+    let open = polling(addr, "GET", "", "");
+    let open: Value =
+        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).unwrap();
+    let sid = format!("&sid={}", open["sid"].as_str().unwrap());
+    assert_eq!(polling(addr, "POST", &sid, "40"), "ok");
+    let connected = connect_reply(&polling(addr, "GET", &sid, ""));
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
+    assert_eq!(polling(addr, "POST", &sid, r#"42["subscribe","p1"]"#), "ok");
+    let subscribed = polling(addr, "GET", &sid, "");
+    let v: Value = serde_json::from_str(subscribed.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(v[0], "subscribed", "{subscribed}");
+    let from = v[2].as_str().expect("an offset").to_owned();
+
+    // A GET held open, then its connection closed under it, as a client losing its network
+    // mid-poll (or a browser tab killed) leaves it.
+    let mut held = std::net::TcpStream::connect(addr).unwrap();
+    let get = format!("GET /socket.io/?EIO=4&transport=polling{sid} HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::io::Write::write_all(&mut held, get.as_bytes()).unwrap();
+    eventually("the GET held", || {
+        metric(&srv, "herald_socketio_polls_held") >= 1.0
+    });
+    socket2::SockRef::from(&held)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(held);
+    eventually("the session kept at once", || {
+        metric(&srv, "herald_sessions_parked_total") >= 1.0
+    });
+    push_at(srv.control_addr, "p1", 1);
+
+    // Back over a WebSocket with its pid: the same session, what it missed, its room.
+    let mut ws = sio_websocket(addr);
+    ws.send(Message::Text(format!(
+        "40{}",
+        json!({"pid": pid, "offset": from})
+    )))
+    .unwrap();
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 1);
+    let again = connect_reply(&sio_next(&mut ws));
+    assert_eq!(again["sid"], connected["sid"]);
+    push_at(srv.control_addr, "p1", 2);
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 2);
+}
+
 #[test]
 fn a_socketio_client_that_disconnects_itself_is_not_kept() {
     let srv = start_server();

@@ -254,10 +254,10 @@ fn main() -> ExitCode {
     }
 }
 
-type BoxError = Box<dyn std::error::Error>;
+pub(crate) type BoxError = Box<dyn std::error::Error>;
 
 /// `HOST:PORT`, optionally with a scheme and a path: the address, the `Host` header, the path.
-fn parse_target(spec: &str) -> Result<(SocketAddr, String, Option<String>), BoxError> {
+pub(crate) fn parse_target(spec: &str) -> Result<(SocketAddr, String, Option<String>), BoxError> {
     let rest = spec
         .split_once("://")
         .map_or(spec, |(_, rest)| rest)

@@ -219,6 +219,29 @@ impl Rng {
     }
 }
 
+/// Makes closing `fd` send a TCP reset (RST) instead of a FIN: `SO_LINGER` on, with no time.
+pub fn reset_on_close(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value points to a live `linger` of the size passed; a bad descriptor
+    // is an error return, not undefined behaviour.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

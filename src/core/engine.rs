@@ -936,9 +936,16 @@ impl State {
             return;
         };
         match sess.transport {
+            // The connection holding the session's GET is gone with the GET unanswered (the
+            // client reset it, closed it, or it failed): as engine.io's polling transport ("poll
+            // connection closed prematurely"), the transport is lost. The client reconnects and
+            // may take the session back (recovery on) at once, rather than finding it still
+            // open until the ping timeout.
             Transport::Polling { get: Some(g) } if g == k => {
                 sess.transport = Transport::Polling { get: None };
                 sess.last_poll = now;
+                self.park(s, now);
+                self.close_session(s, "poll connection closed", None, now);
             }
             Transport::Upgrading { get, ws } if ws == k => {
                 sess.transport = Transport::Polling { get };
