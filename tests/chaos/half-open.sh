@@ -87,10 +87,11 @@ else
   SILENT_USERS=gone- SILENT_USER_COUNT=$SILENT
   # Two soaks side by side: neither may see the other's broadcasts, which its accounts lack.
   BROADCAST=(--broadcast-rate 0)
-  # Silent from 5 s after subscribing, the socket kept open far past herald's timeout.
+  # Silent from 5 s after subscribing, the socket kept open far past herald's timeout (60 s),
+  # back 10 s before the churn ends.
   "$HERALD_BENCH_BIN" soak --url "127.0.0.1:$PUBLIC" --control "127.0.0.1:$CONTROL" \
     --clients "$SILENT" --users "$SILENT" --user-prefix gone- --drops vanish=1 --stay 5s \
-    --away 10m --reap-after 60s --duration "${CHURN}s" --settle "${SETTLE}s" --drain "${DRAIN}s" \
+    --away "$((CHURN - 15))s" --reap-after 60s --duration "${CHURN}s" --settle "${SETTLE}s" --drain "${DRAIN}s" \
     --unicast-rate 5 --multi-rate 0 --broadcast-rate 0 --json "$OUT/silent-soak.json" \
     >"$OUT/silent-soak.log" 2>&1 &
   SILENT_SOAK_PID=$!
