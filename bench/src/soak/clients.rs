@@ -212,6 +212,17 @@ struct Client {
 }
 
 impl Client {
+    /// Notes where a recovered return begins in the current chain (for the examples).
+    fn mark_resume(&mut self) {
+        let from = self.resume_offset();
+        if let Some(chain) = self.history.chains.last_mut() {
+            let n = from
+                .and_then(|o| Offset::parse(&o))
+                .map_or(chain.start.n, |o| o.n);
+            chain.resumes.push((chain.received.len(), n));
+        }
+    }
+
     /// The offset to resume from: the last one received in the current chain, or its start.
     fn resume_offset(&self) -> Option<String> {
         let chain = self.history.chains.last()?;
@@ -810,6 +821,7 @@ impl Thread<'_> {
                     // chain that goes on.
                     let client = &mut self.clients[c];
                     client.history.returns.recovered += 1;
+                    client.mark_resume();
                     for (o, seq) in std::mem::take(&mut client.early) {
                         match (o, client.history.chains.last_mut()) {
                             (Some(o), Some(chain)) if o.epoch == chain.start.epoch => {
@@ -886,6 +898,7 @@ impl Thread<'_> {
         match recovered {
             Some(true) if !client.history.chains.is_empty() => {
                 client.history.returns.recovered += 1;
+                client.mark_resume();
             }
             _ => {
                 if let Some(prev) = client.history.chains.last() {
@@ -1013,6 +1026,15 @@ impl Thread<'_> {
 
     /// The client drops its connection in the way asked.
     fn drop_conn(&mut self, key: usize, mode: DropMode, now: Instant) {
+        // Polling: what has arrived is read first, so that a GET herald has just answered is
+        // not taken for one it still holds (see `unnoticed` below).
+        if self.clients[self.conns[key].client].kind == Kind::SocketioPolling {
+            let mut buf = vec![0u8; READ_CHUNK];
+            if let Err(why) = self.on_event(key, &mut buf) {
+                self.end(key, why);
+                return;
+            }
+        }
         let m = DropMode::ALL.iter().position(|&m| m == mode).unwrap_or(0);
         self.stats.drops[m] += 1;
         self.live.clients_connected.fetch_sub(1, Ordering::Relaxed);
