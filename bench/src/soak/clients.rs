@@ -212,6 +212,19 @@ struct Client {
 }
 
 impl Client {
+    /// A recovered return: what came before herald's answer belongs to the chain that goes on.
+    fn absorb_early(&mut self) {
+        for (o, seq) in std::mem::take(&mut self.early) {
+            match (o, self.history.chains.last_mut()) {
+                (Some(o), Some(chain)) if o.epoch == chain.start.epoch => {
+                    chain.received.push((o.n, seq));
+                }
+                (Some(o), Some(chain)) => chain.foreign.push((o, seq)),
+                _ => self.history.unlogged.push(seq),
+            }
+        }
+    }
+
     /// Notes where a recovered return begins in the current chain (for the examples).
     fn mark_resume(&mut self) {
         let from = self.resume_offset();
@@ -822,15 +835,7 @@ impl Thread<'_> {
                     let client = &mut self.clients[c];
                     client.history.returns.recovered += 1;
                     client.mark_resume();
-                    for (o, seq) in std::mem::take(&mut client.early) {
-                        match (o, client.history.chains.last_mut()) {
-                            (Some(o), Some(chain)) if o.epoch == chain.start.epoch => {
-                                chain.received.push((o.n, seq));
-                            }
-                            (Some(o), Some(chain)) => chain.foreign.push((o, seq)),
-                            _ => client.history.unlogged.push(seq),
-                        }
-                    }
+                    client.absorb_early();
                     self.ready(key);
                 } else {
                     self.conns[key].fresh_session = returning;
@@ -899,6 +904,7 @@ impl Thread<'_> {
             Some(true) if !client.history.chains.is_empty() => {
                 client.history.returns.recovered += 1;
                 client.mark_resume();
+                client.absorb_early();
             }
             _ => {
                 if let Some(prev) = client.history.chains.last() {
