@@ -1047,12 +1047,14 @@ impl Thread<'_> {
         let c = self.conns[key].client;
         let kind = self.clients[c].kind;
         let mut away = self.span(self.plan.away);
-        // herald learns that a client left only from its connection: at once for a WebSocket
-        // or a polling GET it holds, at the ping timeout for a vanished one, or a polling
-        // client between two requests. A client back before then would find its old session
-        // still open (not to be taken back): like a real one, it is away longer.
-        let unnoticed = kind == Kind::SocketioPolling && self.conns[key].inflight != Some(Req::Get);
-        if mode == DropMode::Vanish || (unnoticed && mode != DropMode::Clean) {
+        // herald learns that a client left only from its connection: at once for a WebSocket,
+        // at the ping timeout for a vanished one. A client back before then finds its old
+        // session still open (not to be taken back): like a real one, it stays away longer.
+        // Over polling herald keeps a session for recovery once the connection holding its GET
+        // is cut, but a client cut between two GETs, or while herald answers one, is noticed
+        // only at the ping timeout; polling clients are away that long whatever their drop.
+        let unnoticed = kind == Kind::SocketioPolling;
+        if mode == DropMode::Vanish || unnoticed {
             away = away.max(self.plan.reap_after + Duration::from_secs(1));
         }
         {
@@ -1064,19 +1066,9 @@ impl Thread<'_> {
         match mode {
             DropMode::Clean => {
                 match kind {
-                    Kind::SocketioPolling => {
-                        // Engine.IO close, posted as its own request once the held GET is in.
-                        let conn = &mut self.conns[key];
-                        let host = self.plan.nodes[self.clients[c].node % self.plan.nodes.len()]
-                            .host
-                            .clone();
-                        let _ = write!(
-                            conn.out,
-                            "POST {}?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: {host}\r\n\
-                             Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 1\r\n\r\n1",
-                            self.plan.socketio_path, conn.engine_sid
-                        );
-                    }
+                    // A page going away closes its connections: the GET's with a FIN. (An
+                    // Engine.IO close `1` is a client leaving for good, not to come back.)
+                    Kind::SocketioPolling => {}
                     _ => {
                         let mask = self.mask();
                         self.conns[key].out.extend(encode_masked(
