@@ -96,6 +96,29 @@ fn a_raw_client_gets_what_it_missed_exactly_once_then_live_ones() {
 }
 
 #[test]
+fn broadcasts_let_go_before_a_late_subscribe_are_not_replayed_again() {
+    let srv = start_server();
+    let control = srv.control_addr;
+    let from = broadcast_at(control, 0)["offset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A raw socket that has not subscribed holds broadcasts for a second, then lets them go.
+    let mut ws = connect(&srv);
+    broadcast_at(control, 1);
+    broadcast_at(control, 2);
+    assert_eq!(next_n(&mut ws).0, 1, "let go once its grace is over");
+    assert_eq!(next_n(&mut ws).0, 2);
+    push_at(control, "late", 3);
+    // Subscribing now with an offset from before them: it missed only push 3.
+    let data = subscribe_with(&mut ws, json!({"userId": "late", "offset": from}));
+    assert_eq!(data["recovered"], true, "{data}");
+    assert_eq!(next_n(&mut ws).0, 3, "not broadcasts 1 and 2 again");
+    broadcast_at(control, 4);
+    assert_eq!(next_n(&mut ws).0, 4);
+}
+
+#[test]
 fn a_list_of_users_recovers_and_a_push_to_several_comes_once() {
     let srv = start_server();
     let control = srv.control_addr;

@@ -164,7 +164,8 @@ pub struct Conn {
     /// instant (a second after it opened) if it subscribes to nothing: so that a client
     /// resuming with an offset gets what it missed in order, not after newer broadcasts.
     pub broadcasts_from: Option<Instant>,
-    pub held_broadcasts: Option<Box<Vec<Bytes>>>,
+    /// The held broadcasts' log offsets (0: none) and frames.
+    pub held_broadcasts: Option<Box<Vec<(u64, Bytes)>>>,
 }
 
 /// The log offsets of the first and last push a member was handed as it came (not replayed):

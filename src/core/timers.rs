@@ -119,7 +119,9 @@ impl State {
                 }
                 Entry::Conn(conn) => conn,
             };
-            if let Some(at) = conn.broadcasts_from {
+            // A socket whose subscribe waits for the log keeps holding: its answer releases
+            // them (or, recovering, replays them in their place).
+            if let Some(at) = conn.broadcasts_from.filter(|_| !conn.joining) {
                 if now >= at {
                     release.push(k);
                 } else {

@@ -1727,10 +1727,13 @@ impl Io {
                 };
                 self.metrics.deliveries_compressed += frame_is_compressed(frame) as u64;
                 match c.broadcasts_from {
-                    // Only a broadcast reaches a raw socket before its first subscribe.
-                    Some(at) if now < at => {
+                    // Only a broadcast reaches a raw socket before its first subscribe. Past its
+                    // grace it still holds them while that subscribe waits for the log: let go
+                    // now, they would come before the answer and, for a recovery, again in the
+                    // replay.
+                    Some(at) if now < at || c.joining => {
                         let frame = frame.clone();
-                        self.hold_broadcast(k, frame);
+                        self.hold_broadcast(k, payload.seq(), frame);
                         return Handed::Held;
                     }
                     // Its grace is over and the sweep has not seen it yet: what it held first.
@@ -1759,12 +1762,12 @@ impl Io {
 
     /// Holds a broadcast for raw socket `k`, which has not subscribed yet; past
     /// [`MAX_HELD_BROADCASTS`] they are let go at once.
-    fn hold_broadcast(&mut self, k: usize, frame: Bytes) {
+    fn hold_broadcast(&mut self, k: usize, seq: u64, frame: Bytes) {
         let Some(conn) = self.conn_mut(k) else {
             return;
         };
         let held = conn.held_broadcasts.get_or_insert_with(Default::default);
-        held.push(frame);
+        held.push((seq, frame));
         if held.len() >= MAX_HELD_BROADCASTS {
             self.release_broadcasts(k, true);
         }
@@ -1781,8 +1784,14 @@ impl Io {
             return;
         };
         if send {
-            for frame in held.iter() {
-                self.send(k, frame);
+            // Handed as they came, in order: a subscribe with an offset later on does not
+            // replay them again.
+            for (seq, frame) in held.iter() {
+                if self.send(k, frame) {
+                    if let Some(conn) = self.conn_mut(k) {
+                        conn.live.saw(*seq);
+                    }
+                }
             }
         }
     }

@@ -212,6 +212,30 @@ struct Client {
 }
 
 impl Client {
+    /// A recovered return: what came before herald's answer belongs to the chain that goes on.
+    fn absorb_early(&mut self) {
+        for (o, seq) in std::mem::take(&mut self.early) {
+            match (o, self.history.chains.last_mut()) {
+                (Some(o), Some(chain)) if o.epoch == chain.start.epoch => {
+                    chain.received.push((o.n, seq));
+                }
+                (Some(o), Some(chain)) => chain.foreign.push((o, seq)),
+                _ => self.history.unlogged.push(seq),
+            }
+        }
+    }
+
+    /// Notes where a recovered return begins in the current chain (for the examples).
+    fn mark_resume(&mut self) {
+        let from = self.resume_offset();
+        if let Some(chain) = self.history.chains.last_mut() {
+            let n = from
+                .and_then(|o| Offset::parse(&o))
+                .map_or(chain.start.n, |o| o.n);
+            chain.resumes.push((chain.received.len(), n));
+        }
+    }
+
     /// The offset to resume from: the last one received in the current chain, or its start.
     fn resume_offset(&self) -> Option<String> {
         let chain = self.history.chains.last()?;
@@ -810,15 +834,8 @@ impl Thread<'_> {
                     // chain that goes on.
                     let client = &mut self.clients[c];
                     client.history.returns.recovered += 1;
-                    for (o, seq) in std::mem::take(&mut client.early) {
-                        match (o, client.history.chains.last_mut()) {
-                            (Some(o), Some(chain)) if o.epoch == chain.start.epoch => {
-                                chain.received.push((o.n, seq));
-                            }
-                            (Some(o), Some(chain)) => chain.foreign.push((o, seq)),
-                            _ => client.history.unlogged.push(seq),
-                        }
-                    }
+                    client.mark_resume();
+                    client.absorb_early();
                     self.ready(key);
                 } else {
                     self.conns[key].fresh_session = returning;
@@ -886,6 +903,8 @@ impl Thread<'_> {
         match recovered {
             Some(true) if !client.history.chains.is_empty() => {
                 client.history.returns.recovered += 1;
+                client.mark_resume();
+                client.absorb_early();
             }
             _ => {
                 if let Some(prev) = client.history.chains.last() {
@@ -1013,18 +1032,29 @@ impl Thread<'_> {
 
     /// The client drops its connection in the way asked.
     fn drop_conn(&mut self, key: usize, mode: DropMode, now: Instant) {
+        // Polling: what has arrived is read first, so that a GET herald has just answered is
+        // not taken for one it still holds (see `unnoticed` below).
+        if self.clients[self.conns[key].client].kind == Kind::SocketioPolling {
+            let mut buf = vec![0u8; READ_CHUNK];
+            if let Err(why) = self.on_event(key, &mut buf) {
+                self.end(key, why);
+                return;
+            }
+        }
         let m = DropMode::ALL.iter().position(|&m| m == mode).unwrap_or(0);
         self.stats.drops[m] += 1;
         self.live.clients_connected.fetch_sub(1, Ordering::Relaxed);
         let c = self.conns[key].client;
         let kind = self.clients[c].kind;
         let mut away = self.span(self.plan.away);
-        // herald learns that a client left only from its connection: at once for a WebSocket
-        // or a polling GET it holds, at the ping timeout for a vanished one, or a polling
-        // client between two requests. A client back before then would find its old session
-        // still open (not to be taken back): like a real one, it is away longer.
-        let unnoticed = kind == Kind::SocketioPolling && self.conns[key].inflight != Some(Req::Get);
-        if mode == DropMode::Vanish || (unnoticed && mode != DropMode::Clean) {
+        // herald learns that a client left only from its connection: at once for a WebSocket,
+        // at the ping timeout for a vanished one. A client back before then finds its old
+        // session still open (not to be taken back): like a real one, it stays away longer.
+        // Over polling herald keeps a session for recovery once the connection holding its GET
+        // is cut, but a client cut between two GETs, or while herald answers one, is noticed
+        // only at the ping timeout; polling clients are away that long whatever their drop.
+        let unnoticed = kind == Kind::SocketioPolling;
+        if mode == DropMode::Vanish || unnoticed {
             away = away.max(self.plan.reap_after + Duration::from_secs(1));
         }
         {
@@ -1036,19 +1066,9 @@ impl Thread<'_> {
         match mode {
             DropMode::Clean => {
                 match kind {
-                    Kind::SocketioPolling => {
-                        // Engine.IO close, posted as its own request once the held GET is in.
-                        let conn = &mut self.conns[key];
-                        let host = self.plan.nodes[self.clients[c].node % self.plan.nodes.len()]
-                            .host
-                            .clone();
-                        let _ = write!(
-                            conn.out,
-                            "POST {}?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: {host}\r\n\
-                             Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 1\r\n\r\n1",
-                            self.plan.socketio_path, conn.engine_sid
-                        );
-                    }
+                    // A page going away closes its connections: the GET's with a FIN. (An
+                    // Engine.IO close `1` is a client leaving for good, not to come back.)
+                    Kind::SocketioPolling => {}
                     _ => {
                         let mask = self.mask();
                         self.conns[key].out.extend(encode_masked(

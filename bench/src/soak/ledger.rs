@@ -29,6 +29,8 @@ pub struct Chain {
     pub foreign: Vec<(Offset, u64)>,
     /// The client was subscribed at the end of the run within this chain.
     pub open: bool,
+    /// Where in `received` each recovered return began, with the offset it resumed from.
+    pub resumes: Vec<(usize, u64)>,
 }
 
 impl Chain {
@@ -38,6 +40,7 @@ impl Chain {
             received: Vec::new(),
             foreign: Vec::new(),
             open: false,
+            resumes: Vec::new(),
         }
     }
 }
@@ -187,26 +190,35 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
             for (o, seq) in &chain.foreign {
                 v.foreign_epoch += 1;
                 v.example(format!(
-                    "client {} (user {}): seq {seq} at {o:?} outside its chain's epoch {:x}",
-                    h.client, h.user, chain.start.epoch
+                    "client {} ({}, user {}): seq {seq} at {o:?} outside its chain's epoch {:x}",
+                    h.client, h.kind, h.user, chain.start.epoch
                 ));
             }
             let epoch = epochs.get(&chain.start.epoch).unwrap_or(&empty);
             // Order, and what was received that is not owed.
             let mut last = chain.start.n;
             let mut got: Vec<u64> = Vec::with_capacity(chain.received.len());
-            for &(n, seq) in &chain.received {
+            for (i, &(n, seq)) in chain.received.iter().enumerate() {
                 if n <= chain.start.n {
                     v.before_start += 1;
                     v.example(format!(
-                        "client {} (user {}): seq {seq} at {n}, at or before its chain's start {}",
-                        h.client, h.user, chain.start.n
+                        "client {} ({}, user {}): seq {seq} at {n}, at or before its chain's start {}",
+                        h.client,
+                        h.kind,
+                        h.user, chain.start.n
                     ));
                 } else if n <= last {
                     v.out_of_order += 1;
+                    let resume = chain.resumes.iter().rev().find(|&&(at, _)| at <= i);
                     v.example(format!(
-                        "client {} (user {}): seq {seq} at {n} after {last}",
-                        h.client, h.user
+                        "client {} ({}, user {}): seq {seq} at {n} after {last}{}",
+                        h.client,
+                        h.kind,
+                        h.user,
+                        resume.map_or(String::new(), |(at, from)| format!(
+                            " ({} after a return from {from})",
+                            i - at
+                        ))
                     ));
                 }
                 last = last.max(n);
@@ -215,8 +227,8 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                     Some(&i) if !pushes[i].target.reaches(h.user) => {
                         v.misrouted += 1;
                         v.example(format!(
-                            "client {} (user {}): seq {seq} at {n} was for {:?}",
-                            h.client, h.user, pushes[i].target
+                            "client {} ({}, user {}): seq {seq} at {n} was for {:?}",
+                            h.client, h.kind, h.user, pushes[i].target
                         ));
                     }
                     Some(_) => got.push(n),
@@ -256,8 +268,8 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
             if pair[0] == pair[1] {
                 v.duplicated += 1;
                 v.example(format!(
-                    "client {} (user {}): seq {} received twice",
-                    h.client, h.user, pair[0]
+                    "client {} ({}, user {}): seq {} received twice",
+                    h.client, h.kind, h.user, pair[0]
                 ));
             }
         }
@@ -324,6 +336,7 @@ mod tests {
             received: received.to_vec(),
             foreign: Vec::new(),
             open,
+            resumes: Vec::new(),
         }
     }
 
@@ -429,6 +442,7 @@ mod tests {
                 received: vec![],
                 foreign: vec![],
                 open: true,
+                resumes: vec![],
             }],
         );
         assert_eq!(verify(&pushes(), &[h]).owed, 0);

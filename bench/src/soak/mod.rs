@@ -123,7 +123,8 @@ pub struct SoakArgs {
     )]
     pub mix: Weights,
 
-    /// How clients drop, by weight: clean (a close frame, or Engine.IO close), reset (TCP RST),
+    /// How clients drop, by weight: clean (a WebSocket close frame; over polling, the
+    /// connection closed with a FIN, as a page going away leaves it), reset (TCP RST),
     /// vanish (no FIN: the socket is left silent and closed only after --reap-after),
     /// midframe (half a frame sent, then RST).
     #[arg(long, default_value = "clean=1,reset=1,vanish=1,midframe=1")]
