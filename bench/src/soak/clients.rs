@@ -983,9 +983,22 @@ impl Thread<'_> {
         };
         if o.epoch == chain.start.epoch {
             chain.received.push((o.n, seq));
-        } else {
-            chain.foreign.push((o, seq));
+            return;
         }
+        let seen = client.history.chains.iter().any(|c| c.start.epoch == o.epoch);
+        let chain = client.history.chains.last_mut().expect("checked above");
+        if seen {
+            // An epoch it had left: never expected.
+            chain.foreign.push((o, seq));
+            return;
+        }
+        // The log's epoch changed under a connected client (a cluster's Redis came back
+        // empty): from the new epoch's first push on, everything for it is owed.
+        chain.open = false;
+        client.history.returns.epoch_changed += 1;
+        let mut next = Chain::new(Offset { epoch: o.epoch, n: 0 });
+        next.received.push((o.n, seq));
+        client.history.chains.push(next);
     }
 
     /// Ends a connection that failed or that herald ended.
