@@ -985,7 +985,11 @@ impl Thread<'_> {
             chain.received.push((o.n, seq));
             return;
         }
-        let seen = client.history.chains.iter().any(|c| c.start.epoch == o.epoch);
+        let seen = client
+            .history
+            .chains
+            .iter()
+            .any(|c| c.start.epoch == o.epoch);
         let chain = client.history.chains.last_mut().expect("checked above");
         if seen {
             // An epoch it had left: never expected.
@@ -996,7 +1000,10 @@ impl Thread<'_> {
         // empty): from the new epoch's first push on, everything for it is owed.
         chain.open = false;
         client.history.returns.epoch_changed += 1;
-        let mut next = Chain::new(Offset { epoch: o.epoch, n: 0 });
+        let mut next = Chain::new(Offset {
+            epoch: o.epoch,
+            n: 0,
+        });
         next.received.push((o.n, seq));
         client.history.chains.push(next);
     }
