@@ -191,9 +191,7 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                 v.foreign_epoch += 1;
                 v.example(format!(
                     "client {} ({}, user {}): seq {seq} at {o:?} outside its chain's epoch {:x}",
-                    h.client,
-                        h.kind,
-                        h.user, chain.start.epoch
+                    h.client, h.kind, h.user, chain.start.epoch
                 ));
             }
             let epoch = epochs.get(&chain.start.epoch).unwrap_or(&empty);
@@ -230,9 +228,7 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                         v.misrouted += 1;
                         v.example(format!(
                             "client {} ({}, user {}): seq {seq} at {n} was for {:?}",
-                            h.client,
-                        h.kind,
-                        h.user, pushes[i].target
+                            h.client, h.kind, h.user, pushes[i].target
                         ));
                     }
                     Some(_) => got.push(n),
@@ -273,9 +269,7 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                 v.duplicated += 1;
                 v.example(format!(
                     "client {} ({}, user {}): seq {} received twice",
-                    h.client,
-                        h.kind,
-                        h.user, pair[0]
+                    h.client, h.kind, h.user, pair[0]
                 ));
             }
         }
