@@ -969,6 +969,13 @@ impl Thread<'_> {
         let step = self.conns[key].step;
         let client = &mut self.clients[self.conns[key].client];
         let offset = offset.and_then(Offset::parse);
+        // A clean drop under way: the client let go of the connection when it sent its close,
+        // as a browser's WebSocket drops what arrives once closing and engine.io-client stops
+        // listening to a transport it closed. What herald sent before reading the close is
+        // not handled, nor kept as the offset to resume from: the return gets it again.
+        if step == Step::Closing {
+            return;
+        }
         if step != Step::Ready {
             client.early.push((offset, seq));
             return;
