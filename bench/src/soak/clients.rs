@@ -1052,6 +1052,9 @@ impl Thread<'_> {
                     .failed
                     .entry(format!("{why} ({})", self.clients[c].kind.name()))
                     .or_default() += 1;
+                // A replay that came before an answer that never did is asked for again, from
+                // the same offset, by the next attempt.
+                self.clients[c].early.clear();
                 self.retry_later(c, now);
             }
         }
