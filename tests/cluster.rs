@@ -514,20 +514,27 @@ fn redis_killed_and_restarted_degrades_then_serves_the_cluster_again() {
     let (mut cy, data) = raw_client(&n0, json!("cy"));
     assert_eq!(data["userId"], "cy", "{data}");
 
-    // Back, empty: the nodes reconnect, enter their users again, and serve each other.
+    // Back, empty: the log's epoch is new, and pushes made before a node entered its users
+    // again did not reach it. Every client is told: closed with 1012, it reconnects, and its
+    // offset from before is of another epoch (`recovered: false`).
     let _redis = Redis::on(redis.port);
     eventually("ready again", || ready(&n0) && ready(&n1));
     assert_eq!(metric_at(n1.control_addr, "herald_redis_up"), 1.0);
-    let answer = push_at(&n1, "ann", 4);
+    for ws in [&mut ann, &mut bob, &mut cy] {
+        assert_eq!(expect_close_code(ws), 1012);
+    }
+    let (mut ann, data) = raw_client(&n1, json!({"userId": "ann", "offset": seen}));
+    assert_eq!(data["recovered"], false, "{data}");
+    let (mut bob, _) = raw_client(&n0, json!("bob"));
+    let (mut cy, _) = raw_client(&n0, json!("cy"));
+    // The nodes serve each other again.
+    let answer = push_at(&n0, "ann", 4);
     assert_eq!(answer["cluster"], "ok", "{answer}");
     assert_eq!(next_n(&mut ann).0, 4);
-    push_at(&n0, "bob", 5);
+    push_at(&n1, "bob", 5);
     assert_eq!(next_n(&mut bob).0, 5);
     push_at(&n1, "cy", 6);
     assert_eq!(next_n(&mut cy).0, 6);
-    // Redis lost the log: an offset from before is of another epoch.
-    let (_ws, data) = raw_client(&n1, json!({"userId": "ann", "offset": seen}));
-    assert_eq!(data["recovered"], false, "{data}");
 }
 
 /// A TCP proxy in front of Redis that the test can cut (every connection closed, new ones

@@ -861,10 +861,12 @@ fn follow(
         )));
     };
     let log = router.cluster_log();
+    let mut lost = false;
     let fresh = {
         let mut records = log.lock();
         if records.epoch() != epoch {
             if records.head() != 0 {
+                lost = true;
                 warn!(
                     old = %format!("{:x}", records.epoch()),
                     new = %format!("{epoch:x}"),
@@ -883,6 +885,12 @@ fn follow(
         placing.fed_to = 0;
         drop(placing);
         place_all_here(inner, router);
+    }
+    if lost {
+        // The clients' offsets are of the old epoch, and pushes made since Redis came back
+        // were not routed here (the node had not entered its users again): they reconnect and
+        // are told `recovered: false`.
+        router.reconnect_all();
     }
     // Enter the node again for every user it holds (Redis may have lost them, or dropped the
     // node as dead while it was away).

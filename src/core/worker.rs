@@ -139,6 +139,9 @@ pub(crate) struct Drain {
     pub(crate) left: Vec<usize>,
     pub(crate) per_batch: usize,
     pub(crate) next: Instant,
+    /// Socket.IO sessions are kept for their clients to take back (a restart), or not (the
+    /// log's epoch changed: nothing from before can be replayed).
+    pub(crate) keep_sessions: bool,
 }
 
 /// Whether `req` asks for a WebSocket (`Upgrade: websocket`).
@@ -1145,6 +1148,29 @@ impl State {
         );
         self.shutdown_deadline = Some(now + drain + self.config.shutdown_timeout);
         self.io.closing_all = true;
+        self.begin_drain(true, true, now);
+    }
+
+    /// The log's epoch changed under the connected clients (a cluster's Redis came back
+    /// without its data; pushes made before this node entered its users again did not reach
+    /// it): every client is closed over `--drain-time` with a code that makes it reconnect,
+    /// and is then told `recovered: false`, as after a restart without state. herald keeps
+    /// running and taking clients.
+    pub(crate) fn begin_reconnect(&mut self, now: Instant) {
+        if self.drain.as_ref().is_some_and(|d| !d.left.is_empty()) {
+            return;
+        }
+        info!(
+            entries = self.io.entries.len(),
+            "the log's epoch changed: closing every client with 1012 for it to reconnect"
+        );
+        self.begin_drain(false, false, now);
+    }
+
+    /// Lists every client to be closed in batches over `--drain-time`; with `idle_http`, HTTP
+    /// connections carrying no session are dropped at once.
+    fn begin_drain(&mut self, idle_http: bool, keep_sessions: bool, now: Instant) {
+        let drain = self.config.drain_time;
         let keys: Vec<usize> = self.io.entries.iter().map(|(k, _)| k).collect();
         let mut left = Vec::new();
         for k in keys {
@@ -1152,7 +1178,9 @@ impl State {
                 Some(Entry::Session(s)) if !s.closed => left.push(k),
                 Some(Entry::Conn(c)) => match c.phase {
                     Phase::Open(Proto::Raw | Proto::Echo) => left.push(k),
-                    Phase::Http { .. } | Phase::Body(_) if c.session.is_none() => self.io.kill(k),
+                    Phase::Http { .. } | Phase::Body(_) if idle_http && c.session.is_none() => {
+                        self.io.kill(k)
+                    }
                     _ => {}
                 },
                 _ => {}
@@ -1166,6 +1194,7 @@ impl State {
             left,
             per_batch,
             next: now,
+            keep_sessions,
         });
         self.drain_step(now);
     }
@@ -1182,10 +1211,13 @@ impl State {
         drain.next = now + DRAIN_STEP;
         let at = drain.left.len().saturating_sub(drain.per_batch);
         let batch = drain.left.split_off(at);
+        let keep = drain.keep_sessions;
         for k in batch {
             match self.io.entries.get(k) {
                 Some(Entry::Session(s)) if !s.closed => {
-                    self.park(k, now);
+                    if keep {
+                        self.park(k, now);
+                    }
                     let code = Some(CloseCode::SERVICE_RESTART);
                     self.close_session(k, "server restarting", code, now)
                 }

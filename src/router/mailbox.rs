@@ -38,6 +38,10 @@ pub enum ToWorker {
     Joined(Box<Joined>),
     /// Stop accepting, close every client with 1001, flush, and return.
     Shutdown,
+    /// The log began a new epoch under connected clients (a cluster's Redis came back without
+    /// its data): close every client, over `--drain-time`, with a code that makes it
+    /// reconnect, and keep no Socket.IO session, so that each is told `recovered: false`.
+    Reconnect,
 }
 
 /// One push, shared by every worker it goes to.

@@ -581,6 +581,11 @@ impl Router {
         drop(records);
     }
 
+    /// Every worker closes its clients for them to reconnect (see [`ToWorker::Reconnect`]).
+    pub fn reconnect_all(&self) {
+        let _ = self.to_all(|| ToWorker::Reconnect);
+    }
+
     fn to_all(&self, msg: impl FnMut() -> ToWorker) -> Result<(), LoopGone> {
         self.to_each(all_workers(self.shared.workers.len()), msg)
     }

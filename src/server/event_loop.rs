@@ -751,6 +751,12 @@ impl EventLoop {
                     self.take(stream, peer, now);
                 }
             }
+            ToWorker::Reconnect => {
+                if self.state.shutdown_deadline.is_none() {
+                    self.state.begin_reconnect(now);
+                    self.settle();
+                }
+            }
             ToWorker::Shutdown => {
                 if let Some(mut listener) = self.listener.take() {
                     let _ = self.poll.registry().deregister(&mut listener);

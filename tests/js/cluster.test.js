@@ -594,9 +594,24 @@ test('Redis killed and restarted on its port: degraded, then a cluster again', l
   });
 
   // Back on the same port, empty: the nodes reconnect, enter their users again and serve each
-  // other, and a node takes the emitter's lead again.
+  // other, and a node takes the emitter's lead again. The log's epoch is new, and what was
+  // pushed before a node entered its users again did not reach it: every client is told,
+  // closed to reconnect (1012 for a raw one), and not recovered.
+  const farClosed = new Promise((resolve) => far.ws.once('close', (code) => resolve(code)));
   await redis.restart();
   await Promise.all(nodes.map((node, i) => eventually(`node ${i} ready again`, () => ready(node))));
+  assert.equal(await farClosed, 1012, 'the raw client is closed with 1012 (service restart)');
+  await near.disconnects.next();
+  assert.equal((await near.connects.next()).recovered, false, 'socket.io-client: not recovered');
+  await assertSubscribed(near, 'ann');
+  const { device: far2, answer: resumed } = await resubscribeRaw(
+    s,
+    n1,
+    'ann',
+    before.offset,
+    'ann/ws on node 1, again',
+  );
+  assert.equal(resumed.recovered, false, JSON.stringify(resumed));
   await eventually('ann on 2 nodes again', async () => {
     const u = await user(n2.control, 'ann');
     return u.nodes === 2 && u.sockets === 2;
@@ -608,7 +623,7 @@ test('Redis killed and restarted on its port: degraded, then a cluster again', l
   const emitted = { message: 'emitted after the restart' };
   emitter.to('user_ann').emit('notification', emitted);
   const offsets = await receiveAll(
-    [near, far],
+    [near, far2],
     [{ data: again, offset: againAnswer.offset }, { data: emitted }],
   );
   // Redis lost the log: the epoch is new, and an offset from before cannot be honoured.

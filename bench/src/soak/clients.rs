@@ -969,6 +969,13 @@ impl Thread<'_> {
         let step = self.conns[key].step;
         let client = &mut self.clients[self.conns[key].client];
         let offset = offset.and_then(Offset::parse);
+        // A clean drop under way: the client let go of the connection when it sent its close,
+        // as a browser's WebSocket drops what arrives once closing and engine.io-client stops
+        // listening to a transport it closed. What herald sent before reading the close is
+        // not handled, nor kept as the offset to resume from: the return gets it again.
+        if step == Step::Closing {
+            return;
+        }
         if step != Step::Ready {
             client.early.push((offset, seq));
             return;
@@ -983,9 +990,29 @@ impl Thread<'_> {
         };
         if o.epoch == chain.start.epoch {
             chain.received.push((o.n, seq));
-        } else {
-            chain.foreign.push((o, seq));
+            return;
         }
+        let seen = client
+            .history
+            .chains
+            .iter()
+            .any(|c| c.start.epoch == o.epoch);
+        let chain = client.history.chains.last_mut().expect("checked above");
+        if seen {
+            // An epoch it had left: never expected.
+            chain.foreign.push((o, seq));
+            return;
+        }
+        // The log's epoch changed under a connected client (a cluster's Redis came back
+        // empty): from the new epoch's first push on, everything for it is owed.
+        chain.open = false;
+        client.history.returns.epoch_changed += 1;
+        let mut next = Chain::new(Offset {
+            epoch: o.epoch,
+            n: 0,
+        });
+        next.received.push((o.n, seq));
+        client.history.chains.push(next);
     }
 
     /// Ends a connection that failed or that herald ended.
@@ -1025,6 +1052,9 @@ impl Thread<'_> {
                     .failed
                     .entry(format!("{why} ({})", self.clients[c].kind.name()))
                     .or_default() += 1;
+                // A replay that came before an answer that never did is asked for again, from
+                // the same offset, by the next attempt.
+                self.clients[c].early.clear();
                 self.retry_later(c, now);
             }
         }

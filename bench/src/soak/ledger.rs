@@ -57,6 +57,8 @@ pub struct Returns {
     pub late: u64,
     /// `recovered: false` in the same epoch within the window: a fault unless allowed.
     pub refused: u64,
+    /// Notifications of a new epoch reached a connected client (not a return): a new chain.
+    pub epoch_changed: u64,
 }
 
 impl Returns {
@@ -65,6 +67,7 @@ impl Returns {
         self.new_epoch += o.new_epoch;
         self.late += o.late;
         self.refused += o.refused;
+        self.epoch_changed += o.epoch_changed;
     }
 }
 
@@ -210,8 +213,14 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                 } else if n <= last {
                     v.out_of_order += 1;
                     let resume = chain.resumes.iter().rev().find(|&&(at, _)| at <= i);
+                    let to = match epoch.by_n.get(&n).map(|&i| &pushes[i].target) {
+                        Some(Target::All) => "everyone",
+                        Some(Target::User(_)) => "its user",
+                        Some(Target::Users(_)) => "several users",
+                        None => "unknown",
+                    };
                     v.example(format!(
-                        "client {} ({}, user {}): seq {seq} at {n} after {last}{}",
+                        "client {} ({}, user {}): seq {seq} (to {to}) at {n} after {last}{}",
                         h.client,
                         h.kind,
                         h.user,

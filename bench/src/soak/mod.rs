@@ -557,8 +557,8 @@ fn summary(args: &SoakArgs, o: &Outcome, failed: bool) -> String {
     );
     let _ = writeln!(
         s,
-        "  returns: {} recovered, {} told not recovered (new epoch), {} too late, {} refused; {} stranded",
-        o.returns.recovered, o.returns.new_epoch, o.returns.late, o.returns.refused, o.stranded
+        "  returns: {} recovered, {} told not recovered (new epoch), {} too late, {} refused; {} stranded; epoch changed under {} connected",
+        o.returns.recovered, o.returns.new_epoch, o.returns.late, o.returns.refused, o.stranded, o.returns.epoch_changed
     );
     let _ = writeln!(
         s,
@@ -647,6 +647,7 @@ fn to_json(args: &SoakArgs, seed: u64, users: u32, o: &Outcome, failed: bool) ->
             "new_epoch": o.returns.new_epoch,
             "late": o.returns.late,
             "refused": o.returns.refused,
+            "epoch_changed_while_connected": o.returns.epoch_changed,
         },
         "stranded": o.stranded,
         "pushes": {
