@@ -206,6 +206,23 @@ fn with_recovery_off_there_are_no_offsets() {
     assert!(v.get("offset").is_none(), "{v}");
 }
 
+/// Calls `push` with 1, 2, 3, ... every few hundred microseconds until `stop`; the thread
+/// hands back the last number pushed.
+fn keep_pushing(
+    stop: Arc<AtomicBool>,
+    mut push: impl FnMut(u64) + Send + 'static,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            push(n);
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        n
+    })
+}
+
 /// Reconnects again and again, on four workers, while a pusher sends a numbered push to the
 /// user every few hundred microseconds: each time the client resubscribes with the last offset
 /// it saw and must continue the sequence with no gap and no repeat, whatever was in the
@@ -215,18 +232,9 @@ fn the_seam_between_replay_and_live_pushes_has_no_gap_and_no_repeat() {
     let srv = start_server_with(|c| c.workers = 4);
     let control = srv.control_addr;
     let stop = Arc::new(AtomicBool::new(false));
-    let pusher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                push_at(control, "seam", n);
-                std::thread::sleep(Duration::from_micros(300));
-            }
-            n
-        })
-    };
+    let pusher = keep_pushing(stop.clone(), move |n| {
+        push_at(control, "seam", n);
+    });
     let mut last_n = 0;
     let mut offset: Option<String> = None;
     for round in 0..40u64 {
@@ -395,22 +403,18 @@ fn a_socketio_session_taken_back_under_pushes_and_broadcasts_has_no_gap_and_no_r
     let srv = start_server_with(|c| c.workers = 4);
     let control = srv.control_addr;
     let stop = Arc::new(AtomicBool::new(false));
-    let pusher = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                if n % 2 == 0 {
-                    broadcast_at(control, n);
-                } else {
-                    push_at(control, "sio-seam", n);
-                }
-                std::thread::sleep(Duration::from_micros(300));
+    let pushed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pusher = keep_pushing(stop.clone(), {
+        let pushed = pushed.clone();
+        move |n| {
+            if n % 2 == 0 {
+                broadcast_at(control, n);
+            } else {
+                push_at(control, "sio-seam", n);
             }
-            n
-        })
-    };
+            pushed.store(n, Ordering::SeqCst);
+        }
+    });
     let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
     let pid = connected["pid"].as_str().expect("a pid").to_owned();
     ws.send(Message::Text(r#"42["subscribe","sio-seam"]"#.into()))
@@ -443,13 +447,18 @@ fn a_socketio_session_taken_back_under_pushes_and_broadcasts_has_no_gap_and_no_r
             handled += 1;
         }
         sio_close(ws);
+        // At least one push while it is away, however slow the pusher runs.
+        let at = pushed.load(Ordering::SeqCst);
+        eventually("a push while away", || pushed.load(Ordering::SeqCst) > at);
         ws = sio_websocket(srv.public_addr);
         let auth = json!({"pid": pid, "offset": offset});
         ws.send(Message::Text(format!("40{auth}"))).unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     pusher.join().unwrap();
-    assert!(metric(&srv, "herald_sessions_recovered_total") >= 29.0);
+    eventually("the returns counted as recovered", || {
+        metric(&srv, "herald_sessions_recovered_total") >= 29.0
+    });
     assert!(
         metric(&srv, "herald_replayed_total") > 0.0,
         "pushes came while it was away"
