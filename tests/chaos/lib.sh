@@ -341,10 +341,11 @@ print("passed" if j.get("passed") else "FAILED")
 PY
 }
 
-# Waits for the soak to end (at most its phases plus $1 seconds); its status in SOAK_STATUS.
+# Waits for the soak to end (at most its phases after the ramp plus $1 seconds); its status in
+# SOAK_STATUS.
 soak_wait() {
   local limit=$((CHURN + SETTLE + DRAIN + $1))
-  local left=$((SOAK_T0 + limit - $(date +%s)))
+  local left=$((RAMPED_AT + limit - $(date +%s)))
   ((left > 0)) || left=1
   wait_exit "$SOAK_PID" "$left" "the soak"
   SOAK_STATUS=$REAPED
