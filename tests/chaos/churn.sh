@@ -20,7 +20,7 @@ chaos_init
 
 # herald-bench holds a descriptor per client (a polling client two while a POST is under way), and
 # a few of its own: the clients are lowered to what its open-file limit holds.
-CLIENTS=${CHAOS_CLIENTS:-15000}
+CLIENTS=${CHAOS_CLIENTS:-${CHAOS_CHURN_CLIENTS:-15000}}
 fit=$((($(ulimit -n) - 200) * 10 / 12))
 if ((CLIENTS > fit)); then
   chaos_log "ulimit -n is $(ulimit -n): $CLIENTS clients lowered to $fit"

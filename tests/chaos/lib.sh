@@ -150,7 +150,7 @@ free_port() {
 HERALD_COMMON=(
   --ping-interval "${PING_INTERVAL}s" --ping-timeout "${PING_TIMEOUT}s"
   --max-connections-per-ip 0 --connection-rate-per-ip 0 --user-rate 0 --client-rate 0
-  --control-auth-failures 0 --max-connections 19000
+  --control-auth-failures 0
 )
 
 # herald_start NAME PUBLIC_PORT CONTROL_PORT [FLAG...]: starts herald, its log appended to
