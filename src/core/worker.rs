@@ -363,9 +363,15 @@ impl State {
             .collect()
     }
 
-    /// `user`'s sockets on this worker, at most [`MAX_DEVICES`]; true when it has more.
-    pub(crate) fn member_devices(&self, user: &str) -> (Vec<Device>, bool) {
+    /// `user`'s sockets on this worker, at most [`MAX_DEVICES`]; true when it has more; and how
+    /// many there are. A member closing (no protocol any more) is neither listed nor counted, so
+    /// that the count and the list agree.
+    pub(crate) fn member_devices(&self, user: &str) -> (Vec<Device>, bool, usize) {
         let members = self.rooms.members(user);
+        let sockets = members
+            .iter()
+            .filter(|&&k| self.io.entries.get(k).and_then(|e| e.protocol()).is_some())
+            .count();
         let devices = members
             .iter()
             .filter_map(|&k| {
@@ -384,8 +390,8 @@ impl State {
             })
             .take(MAX_DEVICES)
             .collect::<Vec<_>>();
-        let more = members.len() > devices.len() && devices.len() == MAX_DEVICES;
-        (devices, more)
+        let more = sockets > devices.len();
+        (devices, more, sockets)
     }
 
     /// Time since the Unix epoch at `now`, by the wall clock read when the worker started.

@@ -728,8 +728,7 @@ impl EventLoop {
                     .push_back((job, self.state.io.corked_total));
             }
             ToWorker::UserInfo { user_id, gather } => {
-                let sockets = self.state.rooms.members(&user_id).len();
-                let (devices, more_devices) = self.state.member_devices(&user_id);
+                let (devices, more_devices, sockets) = self.state.member_devices(&user_id);
                 gather.add(UserInfo {
                     addresses: self.state.member_addresses(&user_id),
                     devices,
