@@ -97,10 +97,7 @@ done
 chaos_log "epoch after the empty restart: ${EPOCH2:-none}"
 
 soak_wait 180
-soak_summary
-((SOAK_STATUS == 0)) || chaos_fail "the soak's checks failed (exit $SOAK_STATUS; see soak.log)"
-soak_expect lost == 0
-soak_expect duplicated == 0
+soak_verdict "the soak's checks"
 [[ -n $EPOCH0 && $EPOCH0 == "$EPOCH1" ]] ||
   chaos_fail "the epoch changed across the outage with data ($EPOCH0, then $EPOCH1)"
 [[ -n $EPOCH2 && $EPOCH2 != "$EPOCH1" ]] ||

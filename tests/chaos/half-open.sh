@@ -154,10 +154,7 @@ chaos_log "every silent user offline"
 } >"$OUT/half-open.txt"
 
 soak_wait 120
-soak_summary
-((SOAK_STATUS == 0)) || chaos_fail "the soak alongside failed (exit $SOAK_STATUS; see soak.log)"
-soak_expect lost == 0
-soak_expect duplicated == 0
+soak_verdict "the soak alongside"
 if [[ $MODE == vanish ]]; then
   wait_exit "$SILENT_SOAK_PID" $((SILENT_T0 + CHURN + SETTLE + DRAIN + 120 - $(date +%s))) "the silent clients' soak"
   ((REAPED == 0)) || chaos_fail "the silent clients' soak failed (exit $REAPED; see silent-soak.log)"

@@ -314,6 +314,16 @@ soak_expect() {
   esac || chaos_fail "the soak's $1 is $v, expected $2 $3"
 }
 
+# The soak's verdict: its summary printed, then its exit status, lost and duplicated checked
+# (WHAT names the soak in the failure, "the soak's checks" by default).
+soak_verdict() {
+  local what=${1:-"the soak's checks"}
+  soak_summary
+  ((SOAK_STATUS == 0)) || chaos_fail "$what failed (exit $SOAK_STATUS; see soak.log)"
+  soak_expect lost == 0
+  soak_expect duplicated == 0
+}
+
 # Prints the soak's figures from its summary, also to summary.txt.
 soak_summary() {
   [[ -s $OUT/soak.json ]] || {

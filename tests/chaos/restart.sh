@@ -39,10 +39,7 @@ EPOCH_AFTER=$(log_epoch "$CONTROL")
 chaos_log "herald started again (epoch $EPOCH_AFTER)"
 
 soak_wait 120
-soak_summary
-((SOAK_STATUS == 0)) || chaos_fail "the soak's checks failed (exit $SOAK_STATUS; see soak.log)"
-soak_expect lost == 0
-soak_expect duplicated == 0
+soak_verdict "the soak's checks"
 [[ -n $EPOCH_BEFORE && $EPOCH_BEFORE == "$EPOCH_AFTER" ]] ||
   chaos_fail "the log's epoch changed across the restart ($EPOCH_BEFORE, then $EPOCH_AFTER)"
 soak_expect returns.new_epoch == 0
