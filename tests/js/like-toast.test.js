@@ -198,15 +198,18 @@ async function browser(chromium) {
           }
         },
         // A real click: the mouse pressed and released at the middle of the element.
+        // The page renders its posts from a fetch of its own, so the element may come a little
+        // after the bell says connected: it is waited for, not assumed.
         async click(selector) {
-          const box = await evaluate(`(() => {
-            const el = document.querySelector(${JSON.stringify(selector)});
-            if (!el || el.disabled) return null;
-            el.scrollIntoView({ block: 'center' });
-            const r = el.getBoundingClientRect();
-            return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
-          })()`);
-          assert.ok(box, `${name}: ${selector} is on the page and enabled`);
+          const box = await eventually(`${name}: ${selector} is on the page and enabled`, () =>
+            evaluate(`(() => {
+              const el = document.querySelector(${JSON.stringify(selector)});
+              if (!el || el.disabled) return false;
+              el.scrollIntoView({ block: 'center' });
+              const r = el.getBoundingClientRect();
+              return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+            })()`),
+          );
           for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased']) {
             await cmd('Input.dispatchMouseEvent', {
               type,
