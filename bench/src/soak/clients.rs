@@ -294,6 +294,10 @@ struct Conn {
     engine_sid: String,
     inflight: Option<Req>,
     queue: Vec<String>,
+    /// When it was opened, and when it last brought bytes: what the examples say of a client
+    /// that lost notifications.
+    opened: Instant,
+    last_read: Instant,
 }
 
 /// What a message asks of its connection.
@@ -502,6 +506,8 @@ impl Thread<'_> {
             engine_sid: String::new(),
             inflight: None,
             queue: Vec::new(),
+            opened: now,
+            last_read: now,
         });
         client.place = Place::Live(key);
         self.in_setup += 1;
@@ -546,10 +552,10 @@ impl Thread<'_> {
                     });
                 }
                 Ok(n) => {
+                    conn.last_read = Instant::now();
+                    // Read on even after a short read: a FIN that came with the last bytes
+                    // raises no new edge, and would be missed until the socket is written to.
                     conn.pending.extend_from_slice(&buf[..n]);
-                    if n < buf.len() {
-                        break;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1160,9 +1166,27 @@ impl Thread<'_> {
                 }
             }
         }
+        let now = Instant::now();
         for client in &mut self.clients {
             let open = matches!(client.place, Place::Live(k) if self.conns[k].step == Step::Ready);
             client.history.stranded = !open;
+            client.history.at_end = match client.place {
+                Place::Live(k) => {
+                    let conn = &self.conns[k];
+                    format!(
+                        "at the end {:?} on a connection of {:.1}s, its last bytes {:.1}s before, \
+                         request in flight {:?}, engine.io sid {:?}, {} returns recovered, left last by {}",
+                        conn.step,
+                        now.duration_since(conn.opened).as_secs_f64(),
+                        now.duration_since(conn.last_read).as_secs_f64(),
+                        conn.inflight,
+                        conn.engine_sid,
+                        client.history.returns.recovered,
+                        client.left_by,
+                    )
+                }
+                Place::Away { .. } => format!("at the end away, left last by {}", client.left_by),
+            };
             let early = std::mem::take(&mut client.early);
             client
                 .history

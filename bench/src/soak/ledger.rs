@@ -86,6 +86,8 @@ pub struct History {
     pub stranded: bool,
     /// What a person should see about its returns (a refusal, with how it left).
     pub notes: Vec<String>,
+    /// Its connection at the end of the run, told with its first loss.
+    pub at_end: String,
 }
 
 /// The checks' figures over every client.
@@ -178,6 +180,7 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
     }
     let empty = Epoch::default();
     for h in histories {
+        let mut told_end = false;
         for note in &h.notes {
             v.example(format!(
                 "client {} ({}, user {}): {note}",
@@ -258,6 +261,13 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                 if got.binary_search(&n).is_ok() {
                     v.delivered += 1;
                 } else {
+                    if !told_end && !h.at_end.is_empty() {
+                        told_end = true;
+                        v.example(format!(
+                            "client {} ({}, user {}): {}",
+                            h.client, h.kind, h.user, h.at_end
+                        ));
+                    }
                     v.lost += 1;
                     let seq = epoch.by_n.get(&n).map_or(0, |&i| pushes[i].seq);
                     v.example(format!(
