@@ -331,6 +331,56 @@ fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
     assert_ne!(other["sid"], sid.as_str());
 }
 
+/// A session kept for its client, whose return carries an offset the log cannot honour (of
+/// another epoch, as after a cluster's Redis came back empty, or older than the log keeps): the
+/// client gets a new session, new ids and no rooms, so that socket.io-client tells it
+/// `recovered: false` and it subscribes again. Answered with its old ids, it believed it had
+/// recovered and waited for pushes its session no longer had a room for.
+#[test]
+fn a_kept_session_whose_offset_cannot_be_honoured_comes_back_as_a_new_one() {
+    let srv = start_server_with(|c| c.workers = 2);
+    let control = srv.control_addr;
+    let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
+    let sid = connected["sid"].as_str().unwrap().to_owned();
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
+    ws.send(Message::Text(r#"42["subscribe","k1"]"#.into()))
+        .unwrap();
+    let subscribed = sio_next(&mut ws);
+    let v: Value = serde_json::from_str(&subscribed[2..]).unwrap();
+    let from = v[2].as_str().expect("an offset argument").to_owned();
+    drop(ws);
+    eventually("the session kept", || {
+        metric(&srv, "herald_sessions_parked_total") >= 1.0
+    });
+    push_at(control, "k1", 1);
+    let failed = metric(&srv, "herald_recoveries_failed_total");
+
+    // The same pid, with an offset of another epoch.
+    let (epoch, n) = from.split_once('-').unwrap();
+    let other = format!(
+        "{}{}-{n}",
+        if epoch.starts_with('1') { "2" } else { "1" },
+        &epoch[1..]
+    );
+    let (mut ws, again) = sio_connect(srv.public_addr, json!({"pid": pid, "offset": other}));
+    assert_ne!(again["sid"], sid.as_str(), "{again}");
+    assert_ne!(again["pid"], pid.as_str(), "{again}");
+    assert_eq!(metric(&srv, "herald_recoveries_failed_total"), failed + 1.0);
+    assert_eq!(metric(&srv, "herald_sessions_recovered_total"), 0.0);
+    // Nothing replayed, and no room: a push to k1 reaches nobody until it subscribes again.
+    assert_eq!(
+        push_at(control, "k1", 2)["sockets"],
+        0,
+        "k1 still subscribed"
+    );
+    ws.send(Message::Text(r#"42["subscribe","k1"]"#.into()))
+        .unwrap();
+    let subscribed = sio_next(&mut ws);
+    assert!(subscribed.starts_with(r#"42["subscribed""#), "{subscribed}");
+    push_at(control, "k1", 3);
+    assert_eq!(sio_notification(&sio_next(&mut ws)).0, 3);
+}
+
 /// Closes a Socket.IO WebSocket cleanly, as a client dropping its transport does: the close
 /// frame sent, then whatever herald sent before reading it drained unhandled (a browser's
 /// WebSocket drops what arrives once closing) until the close completes. herald keeps the

@@ -1354,7 +1354,34 @@ impl State {
         after: Vec<Arc<Record>>,
         now: Instant,
     ) {
+        let mut join = join;
         let k = join.member;
+        // A session taken back whose offset the log cannot honour (another epoch, or older than
+        // the log keeps) is not recovered: as from the reference server, the client gets a new
+        // session, without the rooms of the old one, so that socket.io-client tells it
+        // `recovered: false` and it subscribes again. Answered with the old ids, it would
+        // believe it had everything.
+        if let (
+            JoinReply::Connect {
+                recovering: true, ..
+            },
+            Some(Err(why)),
+        ) = (&join.reply, &missed)
+        {
+            debug!(
+                member = k,
+                ?why,
+                "session kept, but its offset is not honoured: a new one"
+            );
+            self.io.metrics.recoveries_failed += 1;
+            join.users.clear();
+            join.reply = JoinReply::Connect {
+                sid: new_id(),
+                pid: new_id(),
+                recovering: false,
+            };
+            return self.answer_join(join, live, socket_id, head, offset, None, Vec::new(), now);
+        }
         if let JoinReply::Connect { sid, pid, .. } = &join.reply {
             if let Some(sess) = self.io.session_mut(k) {
                 sess.socket = Some(*sid);
