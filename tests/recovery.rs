@@ -289,14 +289,13 @@ fn sio_notification(packet: &str) -> (u64, String) {
     )
 }
 
-#[test]
-fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
-    let srv = start_server_with(|c| c.workers = 2);
-    let control = srv.control_addr;
-    let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
+/// A new Socket.IO session subscribed to `user`: its WebSocket, `sid`, `pid` and the offset its
+/// `subscribed` event gave.
+fn sio_subscribed(addr: SocketAddr, user: &str) -> (Client, String, String, String) {
+    let (mut ws, connected) = sio_connect(addr, json!({}));
     let sid = connected["sid"].as_str().unwrap().to_owned();
     let pid = connected["pid"].as_str().expect("a pid").to_owned();
-    ws.send(Message::Text(r#"42["subscribe","s1"]"#.into()))
+    ws.send(Message::Text(format!(r#"42["subscribe","{user}"]"#)))
         .unwrap();
     let subscribed = sio_next(&mut ws);
     let v: Value = serde_json::from_str(&subscribed[2..]).unwrap();
@@ -304,6 +303,14 @@ fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
     // The offset goes last, where socket.io-client takes it from, even before any push.
     let from = v[2].as_str().expect("an offset argument").to_owned();
     assert_eq!(v[1]["offset"], from);
+    (ws, sid, pid, from)
+}
+
+#[test]
+fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
+    let srv = start_server_with(|c| c.workers = 2);
+    let control = srv.control_addr;
+    let (ws, sid, pid, from) = sio_subscribed(srv.public_addr, "s1");
     drop(ws);
     eventually("the session kept", || {
         metric(&srv, "herald_sessions_parked_total") >= 1.0
@@ -340,14 +347,7 @@ fn a_socketio_session_is_taken_back_with_its_rooms_and_what_it_missed() {
 fn a_kept_session_whose_offset_cannot_be_honoured_comes_back_as_a_new_one() {
     let srv = start_server_with(|c| c.workers = 2);
     let control = srv.control_addr;
-    let (mut ws, connected) = sio_connect(srv.public_addr, json!({}));
-    let sid = connected["sid"].as_str().unwrap().to_owned();
-    let pid = connected["pid"].as_str().expect("a pid").to_owned();
-    ws.send(Message::Text(r#"42["subscribe","k1"]"#.into()))
-        .unwrap();
-    let subscribed = sio_next(&mut ws);
-    let v: Value = serde_json::from_str(&subscribed[2..]).unwrap();
-    let from = v[2].as_str().expect("an offset argument").to_owned();
+    let (ws, sid, pid, from) = sio_subscribed(srv.public_addr, "k1");
     drop(ws);
     eventually("the session kept", || {
         metric(&srv, "herald_sessions_parked_total") >= 1.0
