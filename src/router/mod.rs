@@ -527,11 +527,11 @@ impl Router {
         }
         let mut users = join.users.clone();
         users.extend(join.held.iter().cloned());
-        // A broadcast that reached this node was handed to every socket on it, the joining one
-        // included (or held for it until its answer).
-        let after = records.after(head, |r| {
-            !matches!(r.target, Target::All) && r.reaches(&users)
-        });
+        // Broadcasts too: one that reached this node meanwhile was not handed to a Socket.IO
+        // session being taken back (it has no socket id until its answer), and a raw socket
+        // that recovers lets go of those it held. The worker skips what a member was handed
+        // live.
+        let after = records.after(head, |r| r.reaches(&users));
         let joined = Joined {
             join,
             head,
