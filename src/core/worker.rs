@@ -1345,16 +1345,15 @@ impl State {
     #[allow(clippy::too_many_arguments)]
     fn answer_join(
         &mut self,
-        join: Join,
+        mut join: Join,
         live: Live,
         socket_id: SocketId,
         head: u64,
         offset: Arc<str>,
-        missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
-        after: Vec<Arc<Record>>,
+        mut missed: Option<Result<Vec<Arc<Record>>, Unrecoverable>>,
+        mut after: Vec<Arc<Record>>,
         now: Instant,
     ) {
-        let mut join = join;
         let k = join.member;
         // A session taken back whose offset the log cannot honour (another epoch, or older than
         // the log keeps) is not recovered: as from the reference server, the client gets a new
@@ -1380,7 +1379,8 @@ impl State {
                 pid: new_id(),
                 recovering: false,
             };
-            return self.answer_join(join, live, socket_id, head, offset, None, Vec::new(), now);
+            missed = None;
+            after.clear();
         }
         if let JoinReply::Connect { sid, pid, .. } = &join.reply {
             if let Some(sess) = self.io.session_mut(k) {
