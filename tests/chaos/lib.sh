@@ -341,7 +341,9 @@ print(f"drops {j.get('drops')}; returns: {r.get('recovered')} recovered, {r.get(
 print(f"pushes {p.get('made')} made, {p.get('accepted')} accepted ({p.get('logged')} logged, "
       f"{p.get('degraded')} degraded); by status {p.get('by_status')}")
 print(f"received {j.get('received')}, owed {j.get('owed')}, delivered {j.get('delivered')}, "
-      f"lost {j.get('lost')}, duplicated {j.get('duplicated')}, out of order {j.get('out_of_order')}")
+      f"lost {j.get('lost')}, duplicated {j.get('duplicated')}, out of order {j.get('out_of_order')}, "
+      f"misrouted {j.get('misrouted')}, before their start {j.get('before_start')}, "
+      f"of an epoch left {j.get('foreign_epoch')}")
 mib = lambda b: "-" if b is None else f"{b / 1048576:.1f}"
 for i, s in enumerate(j.get("servers", [])):
     print(f"server {i}: RSS MiB {mib(s.get('rss_start'))} / {mib(s.get('rss_peak'))} / "

@@ -575,6 +575,13 @@ fn summary(args: &SoakArgs, o: &Outcome, failed: bool) -> String {
         "  owed {}, delivered {}, lost {}, duplicated {}, out of order {}, misrouted {}, unconfirmed {}",
         v.owed, v.delivered, v.lost, v.duplicated, v.out_of_order, v.misrouted, v.unconfirmed
     );
+    if v.before_start > 0 || v.foreign_epoch > 0 {
+        let _ = writeln!(
+            s,
+            "  received at or before their chain's start {}, of an epoch left {}",
+            v.before_start, v.foreign_epoch
+        );
+    }
     for (i, f) in chart::server_figures(&o.samples, o.churn_at)
         .iter()
         .enumerate()
