@@ -119,6 +119,35 @@ fn broadcasts_let_go_before_a_late_subscribe_are_not_replayed_again() {
 }
 
 #[test]
+fn broadcasts_held_before_a_first_subscribe_come_before_its_answer() {
+    let srv = start_server();
+    let control = srv.control_addr;
+    let mut ws = connect(&srv);
+    // Held: the socket has not subscribed, and its second of grace is not over.
+    let one = broadcast_at(control, 1)["offset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = broadcast_at(control, 2)["offset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send_json(&mut ws, json!({"event": "subscribe", "data": "u"}));
+    // Both were made before the subscription: they come first, then the answer, whose offset
+    // says what the socket has; nothing after it is at or before that offset.
+    assert_eq!(next_n(&mut ws), (1, one));
+    assert_eq!(next_n(&mut ws), (2, two.clone()));
+    let answer = recv_json(&mut ws);
+    assert_eq!(answer["event"], "subscribed", "{answer}");
+    assert_eq!(answer["data"]["offset"], two.as_str(), "{answer}");
+    let three = push_at(control, "u", 3);
+    assert_eq!(
+        next_n(&mut ws),
+        (3, three["offset"].as_str().unwrap().to_owned())
+    );
+}
+
+#[test]
 fn a_list_of_users_recovers_and_a_push_to_several_comes_once() {
     let srv = start_server();
     let control = srv.control_addr;

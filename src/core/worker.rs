@@ -1429,9 +1429,13 @@ impl State {
                 let Some(format) = self.io.conn_mut(k).map(|c| c.format) else {
                     return;
                 };
+                // Broadcasts held since it opened: those made up to the answer's offset come
+                // before it, later ones after it; a recovery replays them below in their place
+                // instead.
+                if recovered != Some(true) {
+                    self.io.send_held_through(k, head);
+                }
                 self.raw_send(k, &raw::subscribed(format, &answer));
-                // Broadcasts held since it opened come after the answer; a recovery replays
-                // them below in their place instead.
                 self.io.release_broadcasts(k, recovered != Some(true));
             }
             JoinReply::Event { ack, .. } => {
@@ -1835,6 +1839,26 @@ impl Io {
         held.push((seq, frame));
         if held.len() >= MAX_HELD_BROADCASTS {
             self.release_broadcasts(k, true);
+        }
+    }
+
+    /// Sends raw socket `k` the broadcasts it holds up to log offset `head` (and those without
+    /// an offset among them), in the order they came; it holds the rest.
+    pub(crate) fn send_held_through(&mut self, k: usize, head: u64) {
+        let Some(held) = self.conn_mut(k).and_then(|c| c.held_broadcasts.as_mut()) else {
+            return;
+        };
+        let through = held
+            .iter()
+            .rposition(|&(seq, _)| seq != 0 && seq <= head)
+            .map_or(0, |i| i + 1);
+        let early: Vec<(u64, Bytes)> = held.drain(..through).collect();
+        for (seq, frame) in &early {
+            if self.send(k, frame) {
+                if let Some(conn) = self.conn_mut(k) {
+                    conn.live.saw(*seq);
+                }
+            }
         }
     }
 
