@@ -113,6 +113,9 @@ pub struct Verdict {
     pub accepted_without_offset: u64,
     /// A few of the losses and faults, for a person to look at.
     pub examples: Vec<String>,
+    /// A few of the clients' notes (returns refused): not faults when allowed, so kept apart
+    /// from the examples, which they would crowd out.
+    pub notes: Vec<String>,
 }
 
 impl Verdict {
@@ -182,10 +185,12 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
     for h in histories {
         let mut told_end = false;
         for note in &h.notes {
-            v.example(format!(
-                "client {} ({}, user {}): {note}",
-                h.client, h.kind, h.user
-            ));
+            if v.notes.len() < 10 {
+                v.notes.push(format!(
+                    "client {} ({}, user {}): {note}",
+                    h.client, h.kind, h.user
+                ));
+            }
         }
         let mut seqs: Vec<u64> = h.unlogged.clone();
         v.unlogged += h.unlogged.len() as u64;

@@ -608,6 +608,9 @@ fn summary(args: &SoakArgs, o: &Outcome, failed: bool) -> String {
     for e in v.examples.iter().take(10) {
         let _ = writeln!(s, "  ! {e}");
     }
+    for e in v.notes.iter().take(5) {
+        let _ = writeln!(s, "  - {e}");
+    }
     let skipped = o.skipped;
     if skipped > 0 {
         let _ = writeln!(
@@ -681,6 +684,7 @@ fn to_json(args: &SoakArgs, seed: u64, users: u32, o: &Outcome, failed: bool) ->
         "unlogged": v.unlogged,
         "accepted_without_offset": v.accepted_without_offset,
         "examples": v.examples,
+        "notes": v.notes,
         "servers": servers,
         "passed": !failed,
     })
