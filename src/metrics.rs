@@ -213,6 +213,7 @@ pub fn render(reports: &[WorkerReport], router: &RouterCounts) -> String {
             ("herald_redis_sync_marks_total", "Sync marks read from this node's channel (one per heartbeat and per join).", c.sync_marks),
             ("herald_redis_published_total", "Pushes this node's control API logged and routed through Redis.", c.published),
             ("herald_redis_degraded_pushes_total", "Pushes delivered to this node's sockets alone while Redis was unreachable.", c.degraded),
+            ("herald_redis_late_pushes_total", "Pushes Redis ran after their deadline (it had stalled with them): refused there, delivered to this node's sockets alone.", c.late),
             ("herald_redis_reconnects_total", "Connections to Redis lost and made again.", c.reconnects),
             ("herald_redis_pubsub_rebuilt_total", "Pub/sub connections rebuilt because this node's heartbeat stopped coming through.", c.pubsub_rebuilt),
             ("herald_redis_emitted_total", "Messages read from the Socket.IO emitter's channels and pushed (by the node holding the lead).", c.emitted),

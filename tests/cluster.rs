@@ -1,8 +1,9 @@
 //! A cluster of herald processes on a real `redis-server`: pushes across nodes for raw and
 //! Socket.IO clients, devices of one user spread over nodes, routing only to the nodes holding a
 //! user (their received-bytes counters), presence counted over the cluster and forgotten when a
-//! node dies, a client recovering on another node, Redis killed and restarted, a node cut off
-//! from Redis catching up, and a pub/sub connection that silently stops delivering.
+//! node dies, a client recovering on another node, Redis killed and restarted, Redis paused while
+//! a push waits on it, a node cut off from Redis catching up, and a pub/sub connection that
+//! silently stops delivering.
 //!
 //! Each test starts its own `redis-server` (Debian's package, which `.ci/test` installs) on a
 //! free port, and its own nodes.
@@ -55,6 +56,15 @@ impl Redis {
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 7];
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    /// Sends it `signal` (`STOP` pauses it, as a stalled host would; `CONT` resumes it).
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
     }
 
     /// Kills it at once, as a crash would.
@@ -557,6 +567,44 @@ fn redis_killed_and_restarted_degrades_then_serves_the_cluster_again() {
     assert_eq!(next_n(&mut bob).0, 5);
     push_at(&n1, "cy", 6);
     assert_eq!(next_n(&mut cy).0, 6);
+}
+
+#[test]
+fn a_push_redis_runs_after_its_node_gave_up_waiting_is_not_delivered_twice() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let n0 = node(&url);
+    let n1 = node(&url);
+    let (mut here, _) = raw_client(&n0, json!("ann"));
+    let (mut there, _) = raw_client(&n1, json!("ann"));
+    push_at(&n1, "ann", 1);
+    let (_, seen) = next_n(&mut here);
+    assert_eq!(next_n(&mut there).0, 1);
+
+    // Paused, Redis keeps what node 0 sends it and runs it when it resumes; node 0 gives up
+    // waiting for the answer and serves its own sockets alone.
+    redis.signal("STOP");
+    let answer = push_at(&n0, "ann", 2);
+    assert_eq!(answer["cluster"], "degraded", "{answer}");
+    assert_eq!(answer["sockets"], 1, "{answer}");
+    let v = recv_json(&mut here);
+    assert_eq!(v["data"]["n"], 2, "{v}");
+    assert!(v.get("offset").is_none(), "{v}");
+    redis.signal("CONT");
+    eventually("ready again", || ready(&n0) && ready(&n1));
+
+    // The push Redis ran late was refused by its script: neither node's sockets get it now,
+    // nor does a return from before it.
+    assert_eq!(push_at(&n1, "ann", 3)["cluster"], "ok");
+    assert_eq!(next_n(&mut here).0, 3, "the degraded push came again");
+    assert_eq!(
+        next_n(&mut there).0,
+        3,
+        "the degraded push reached another node"
+    );
+    let (mut back, data) = raw_client(&n1, json!({"userId": "ann", "offset": seen}));
+    assert_eq!(data["recovered"], true, "{data}");
+    assert_eq!(next_n(&mut back).0, 3, "the degraded push was replayed");
 }
 
 /// A TCP proxy in front of Redis that the test can cut (every connection closed, new ones

@@ -39,6 +39,43 @@ const ENTER_BATCH: usize = 500;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long one command may take before Redis counts as unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the command thread waits for Redis's answers: shorter than the control API's reply
+/// deadline, so that a push Redis does not answer is answered `"degraded"` when served alone.
+const ANSWER_WAIT: Duration = Duration::from_secs(3);
+/// A push's deadline, after it is sent: its script refuses to run later (Redis stalled with
+/// it), since by then its node may have stopped waiting and served its own sockets alone.
+/// Half of [`ANSWER_WAIT`], so that a push run before its deadline is answered in time but for
+/// a stall of more than that between the script and its answer.
+const LATE_AFTER: Duration = Duration::from_millis(1500);
+
+/// Redis's clock as the node last read it (from a heartbeat's answer), carried forward by the
+/// node's monotonic clock. It never runs ahead of Redis's: the reading was taken some time
+/// before its answer arrived, which only makes deadlines earlier.
+#[derive(Debug, Clone, Copy)]
+struct RedisClock {
+    redis_ms: u64,
+    read_at: Instant,
+}
+
+impl RedisClock {
+    /// Redis's clock at `at`, in ms.
+    fn at(&self, at: Instant) -> u64 {
+        self.redis_ms + at.saturating_duration_since(self.read_at).as_millis() as u64
+    }
+
+    /// Keeps the closer of two readings (the later one, projected to now), but not one older
+    /// than a minute: Redis's clock may have been set since.
+    fn update(clock: &mut Option<RedisClock>, new: RedisClock) {
+        let now = Instant::now();
+        let keep = clock.is_some_and(|old| {
+            now.saturating_duration_since(old.read_at) < Duration::from_secs(60)
+                && old.at(now) > new.at(now)
+        });
+        if !keep {
+            *clock = Some(new);
+        }
+    }
+}
 
 pub(super) fn spawn(
     inner: Arc<Inner>,
@@ -134,6 +171,7 @@ fn backoff(delay: &mut Duration) {
 fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiver<Request>) {
     let scripts = Scripts::new();
     let mut con: Option<Connection> = None;
+    let mut clock: Option<RedisClock> = None;
     let mut delay = Duration::from_millis(100);
     let mut retry_at = Instant::now();
     let heartbeat = inner.settings.heartbeat();
@@ -144,10 +182,15 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
     let mut renew_at = Instant::now() + renew_every;
     loop {
         if con.is_none() && Instant::now() >= retry_at {
-            match connect(&client, &scripts) {
+            match connect(&client, &scripts).and_then(|c| {
+                c.set_read_timeout(Some(ANSWER_WAIT))?;
+                Ok(c)
+            }) {
                 Ok(c) => {
                     info!(node = %inner.node, "redis: command connection up");
                     con = Some(c);
+                    // Perhaps another Redis, on another clock.
+                    clock = None;
                     delay = Duration::from_millis(100);
                     next_beat = Instant::now();
                 }
@@ -191,7 +234,13 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
                 .as_mut()
                 .is_some_and(|c| redis::cmd("PING").query::<String>(c).is_ok());
             if !alive && con.is_some() {
-                con = connect(&client, &scripts).ok();
+                con = connect(&client, &scripts)
+                    .and_then(|c| {
+                        c.set_read_timeout(Some(ANSWER_WAIT))?;
+                        Ok(c)
+                    })
+                    .ok();
+                clock = None;
                 if con.is_none() {
                     inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                     retry_at = Instant::now() + delay;
@@ -205,11 +254,15 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
         let failed = match con.as_mut() {
             Some(c) if inner.sub_up.load(Ordering::SeqCst) || batch.is_empty() => {
                 let result = if beat {
-                    beat_once(&inner, &router, &scripts, c, renew)
+                    beat_once(&inner, &router, &scripts, c, renew).map(|read| {
+                        if let Some(read) = read {
+                            RedisClock::update(&mut clock, read);
+                        }
+                    })
                 } else {
                     Ok(())
                 };
-                match result.and_then(|()| run(&inner, &router, &scripts, c, &mut batch)) {
+                match result.and_then(|()| run(&inner, &router, &scripts, c, clock, &mut batch)) {
                     Ok(()) => false,
                     Err(e) => {
                         warn!(error = %e, "redis: command failed; serving this node's sockets alone until it is back");
@@ -262,22 +315,32 @@ fn alone(router: &Router, req: Request) {
 }
 
 /// Renews the node's expiry and puts its presence changes in Redis; with `renew`, renews the
-/// expiry of the connected Socket.IO sessions it keeps there too.
+/// expiry of the connected Socket.IO sessions it keeps there too. Returns Redis's clock as the
+/// heartbeat read it.
 fn beat_once(
     inner: &Inner,
     router: &Router,
     scripts: &Scripts,
     con: &mut Connection,
     renew: bool,
-) -> redis::RedisResult<()> {
+) -> redis::RedisResult<Option<RedisClock>> {
     let ttl = inner.settings.node_ttl.as_millis() as u64;
-    let _: Value = scripts
+    let beat: Value = scripts
         .heartbeat
         .arg(&inner.keys.prefix)
         .arg(super::random_hex(8))
         .arg(&inner.node)
         .arg(ttl)
         .invoke(con)?;
+    let clock = match &beat {
+        Value::Array(parts) => parts.get(2).and_then(int),
+        _ => None,
+    }
+    .and_then(|ms| u64::try_from(ms).ok())
+    .map(|redis_ms| RedisClock {
+        redis_ms,
+        read_at: Instant::now(),
+    });
     if let (true, Some(parked)) = (renew, router.parked()) {
         let window = inner.settings.window.as_millis() as u64;
         for chunk in parked.live().chunks(PAGE) {
@@ -296,7 +359,7 @@ fn beat_once(
     let mut unentered =
         std::mem::take(&mut *inner.unentered.lock().unwrap_or_else(|e| e.into_inner()));
     if left.is_empty() && counts.is_empty() && unentered.is_empty() {
-        return Ok(());
+        return Ok(clock);
     }
     let mut pipe = redis::pipe();
     for user in left {
@@ -326,7 +389,7 @@ fn beat_once(
     if !pipe.is_empty() {
         pipe.query::<()>(con)?;
     }
-    Ok(())
+    Ok(clock)
 }
 
 /// Enters this node in Redis for `users`, [`ENTER_BATCH`] to a script call.
@@ -350,18 +413,22 @@ fn enter(
 }
 
 /// Sends `batch` in one pipeline and answers each request; the batch is emptied of what Redis
-/// took. `Err` when the connection failed: what is left is for [`alone`].
+/// took. `Err` when the connection failed: what is left is for [`alone`]. Pushes are given a
+/// deadline on Redis's `clock` ([`LATE_AFTER`] from now); those Redis runs later (`late`) are
+/// left for [`alone`] too.
 fn run(
     inner: &Inner,
     router: &Router,
     scripts: &Scripts,
     con: &mut Connection,
+    clock: Option<RedisClock>,
     batch: &mut Vec<Request>,
 ) -> redis::RedisResult<()> {
     if batch.is_empty() {
         return Ok(());
     }
     look_up_sessions(inner, con, batch)?;
+    let deadline = clock.map_or(0, |c| c.at(Instant::now() + LATE_AFTER));
     let s = &inner.settings;
     // The epoch Redis keeps if it has none: one per batch will do, new at every batch.
     let new_epoch = super::random_hex(8);
@@ -387,6 +454,7 @@ fn run(
                     .arg(s.user_rate)
                     .arg(s.user_burst.max(1))
                     .arg(event.as_deref().unwrap_or(""))
+                    .arg(deadline)
                     .arg(users);
             }
             Request::Join { join, .. } => {
@@ -451,7 +519,17 @@ fn run(
                 event,
                 reply: tx,
             } => match push_reply(&reply) {
+                Some(answer) if answer.late => {
+                    inner.counters.late.fetch_add(1, Ordering::Relaxed);
+                    batch.push(Request::Push {
+                        target,
+                        notification,
+                        event,
+                        reply: tx,
+                    })
+                }
                 Some(answer) => {
+                    let answer = answer.reply;
                     inner
                         .counters
                         .published
@@ -741,10 +819,23 @@ fn epoch_of(v: &Value) -> Option<u64> {
     u64::from_str_radix(&text(v)?, 16).ok().filter(|&e| e != 0)
 }
 
+/// The push script's answer.
+struct PushAnswer {
+    reply: PushReply,
+    /// It ran after its deadline, and did nothing.
+    late: bool,
+}
+
 /// The push script's answer; `None` when it failed.
-fn push_reply(v: &Value) -> Option<PushReply> {
+fn push_reply(v: &Value) -> Option<PushAnswer> {
     let Value::Array(parts) = v else { return None };
     let epoch = epoch_of(parts.first()?)?;
+    if parts.get(1).and_then(text).as_deref() == Some("late") {
+        return Some(PushAnswer {
+            reply: PushReply::default(),
+            late: true,
+        });
+    }
     let limited = int(parts.get(3)?)? as usize;
     let mut reply = PushReply {
         rate_limited: limited,
@@ -761,7 +852,7 @@ fn push_reply(v: &Value) -> Option<PushReply> {
             reply.nodes = Some(int(parts.get(2)?)? as usize);
         }
     }
-    Some(reply)
+    Some(PushAnswer { reply, late: false })
 }
 
 /// The join script's answer: the epoch, the head and the oldest entry.
@@ -1094,6 +1185,8 @@ mod tests {
             Value::Int(0),
         ]);
         let r = push_reply(&ok).unwrap();
+        assert!(!r.late);
+        let r = r.reply;
         assert_eq!(
             r.offset.as_deref(),
             Some(&*offset_string(0xff, wire::seq_of("5-1").unwrap()))
@@ -1106,12 +1199,14 @@ mod tests {
             Value::Int(1),
             Value::Int(250),
         ]);
-        let r = push_reply(&refused).unwrap();
+        let r = push_reply(&refused).unwrap().reply;
         assert_eq!(
             (r.offset, r.retry_after),
             (None, Some(Duration::from_millis(250)))
         );
-        assert_eq!(push_reply(&Value::Nil), None);
+        let late = Value::Array(vec![bulk("ff"), bulk("late")]);
+        assert!(push_reply(&late).unwrap().late);
+        assert!(push_reply(&Value::Nil).is_none());
         assert_eq!(
             join_reply(&Value::Array(vec![bulk("1"), bulk("9-0"), bulk("3-1")])),
             Some((

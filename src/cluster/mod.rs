@@ -171,6 +171,8 @@ pub struct Counters {
     pub published: AtomicU64,
     /// Pushes this node delivered to its own sockets alone, Redis being unreachable.
     pub degraded: AtomicU64,
+    /// Pushes whose script Redis ran after their deadline, and refused (served alone).
+    pub late: AtomicU64,
     /// Connections to Redis made again after one failed.
     pub reconnects: AtomicU64,
     /// Pub/sub connections rebuilt because the heartbeat stopped coming through them.
@@ -190,6 +192,7 @@ pub struct ClusterCounts {
     pub sync_marks: u64,
     pub published: u64,
     pub degraded: u64,
+    pub late: u64,
     pub reconnects: u64,
     pub pubsub_rebuilt: u64,
     pub emitted: u64,
@@ -294,6 +297,7 @@ impl Cluster {
             sync_marks: get(&c.sync_marks),
             published: get(&c.published),
             degraded: get(&c.degraded),
+            late: get(&c.late),
             reconnects: get(&c.reconnects),
             pubsub_rebuilt: get(&c.pubsub_rebuilt),
             emitted: get(&c.emitted),

@@ -43,12 +43,20 @@ pub fn heartbeat() -> String {
 
 /// `ARGV`: prefix, a new epoch (kept only when Redis holds none), window in ms, kind (`u`, `m`,
 /// `a`), the notification, the per-user rate (pushes a second, 0: none) and burst, the event's
-/// name (empty for `notification`), then the user ids.
+/// name (empty for `notification`), the deadline (Redis's clock, ms; 0: none), then the user ids.
+///
+/// A push that runs after its deadline does nothing and returns `{epoch, 'late'}`: its node
+/// stops waiting for the answer soon after the deadline and serves its own sockets alone, so a
+/// push held up in a stalled Redis and run when it resumes would reach them twice.
 ///
 /// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
 /// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
 /// Returns `{epoch, id or false, nodes reached, users left out, ms until a token}`.
 const PUSH: &str = r#"
+local deadline = tonumber(ARGV[9])
+if deadline > 0 and now > deadline then
+  return {epoch, 'late'}
+end
 local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
 local burst = tonumber(ARGV[7])
@@ -66,7 +74,7 @@ local nodes = {}
 local users = {}
 local limited = 0
 local wait = 0
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   local u = ARGV[i]
   local key = p .. ':u:' .. u
   local here = {}
@@ -143,13 +151,14 @@ return {epoch, head, first}
 /// `ARGV`: prefix, a new epoch, this node, how long it counts as alive (ms).
 ///
 /// Keeps the node alive, forgets nodes dead for a minute, and puts a sync mark on the node's
-/// channel (which proves its pub/sub connection delivers). Returns `{epoch, head}`.
+/// channel (which proves its pub/sub connection delivers). Returns `{epoch, head, now}`: the
+/// node reads Redis's clock from it to give its pushes their deadline.
 const HEARTBEAT: &str = r#"
 redis.call('ZADD', p .. ':nodes', now + tonumber(ARGV[4]), ARGV[3])
 redis.call('ZREMRANGEBYSCORE', p .. ':nodes', '-inf', now - 60000)
 local head = newest()
 redis.call('PUBLISH', p .. ':node:' .. ARGV[3], 'S ' .. head)
-return {epoch, head}
+return {epoch, head, now}
 "#;
 
 /// `ARGV`: prefix, user. The live nodes holding sockets of the user, each with the count it
