@@ -221,12 +221,10 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                 } else if n <= last {
                     v.out_of_order += 1;
                     let resume = chain.resumes.iter().rev().find(|&&(at, _)| at <= i);
-                    let to = match epoch.by_n.get(&n).map(|&i| &pushes[i].target) {
-                        Some(Target::All) => "everyone",
-                        Some(Target::User(_)) => "its user",
-                        Some(Target::Users(_)) => "several users",
-                        None => "unknown",
-                    };
+                    let to = epoch
+                        .by_n
+                        .get(&n)
+                        .map_or("unknown", |&i| target_name(&pushes[i].target));
                     v.example(format!(
                         "client {} ({}, user {}): seq {seq} (to {to}) at {n} after {last}{}",
                         h.client,
@@ -274,15 +272,27 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
                         ));
                     }
                     v.lost += 1;
-                    let seq = epoch.by_n.get(&n).map_or(0, |&i| pushes[i].seq);
+                    let push = epoch.by_n.get(&n).map(|&i| &pushes[i]);
+                    let seq = push.map_or(0, |p| p.seq);
+                    // Where it falls among what the chain received, and the chain's returns.
+                    let before = chain.received.iter().filter(|&&(m, _)| m < n).count();
+                    let returns: Vec<String> = chain
+                        .resumes
+                        .iter()
+                        .take(4)
+                        .map(|(at, from)| format!("#{at} from {from}"))
+                        .collect();
                     v.example(format!(
-                        "client {} ({}, user {}): lost seq {seq} at {:x}-{n} (chain from {}{})",
+                        "client {} ({}, user {}): lost seq {seq} (to {}) at {:x}-{n} (chain from {}{}; {before} of {} received before it; returns: {})",
                         h.client,
                         h.kind,
                         h.user,
+                        push.map_or("unknown", |p| target_name(&p.target)),
                         chain.start.epoch,
                         chain.start.n,
-                        if chain.open { ", open" } else { "" }
+                        if chain.open { ", open" } else { "" },
+                        chain.received.len(),
+                        if returns.is_empty() { "none".to_owned() } else { returns.join(", ") }
                     ));
                 }
             }
@@ -299,6 +309,15 @@ pub fn verify(pushes: &[PushRecord], histories: &[History]) -> Verdict {
         }
     }
     v
+}
+
+/// Whom a push was for, in an example's words.
+fn target_name(target: &Target) -> &'static str {
+    match target {
+        Target::All => "everyone",
+        Target::User(_) => "its user",
+        Target::Users(_) => "several users",
+    }
 }
 
 /// The union of two sorted lists, limited to `start < n <= end`.
