@@ -608,11 +608,13 @@ fn a_push_redis_runs_after_its_node_gave_up_waiting_is_not_delivered_twice() {
 }
 
 /// A TCP proxy in front of Redis that the test can cut (every connection closed, new ones
-/// refused) or wedge (what Redis sends on pub/sub connections is dropped, silently).
+/// refused), wedge (what Redis sends on pub/sub connections is dropped, silently) or hold up
+/// (what Redis answers on the other connections is kept back until let go).
 struct Proxy {
     addr: SocketAddr,
     cut: Arc<AtomicBool>,
     wedge: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -622,8 +624,9 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let wedge = Arc::new(AtomicBool::new(false));
+        let hold = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (c, w, k) = (cut.clone(), wedge.clone(), conns.clone());
+        let (c, w, h, k) = (cut.clone(), wedge.clone(), hold.clone(), conns.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -660,19 +663,38 @@ impl Proxy {
                     let _ = sw.shutdown(std::net::Shutdown::Both);
                 });
                 let (mut sr, mut cw) = (server, client);
-                let w = w.clone();
+                let (w, h) = (w.clone(), h.clone());
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 16384];
-                    while let Ok(n) = sr.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        if w.load(Ordering::SeqCst) && pubsub.load(Ordering::SeqCst) {
+                    let mut held = Vec::new();
+                    // Wakes now and then to let go of what it held.
+                    let _ = sr.set_read_timeout(Some(Duration::from_millis(20)));
+                    loop {
+                        let n = match sr.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) =>
+                            {
+                                0
+                            }
+                            Err(_) => break,
+                        };
+                        let pubsub = pubsub.load(Ordering::SeqCst);
+                        if w.load(Ordering::SeqCst) && pubsub {
                             continue;
                         }
-                        if cw.write_all(&buf[..n]).is_err() {
+                        held.extend_from_slice(&buf[..n]);
+                        if h.load(Ordering::SeqCst) && !pubsub {
+                            continue;
+                        }
+                        if !held.is_empty() && cw.write_all(&held).is_err() {
                             break;
                         }
+                        held.clear();
                     }
                     let _ = cw.shutdown(std::net::Shutdown::Both);
                 });
@@ -682,6 +704,7 @@ impl Proxy {
             addr,
             cut,
             wedge,
+            hold,
             conns,
         }
     }
@@ -725,6 +748,44 @@ fn a_node_cut_off_from_redis_catches_up_on_what_others_pushed_meanwhile() {
     assert!(metric_at(n0.control_addr, "herald_redis_caught_up_total") >= 3.0);
     push_at(&n1, "cat", 5);
     assert_eq!(next_n(&mut ws).0, 5);
+}
+
+#[test]
+fn broadcasts_that_reach_a_node_while_a_join_waits_on_redis_come_once() {
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.port);
+    let n0 = node(&proxy.url());
+    let n1 = node(&redis.url());
+    let mut ws = connect_path(n0.public_addr, "/ws");
+    // Node 0's join runs in Redis, but its answer is held up: the node's pub/sub connection
+    // brings the broadcasts made after it before the node has placed the join, and the socket,
+    // not subscribed yet, holds them. Its offset is of another epoch: not recovered, so the
+    // socket lets go of what it held when answered.
+    proxy.hold.store(true, Ordering::SeqCst);
+    send_json(
+        &mut ws,
+        json!({"event": "subscribe", "data": {"userId": "ivy", "offset": "ffff-1"}}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 1..=3 {
+        let body = json!({"notification": {"type": "ALL", "n": n}}).to_string();
+        let (status, _, answer) = http(n1.control_addr, "POST", "/v1/broadcast", Some(&body));
+        assert_eq!(status, 202, "{answer}");
+    }
+    eventually("node 0 read the broadcasts", || {
+        metric_at(n0.control_addr, "herald_redis_pushes_received_total") >= 3.0
+    });
+    proxy.hold.store(false, Ordering::SeqCst);
+    let reply = recv_json(&mut ws);
+    assert_eq!(reply["event"], "subscribed", "{reply}");
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    push_at(&n1, "ivy", 4);
+    let got: Vec<u64> = (0..4).map(|_| next_n(&mut ws).0).collect();
+    assert_eq!(
+        got,
+        [1, 2, 3, 4],
+        "each broadcast once, then the user's push"
+    );
 }
 
 #[test]

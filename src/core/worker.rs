@@ -1346,7 +1346,7 @@ impl State {
     fn answer_join(
         &mut self,
         mut join: Join,
-        live: Live,
+        mut live: Live,
         socket_id: SocketId,
         head: u64,
         offset: Arc<str>,
@@ -1437,6 +1437,11 @@ impl State {
                 }
                 self.raw_send(k, &raw::subscribed(format, &answer));
                 self.io.release_broadcasts(k, recovered != Some(true));
+                // What it let go of counts as handed live: a broadcast among the pushes that
+                // reached its node while the join waited is not handed to it again below.
+                if let Some(c) = self.io.conn_mut(k) {
+                    live = c.live;
+                }
             }
             JoinReply::Event { ack, .. } => {
                 self.socketio_subscribed(k, *ack, answer.to_json(), &offset, now);
