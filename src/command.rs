@@ -61,7 +61,7 @@ pub struct PushReply {
     /// The push's offset in the recovery log; `None` when recovery is off or the push was
     /// refused.
     pub offset: Option<Arc<str>>,
-    /// In a cluster: the nodes the push was routed to (their sockets are not counted: they
+    /// In a cluster: the nodes the push reached (their sockets are not counted: they
     /// are on other machines, and `sockets` is then absent).
     pub nodes: Option<usize>,
     /// In a cluster: whether it reached Redis, or was only delivered on this node.

@@ -58,6 +58,20 @@ impl Redis {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Runs one command and returns its answer as Redis wrote it (RESP), up to 4 KiB.
+    fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
     /// Sends it `signal` (`STOP` pauses it, as a stalled host would; `CONT` resumes it).
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -87,7 +101,10 @@ fn node(url: &str) -> Herald {
 }
 
 fn node_with(url: &str, extra: &[&str]) -> Herald {
-    let mut args = vec!["--redis", url, "--redis-node-ttl", "1s", "--workers", "2"];
+    let mut args = vec!["--redis", url, "--workers", "2"];
+    if !extra.contains(&"--redis-node-ttl") {
+        args.extend(["--redis-node-ttl", "1s"]);
+    }
     // Tests push faster than a person is notified: no per-user rate unless a test sets one.
     if !extra.contains(&"--user-rate") {
         args.extend(["--user-rate", "0"]);
@@ -605,6 +622,41 @@ fn a_push_redis_runs_after_its_node_gave_up_waiting_is_not_delivered_twice() {
     let (mut back, data) = raw_client(&n1, json!({"userId": "ann", "offset": seen}));
     assert_eq!(data["recovered"], true, "{data}");
     assert_eq!(next_n(&mut back).0, 3, "the degraded push was replayed");
+}
+
+#[test]
+fn a_node_whose_expiry_passed_a_moment_ago_is_still_routed_its_users_pushes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    // Heartbeats 12 s apart: the one that would renew the expiry set below does not come
+    // within the test.
+    let n0 = node_with(&url, &["--redis-node-ttl", "60s"]);
+    let n1 = node(&url);
+    let (mut ws, _) = raw_client(&n0, json!("eve"));
+    push_at(&n1, "eve", 1);
+    assert_eq!(next_n(&mut ws).0, 1);
+
+    // Its expiry passed 2 s ago, as when Redis stalled past it or the node's heartbeat is late;
+    // its pub/sub connection still delivers.
+    let entry = redis.command(&["HKEYS", "herald:u:eve"]);
+    let node0 = entry
+        .lines()
+        .nth(2)
+        .expect("node 0 entered for eve")
+        .to_owned();
+    let time = redis.command(&["TIME"]);
+    let secs: u64 = time.lines().nth(2).unwrap().parse().unwrap();
+    let expired = (secs * 1000 - 2000).to_string();
+    assert_eq!(
+        redis.command(&["ZADD", "herald:nodes", &expired, &node0]),
+        ":0\r\n"
+    );
+    let answer = push_at(&n1, "eve", 2);
+    assert_eq!(answer["nodes"], 1, "{answer}");
+    assert_eq!(next_n(&mut ws).0, 2);
+    // Its entry was kept: the next push reaches it too.
+    push_at(&n1, "eve", 3);
+    assert_eq!(next_n(&mut ws).0, 3);
 }
 
 /// A TCP proxy in front of Redis that the test can cut (every connection closed, new ones

@@ -49,9 +49,17 @@ pub fn heartbeat() -> String {
 /// stops waiting for the answer soon after the deadline and serves its own sockets alone, so a
 /// push held up in a stalled Redis and run when it resumes would reach them twice.
 ///
-/// Users with no live node are not routed to; with a rate, a user with sockets somewhere spends
-/// a token, and one whose bucket is empty is left out (a one-user push is then not logged).
-/// Returns `{epoch, id or false, nodes reached, users left out, ms until a token}`.
+/// A push is routed to every node entered for its users that Redis has heard from within a
+/// minute of its expiry, not only to those whose expiry has not passed: a node's heartbeat is
+/// late after Redis stalled longer than the expiry, or once the node is cut off, and its pub/sub
+/// connection may be alive all along. Routing it only once its next heartbeat came would lose
+/// what it was owed in between, and removing its entries would lose its users' pushes for good.
+/// A node dead for a minute is forgotten (see the heartbeat) and its entries removed as pushes
+/// come across them. The nodes reached are those whose channel had a subscriber.
+///
+/// With a rate, a user with sockets somewhere spends a token, and one whose bucket is empty is
+/// left out (a one-user push is then not logged). Returns `{epoch, id or false, nodes reached,
+/// users left out, ms until a token}`.
 const PUSH: &str = r#"
 local deadline = tonumber(ARGV[9])
 if deadline > 0 and now > deadline then
@@ -60,13 +68,13 @@ end
 local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
 local burst = tonumber(ARGV[7])
-local alive = {}
+local known = {}
 local function live(node)
-  local a = alive[node]
+  local a = known[node]
   if a == nil then
     local until_ms = redis.call('ZSCORE', p .. ':nodes', node)
-    a = until_ms ~= false and tonumber(until_ms) >= now
-    alive[node] = a
+    a = until_ms ~= false and tonumber(until_ms) >= now - 60000
+    known[node] = a
   end
   return a
 end
@@ -119,8 +127,9 @@ if kind == 'a' then
   reached = redis.call('PUBLISH', p .. ':all', msg)
 else
   for n in pairs(nodes) do
-    redis.call('PUBLISH', p .. ':node:' .. n, msg)
-    reached = reached + 1
+    if redis.call('PUBLISH', p .. ':node:' .. n, msg) > 0 then
+      reached = reached + 1
+    end
   end
 end
 return {epoch, id, reached, limited, 0}
