@@ -2,7 +2,8 @@
 //! Socket.IO clients, devices of one user spread over nodes, routing only to the nodes holding a
 //! user (their received-bytes counters), presence counted over the cluster and forgotten when a
 //! node dies, a client recovering on another node, Redis killed and restarted, Redis paused while
-//! a push waits on it, a node cut off from Redis catching up, and a pub/sub connection that
+//! a push waits on it, a node whose expiry passed a moment ago, broadcasts reaching a node while
+//! a join waits on Redis, a node cut off from Redis catching up, and a pub/sub connection that
 //! silently stops delivering.
 //!
 //! Each test starts its own `redis-server` (Debian's package, which `.ci/test` installs) on a
