@@ -153,6 +153,13 @@ fn connect(client: &redis::Client, scripts: &Scripts) -> redis::RedisResult<Conn
     Ok(con)
 }
 
+/// [`connect`] for the command thread, which waits [`ANSWER_WAIT`] for an answer.
+fn connect_commands(client: &redis::Client, scripts: &Scripts) -> redis::RedisResult<Connection> {
+    let con = connect(client, scripts)?;
+    con.set_read_timeout(Some(ANSWER_WAIT))?;
+    Ok(con)
+}
+
 /// `redis_version:7.0.15` in `INFO server`, as (major, minor).
 fn server_version(info: &str) -> Option<(u32, u32)> {
     let line = info
@@ -182,10 +189,7 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
     let mut renew_at = Instant::now() + renew_every;
     loop {
         if con.is_none() && Instant::now() >= retry_at {
-            match connect(&client, &scripts).and_then(|c| {
-                c.set_read_timeout(Some(ANSWER_WAIT))?;
-                Ok(c)
-            }) {
+            match connect_commands(&client, &scripts) {
                 Ok(c) => {
                     info!(node = %inner.node, "redis: command connection up");
                     con = Some(c);
@@ -234,12 +238,7 @@ fn commands(inner: Arc<Inner>, router: Router, client: redis::Client, rx: Receiv
                 .as_mut()
                 .is_some_and(|c| redis::cmd("PING").query::<String>(c).is_ok());
             if !alive && con.is_some() {
-                con = connect(&client, &scripts)
-                    .and_then(|c| {
-                        c.set_read_timeout(Some(ANSWER_WAIT))?;
-                        Ok(c)
-                    })
-                    .ok();
+                con = connect_commands(&client, &scripts).ok();
                 clock = None;
                 if con.is_none() {
                     inner.counters.reconnects.fetch_add(1, Ordering::Relaxed);
