@@ -69,7 +69,7 @@ local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
 local burst = tonumber(ARGV[7])
 local known = {}
-local function live(node)
+local function routed(node)
   local a = known[node]
   if a == nil then
     local until_ms = redis.call('ZSCORE', p .. ':nodes', node)
@@ -87,7 +87,7 @@ for i = 10, #ARGV do
   local key = p .. ':u:' .. u
   local here = {}
   for _, n in ipairs(redis.call('HKEYS', key)) do
-    if live(n) then
+    if routed(n) then
       here[#here + 1] = n
     else
       redis.call('HDEL', key, n)
