@@ -307,10 +307,17 @@ test(
     c.subscribe('u2');
 
     const sent = [];
+    let cuts = 0;
     for (let i = 0; i < 300; i++) {
       const to = i % 3 === 0 ? 'u2' : 'u1';
       sent.push((await push(herald.control, to, { i })).offset);
-      if (i % 60 === 30) proxy.cut();
+      if (i % 60 === 30) {
+        // Pushes go on while the client is away; the next cut waits until it is back, so that
+        // each cut finds a connection to cut.
+        await eventually('the client back after the last cut', () => proxy.accepted > cuts);
+        proxy.cut();
+        cuts += 1;
+      }
     }
     await push(herald.control, 'u1', { i: 'end' });
     const got = [];
