@@ -475,9 +475,16 @@ pub struct Config {
     pub client_burst: u32,
 
     /// Client connections open at once; more are answered 503. The process's open-file limit
-    /// may be lower. 0: no limit.
+    /// may be lower. A Socket.IO client's connections count here, its session under
+    /// `--max-sessions`. 0: no limit.
     #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+
+    /// Socket.IO (Engine.IO) sessions open at once, on either transport, counted apart from
+    /// connections; the handshake past it is answered 503. Per address, sessions are capped by
+    /// `--max-connections-per-ip`, again apart from connections. 0: no limit.
+    #[arg(long, env = "HERALD_MAX_SESSIONS", default_value_t = limits::DEFAULT_MAX_SESSIONS)]
+    pub max_sessions: usize,
 
     /// Client connections open at once from one IPv4 address or IPv6 /64; more are answered 429.
     /// High by default because many users may share a NAT. 0: no limit.
@@ -924,6 +931,7 @@ impl From<&Config> for LimitSettings {
             client_rate: c.client_rate,
             client_burst: c.client_burst,
             max_connections: c.max_connections,
+            max_sessions: c.max_sessions,
             max_connections_per_ip: c.max_connections_per_ip,
             connection_rate_per_ip: c.connection_rate_per_ip,
         }

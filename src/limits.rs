@@ -35,6 +35,10 @@ pub const DEFAULT_CLIENT_BURST: u32 = 20;
 /// Connections open at once, all addresses together. Each costs a file descriptor and a few KiB;
 /// the process's open-file limit may be the lower bound in practice.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Engine.IO sessions (Socket.IO clients, on either transport) open at once, all addresses
+/// together: counted apart from connections, so that a Socket.IO client over a WebSocket is one
+/// connection and one session, not two connections. A session holds memory but no descriptor.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// Connections open at once from one IPv4 address or IPv6 /64. High, because a carrier-grade
 /// NAT or an office egress puts hundreds of users, each with a few tabs and devices, behind one
 /// address; still only 1% of the default total, so one host cannot take the gateway.
@@ -407,14 +411,20 @@ pub enum IpRefusal {
     TooManyFromIp { max: u32 },
     /// This address connects faster than its rate; a token is available after `retry_after`.
     TooFastFromIp { retry_after: Duration },
+    /// `--max-sessions` Engine.IO sessions are open: 503, as for connections.
+    TooManySessions { max: usize },
+    /// This address already holds `max` Engine.IO sessions.
+    TooManySessionsFromIp { max: u32 },
 }
 
 impl IpRefusal {
     /// The HTTP status herald answers a refused connection with; the one place that decides it.
     pub fn status(&self) -> u16 {
         match self {
-            IpRefusal::TooManyConnections { .. } => 503,
-            IpRefusal::TooManyFromIp { .. } | IpRefusal::TooFastFromIp { .. } => 429,
+            IpRefusal::TooManyConnections { .. } | IpRefusal::TooManySessions { .. } => 503,
+            IpRefusal::TooManyFromIp { .. }
+            | IpRefusal::TooFastFromIp { .. }
+            | IpRefusal::TooManySessionsFromIp { .. } => 429,
         }
     }
 
@@ -424,6 +434,16 @@ impl IpRefusal {
         match self {
             IpRefusal::TooFastFromIp { retry_after } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// The refusal of the sessions' [`IpLimiter`] (whose caps are on sessions, not
+    /// connections, and which has no rate), named for what it counts.
+    pub fn of_sessions(self) -> IpRefusal {
+        match self {
+            IpRefusal::TooManyConnections { max } => IpRefusal::TooManySessions { max },
+            IpRefusal::TooManyFromIp { max } => IpRefusal::TooManySessionsFromIp { max },
+            other => other,
         }
     }
 }
@@ -440,6 +460,10 @@ impl fmt::Display for IpRefusal {
                 "too many new connections from this address; retry in {} s",
                 retry_after_secs(*retry_after)
             ),
+            IpRefusal::TooManySessions { max } => write!(f, "{max} sessions already open"),
+            IpRefusal::TooManySessionsFromIp { max } => {
+                write!(f, "{max} sessions already open from this address")
+            }
         }
     }
 }
@@ -642,6 +666,10 @@ pub struct Limits {
     pub client: Option<Limit>,
     /// Connection caps on the accept path, see [`IpLimiter`].
     pub ip: IpLimits,
+    /// Engine.IO session caps at the handshake: `--max-sessions` in total and
+    /// `--max-connections-per-ip` per address, counted apart from connections; no rate (the
+    /// connection that carries a handshake was let in by the connection rate).
+    pub sessions: IpLimits,
     /// The cap on [`UserBuckets`]' memory.
     pub max_tracked_users: usize,
 }
@@ -655,6 +683,7 @@ pub struct LimitSettings {
     pub client_rate: u32,
     pub client_burst: u32,
     pub max_connections: usize,
+    pub max_sessions: usize,
     pub max_connections_per_ip: u32,
     pub connection_rate_per_ip: u32,
 }
@@ -667,6 +696,7 @@ impl Default for LimitSettings {
             client_rate: DEFAULT_CLIENT_RATE,
             client_burst: DEFAULT_CLIENT_BURST,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             connection_rate_per_ip: DEFAULT_CONNECTION_RATE_PER_IP,
         }
@@ -682,12 +712,18 @@ impl Default for Limits {
 impl From<LimitSettings> for Limits {
     /// `0` turns a limit off.
     fn from(s: LimitSettings) -> Self {
+        let max_per_ip = (s.max_connections_per_ip > 0).then_some(s.max_connections_per_ip);
         Limits {
             user: Limit::new(s.user_rate, s.user_burst),
             client: Limit::new(s.client_rate, s.client_burst),
+            sessions: IpLimits {
+                max_total: (s.max_sessions > 0).then_some(s.max_sessions),
+                max_per_ip,
+                rate_per_ip: None,
+            },
             ip: IpLimits {
                 max_total: (s.max_connections > 0).then_some(s.max_connections),
-                max_per_ip: (s.max_connections_per_ip > 0).then_some(s.max_connections_per_ip),
+                max_per_ip,
                 rate_per_ip: Limit::new(
                     s.connection_rate_per_ip,
                     s.connection_rate_per_ip
@@ -1232,12 +1268,14 @@ mod tests {
             user_rate: 0,
             client_rate: 0,
             max_connections: 0,
+            max_sessions: 0,
             max_connections_per_ip: 0,
             connection_rate_per_ip: 0,
             ..LimitSettings::default()
         });
         assert_eq!((off.user, off.client), (None, None));
         assert_eq!(off.ip, unlimited());
+        assert_eq!(off.sessions, unlimited());
     }
 
     #[test]

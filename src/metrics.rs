@@ -57,10 +57,13 @@ pub struct Metrics {
     pub rate_limited_user: u64,
     /// Client messages dropped by their connection's bucket (`--client-rate`).
     pub rate_limited_client: u64,
-    /// Connections refused at accept: the total cap, the per-address cap, the per-address rate.
+    /// Connections refused at accept: the total cap, the per-address cap, the per-address rate;
+    /// Engine.IO handshakes refused by `--max-sessions` (a session over the per-address cap
+    /// counts in `refused_per_ip`).
     pub refused_total: u64,
     pub refused_per_ip: u64,
     pub refused_rate: u64,
+    pub refused_sessions: u64,
     /// Handshakes refused for an `Origin` not in `--allowed-origins`.
     pub origins_refused: u64,
     /// Pongs replaced by a newer one before they could be written (a ping flood).
@@ -360,6 +363,7 @@ impl Metrics {
             refused_total,
             refused_per_ip,
             refused_rate,
+            refused_sessions,
             origins_refused,
             pongs_dropped,
             auth_failures,
@@ -404,6 +408,7 @@ impl Metrics {
             (&mut self.refused_total, refused_total),
             (&mut self.refused_per_ip, refused_per_ip),
             (&mut self.refused_rate, refused_rate),
+            (&mut self.refused_sessions, refused_sessions),
             (&mut self.origins_refused, origins_refused),
             (&mut self.pongs_dropped, pongs_dropped),
             (&mut self.auth_failures, auth_failures),
@@ -690,11 +695,12 @@ impl Metrics {
         ] {
             let _ = writeln!(s, "herald_rate_limited_total{{limit=\"{limit}\"}} {v}");
         }
-        let _ = write!(s, "# HELP herald_connections_refused_total Connections refused at accept: the total cap (503), the per-address cap or rate (429).\n# TYPE herald_connections_refused_total counter\n");
+        let _ = write!(s, "# HELP herald_connections_refused_total Connections and sessions refused: the total cap (503), the per-address cap or rate (429), the Socket.IO session cap (503).\n# TYPE herald_connections_refused_total counter\n");
         for (reason, v) in [
             ("total", self.refused_total),
             ("per_ip", self.refused_per_ip),
             ("rate", self.refused_rate),
+            ("sessions", self.refused_sessions),
         ] {
             let _ = writeln!(
                 s,

@@ -192,3 +192,26 @@ fn past_the_connection_rate_per_ip_the_next_is_answered_429_with_retry_after() {
     // Another address has its own bucket.
     let _neighbour = attempt(addr, NEIGHBOUR, false).open();
 }
+
+/// A Socket.IO client over a WebSocket holds one connection and one session: it is one of
+/// `--max-connections`, and one of `--max-connections-per-ip` for its address, not two (it was
+/// counted twice: a cap of 4 let 2 such clients in). Sessions have their own cap,
+/// `--max-sessions` (see `tests/pipelined_polling.rs`).
+#[test]
+fn a_socketio_client_over_a_websocket_is_one_connection_not_two() {
+    let srv = start_server_with(|c| {
+        c.max_connections = 4;
+        c.max_connections_per_ip = 4;
+    });
+    let addr = srv.public_addr;
+    let mut clients: Vec<_> = (0..4).map(|_| sio_websocket(addr)).collect();
+    for ws in &mut clients {
+        ws.send(tungstenite::Message::Text("40".into())).unwrap();
+        assert!(recv_text(ws).starts_with("40{\"sid\":"));
+    }
+    assert_eq!(metric(&srv, "herald_socketio_sessions"), 4.0);
+    assert_eq!(metric(&srv, "herald_connections"), 4.0);
+    let (status, head, body) = attempt(addr, HOME, false).refused();
+    assert_eq!(status, 503, "{head}");
+    assert!(body.contains("4 connections already open"), "{body}");
+}

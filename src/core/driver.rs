@@ -43,7 +43,9 @@ impl Driver {
     /// Worker `worker` of `workers`, configured by `config`.
     pub fn new(config: Config, worker: usize, workers: usize) -> Driver {
         let now = Instant::now();
-        let ips = IpLimiter::new(Limits::from(&config).ip, now);
+        let limits = Limits::from(&config);
+        let ips = IpLimiter::new(limits.ip, now);
+        let sessions = IpLimiter::new(limits.sessions, now);
         let (log, parked) = if config.recovery {
             let log = Log::new(config.recovery_window, config.recovery_max_bytes);
             (Some(log), Some(Arc::new(Parked::default())))
@@ -59,6 +61,7 @@ impl Driver {
             worker,
             workers,
             Arc::new(Mutex::new(ips)),
+            Arc::new(Mutex::new(sessions)),
             parked,
             now,
             UNIX_START,
@@ -212,9 +215,25 @@ impl Driver {
     }
 
     /// Checks what must hold between calls: queue byte counts match the queues, every room
-    /// member is a live entry, and a session and its connections name each other.
+    /// member is a live entry, a session and its connections name each other, and the caps
+    /// count each connection (those handed to another worker stay counted as they move) and
+    /// each session once.
     pub fn check(&self) {
         let entries = &self.state.io.entries;
+        let sessions = entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Session(_)))
+            .count();
+        assert_eq!(
+            lock_ips(&self.state.ips).total(),
+            entries.len() - sessions + self.handed.len(),
+            "connections counted against --max-connections"
+        );
+        assert_eq!(
+            lock_ips(&self.state.sessions).total(),
+            sessions,
+            "sessions counted against --max-sessions"
+        );
         self.state.rooms.check_invariants();
         for (_, members) in self.state.rooms.iter() {
             for &k in members {

@@ -23,7 +23,7 @@ use crate::core::session::{Session, Transport};
 use crate::core::worker::{count_refusal, lock_ips, new_id, new_sid, over_limit, Entry, Io, State};
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
-use crate::limits::{Admit, InboundBucket};
+use crate::limits::{Admit, InboundBucket, IpRefusal};
 use crate::log_limit::{peer_warn, PeerFault};
 use crate::protocol::raw;
 use crate::rooms;
@@ -96,15 +96,18 @@ impl State {
     }
 
     /// Opens a session for a handshake that arrived on connection `k`, or refuses it (answered
-    /// on `k`, which closes) when the per-address caps or `--max-connections` are reached: a
-    /// session holds memory and a slot like a connection does, so it counts as one, for as long
-    /// as it lives. Otherwise one keep-alive connection could pipeline handshakes without end.
+    /// on `k`, which closes) when the per-address caps or `--max-sessions` are reached: a
+    /// session holds memory and a slot for as long as it lives, so it is counted, apart from
+    /// the connections that carry it. Otherwise one keep-alive connection could pipeline
+    /// handshakes without end.
     fn new_session(&mut self, k: usize, transport: Transport, now: Instant) -> Option<usize> {
         // Behind a trusted proxy, the client its header names (the connection is the proxy's).
         let peer = self
             .request_client
             .or(self.io.conn_mut(k).map(|c| c.peer))?;
-        let admitted = lock_ips(&self.ips).on_connect(peer, now);
+        let admitted = lock_ips(&self.sessions)
+            .on_connect(peer, now)
+            .map_err(IpRefusal::of_sessions);
         if let Err(refusal) = admitted {
             count_refusal(&mut self.io.metrics, &refusal);
             debug!(conn = k, %refusal, "engine.io session refused");

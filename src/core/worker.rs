@@ -110,6 +110,9 @@ pub(crate) struct State {
     /// Per-address connection caps, shared by every worker: checked once, where a connection
     /// or session enters.
     pub(crate) ips: Arc<Mutex<IpLimiter>>,
+    /// Per-address and total Engine.IO session caps, shared by every worker like `ips` and
+    /// counted apart from it: a session is not a connection.
+    pub(crate) sessions: Arc<Mutex<IpLimiter>>,
     /// This worker's index and how many there are.
     pub(crate) worker: usize,
     pub(crate) workers: usize,
@@ -237,7 +240,10 @@ pub(crate) fn lock_ips(ips: &Mutex<IpLimiter>) -> MutexGuard<'_, IpLimiter> {
 pub(crate) fn count_refusal(m: &mut Metrics, refusal: &IpRefusal) {
     match refusal {
         IpRefusal::TooManyConnections { .. } => m.refused_total += 1,
-        IpRefusal::TooManyFromIp { .. } => m.refused_per_ip += 1,
+        IpRefusal::TooManySessions { .. } => m.refused_sessions += 1,
+        IpRefusal::TooManyFromIp { .. } | IpRefusal::TooManySessionsFromIp { .. } => {
+            m.refused_per_ip += 1
+        }
         IpRefusal::TooFastFromIp { .. } => m.refused_rate += 1,
     }
 }
@@ -278,6 +284,7 @@ impl State {
         worker: usize,
         workers: usize,
         ips: Arc<Mutex<IpLimiter>>,
+        sessions: Arc<Mutex<IpLimiter>>,
         parked: Option<Arc<Parked>>,
         start: Instant,
         unix: Duration,
@@ -324,6 +331,7 @@ impl State {
             cors_origins,
             allowed_origins,
             ips,
+            sessions,
             epoch: Epoch::new(start),
             limits,
             worker,
@@ -1579,7 +1587,7 @@ impl State {
                     Some(Entry::Session(s)) => {
                         self.rooms.remove_conn(k);
                         self.sids.remove(&s.sid);
-                        lock_ips(&self.ips).on_disconnect(s.peer);
+                        lock_ips(&self.sessions).on_disconnect(s.peer);
                         debug!(session = k, "session closed");
                     }
                     None => {}

@@ -105,6 +105,8 @@ pub struct WorkerShared {
     pub handovers: Receiver<Handover>,
     pub directory: Arc<Directory>,
     pub ips: Arc<Mutex<IpLimiter>>,
+    /// The session caps, counted apart from connections.
+    pub sessions: Arc<Mutex<IpLimiter>>,
     /// Where joins are placed in the log's order.
     pub router: Router,
     /// The public listener's TLS, if it speaks TLS.
@@ -135,6 +137,7 @@ impl EventLoop {
             shared.worker,
             workers,
             shared.ips,
+            shared.sessions,
             shared.router.parked().cloned(),
             Instant::now(),
             unix_time(),

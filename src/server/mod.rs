@@ -130,6 +130,7 @@ pub fn start(config: Config) -> io::Result<Running> {
     let limits = Limits::from(&config);
     let start = Instant::now();
     let ips = Arc::new(Mutex::new(IpLimiter::new(limits.ip, start)));
+    let sessions = Arc::new(Mutex::new(IpLimiter::new(limits.sessions, start)));
     let users = limits
         .user
         .map(|l| UserBuckets::new(l, limits.max_tracked_users, start));
@@ -167,6 +168,7 @@ pub fn start(config: Config) -> io::Result<Running> {
             handovers,
             directory: directory.clone(),
             ips: ips.clone(),
+            sessions: sessions.clone(),
             router: router.clone(),
             tls: tls.clone(),
             verifier: jwt.as_ref().map(|j| j.verifier().clone()),
