@@ -660,6 +660,65 @@ fn a_node_whose_expiry_passed_a_moment_ago_is_still_routed_its_users_pushes() {
     assert_eq!(next_n(&mut ws).0, 3);
 }
 
+/// After Redis stalled for more than a minute, the first heartbeat it runs forgets every node
+/// (none renewed its expiry meanwhile). A node whose pub/sub connection lived through the stall
+/// keeps getting its users' pushes: its channel's reader is proof it lives. A node that is gone
+/// (no reader) and unheard of for over a minute past its expiry has its entries removed.
+#[test]
+fn a_forgotten_node_with_a_reader_is_still_routed_and_a_dead_one_is_removed() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let n0 = node_with(&url, &["--redis-node-ttl", "60s"]);
+    let n1 = node(&url);
+    let mut n2 = node(&url);
+    let (mut ws, _) = raw_client(&n0, json!("eve"));
+    let (_gone, _) = raw_client(&n2, json!("dan"));
+    push_at(&n1, "eve", 1);
+    assert_eq!(next_n(&mut ws).0, 1);
+    let entered = |user: &str| -> Vec<String> {
+        let hkeys = redis.command(&["HKEYS", &format!("herald:u:{user}")]);
+        // A RESP array of bulk strings: every other line after the count is a node.
+        hkeys
+            .lines()
+            .skip(2)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let [node0] = &entered("eve")[..] else {
+        panic!("node 0 alone entered for eve: {:?}", entered("eve"))
+    };
+    let [node2] = &entered("dan")[..] else {
+        panic!("node 2 alone entered for dan: {:?}", entered("dan"))
+    };
+
+    // Node 0 forgotten, as the first heartbeat after a long stall leaves it; its pub/sub
+    // connection still delivers.
+    assert_eq!(redis.command(&["ZREM", "herald:nodes", node0]), ":1\r\n");
+    let answer = push_at(&n1, "eve", 2);
+    assert_eq!(answer["nodes"], 1, "{answer}");
+    assert_eq!(next_n(&mut ws).0, 2);
+    assert_eq!(entered("eve"), [node0.clone()], "its entry was kept");
+
+    // Node 2 killed: no reader on its channel. Within a minute of its expiry its entry stays
+    // (its heartbeat may only be late); once forgotten, the next push removes it.
+    let _ = n2.child.kill();
+    let _ = n2.child.wait();
+    let channel = format!("herald:node:{node2}");
+    eventually("Redis to see node 2's pub/sub connection closed", || {
+        redis
+            .command(&["PUBSUB", "NUMSUB", &channel])
+            .ends_with(":0\r\n")
+    });
+    let answer = push_at(&n1, "dan", 3);
+    assert_eq!(answer["nodes"], 0, "{answer}");
+    assert_eq!(entered("dan"), [node2.clone()]);
+    assert_eq!(redis.command(&["ZREM", "herald:nodes", node2]), ":1\r\n");
+    let answer = push_at(&n1, "dan", 4);
+    assert_eq!(answer["nodes"], 0, "{answer}");
+    assert!(entered("dan").is_empty(), "{:?}", entered("dan"));
+}
+
 /// A TCP proxy in front of Redis that the test can cut (every connection closed, new ones
 /// refused), wedge (what Redis sends on pub/sub connections is dropped, silently) or hold up
 /// (what Redis answers on the other connections is kept back until let go).

@@ -10,8 +10,10 @@
 //! - Each node keeps the pushes routed to it in its own in-memory log (the
 //!   [`crate::router::log::Log`] of one node, fed from Redis in the stream's order): a join is
 //!   answered from the stream (what a client missed) and from that log (what arrived since).
-//! - Liveness: nodes renew an expiry in a sorted set; a node that stops is no longer routed to,
-//!   nor counted, once its expiry (`--redis-node-ttl`) passes.
+//! - Liveness: nodes renew an expiry in a sorted set; a node that stops is no longer counted
+//!   once its expiry (`--redis-node-ttl`) passes, and its entries are removed by the pushes that
+//!   find no reader on its channel a minute after that. A node with a reader is routed to
+//!   whatever its expiry says (its heartbeat may only be late).
 //!
 //! The Redis I/O runs on threads of its own ([`bus`]): one for commands (pushes, joins,
 //! presence, the heartbeat), one reading pub/sub, one reading the Socket.IO emitter's channels. They meet the workers through the router, as

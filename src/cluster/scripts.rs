@@ -49,13 +49,15 @@ pub fn heartbeat() -> String {
 /// stops waiting for the answer soon after the deadline and serves its own sockets alone, so a
 /// push held up in a stalled Redis and run when it resumes would reach them twice.
 ///
-/// A push is routed to every node entered for its users that Redis has heard from within a
-/// minute of its expiry, not only to those whose expiry has not passed: a node's heartbeat is
-/// late after Redis stalled longer than the expiry, or once the node is cut off, and its pub/sub
-/// connection may be alive all along. Routing it only once its next heartbeat came would lose
+/// A push is published on the channel of every node entered for its users, whatever its
+/// expiry: a node's heartbeat is late after Redis stalled longer than the expiry (for more than
+/// a minute, the node is forgotten: see the heartbeat), or once the node is cut off, and its
+/// pub/sub connection may be alive all along. Skipping it until its next heartbeat would lose
 /// what it was owed in between, and removing its entries would lose its users' pushes for good.
-/// A node dead for a minute is forgotten (see the heartbeat) and its entries removed as pushes
-/// come across them. The nodes reached are those whose channel had a subscriber.
+/// A channel with a subscriber is proof enough that its node lives. An entry is removed only
+/// when its node's channel had none and Redis has not heard from the node for a minute past
+/// its expiry (a node whose subscription is being rebuilt enters its users again and reads what
+/// it missed from the stream). The nodes reached are those whose channel had a subscriber.
 ///
 /// With a rate, a user with sockets somewhere spends a token, and one whose bucket is empty is
 /// left out (a one-user push is then not logged). Returns `{epoch, id or false, nodes reached,
@@ -69,7 +71,7 @@ local kind = ARGV[4]
 local rate = tonumber(ARGV[6])
 local burst = tonumber(ARGV[7])
 local known = {}
-local function routed(node)
+local function heard(node)
   local a = known[node]
   if a == nil then
     local until_ms = redis.call('ZSCORE', p .. ':nodes', node)
@@ -79,20 +81,14 @@ local function routed(node)
   return a
 end
 local nodes = {}
+local unheard = {}
 local users = {}
 local limited = 0
 local wait = 0
 for i = 10, #ARGV do
   local u = ARGV[i]
   local key = p .. ':u:' .. u
-  local here = {}
-  for _, n in ipairs(redis.call('HKEYS', key)) do
-    if routed(n) then
-      here[#here + 1] = n
-    else
-      redis.call('HDEL', key, n)
-    end
-  end
+  local here = redis.call('HKEYS', key)
   local ok = true
   if rate > 0 and #here > 0 then
     local bucket = p .. ':rate:' .. u
@@ -111,7 +107,14 @@ for i = 10, #ARGV do
   end
   if ok then
     users[#users + 1] = u
-    for _, n in ipairs(here) do nodes[n] = true end
+    for _, n in ipairs(here) do
+      nodes[n] = true
+      if not heard(n) then
+        local keys = unheard[n] or {}
+        keys[#keys + 1] = key
+        unheard[n] = keys
+      end
+    end
   else
     limited = limited + 1
   end
@@ -129,6 +132,8 @@ else
   for n in pairs(nodes) do
     if redis.call('PUBLISH', p .. ':node:' .. n, msg) > 0 then
       reached = reached + 1
+    elseif unheard[n] then
+      for _, key in ipairs(unheard[n]) do redis.call('HDEL', key, n) end
     end
   end
 end
