@@ -118,6 +118,38 @@ fn broadcasts_let_go_before_a_late_subscribe_are_not_replayed_again() {
     assert_eq!(next_n(&mut ws).0, 4);
 }
 
+/// A client that says it resumes (`/ws?resume=1`) holds its broadcasts until its subscribe,
+/// however late past the second of grace: what it missed comes first, in order. Without the
+/// word, broadcasts 1 and 2 came at the end of the grace, before the replay of push 0.
+#[test]
+fn a_client_that_says_it_resumes_gets_what_it_missed_before_broadcasts_however_late_it_subscribes()
+{
+    let srv = start_server();
+    let control = srv.control_addr;
+    let mut a = connect(&srv);
+    let from = subscribe_with(&mut a, json!("slow"))["offset"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(a);
+    eventually("the socket gone", || {
+        get(&srv, "/v1/users/slow").1.contains("\"sockets\":0")
+    });
+    push_at(control, "slow", 0);
+
+    let mut ws = connect_path(srv.public_addr, "/ws?resume=1");
+    broadcast_at(control, 1);
+    broadcast_at(control, 2);
+    // Past the second a client that did not say so holds its broadcasts.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let data = subscribe_with(&mut ws, json!({"userId": "slow", "offset": from}));
+    assert_eq!(data["recovered"], true, "{data}");
+    let got: Vec<u64> = (0..3).map(|_| next_n(&mut ws).0).collect();
+    assert_eq!(got, vec![0, 1, 2], "what it missed, in order, each once");
+    broadcast_at(control, 3);
+    assert_eq!(next_n(&mut ws).0, 3);
+}
+
 #[test]
 fn broadcasts_held_before_a_first_subscribe_come_before_its_answer() {
     let srv = start_server();

@@ -161,8 +161,9 @@ pub struct Conn {
     pub held_input: Option<Box<BytesMut>>,
     /// With recovery on, a raw socket that has not subscribed yet holds the broadcasts it is
     /// handed (in `held_broadcasts`) until its first subscribe is answered, or until this
-    /// instant (a second after it opened) if it subscribes to nothing: so that a client
-    /// resuming with an offset gets what it missed in order, not after newer broadcasts.
+    /// instant if it subscribes to nothing (a second after it opened, or `--connect-timeout`
+    /// for a client that said `resume=1`): so that a client resuming with an offset gets what
+    /// it missed in order, not after newer broadcasts.
     pub broadcasts_from: Option<Instant>,
     /// The held broadcasts' log offsets (0: none) and frames.
     pub held_broadcasts: Option<Box<Vec<(u64, Bytes)>>>,

@@ -186,7 +186,8 @@ fn warn_untrusted_forwarding(peer: IpAddr, req: &Request) {
 
 /// Time between two drain batches.
 pub(crate) const DRAIN_STEP: Duration = Duration::from_millis(50);
-/// With recovery on, how long a raw socket that has not subscribed holds broadcasts.
+/// With recovery on, how long a raw socket that has not subscribed holds broadcasts, unless it
+/// said it resumes (then `--connect-timeout`, see [`raw::resumes`]).
 const BROADCAST_GRACE: Duration = Duration::from_secs(1);
 /// The most broadcasts it holds meanwhile.
 const MAX_HELD_BROADCASTS: usize = 256;
@@ -600,7 +601,11 @@ impl State {
             conn.format = chosen.format;
             conn.identity = identity;
             if recovery {
-                conn.broadcasts_from = Some(now + BROADCAST_GRACE);
+                let grace = match raw::resumes(hs.query.as_deref()) {
+                    true => self.config.connect_timeout,
+                    false => BROADCAST_GRACE,
+                };
+                conn.broadcasts_from = Some(now + grace);
             }
         }
         let mut out = Vec::with_capacity(256);

@@ -35,6 +35,19 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// `event`, fixstr 12 `notification`, fixstr 4 `data`.
 const NOTIFICATION_HEAD: &[u8] = b"\x82\xa5event\xacnotification\xa4data";
 
+/// Whether a `/ws` handshake's raw query string (what follows `?`) says the client resumes:
+/// `resume=1`, put there by a client that will subscribe with the offset it last saw. Such a
+/// socket holds the broadcasts it is sent until that subscribe, however late it comes (within
+/// `--connect-timeout`), so that what it missed comes first. Any other value, or none, is a
+/// client that may never subscribe (a listener to broadcasts): its broadcasts are held a second
+/// at most.
+pub fn resumes(query: Option<&str>) -> bool {
+    query
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| pair == "resume=1")
+}
+
 /// One whole message from a client, as the WebSocket layer delivers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -405,6 +418,21 @@ pub fn event_msgpack(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resume_is_said_with_resume_1_alone() {
+        assert!(super::resumes(Some("resume=1")));
+        assert!(super::resumes(Some("format=msgpack&resume=1")));
+        for query in [
+            None,
+            Some(""),
+            Some("resume"),
+            Some("resume=0"),
+            Some("resume=10"),
+        ] {
+            assert!(!super::resumes(query), "{query:?}");
+        }
+    }
+
     use serde_json::json;
 
     use super::*;

@@ -585,6 +585,10 @@ impl Thread<'_> {
                 };
                 let path = if client.kind.socketio() {
                     format!("{}?EIO=4&transport=websocket", plan.socketio_path)
+                } else if conn.returning && client.resume_offset().is_some() {
+                    // It will subscribe with an offset: herald holds its broadcasts until then,
+                    // however slow this thread is to send the subscribe.
+                    format!("{}?resume=1", plan.ws_path)
                 } else {
                     plan.ws_path.clone()
                 };

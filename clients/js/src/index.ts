@@ -4,7 +4,7 @@
 // before it expires. No runtime dependency: MessagePack comes from `herald-client/msgpack` or any
 // codec with `encode`/`decode`.
 
-import { backoffDelay, jwtExp, parseOffset, seen } from './util.js';
+import { backoffDelay, jwtExp, parseOffset, seen, withResume } from './util.js';
 
 export type { Backoff } from './util.js';
 
@@ -216,7 +216,10 @@ export class Herald {
     }
     if (this.closed) return;
     const msgpack = this.o.format == 'msgpack';
-    const ws = (this.ws = new this.WS(this.url, msgpack ? ['herald.msgpack'] : undefined));
+    // Resuming from an offset: herald holds the socket's broadcasts until the subscribe, so
+    // that what was missed comes first however late the subscribe is.
+    const url = this.last && this.users.size ? withResume(this.url) : this.url;
+    const ws = (this.ws = new this.WS(url, msgpack ? ['herald.msgpack'] : undefined));
     if (msgpack) ws.binaryType = 'arraybuffer';
     ws.onopen = () => {
       if (token) this.send('auth', (this.sent = token));

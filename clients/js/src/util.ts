@@ -1,5 +1,5 @@
 // Pure helpers of the client, apart so that they are tested on their own: the backoff delay, a
-// JWT's `exp`, and herald's offsets.
+// JWT's `exp`, herald's offsets, and the URL of a socket that resumes.
 
 /** Backoff settings, in milliseconds. */
 export interface Backoff {
@@ -49,4 +49,12 @@ export function seen(last: string | undefined, offset: string): boolean {
   const a = parseOffset(last);
   const b = parseOffset(offset);
   return !!a && !!b && a[0] == b[0] && b[1] <= a[1];
+}
+
+/** `url` with `resume=1` in its query: the client will subscribe with an offset. */
+export function withResume(url: string): string {
+  const hash = url.indexOf('#');
+  const [base, fragment] = hash < 0 ? [url, ''] : [url.slice(0, hash), url.slice(hash)];
+  if (/[?&]resume=1(&|$)/.test(base)) return url;
+  return base + (base.includes('?') ? '&' : '?') + 'resume=1' + fragment;
 }

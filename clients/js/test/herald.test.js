@@ -116,6 +116,7 @@ test('reconnects after 4008 and resubscribes with the last offset; recovered or 
   // overlaps what was delivered gives only the new ones.
   conn.close(4008, 'slow consumer: reconnect');
   conn = await server.connections.next();
+  assert.equal(conn.url, '/ws?resume=1', 'says it resumes: its broadcasts wait for the subscribe');
   // herald's answer names the log's head; the replay from before it follows.
   let sub = await answerSubscribe(conn, 'ab-4', true);
   assert.deepEqual(sub.data, { userIds: ['u1', 'u2'], offset: 'ab-2' });

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { backoffDelay, jwtExp, parseOffset, seen } from '../dist/util.js';
+import { backoffDelay, jwtExp, parseOffset, seen, withResume } from '../dist/util.js';
 import { jwt } from './helpers.js';
 
 const b = { min: 500, max: 30_000, factor: 2 };
@@ -80,4 +80,11 @@ test('offsets: parsed, and seen when in the same epoch and not beyond the last',
   assert.equal(seen('ab-5', 'cd-1'), false, 'another epoch');
   assert.equal(seen(undefined, 'ab-1'), false, 'nothing delivered yet');
   assert.equal(seen('ab-9', 'ab-10'), false, 'compared as numbers, not strings');
+});
+
+test('withResume puts resume=1 in the query once, before any fragment', () => {
+  assert.equal(withResume('ws://h/ws'), 'ws://h/ws?resume=1');
+  assert.equal(withResume('ws://h/ws?format=msgpack'), 'ws://h/ws?format=msgpack&resume=1');
+  assert.equal(withResume('ws://h/ws?resume=1'), 'ws://h/ws?resume=1');
+  assert.equal(withResume('ws://h/ws#x'), 'ws://h/ws?resume=1#x');
 });
