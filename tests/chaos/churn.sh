@@ -33,9 +33,14 @@ STAY="$((MEAN / 2))s..$((MEAN * 3 / 2))s"
 # control connections come and go (the soak's pushers and sampler, this script's curl).
 FDS_SLACK=${CHAOS_FDS_SLACK:-8}
 
+# The caps on, a quarter above what the clients hold (a polling client holds a second
+# connection while a POST is under way): the counts behind them must follow the connections and
+# sessions there are, or returns are refused.
+CAP=$((CLIENTS * 5 / 4 + 100))
+
 PUBLIC=$(free_port)
 CONTROL=$(free_port)
-herald_start herald "$PUBLIC" "$CONTROL"
+herald_start herald "$PUBLIC" "$CONTROL" --max-connections "$CAP" --max-sessions "$CAP"
 PID=$(herald_pid herald)
 
 # fds - connections, with both readings, as "extra fds conns".
@@ -48,7 +53,7 @@ overhead() {
 }
 read -r EXTRA0 FDS0 _ <<<"$(overhead)"
 RSS0=$(rss_kib "$PID")
-chaos_log "herald idle: $FDS0 fds, RSS $((RSS0 / 1024)) MiB; $CLIENTS clients, stay $STAY"
+chaos_log "herald idle: $FDS0 fds, RSS $((RSS0 / 1024)) MiB; $CLIENTS clients, stay $STAY, caps $CAP"
 
 soak_start --url "127.0.0.1:$PUBLIC" --control "127.0.0.1:$CONTROL" --pid-file "$OUT/herald.pid" \
   --clients "$CLIENTS" --stay "$STAY" --client-threads 2 \
