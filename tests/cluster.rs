@@ -129,7 +129,13 @@ fn push_at(h: &Herald, user: &str, n: u64) -> Value {
 }
 
 fn raw_client(h: &Herald, data: Value) -> (Client, Value) {
-    let mut ws = connect_path(h.public_addr, "/ws");
+    // A client resuming with an offset says so: its broadcasts wait for its subscribe, however
+    // late this thread, on a loaded machine, sends it.
+    let path = match data.get("offset") {
+        Some(_) => "/ws?resume=1",
+        None => "/ws",
+    };
+    let mut ws = connect_path(h.public_addr, path);
     send_json(&mut ws, json!({"event": "subscribe", "data": data}));
     let reply = recv_json(&mut ws);
     assert_eq!(reply["event"], "subscribed", "{reply}");
