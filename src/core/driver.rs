@@ -234,6 +234,12 @@ impl Driver {
             sessions,
             "sessions counted against --max-sessions"
         );
+        if let Some(parked) = &self.state.parked {
+            assert!(
+                parked.connected_len() <= sessions,
+                "connected sessions known beyond the sessions there are"
+            );
+        }
         self.state.rooms.check_invariants();
         for (_, members) in self.state.rooms.iter() {
             for &k in members {

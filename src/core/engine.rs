@@ -764,8 +764,15 @@ impl State {
             ),
             None => (SocketId::default(), None),
         };
+        let mut left_behind = None;
         let kept = match (&self.parked, &pid) {
-            (Some(parked), Some(pid)) => match parked.take(pid, now_ms) {
+            (Some(parked), Some(pid)) => match parked.take(pid, now_ms).or_else(|| {
+                // Its client came back before herald noticed it left: still connected. The
+                // Engine.IO session left behind closes now if it is this worker's.
+                let (session, left) = parked.take_over(pid, user.as_deref(), eio_sid)?;
+                left_behind = self.sids.get(&left).copied();
+                Some(session)
+            }) {
                 // A pid alone never authenticates: the token must name the same user.
                 Some(kept) if kept.user == user => Some(kept),
                 Some(other) => {
@@ -780,6 +787,14 @@ impl State {
             },
             _ => None,
         };
+        if let Some(old) = left_behind.filter(|&old| old != s) {
+            debug!(
+                session = s,
+                left = old,
+                "connected session taken over by its client"
+            );
+            self.close_session(old, "taken over by its client", None, now);
+        }
         let as_id = |text: &str| -> Option<SocketId> { text.as_bytes().try_into().ok() };
         let taken = kept.and_then(|k| {
             let pid = as_id(pid.as_deref()?)?;

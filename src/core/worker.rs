@@ -1264,9 +1264,14 @@ impl State {
         let Some((pid, session)) = self.kept_session(s, now) else {
             return;
         };
-        let Some(parked) = &self.parked else {
+        let (Some(parked), Some(Entry::Session(sess))) = (&self.parked, self.io.entries.get(s))
+        else {
             return;
         };
+        if !parked.let_go(&pid, sess.sid) {
+            debug!(session = s, "session taken over by its client: not kept");
+            return;
+        }
         debug!(
             session = s,
             users = session.users.len(),
@@ -1306,29 +1311,44 @@ impl State {
         Some((String::from_utf8_lossy(pid).into_owned(), session))
     }
 
-    /// In a cluster: session `s` as it is now, kept in Redis while it is connected, so that
-    /// its client can take it back on another node even if this one dies without parking it.
+    /// Connected session `s` as it is now, for its client to take over should it come back
+    /// before herald noticed it left ([`Parked::hold`]); in a cluster, kept in Redis too while
+    /// it is connected, so that its client can take it back on another node even if this one
+    /// dies without parking it.
     pub(crate) fn share_session(&mut self, s: usize, now: Instant) {
-        if self.config.redis.is_none() {
+        let (Some((pid, session)), Some(parked), Some(Entry::Session(sess))) = (
+            self.kept_session(s, now),
+            &self.parked,
+            self.io.entries.get(s),
+        ) else {
             return;
-        }
-        if let (Some((pid, session)), Some(parked)) = (self.kept_session(s, now), &self.parked) {
-            parked.share_live(pid, session);
+        };
+        let cluster = self.config.redis.is_some();
+        let held = match cluster {
+            true => parked.hold(pid.clone(), sess.sid, session.clone()),
+            false => parked.hold(pid, sess.sid, session),
+        };
+        if held && cluster {
+            if let Some((pid, session)) = self.kept_session(s, now) {
+                parked.share_live(pid, session);
+            }
         }
     }
 
-    /// In a cluster: session `s` ends; unless it was just kept for its client, no node may
-    /// take it back.
+    /// Session `s` ends: it no longer holds its `pid` (unless another Engine.IO session took it
+    /// over, which then does); in a cluster, unless it was just kept for its client, no node
+    /// may take it back.
     pub(crate) fn forget_session(&mut self, s: usize) {
-        if self.config.redis.is_none() {
-            return;
-        }
         let (Some(parked), Some(Entry::Session(sess))) = (&self.parked, self.io.entries.get(s))
         else {
             return;
         };
-        if let Some(pid) = &sess.pid {
-            parked.forget(&String::from_utf8_lossy(pid));
+        let Some(pid) = &sess.pid else {
+            return;
+        };
+        let pid = String::from_utf8_lossy(pid);
+        if parked.let_go(&pid, sess.sid) && self.config.redis.is_some() {
+            parked.forget(&pid);
         }
     }
 
@@ -1592,6 +1612,10 @@ impl State {
                     Some(Entry::Session(s)) => {
                         self.rooms.remove_conn(k);
                         self.sids.remove(&s.sid);
+                        // Whichever way it closed, it holds its `pid` no more.
+                        if let (Some(parked), Some(pid)) = (&self.parked, &s.pid) {
+                            parked.let_go(&String::from_utf8_lossy(pid), s.sid);
+                        }
                         lock_ips(&self.sessions).on_disconnect(s.peer);
                         debug!(session = k, "session closed");
                     }

@@ -8,6 +8,14 @@
 //! and the offset it joined at. A CONNECT carrying the `pid` takes it back on whichever worker
 //! it lands (see [`crate::core::engine`]). Shared by the workers; saved in `--state-dir` with
 //! the log, so that a restart keeps them. No I/O but [`Parked::save`] and [`Parked::load`].
+//!
+//! A client may also come back before herald noticed its transport was lost (a polling client
+//! cut between two requests, a WebSocket left half-open by a network change): its session is
+//! still open, held by an Engine.IO session the client has left. So every connected session is
+//! known here too, as it last was, with the Engine.IO session holding it ([`Parked::hold`]); a
+//! CONNECT with its `pid` takes it over ([`Parked::take_over`]), and the Engine.IO session left
+//! behind, once closed, neither keeps nor forgets what is no longer its own
+//! ([`Parked::let_go`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -102,7 +110,13 @@ pub struct Parked {
     /// In a cluster: the `pid`s of the connected sessions kept in Redis (see
     /// [`Parked::share_live`]), whose expiry the cluster renews.
     live: Mutex<std::collections::HashSet<String>>,
+    /// The connected sessions, by `pid`: the Engine.IO session id holding each, and what it
+    /// was at its last change (see [`Parked::hold`]).
+    connected: Mutex<HashMap<String, (Holder, Session)>>,
 }
+
+/// The Engine.IO session id of the session holding a `pid`.
+pub type Holder = [u8; 20];
 
 /// A change to the sessions kept, for the other nodes of a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +134,7 @@ impl Default for Parked {
             sweep_at: Mutex::new(1024),
             shared: std::sync::OnceLock::new(),
             live: Mutex::default(),
+            connected: Mutex::default(),
         }
     }
 }
@@ -154,6 +169,71 @@ impl Parked {
             share(Shared::Taken(pid.to_owned()));
         }
         taken
+    }
+
+    fn connected(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Holder, Session)>> {
+        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connected session `pid`, held by Engine.IO session `holder`, is now `session`; false
+    /// (and ignored) when another Engine.IO session took it over.
+    pub fn hold(&self, pid: String, holder: Holder, session: Session) -> bool {
+        match self.connected().entry(pid) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                if e.get().0 != holder {
+                    return false;
+                }
+                e.insert((holder, session));
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert((holder, session));
+            }
+        }
+        true
+    }
+
+    /// Takes over connected session `pid` for Engine.IO session `by`, when its token named
+    /// `user` (a `pid` alone never authenticates): what it was at its last change, and the
+    /// Engine.IO session left behind. That one can no longer keep the `pid` for its client nor
+    /// end it ([`Parked::let_go`]); its worker closes it, or it closes at its ping timeout.
+    pub fn take_over(
+        &self,
+        pid: &str,
+        user: Option<&str>,
+        by: Holder,
+    ) -> Option<(Session, Holder)> {
+        let mut connected = self.connected();
+        let (holder, session) = connected.get_mut(pid)?;
+        if session.user.as_deref() != user || *holder == by {
+            return None;
+        }
+        let left = std::mem::replace(holder, by);
+        let taken = (session.clone(), left);
+        drop(connected);
+        if let Some(share) = self.shared.get() {
+            share(Shared::Taken(pid.to_owned()));
+        }
+        Some(taken)
+    }
+
+    /// Engine.IO session `holder`, which held `pid`, is closing: true when it still holds it
+    /// (or nobody does), and may keep it for its client or end it; false when another one took
+    /// it over.
+    pub fn let_go(&self, pid: &str, holder: Holder) -> bool {
+        let mut connected = self.connected();
+        match connected.get(pid) {
+            Some((h, _)) if *h != holder => false,
+            Some(_) => {
+                connected.remove(pid);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Connected sessions known (held, or taken over and not yet answered).
+    pub fn connected_len(&self) -> usize {
+        self.connected().len()
     }
 
     /// In a cluster: a connected session as it is now, kept in Redis (not here) so that its
@@ -276,6 +356,31 @@ mod tests {
         assert_eq!(p.take("pid1", 50), None, "taken already");
         assert_eq!(p.take("pid2", 100), None, "its time is up");
         assert_eq!(p.take("nope", 0), None);
+    }
+
+    #[test]
+    fn a_connected_session_is_taken_over_by_its_user_and_the_one_left_behind_lets_go() {
+        let p = Parked::default();
+        let (old, new) = ([1u8; 20], [2u8; 20]);
+        assert!(p.hold("pid".into(), old, session(0)));
+        assert_eq!(p.take_over("pid", Some("u2"), new), None, "another user's");
+        assert_eq!(
+            p.take_over("pid", None, new),
+            None,
+            "no token, another user's"
+        );
+        assert_eq!(p.take_over("pid", Some("u1"), new), Some((session(0), old)));
+        // The one left behind changes nothing, keeps nothing, ends nothing.
+        assert!(!p.hold("pid".into(), old, session(1)));
+        assert!(!p.let_go("pid", old));
+        assert_eq!(p.connected_len(), 1);
+        // The new holder goes on, then lets go when it closes.
+        assert!(p.hold("pid".into(), new, session(2)));
+        assert_eq!(p.take_over("pid", Some("u1"), new), None, "not from itself");
+        assert!(p.let_go("pid", new));
+        assert_eq!(p.connected_len(), 0);
+        assert!(p.let_go("pid", old), "nobody holds it");
+        assert_eq!(p.take_over("pid", Some("u1"), new), None);
     }
 
     #[test]
