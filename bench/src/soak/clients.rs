@@ -202,8 +202,6 @@ struct Client {
     pid: Option<String>,
     /// When the current connection drops (set once subscribed).
     drop_at: Option<Instant>,
-    /// A vanished connection's socket, held silent until the client returns.
-    vanished: Option<TcpStream>,
     history: History,
     /// Notifications that came before the subscription's answer began a chain.
     early: Vec<(Option<Offset>, u64)>,
@@ -317,6 +315,9 @@ struct Thread<'a> {
     stats: Stats,
     /// Connections between connect and subscription.
     in_setup: usize,
+    /// Vanished connections' sockets, held silent (whether or not their clients came back)
+    /// until --reap-after past their drop, oldest first: herald must notice them by itself.
+    vanished: std::collections::VecDeque<(Instant, TcpStream)>,
 }
 
 pub fn run(plan: Plan, phase: Arc<AtomicU8>, live: Arc<Live>) -> io::Result<ThreadReport> {
@@ -335,7 +336,6 @@ pub fn run(plan: Plan, phase: Arc<AtomicU8>, live: Arc<Live>) -> io::Result<Thre
             sid: None,
             pid: None,
             drop_at: None,
-            vanished: None,
             history: History {
                 client: index,
                 user: index % plan.users.max(1),
@@ -356,6 +356,7 @@ pub fn run(plan: Plan, phase: Arc<AtomicU8>, live: Arc<Live>) -> io::Result<Thre
         inflater: Inflater::new(),
         stats: Stats::default(),
         in_setup: 0,
+        vanished: Default::default(),
     };
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; READ_CHUNK];
@@ -417,13 +418,15 @@ impl Thread<'_> {
 
     /// Timers: connections to open, setups past their deadline, drops due, returns due.
     fn scan(&mut self, now: Instant, phase: u8) {
+        while self.vanished.front().is_some_and(|&(at, _)| at <= now) {
+            self.vanished.pop_front();
+        }
         for c in 0..self.clients.len() {
             match self.clients[c].place {
                 Place::Away { at } if at <= now => {
                     if self.in_setup >= self.plan.concurrency {
                         continue;
                     }
-                    self.clients[c].vanished = None;
                     self.open(c, now);
                 }
                 Place::Away { .. } => {}
@@ -1086,17 +1089,10 @@ impl Thread<'_> {
         self.live.clients_connected.fetch_sub(1, Ordering::Relaxed);
         let c = self.conns[key].client;
         let kind = self.clients[c].kind;
-        let mut away = self.span(self.plan.away);
-        // herald learns that a client left only from its connection: at once for a WebSocket,
-        // at the ping timeout for a vanished one. A client back before then finds its old
-        // session still open (not to be taken back): like a real one, it stays away longer.
-        // Over polling herald keeps a session for recovery once the connection holding its GET
-        // is cut, but a client cut between two GETs, or while herald answers one, is noticed
-        // only at the ping timeout; polling clients are away that long whatever their drop.
-        let unnoticed = kind == Kind::SocketioPolling;
-        if mode == DropMode::Vanish || unnoticed {
-            away = away.max(self.plan.reap_after + Duration::from_secs(1));
-        }
+        // Back whenever it likes, as a real client is: herald learns that a vanished client
+        // left, or a polling one cut between two GETs, only at the ping timeout, and one back
+        // sooner takes its still-open session over (a raw one resumes from its offset).
+        let away = self.span(self.plan.away);
         {
             let client = &mut self.clients[c];
             client.away_since = Some(now);
@@ -1149,7 +1145,8 @@ impl Thread<'_> {
                     let _ = conn.stream.write(&partial);
                 }
                 if mode == DropMode::Vanish {
-                    self.clients[c].vanished = Some(conn.stream);
+                    let at = now + self.plan.reap_after;
+                    self.vanished.push_back((at, conn.stream));
                 } else {
                     let _ = sys::reset_on_close(conn.stream.as_raw_fd());
                     drop(conn.stream);

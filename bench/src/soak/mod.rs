@@ -125,7 +125,8 @@ pub struct SoakArgs {
 
     /// How clients drop, by weight: clean (a WebSocket close frame; over polling, the
     /// connection closed with a FIN, as a page going away leaves it), reset (TCP RST),
-    /// vanish (no FIN: the socket is left silent and closed only after --reap-after),
+    /// vanish (no FIN: the socket is left silent, and closed --reap-after later whether or
+    /// not its client came back),
     /// midframe (half a frame sent, then RST).
     #[arg(long, default_value = "clean=1,reset=1,vanish=1,midframe=1")]
     pub drops: Weights,
@@ -135,8 +136,8 @@ pub struct SoakArgs {
     #[arg(long, default_value = "10s..60s")]
     pub stay: Span,
 
-    /// How long a dropped client stays away before coming back. A vanished client stays away
-    /// at least --reap-after, since herald notices it only then.
+    /// How long a dropped client stays away before coming back, whether or not herald noticed
+    /// it left (a vanished client is noticed only after --reap-after).
     #[arg(long, default_value = "100ms..10s")]
     pub away: Span,
 
@@ -173,8 +174,7 @@ pub struct SoakArgs {
     pub duration: Duration,
 
     /// After churn: no more drops; the clients away come back; pushes go on. Default: the
-    /// longest time away (--away's bound, or --reap-after and a second for vanished clients)
-    /// plus 5 s.
+    /// longest time away (--away's bound) plus 5 s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub settle: Option<Duration>,
 
@@ -285,15 +285,9 @@ pub fn run(args: &SoakArgs) -> Result<bool, crate::BoxError> {
     }
     let clock = crate::sys::Clock::new();
     let seed = args.seed.unwrap_or_else(|| clock.now_ns());
-    let vanish = drops[2] > drops[1];
-    let settle = args.settle.unwrap_or_else(|| {
-        let longest = if vanish {
-            args.away.max.max(args.reap_after + Duration::from_secs(1))
-        } else {
-            args.away.max
-        };
-        longest + Duration::from_secs(5)
-    });
+    let settle = args
+        .settle
+        .unwrap_or_else(|| args.away.max + Duration::from_secs(5));
 
     // Kinds drawn once, by weight, from the seed: the same seed gives the same clients.
     let mut rng = crate::sys::Rng::with_seed(seed);
