@@ -1323,15 +1323,8 @@ impl State {
         ) else {
             return;
         };
-        let cluster = self.config.redis.is_some();
-        let held = match cluster {
-            true => parked.hold(pid.clone(), sess.sid, session.clone()),
-            false => parked.hold(pid, sess.sid, session),
-        };
-        if held && cluster {
-            if let Some((pid, session)) = self.kept_session(s, now) {
-                parked.share_live(pid, session);
-            }
+        if parked.hold(&pid, sess.sid, &session) && self.config.redis.is_some() {
+            parked.share_live(pid, session);
         }
     }
 

@@ -111,9 +111,16 @@ pub struct Parked {
     /// [`Parked::share_live`]), whose expiry the cluster renews.
     live: Mutex<std::collections::HashSet<String>>,
     /// The connected sessions, by `pid`: the Engine.IO session id holding each, and what it
-    /// was at its last change (see [`Parked::hold`]).
-    connected: Mutex<HashMap<String, (Holder, Session)>>,
+    /// was at its last change (see [`Parked::hold`]), encoded ([`Session::to_bytes`]): one
+    /// allocation of some 80 bytes for a session of one user, beside the entry's 56.
+    connected: Mutex<Connected>,
 }
+
+/// A `pid` as herald makes them: 20 characters.
+type Pid = [u8; 20];
+
+/// The connected sessions: by `pid`, the holder and the session encoded.
+type Connected = HashMap<Pid, (Holder, Box<[u8]>)>;
 
 /// The Engine.IO session id of the session holding a `pid`.
 pub type Holder = [u8; 20];
@@ -171,22 +178,27 @@ impl Parked {
         taken
     }
 
-    fn connected(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Holder, Session)>> {
+    fn connected(&self) -> std::sync::MutexGuard<'_, Connected> {
         self.connected.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Connected session `pid`, held by Engine.IO session `holder`, is now `session`; false
-    /// (and ignored) when another Engine.IO session took it over.
-    pub fn hold(&self, pid: String, holder: Holder, session: Session) -> bool {
+    /// (and ignored) when another Engine.IO session took it over, or `pid` is not one herald
+    /// makes.
+    pub fn hold(&self, pid: &str, holder: Holder, session: &Session) -> bool {
+        let Ok(pid) = Pid::try_from(pid.as_bytes()) else {
+            return false;
+        };
+        let bytes = session.to_bytes().into_boxed_slice();
         match self.connected().entry(pid) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 if e.get().0 != holder {
                     return false;
                 }
-                e.insert((holder, session));
+                e.insert((holder, bytes));
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert((holder, session));
+                e.insert((holder, bytes));
             }
         }
         true
@@ -202,13 +214,15 @@ impl Parked {
         user: Option<&str>,
         by: Holder,
     ) -> Option<(Session, Holder)> {
+        let key = Pid::try_from(pid.as_bytes()).ok()?;
         let mut connected = self.connected();
-        let (holder, session) = connected.get_mut(pid)?;
+        let (holder, bytes) = connected.get_mut(&key)?;
+        let session = Session::from_bytes(bytes)?;
         if session.user.as_deref() != user || *holder == by {
             return None;
         }
         let left = std::mem::replace(holder, by);
-        let taken = (session.clone(), left);
+        let taken = (session, left);
         drop(connected);
         if let Some(share) = self.shared.get() {
             share(Shared::Taken(pid.to_owned()));
@@ -220,11 +234,14 @@ impl Parked {
     /// (or nobody does), and may keep it for its client or end it; false when another one took
     /// it over.
     pub fn let_go(&self, pid: &str, holder: Holder) -> bool {
+        let Ok(pid) = Pid::try_from(pid.as_bytes()) else {
+            return true;
+        };
         let mut connected = self.connected();
-        match connected.get(pid) {
+        match connected.get(&pid) {
             Some((h, _)) if *h != holder => false,
             Some(_) => {
-                connected.remove(pid);
+                connected.remove(&pid);
                 true
             }
             None => true,
@@ -362,25 +379,27 @@ mod tests {
     fn a_connected_session_is_taken_over_by_its_user_and_the_one_left_behind_lets_go() {
         let p = Parked::default();
         let (old, new) = ([1u8; 20], [2u8; 20]);
-        assert!(p.hold("pid".into(), old, session(0)));
-        assert_eq!(p.take_over("pid", Some("u2"), new), None, "another user's");
+        let pid = "pidpidpidpidpidpidpi";
+        assert!(!p.hold("short", old, &session(0)), "not a pid herald makes");
+        assert!(p.hold(pid, old, &session(0)));
+        assert_eq!(p.take_over(pid, Some("u2"), new), None, "another user's");
         assert_eq!(
-            p.take_over("pid", None, new),
+            p.take_over(pid, None, new),
             None,
             "no token, another user's"
         );
-        assert_eq!(p.take_over("pid", Some("u1"), new), Some((session(0), old)));
+        assert_eq!(p.take_over(pid, Some("u1"), new), Some((session(0), old)));
         // The one left behind changes nothing, keeps nothing, ends nothing.
-        assert!(!p.hold("pid".into(), old, session(1)));
-        assert!(!p.let_go("pid", old));
+        assert!(!p.hold(pid, old, &session(1)));
+        assert!(!p.let_go(pid, old));
         assert_eq!(p.connected_len(), 1);
         // The new holder goes on, then lets go when it closes.
-        assert!(p.hold("pid".into(), new, session(2)));
-        assert_eq!(p.take_over("pid", Some("u1"), new), None, "not from itself");
-        assert!(p.let_go("pid", new));
+        assert!(p.hold(pid, new, &session(2)));
+        assert_eq!(p.take_over(pid, Some("u1"), new), None, "not from itself");
+        assert!(p.let_go(pid, new));
         assert_eq!(p.connected_len(), 0);
-        assert!(p.let_go("pid", old), "nobody holds it");
-        assert_eq!(p.take_over("pid", Some("u1"), new), None);
+        assert!(p.let_go(pid, old), "nobody holds it");
+        assert_eq!(p.take_over(pid, Some("u1"), new), None);
     }
 
     #[test]
