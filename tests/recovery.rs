@@ -602,24 +602,41 @@ fn polling(addr: SocketAddr, method: &str, query: &str, body: &str) -> String {
     answer
 }
 
-#[test]
-fn a_polling_client_whose_held_get_is_cut_takes_its_session_back_at_once() {
-    // The default ping settings: without the cut noticed, the session would stay open (and
-    // could not be taken back) for 45 s.
-    let srv = start_server();
-    let addr = srv.public_addr;
+/// A Socket.IO client coming back over a WebSocket with its `pid` and last offset, as
+/// socket.io-client does: the CONNECT sent, nothing read yet.
+fn sio_return(addr: SocketAddr, pid: &str, from: &str) -> Client {
+    let mut ws = sio_websocket(addr);
+    let auth = json!({"pid": pid, "offset": from});
+    ws.send(Message::Text(format!("40{auth}"))).unwrap();
+    ws
+}
+
+/// A Socket.IO client over long-polling, connected and subscribed to `user`: its `&sid=` query
+/// part, its CONNECT reply and the offset its `subscribed` event gave.
+fn polling_subscribed(addr: SocketAddr, user: &str) -> (String, Value, String) {
     let open = polling(addr, "GET", "", "");
     let open: Value =
         serde_json::from_str(open.strip_prefix('0').expect("an open packet")).unwrap();
     let sid = format!("&sid={}", open["sid"].as_str().unwrap());
     assert_eq!(polling(addr, "POST", &sid, "40"), "ok");
     let connected = connect_reply(&polling(addr, "GET", &sid, ""));
-    let pid = connected["pid"].as_str().expect("a pid").to_owned();
-    assert_eq!(polling(addr, "POST", &sid, r#"42["subscribe","p1"]"#), "ok");
+    let subscribe = format!(r#"42["subscribe","{user}"]"#);
+    assert_eq!(polling(addr, "POST", &sid, &subscribe), "ok");
     let subscribed = polling(addr, "GET", &sid, "");
     let v: Value = serde_json::from_str(subscribed.strip_prefix("42").unwrap()).unwrap();
     assert_eq!(v[0], "subscribed", "{subscribed}");
     let from = v[2].as_str().expect("an offset").to_owned();
+    (sid, connected, from)
+}
+
+#[test]
+fn a_polling_client_whose_held_get_is_cut_takes_its_session_back_at_once() {
+    // The default ping settings: without the cut noticed, the session would stay open for
+    // 45 s (its client could take it over, see below, but not find it kept).
+    let srv = start_server();
+    let addr = srv.public_addr;
+    let (sid, connected, from) = polling_subscribed(addr, "p1");
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
 
     // A GET held open, then its connection closed under it, as a client losing its network
     // mid-poll (or a browser tab killed) leaves it.
@@ -639,12 +656,7 @@ fn a_polling_client_whose_held_get_is_cut_takes_its_session_back_at_once() {
     push_at(srv.control_addr, "p1", 1);
 
     // Back over a WebSocket with its pid: the same session, what it missed, its room.
-    let mut ws = sio_websocket(addr);
-    ws.send(Message::Text(format!(
-        "40{}",
-        json!({"pid": pid, "offset": from})
-    )))
-    .unwrap();
+    let mut ws = sio_return(addr, &pid, &from);
     assert_eq!(sio_notification(&sio_next(&mut ws)).0, 1);
     let again = connect_reply(&sio_next(&mut ws));
     assert_eq!(again["sid"], connected["sid"]);
@@ -661,28 +673,14 @@ fn a_polling_client_whose_held_get_is_cut_takes_its_session_back_at_once() {
 fn a_polling_client_back_before_herald_noticed_it_left_takes_its_session_over() {
     let srv = start_server_with(|c| c.workers = 1);
     let addr = srv.public_addr;
-    let open = polling(addr, "GET", "", "");
-    let open: Value =
-        serde_json::from_str(open.strip_prefix('0').expect("an open packet")).unwrap();
-    let sid = format!("&sid={}", open["sid"].as_str().unwrap());
-    assert_eq!(polling(addr, "POST", &sid, "40"), "ok");
-    let connected = connect_reply(&polling(addr, "GET", &sid, ""));
+    let (sid, connected, from) = polling_subscribed(addr, "t1");
     let pid = connected["pid"].as_str().expect("a pid").to_owned();
-    assert_eq!(polling(addr, "POST", &sid, r#"42["subscribe","t1"]"#), "ok");
-    let subscribed = polling(addr, "GET", &sid, "");
-    let v: Value = serde_json::from_str(subscribed.strip_prefix("42").unwrap()).unwrap();
-    let from = v[2].as_str().expect("an offset").to_owned();
     // Cut between two GETs: herald holds nothing of the client's and has noticed nothing.
     push_at(srv.control_addr, "t1", 1);
     assert_eq!(metric(&srv, "herald_socketio_sessions"), 1.0);
     assert_eq!(metric(&srv, "herald_sessions_parked_total"), 0.0);
 
-    let mut ws = sio_websocket(addr);
-    ws.send(Message::Text(format!(
-        "40{}",
-        json!({"pid": pid, "offset": from})
-    )))
-    .unwrap();
+    let mut ws = sio_return(addr, &pid, &from);
     assert_eq!(sio_notification(&sio_next(&mut ws)).0, 1);
     let again = connect_reply(&sio_next(&mut ws));
     assert_eq!(again["sid"], connected["sid"], "the same socket");
