@@ -702,6 +702,39 @@ fn a_polling_client_back_before_herald_noticed_it_left_takes_its_session_over() 
     assert_eq!(status, 400);
 }
 
+/// A Socket.IO client over WebSocket comes back (its old WebSocket half-open, as a network
+/// change leaves it) on whichever worker: the Engine.IO session left behind is closed by its own
+/// worker at once, not at its ping timeout (45 s here), and the user counts one socket.
+#[test]
+fn the_session_left_behind_by_a_takeover_is_closed_whichever_worker_holds_it() {
+    let srv = start_server_with(|c| c.workers = 2);
+    let addr = srv.public_addr;
+    // Six returns: each pair of sessions lands on two workers or one, by the accept's turn.
+    let mut back = Vec::new();
+    for i in 0..6 {
+        let user = format!("w{i}");
+        let (mut old, sid, pid, from) = sio_subscribed(addr, &user);
+        let mut new = sio_return(addr, &pid, &from);
+        let again = connect_reply(&sio_next(&mut new));
+        assert_eq!(again["sid"], sid.as_str(), "round {i}");
+        // The old WebSocket is closed by herald: a close frame, then the end.
+        loop {
+            match old.read() {
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        eventually("the session left behind closed", || {
+            metric(&srv, "herald_socketio_sessions") == (i + 1) as f64
+        });
+        let (_, presence) = get(&srv, &format!("/v1/users/{user}"));
+        assert!(presence.contains("\"sockets\":1"), "round {i}: {presence}");
+        push_at(srv.control_addr, &user, 1);
+        assert_eq!(sio_notification(&sio_next(&mut new)).0, 1, "round {i}");
+        back.push(new);
+    }
+}
+
 #[test]
 fn a_socketio_client_that_disconnects_itself_is_not_kept() {
     let srv = start_server();

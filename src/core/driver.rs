@@ -212,6 +212,8 @@ impl Driver {
         self.state.io.write_now.clear();
         self.state.io.closed.clear();
         self.handed.append(&mut self.state.handed);
+        // Another worker's sessions to close: there is no other worker here.
+        self.state.taken_over.clear();
     }
 
     /// Checks what must hold between calls: queue byte counts match the queues, every room

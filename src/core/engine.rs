@@ -768,9 +768,9 @@ impl State {
         let kept = match (&self.parked, &pid) {
             (Some(parked), Some(pid)) => match parked.take(pid, now_ms).or_else(|| {
                 // Its client came back before herald noticed it left: still connected. The
-                // Engine.IO session left behind closes now if it is this worker's.
+                // Engine.IO session left behind is closed, by its own worker.
                 let (session, left) = parked.take_over(pid, user.as_deref(), eio_sid)?;
-                left_behind = self.sids.get(&left).copied();
+                left_behind = Some(left);
                 Some(session)
             }) {
                 // A pid alone never authenticates: the token must name the same user.
@@ -787,13 +787,11 @@ impl State {
             },
             _ => None,
         };
-        if let Some(old) = left_behind.filter(|&old| old != s) {
-            debug!(
-                session = s,
-                left = old,
-                "connected session taken over by its client"
-            );
-            self.close_session(old, "taken over by its client", None, now);
+        if let Some(left) = left_behind {
+            match crate::core::worker::sid_worker(&left) {
+                Some(w) if w != self.worker && w < self.workers => self.taken_over.push((w, left)),
+                _ => self.close_taken_over(&left, now),
+            }
         }
         let as_id = |text: &str| -> Option<SocketId> { text.as_bytes().try_into().ok() };
         let taken = kept.and_then(|k| {
@@ -820,6 +818,16 @@ impl State {
                 recovering: false,
             },
             lookup,
+        }
+    }
+
+    /// Closes this worker's Engine.IO session `sid`, whose client took its Socket.IO session
+    /// over on another Engine.IO session: its transport is dead or about to be, and it no
+    /// longer holds the `pid`, so it keeps nothing and ends nothing.
+    pub(crate) fn close_taken_over(&mut self, sid: &SocketId, now: Instant) {
+        if let Some(&old) = self.sids.get(sid) {
+            debug!(session = old, "connected session taken over by its client");
+            self.close_session(old, "taken over by its client", None, now);
         }
     }
 

@@ -119,6 +119,9 @@ pub(crate) struct State {
     /// Connections to hand to the worker that owns their next request's session, with the
     /// key they had here: the runtime sends each with its socket.
     pub(crate) handed: Vec<(usize, Box<Conn>, usize)>,
+    /// Engine.IO sessions of other workers whose clients took their Socket.IO sessions over
+    /// here, with their workers: the runtime tells each to close its own.
+    pub(crate) taken_over: Vec<(usize, SocketId)>,
     /// The wall clock at one instant of the monotonic one: JWT `exp` is read against
     /// [`State::unix`], derived from the `now` each handler is given.
     wall: (Instant, Duration),
@@ -338,6 +341,7 @@ impl State {
             worker,
             workers,
             handed: Vec::new(),
+            taken_over: Vec::new(),
             wall: (start, unix),
             joins: Vec::new(),
             parked,

@@ -42,6 +42,9 @@ pub enum ToWorker {
     /// its data): close every client, over `--drain-time`, with a code that makes it
     /// reconnect, and keep no Socket.IO session, so that each is told `recovered: false`.
     Reconnect,
+    /// The client of this worker's Engine.IO session with this id took its Socket.IO session
+    /// over on another worker: close it (it no longer holds the `pid`, so it keeps nothing).
+    TakenOver(crate::core::conn::SocketId),
 }
 
 /// One push, shared by every worker it goes to.

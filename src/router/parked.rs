@@ -207,7 +207,7 @@ impl Parked {
     /// Takes over connected session `pid` for Engine.IO session `by`, when its token named
     /// `user` (a `pid` alone never authenticates): what it was at its last change, and the
     /// Engine.IO session left behind. That one can no longer keep the `pid` for its client nor
-    /// end it ([`Parked::let_go`]); its worker closes it, or it closes at its ping timeout.
+    /// end it ([`Parked::let_go`]); its worker is told to close it.
     pub fn take_over(
         &self,
         pid: &str,

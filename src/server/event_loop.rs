@@ -426,6 +426,14 @@ impl EventLoop {
             let now = self.state.io.now;
             self.carry_out(msg, now);
         }
+        for (owner, sid) in mem::take(&mut self.state.taken_over) {
+            // A worker that stopped has no session left to close.
+            if let Some(link) = self.links.get(owner) {
+                if link.tx.send(ToWorker::TakenOver(sid)).is_ok() {
+                    let _ = link.waker.wake();
+                }
+            }
+        }
         for (k, conn, owner) in mem::take(&mut self.state.handed) {
             let Some(mut socket) = self.sockets.get_mut(k).and_then(Option::take) else {
                 continue;
@@ -740,6 +748,10 @@ impl EventLoop {
                 });
             }
             ToWorker::Metrics(gather) => gather.add(vec![self.state.report()]),
+            ToWorker::TakenOver(sid) => {
+                self.state.close_taken_over(&sid, now);
+                self.settle();
+            }
             ToWorker::Readiness(gather) => gather.add(self.state.shutdown_deadline.is_none()),
             ToWorker::Joined(joined) => {
                 self.joins_waiting = self.joins_waiting.saturating_sub(1);
