@@ -20,7 +20,9 @@ use crate::core::conn::{HttpMeta, Phase, PostBody, Proto, SocketId};
 use crate::core::identity::Identity;
 use crate::core::polling as http;
 use crate::core::session::{Session, Transport};
-use crate::core::worker::{count_refusal, lock_ips, new_id, new_sid, over_limit, Entry, Io, State};
+use crate::core::worker::{
+    count_refusal, lock_ips, new_id, new_sid, over_limit, sid_worker, Entry, Io, State,
+};
 use crate::engineio::{self, Data, OpenParams, Packet};
 use crate::fanout::text_frame;
 use crate::limits::{Admit, InboundBucket, IpRefusal};
@@ -788,7 +790,7 @@ impl State {
             _ => None,
         };
         if let Some(left) = left_behind {
-            match crate::core::worker::sid_worker(&left) {
+            match sid_worker(&left) {
                 Some(w) if w != self.worker && w < self.workers => self.taken_over.push((w, left)),
                 _ => self.close_taken_over(&left, now),
             }

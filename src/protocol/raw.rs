@@ -418,10 +418,14 @@ pub fn event_msgpack(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::*;
+
     #[test]
     fn resume_is_said_with_resume_1_alone() {
-        assert!(super::resumes(Some("resume=1")));
-        assert!(super::resumes(Some("format=msgpack&resume=1")));
+        assert!(resumes(Some("resume=1")));
+        assert!(resumes(Some("format=msgpack&resume=1")));
         for query in [
             None,
             Some(""),
@@ -429,13 +433,9 @@ mod tests {
             Some("resume=0"),
             Some("resume=10"),
         ] {
-            assert!(!super::resumes(query), "{query:?}");
+            assert!(!resumes(query), "{query:?}");
         }
     }
-
-    use serde_json::json;
-
-    use super::*;
 
     macro_rules! parses {
         ($($name:ident: $input:expr => $want:expr;)*) => {$(
