@@ -922,7 +922,11 @@ fn a_jwks_file_gives_rs256_and_es256_keys() {
     let srv = start_server_with(|c| c.jwt_jwks = Some(jwks.clone()));
     let addr = srv.public_addr;
     let mut ws = accepted(addr, &rsa.token("alice", Some("rsa-1")), "alice");
-    accepted(addr, &ec.token("alice", Some("ec-1")), "alice");
+    drop(accepted(addr, &ec.token("alice", Some("ec-1")), "alice"));
+    // The push below counts alice's sockets: the one just closed must be gone first.
+    eventually("the EC client's socket gone", || {
+        sockets_of(&srv, "alice") == 1
+    });
     push_and_receive(&srv, &mut ws, "alice", "from a JWKS key");
     assert_refused(
         addr,
